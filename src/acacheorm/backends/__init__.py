@@ -1,0 +1,1 @@
+"""Backends: byte stores with a batch interface. See `acacheorm.backends.base.Backend`."""

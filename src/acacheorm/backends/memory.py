@@ -1,0 +1,167 @@
+"""SimpleBackend: an in-process byte store with TTLs and an optional LRU bound."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from typing import Any
+
+from .._commands import (
+    KEEP_TTL,
+    Add,
+    Batch,
+    Capabilities,
+    Cas,
+    Delete,
+    Get,
+    Gets,
+    Has,
+    Incr,
+    Replace,
+    Set,
+    Touch,
+)
+from .._exceptions import BackendError, ValueTooLargeError
+from .base import Backend
+
+_WRITES = (Set, Add, Replace, Cas, Incr)
+
+
+class SimpleBackend(Backend):
+    """An in-process store: the default for tests, notebooks and the demo.
+
+    Every batch runs without yielding to the event loop, so it is atomic with respect to
+    other tasks. ``max_entries`` bounds the number of keys; the least recently used keys are
+    evicted to make room, but never a key written by the same batch (a batch that writes more
+    distinct keys than the bound is refused whole, before anything is written).
+
+    Example::
+
+        backend = co.SimpleBackend(max_entries=10_000)
+        await backend.set("k", b"v", ttl=30)
+    """
+
+    capabilities = Capabilities(atomic_batch=True, native_cas=True)
+    url_schemes = ("memory",)
+
+    def __init__(
+        self, *, max_entries: int | None = None, namespace: str = "", auto_batch: bool = True
+    ) -> None:
+        super().__init__(namespace=namespace, timeout=None, auto_batch=auto_batch)
+        if max_entries is not None and (
+            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+        ):
+            raise ValueError(f"max_entries must be a positive int or None: {max_entries!r}")
+        self.max_entries = max_entries
+        # key -> [value, expires_at (monotonic) or None, version]
+        self._data: OrderedDict[str, list[Any]] = OrderedDict()
+        self._versions = itertools.count(1)
+
+    def _live(self, key: str, now: float) -> list[Any] | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        expires = entry[1]
+        if expires is not None and expires <= now:
+            del self._data[key]
+            return None
+        return entry
+
+    def _store(self, key: str, value: bytes, expires: float | None) -> None:
+        data = self._data
+        data[key] = [value, expires, next(self._versions)]
+        data.move_to_end(key)
+        if self.max_entries is not None:
+            while len(data) > self.max_entries:
+                data.popitem(last=False)
+
+    async def _execute(self, batch: Batch) -> list[Any]:
+        commands = batch.commands
+        if self.max_entries is not None:
+            written = {c.key for c in commands if isinstance(c, _WRITES)}
+            if len(written) > self.max_entries:
+                raise ValueTooLargeError(
+                    f"batch writes {len(written)} keys, more than max_entries={self.max_entries}"
+                )
+        now = time.monotonic()
+        data = self._data
+        results: list[Any] = []
+        append = results.append
+        for cmd in commands:
+            kind = type(cmd)
+            key = cmd.key
+            if kind is Get:
+                entry = self._live(key, now)
+                if entry is None:
+                    append(None)
+                else:
+                    data.move_to_end(key)
+                    append(entry[0])
+            elif kind is Set:
+                ttl = cmd.ttl  # type: ignore[union-attr]
+                self._store(key, cmd.value, None if ttl is None else now + ttl)  # type: ignore[union-attr]
+                append(True)
+            elif kind is Gets:
+                entry = self._live(key, now)
+                append(None if entry is None else (entry[0], entry[2]))
+            elif kind is Has:
+                append(self._live(key, now) is not None)
+            elif kind is Add:
+                if self._live(key, now) is not None:
+                    append(False)
+                else:
+                    ttl = cmd.ttl  # type: ignore[union-attr]
+                    self._store(key, cmd.value, None if ttl is None else now + ttl)  # type: ignore[union-attr]
+                    append(True)
+            elif kind is Replace or kind is Cas:
+                entry = self._live(key, now)
+                if entry is None or (kind is Cas and entry[2] != cmd.token):  # type: ignore[union-attr]
+                    append(False)
+                    continue
+                ttl = cmd.ttl  # type: ignore[union-attr]
+                expires = entry[1] if ttl is KEEP_TTL else (None if ttl is None else now + ttl)
+                self._store(key, cmd.value, expires)  # type: ignore[union-attr]
+                append(True)
+            elif kind is Delete:
+                existed = self._live(key, now) is not None
+                if existed:
+                    del data[key]
+                append(existed)
+            elif kind is Incr:
+                entry = self._live(key, now)
+                if entry is None:
+                    new = cmd.delta  # type: ignore[union-attr]
+                    ttl = cmd.ttl  # type: ignore[union-attr]
+                    self._store(key, str(new).encode(), None if ttl is None else now + ttl)
+                    append(new)
+                    continue
+                try:
+                    new = int(entry[0]) + cmd.delta  # type: ignore[union-attr]
+                except ValueError:
+                    append(BackendError(f"incr: the value under {key!r} is not an integer"))
+                    continue
+                self._store(key, str(new).encode(), entry[1])
+                append(new)
+            elif kind is Touch:
+                entry = self._live(key, now)
+                if entry is None:
+                    append(False)
+                else:
+                    ttl = cmd.ttl  # type: ignore[union-attr]
+                    entry[1] = None if ttl is None else now + ttl
+                    append(True)
+            else:  # pragma: no cover - the Command union is closed
+                raise TypeError(f"unknown command {cmd!r}")
+        return results
+
+    async def _clear(self) -> None:
+        if not self._prefix:
+            self._data.clear()
+            return
+        for key in [k for k in self._data if k.startswith(self._prefix)]:
+            del self._data[key]
+
+    def __len__(self) -> int:
+        now = time.monotonic()
+        return sum(1 for k in list(self._data) if self._live(k, now) is not None)
