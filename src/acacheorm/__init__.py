@@ -1,5 +1,22 @@
-"""acacheorm: an asyncio-native object mapper for caches and key-value stores."""
+"""acacheorm: an asyncio-native object mapper for caches and key-value stores.
 
+Example::
+
+    import acacheorm as co
+
+    class User(co.Model):
+        id = co.IntegerField(primary_key=True)
+        name = co.StringField()
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "msgpack"
+
+    await User.create(id=1, name="Sam")
+    user = await User.get(id=1)
+"""
+
+from ._commands import KEEP_TTL, Batch
 from ._exceptions import (
     AtomicityError,
     BackendError,
@@ -13,19 +30,118 @@ from ._exceptions import (
     ValidationError,
     ValueTooLargeError,
 )
+from ._executor import BatchEvent, add_batch_hook, remove_batch_hook
+from ._fields import (
+    BinaryField,
+    BooleanField,
+    DateField,
+    DateTimeField,
+    DateTimeTZField,
+    DecimalField,
+    EnumField,
+    Expression,
+    Field,
+    FloatField,
+    IntegerField,
+    JSONField,
+    ListField,
+    ShortUUIDField,
+    StringField,
+    StructField,
+    TimeField,
+    TimestampField,
+    UUIDField,
+)
+from ._model import CompositeKey, Model
+from ._query import Query, delete_many, insert_many, prefetch, query_many
+from ._relations import ForeignKeyField
+from ._signals import Signal, post_delete, post_save, pre_delete, pre_save
+from ._urls import backend_from_url
+from .backends.base import Backend
+try:  # TEMP while the backend is written
+    from .backends.filesystem import FileSystemBackend
+except ImportError:  # TEMP
+    pass
+try:  # TEMP while the backend is written
+    from .backends.memcached import MemcachedBackend
+except ImportError:  # TEMP
+    pass
 from .backends.memory import SimpleBackend
+try:  # TEMP while the backend is written
+    from .backends.redis import RedisBackend
+except ImportError:  # TEMP
+    pass
+from .serializers import (
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    ProtobufSerializer,
+    Serializer,
+    registry,
+)
+
+__version__ = "0.1.0"
 
 __all__ = [
+    "KEEP_TTL",
     "AtomicityError",
+    "Backend",
     "BackendError",
     "BackendUnavailable",
+    "Batch",
+    "BatchEvent",
+    "BinaryField",
+    "BooleanField",
     "CacheORMError",
+    "CompositeKey",
     "ConfigurationError",
     "ConflictError",
+    "DateField",
+    "DateTimeField",
+    "DateTimeTZField",
+    "DecimalField",
     "DoesNotExist",
+    "EnumField",
+    "Expression",
+    "Field",
+    "FileSystemBackend",
+    "FloatField",
+    "ForeignKeyField",
+    "IntegerField",
+    "JSONField",
+    "JSONSerializer",
     "KeyTooLongError",
+    "ListField",
+    "MemcachedBackend",
+    "Model",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "ProtobufSerializer",
+    "Query",
+    "RedisBackend",
     "SerializationError",
+    "Serializer",
+    "ShortUUIDField",
+    "Signal",
     "SimpleBackend",
+    "StringField",
+    "StructField",
+    "TimeField",
+    "TimestampField",
+    "UUIDField",
     "ValidationError",
     "ValueTooLargeError",
+    "__version__",
+    "add_batch_hook",
+    "backend_from_url",
+    "delete_many",
+    "insert_many",
+    "post_delete",
+    "post_save",
+    "pre_delete",
+    "pre_save",
+    "prefetch",
+    "query_many",
+    "registry",
+    "remove_batch_hook",
 ]

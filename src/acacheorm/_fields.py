@@ -1,0 +1,843 @@
+"""Field descriptors: validation, conversion to primitives and back.
+
+A field converts a Python value to a *primitive* (None, bool, int, float, str, bytes, list,
+dict) that every serializer can carry, and back, exactly. ``binary`` says whether the
+serializer carries bytes natively; where it does not (JSON), bytes travel as base64 text.
+On a model class ``User.name`` is the field; on an instance ``user.name`` is the value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import datetime
+import decimal
+import enum
+import math
+import operator
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+
+from ._exceptions import ValidationError
+from ._types import NOTHING
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
+
+_UTC = datetime.UTC
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
+_IMMUTABLE_DEFAULTS = (str, bytes, int, float, bool, type(None), decimal.Decimal, uuid.UUID,
+                       datetime.date, datetime.time, datetime.timedelta, enum.Enum, tuple,
+                       frozenset)
+
+
+class Field(Generic[T]):
+    """Base class of every field: a typed descriptor.
+
+    Options shared by every field: ``null`` (``None`` allowed), ``default`` (a value, or a
+    zero-argument callable called per instance; mutable values are copied per instance) and
+    ``primary_key``.
+
+    Example::
+
+        class User(co.Model):
+            id = co.IntegerField(primary_key=True)
+            name = co.StringField(max_length=64)
+    """
+
+    #: True when the primitive is the value itself (no conversion needed on load).
+    identity: bool = False
+    #: The Python type(s) a value must have (used for messages and fast checks).
+    python_type: type | tuple[type, ...] = object
+
+    name: str
+    model: type[Model]
+
+    def __init__(
+        self, *, null: bool = False, default: Any = NOTHING, primary_key: bool = False
+    ) -> None:
+        if not isinstance(null, bool):
+            raise TypeError(f"null must be a bool, not {null!r}")
+        if not isinstance(primary_key, bool):
+            raise TypeError(f"primary_key must be a bool, not {primary_key!r}")
+        if primary_key and null:
+            raise TypeError("a primary key field cannot be null=True")
+        self.null = null
+        self.default = default
+        self.primary_key = primary_key
+        self.name = ""
+
+    # -- descriptor protocol ----------------------------------------------------------------
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: Any) -> T: ...
+
+    def __get__(self, instance: object | None, owner: Any) -> Self | T:
+        if instance is None:
+            return self
+        try:
+            return instance.__dict__[self.name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise _not_loaded(instance, self.name) from None
+
+    def __set__(self, instance: Any, value: T) -> None:
+        instance.__dict__[self.name] = self.clean(value, instance=instance)
+
+    # -- validation -------------------------------------------------------------------------
+
+    def has_default(self) -> bool:
+        return self.default is not NOTHING or self.null
+
+    def get_default(self) -> Any:
+        default = self.default
+        if default is NOTHING:
+            return None
+        if callable(default):
+            return default()
+        if isinstance(default, _IMMUTABLE_DEFAULTS):
+            return default
+        return copy.deepcopy(default)
+
+    def clean(self, value: Any, *, instance: Any = None) -> Any:
+        """Validate ``value`` for this field; the value to store, or `ValidationError`."""
+        if value is None:
+            if self.null:
+                return None
+            raise self._error("may not be None", value)
+        try:
+            return self.validate(value)
+        except ValidationError as exc:
+            if exc.field is None:
+                raise self._error(str(exc), value) from None
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise self._error(str(exc), value) from None
+
+    def validate(self, value: Any) -> T:
+        """Check and coerce a non-None value; raise ValueError/TypeError with a message."""
+        return value  # type: ignore[no-any-return]
+
+    def _error(self, message: str, value: Any) -> ValidationError:
+        model = getattr(self, "model", None)
+        return ValidationError(
+            f"{message} (got {_short_repr(value)})",
+            model=model.__name__ if model is not None else None,
+            field=self.name or type(self).__name__, value=value,
+        )
+
+    # -- conversion -------------------------------------------------------------------------
+
+    def to_primitive(self, value: T, binary: bool) -> Any:
+        """The primitive stored for a (valid, non-None) value."""
+        return value
+
+    def from_primitive(self, primitive: Any, binary: bool) -> T:
+        """The value for a stored primitive (not None); raise on a primitive of a wrong type."""
+        return primitive  # type: ignore[no-any-return]
+
+    def key_part(self, value: T) -> str:
+        """The text of this value inside a key (primary key fields)."""
+        return str(value)
+
+    # -- expressions for atomic updates (``User.update(id=1, visits=User.visits + 1)``) ----
+
+    def __add__(self, other: Any) -> Expression:
+        return Expression(self, operator.add, other, "+")
+
+    def __sub__(self, other: Any) -> Expression:
+        return Expression(self, operator.sub, other, "-")
+
+    def __repr__(self) -> str:
+        owner = getattr(self, "model", None)
+        where = f"{owner.__name__}.{self.name}" if owner is not None and self.name else self.name
+        return f"<{type(self).__name__}: {where}>" if where else f"<{type(self).__name__}>"
+
+
+class Expression:
+    """A change computed from the stored value inside an atomic update.
+
+    Example::
+
+        await User.update(id=1, visits=User.visits + 1)
+    """
+
+    def __init__(self, field: Field[Any], op: Callable[[Any, Any], Any], operand: Any,
+                 symbol: str) -> None:
+        self.field = field
+        self.op = op
+        self.operand = operand
+        self.symbol = symbol
+
+    def apply(self, current: Any) -> Any:
+        if current is None:
+            raise ValidationError(f"cannot apply {self!r} to None", field=self.field.name)
+        return self.op(current, self.operand)
+
+    def __repr__(self) -> str:
+        return f"({self.field.name} {self.symbol} {self.operand!r})"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _not_loaded(instance: Any, name: str) -> AttributeError:
+    cls = type(instance).__name__
+    if instance.__dict__.get("_sparse_"):
+        state = instance.__dict__["_sparse_"]
+        detail = "was not found in its backend" if state == "missing" else "is not loaded"
+        return AttributeError(
+            f"{cls}.{name}: this {cls} {detail} (sparse, only its primary key is known); "
+            f"`await instance.load()` it or use select_related()"
+        )
+    return AttributeError(f"{cls}.{name} has no value")
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(x.__name__ for x in t)
+    return t.__name__
+
+
+def _expect(value: Any, t: type | tuple[type, ...]) -> None:
+    if not isinstance(value, t):
+        raise TypeError(f"expected {_type_name(t)}, not {type(value).__name__}")
+
+
+# -- scalar fields ----------------------------------------------------------------------------
+
+
+class IntegerField(Field[int]):
+    """An ``int`` (``bool`` is refused), optionally bounded.
+
+    Example::
+
+        age = co.IntegerField(min_value=0, max_value=150)
+    """
+
+    identity = True
+    python_type = int
+
+    def __init__(
+        self, *, min_value: int | None = None, max_value: int | None = None,
+        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def validate(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected int, not {type(value).__name__}")
+        if self.min_value is not None and value < self.min_value:
+            raise ValueError(f"must be >= {self.min_value}")
+        if self.max_value is not None and value > self.max_value:
+            raise ValueError(f"must be <= {self.max_value}")
+        return int(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> int:
+        if isinstance(primitive, bool) or not isinstance(primitive, int):
+            raise TypeError(f"expected int, not {type(primitive).__name__}")
+        return primitive
+
+
+class FloatField(Field[float]):
+    """A ``float`` (an ``int`` is converted), optionally bounded.
+
+    Example::
+
+        height = co.FloatField(min_value=0)
+    """
+
+    identity = True
+    python_type = float
+
+    def __init__(
+        self, *, min_value: float | None = None, max_value: float | None = None,
+        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def validate(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"expected float, not {type(value).__name__}")
+        value = float(value)
+        if self.min_value is not None and not value >= self.min_value:
+            raise ValueError(f"must be >= {self.min_value}")
+        if self.max_value is not None and not value <= self.max_value:
+            raise ValueError(f"must be <= {self.max_value}")
+        return value
+
+    def from_primitive(self, primitive: Any, binary: bool) -> float:
+        if isinstance(primitive, bool) or not isinstance(primitive, int | float):
+            raise TypeError(f"expected float, not {type(primitive).__name__}")
+        return float(primitive)
+
+    def key_part(self, value: float) -> str:
+        return repr(value)
+
+
+class DecimalField(Field[decimal.Decimal]):
+    """A ``Decimal``, stored as a string so every digit survives.
+
+    Example::
+
+        price = co.DecimalField(max_digits=10, decimal_places=2)
+    """
+
+    python_type = decimal.Decimal
+
+    def __init__(
+        self, *, max_digits: int | None = None, decimal_places: int | None = None,
+        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.max_digits = max_digits
+        self.decimal_places = decimal_places
+
+    def validate(self, value: Any) -> decimal.Decimal:
+        if isinstance(value, bool):
+            raise TypeError("expected Decimal, not bool")
+        if isinstance(value, float):
+            value = decimal.Decimal(repr(value))
+        elif isinstance(value, int | str):
+            try:
+                value = decimal.Decimal(value)
+            except decimal.InvalidOperation:
+                raise ValueError("not a decimal number") from None
+        _expect(value, decimal.Decimal)
+        if value.is_finite():
+            sign, digits, exponent = value.as_tuple()
+            assert isinstance(exponent, int)
+            places = max(0, -exponent)
+            whole = max(0, len(digits) + exponent)
+            if self.decimal_places is not None and places > self.decimal_places:
+                raise ValueError(f"more than {self.decimal_places} decimal places")
+            if self.max_digits is not None and whole + places > self.max_digits:
+                raise ValueError(f"more than {self.max_digits} digits")
+            if (self.max_digits is not None and self.decimal_places is not None
+                    and whole > self.max_digits - self.decimal_places):
+                raise ValueError(f"more than {self.max_digits - self.decimal_places} digits "
+                                 "before the decimal point")
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: decimal.Decimal, binary: bool) -> str:
+        return str(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> decimal.Decimal:
+        _expect(primitive, str)
+        try:
+            return decimal.Decimal(primitive)
+        except decimal.InvalidOperation:
+            raise ValueError(f"not a decimal: {primitive!r}") from None
+
+
+class BooleanField(Field[bool]):
+    """A ``bool`` (only ``True``/``False``).
+
+    Example::
+
+        married = co.BooleanField(default=False)
+    """
+
+    identity = True
+    python_type = bool
+
+    def validate(self, value: Any) -> bool:
+        _expect(value, bool)
+        return bool(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> bool:
+        _expect(primitive, bool)
+        return bool(primitive)
+
+
+class StringField(Field[str]):
+    """A ``str``, optionally with ``max_length``/``min_length``.
+
+    Example::
+
+        name = co.StringField(max_length=64)
+    """
+
+    identity = True
+    python_type = str
+
+    def __init__(
+        self, *, max_length: int | None = None, min_length: int | None = None,
+        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.max_length = max_length
+        self.min_length = min_length
+
+    def validate(self, value: Any) -> str:
+        _expect(value, str)
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValueError(f"longer than max_length={self.max_length}")
+        if self.min_length is not None and len(value) < self.min_length:
+            raise ValueError(f"shorter than min_length={self.min_length}")
+        return str(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> str:
+        _expect(primitive, str)
+        return str(primitive)
+
+    def key_part(self, value: str) -> str:
+        return escape_key_part(value)
+
+
+class BinaryField(Field[bytes]):
+    """``bytes``; stays bytes on every serializer (base64 only inside JSON).
+
+    Example::
+
+        avatar = co.BinaryField(null=True, max_length=65536)
+    """
+
+    python_type = bytes
+
+    def __init__(
+        self, *, max_length: int | None = None, null: bool = False, default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.max_length = max_length
+
+    def validate(self, value: Any) -> bytes:
+        if isinstance(value, bytearray | memoryview):
+            value = bytes(value)
+        _expect(value, bytes)
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValueError(f"longer than max_length={self.max_length}")
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: bytes, binary: bool) -> bytes | str:
+        return value if binary else base64.b64encode(value).decode("ascii")
+
+    def from_primitive(self, primitive: Any, binary: bool) -> bytes:
+        if binary:
+            _expect(primitive, bytes)
+            return bytes(primitive)
+        _expect(primitive, str)
+        try:
+            return base64.b64decode(primitive, validate=True)
+        except binascii.Error:
+            raise ValueError("not base64") from None
+
+    def key_part(self, value: bytes) -> str:
+        return value.hex()
+
+
+class UUIDField(Field[uuid.UUID]):
+    """A ``uuid.UUID`` (a UUID string is accepted); stored as its canonical text.
+
+    Example::
+
+        token = co.UUIDField(default=uuid.uuid4)
+    """
+
+    python_type = uuid.UUID
+
+    def validate(self, value: Any) -> uuid.UUID:
+        if isinstance(value, str):
+            return uuid.UUID(value)
+        _expect(value, uuid.UUID)
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: uuid.UUID, binary: bool) -> str:
+        return str(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> uuid.UUID:
+        _expect(primitive, str)
+        return uuid.UUID(primitive)
+
+
+_B57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B57_INDEX = {c: i for i, c in enumerate(_B57)}
+
+
+def _short_encode(u: uuid.UUID) -> str:
+    n = u.int
+    out = []
+    for _ in range(22):
+        n, r = divmod(n, 57)
+        out.append(_B57[r])
+    return "".join(reversed(out))
+
+
+def _short_decode(text: str) -> uuid.UUID:
+    if len(text) != 22:
+        raise ValueError("a short UUID has 22 characters")
+    n = 0
+    for c in text:
+        try:
+            n = n * 57 + _B57_INDEX[c]
+        except KeyError:
+            raise ValueError(f"{c!r} is not a short-UUID character") from None
+    if n >= 1 << 128:
+        raise ValueError("out of the UUID range")
+    return uuid.UUID(int=n)
+
+
+class ShortUUIDField(UUIDField):
+    """A ``uuid.UUID`` stored as 22 base57 characters (the shortuuid alphabet).
+
+    Example::
+
+        slug = co.ShortUUIDField(default=uuid.uuid4)
+    """
+
+    def validate(self, value: Any) -> uuid.UUID:
+        if isinstance(value, str) and len(value) == 22:
+            return _short_decode(value)
+        return super().validate(value)
+
+    def to_primitive(self, value: uuid.UUID, binary: bool) -> str:
+        return _short_encode(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> uuid.UUID:
+        _expect(primitive, str)
+        return _short_decode(primitive)
+
+    def key_part(self, value: uuid.UUID) -> str:
+        return _short_encode(value)
+
+
+class EnumField(Field[E]):
+    """A member of ``enum_cls``, stored by value (a member's value is accepted too).
+
+    Example::
+
+        gender = co.EnumField(Gender, default=Gender.UNKNOWN)
+    """
+
+    def __init__(
+        self, enum_cls: type[E], *, null: bool = False, default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        if not (isinstance(enum_cls, type) and issubclass(enum_cls, enum.Enum)):
+            raise TypeError(f"EnumField needs an Enum class, not {enum_cls!r}")
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.enum_cls = enum_cls
+        self.python_type = enum_cls
+
+    def validate(self, value: Any) -> E:
+        if isinstance(value, self.enum_cls):
+            return value
+        try:
+            return self.enum_cls(value)
+        except ValueError:
+            raise ValueError(f"not a {self.enum_cls.__name__}") from None
+
+    def to_primitive(self, value: E, binary: bool) -> Any:
+        return value.value
+
+    def from_primitive(self, primitive: Any, binary: bool) -> E:
+        return self.enum_cls(primitive)
+
+    def key_part(self, value: E) -> str:
+        v = value.value
+        return escape_key_part(v) if isinstance(v, str) else str(v)
+
+
+class DateTimeField(Field[datetime.datetime]):
+    """A ``datetime`` (naive or aware), stored as ISO 8601 text; it reads back equal.
+
+    Example::
+
+        seen_at = co.DateTimeField(null=True)
+    """
+
+    python_type = datetime.datetime
+
+    def validate(self, value: Any) -> datetime.datetime:
+        _expect(value, datetime.datetime)
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: datetime.datetime, binary: bool) -> str:
+        return value.isoformat()
+
+    def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
+        _expect(primitive, str)
+        return datetime.datetime.fromisoformat(primitive)
+
+    def key_part(self, value: datetime.datetime) -> str:
+        return escape_key_part(value.isoformat())
+
+
+class DateTimeTZField(DateTimeField):
+    """An aware ``datetime``; stored in UTC and read back as the same instant (in UTC).
+
+    Example::
+
+        created_at = co.DateTimeTZField(default=lambda: datetime.datetime.now(datetime.UTC))
+    """
+
+    def validate(self, value: Any) -> datetime.datetime:
+        _expect(value, datetime.datetime)
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("needs an aware datetime (with tzinfo)")
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: datetime.datetime, binary: bool) -> str:
+        return value.astimezone(_UTC).isoformat()
+
+    def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
+        value = super().from_primitive(primitive, binary)
+        if value.tzinfo is None:
+            raise ValueError("stored datetime has no timezone")
+        return value.astimezone(_UTC)
+
+    def key_part(self, value: datetime.datetime) -> str:
+        return escape_key_part(value.astimezone(_UTC).isoformat())
+
+
+class DateField(Field[datetime.date]):
+    """A ``date`` (not a datetime), stored as ISO text.
+
+    Example::
+
+        birthday = co.DateField(null=True)
+    """
+
+    python_type = datetime.date
+
+    def validate(self, value: Any) -> datetime.date:
+        if isinstance(value, datetime.datetime):
+            raise TypeError("expected date, not datetime")
+        _expect(value, datetime.date)
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: datetime.date, binary: bool) -> str:
+        return value.isoformat()
+
+    def from_primitive(self, primitive: Any, binary: bool) -> datetime.date:
+        _expect(primitive, str)
+        return datetime.date.fromisoformat(primitive)
+
+
+class TimeField(Field[datetime.time]):
+    """A ``time`` (naive or with a fixed offset), stored as ISO text.
+
+    Example::
+
+        opens_at = co.TimeField(default=datetime.time(9, 0))
+    """
+
+    python_type = datetime.time
+
+    def validate(self, value: Any) -> datetime.time:
+        _expect(value, datetime.time)
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: datetime.time, binary: bool) -> str:
+        return value.isoformat()
+
+    def from_primitive(self, primitive: Any, binary: bool) -> datetime.time:
+        _expect(primitive, str)
+        return datetime.time.fromisoformat(primitive)
+
+
+class TimestampField(Field[datetime.datetime]):
+    """An aware UTC ``datetime`` stored as integer microseconds since the epoch.
+
+    Accepts an aware datetime, or int/float seconds since the epoch; a naive datetime is
+    refused (its instant would be a guess).
+
+    Example::
+
+        expires_at = co.TimestampField()
+    """
+
+    python_type = datetime.datetime
+
+    def validate(self, value: Any) -> datetime.datetime:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError("not a finite timestamp")
+            return _EPOCH + datetime.timedelta(microseconds=round(value * 1_000_000))
+        _expect(value, datetime.datetime)
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("needs an aware datetime (or seconds since the epoch)")
+        return value.astimezone(_UTC)  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: datetime.datetime, binary: bool) -> int:
+        delta = value - _EPOCH
+        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
+        if isinstance(primitive, bool) or not isinstance(primitive, int):
+            raise TypeError(f"expected int microseconds, not {type(primitive).__name__}")
+        return _EPOCH + datetime.timedelta(microseconds=primitive)
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_json(value: Any, path: str = "") -> Any:
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    if isinstance(value, list | tuple):
+        return [_check_json(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"JSON object keys are str, not {type(k).__name__} at {path}")
+            out[k] = _check_json(v, f"{path}.{k}")
+        return out
+    raise TypeError(f"{type(value).__name__} is not JSON data (at {path or 'top'})")
+
+
+class JSONField(Field[Any]):
+    """Any JSON value (dict, list, str, int, float, bool, None), stored as a value, not
+    as JSON text inside the payload. Tuples become lists.
+
+    Example::
+
+        settings = co.JSONField(default=dict)
+    """
+
+    def validate(self, value: Any) -> Any:
+        return _check_json(value)
+
+    def to_primitive(self, value: Any, binary: bool) -> Any:
+        return value
+
+    def from_primitive(self, primitive: Any, binary: bool) -> Any:
+        return _check_json(primitive)
+
+
+class ListField(Field[list[T]]):
+    """A list whose items are values of ``field``; nests (a ListField of ListFields).
+
+    Example::
+
+        phones = co.ListField(co.StringField(), default=list)
+    """
+
+    python_type = list
+
+    def __init__(
+        self, field: Field[T], *, max_items: int | None = None, null: bool = False,
+        default: Any = NOTHING, primary_key: bool = False,
+    ) -> None:
+        if not isinstance(field, Field):
+            raise TypeError(f"ListField needs a field instance, not {field!r}")
+        if field.primary_key:
+            raise TypeError("the item field of a ListField cannot be a primary key")
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.field = field
+        self.max_items = max_items
+        self.identity = field.identity
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        super().__set_name__(owner, name)
+        self.field.name = f"{name}[]"
+
+    def validate(self, value: Any) -> list[T]:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected list, not {type(value).__name__}")
+        if self.max_items is not None and len(value) > self.max_items:
+            raise ValueError(f"more than max_items={self.max_items} items")
+        item = self.field
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item.clean(v))
+            except ValidationError as exc:
+                raise ValueError(f"item {i}: {exc}") from None
+        return out
+
+    def to_primitive(self, value: list[T], binary: bool) -> list[Any]:
+        item = self.field
+        if item.identity:
+            return list(value)
+        return [None if v is None else item.to_primitive(v, binary) for v in value]
+
+    def from_primitive(self, primitive: Any, binary: bool) -> list[T]:
+        _expect(primitive, list)
+        item = self.field
+        if item.identity:
+            return [item.clean(v) for v in primitive]
+        return [None if v is None else item.from_primitive(v, binary) for v in primitive]  # type: ignore[misc]
+
+
+class StructField(Field[T]):
+    """A value of your own type, converted by ``serializer`` to a primitive (dict, list,
+    str, ...) and back by ``deserializer``.
+
+    Example::
+
+        point = co.StructField(lambda p: [p.x, p.y], lambda v: Point(*v))
+    """
+
+    def __init__(
+        self, serializer: Callable[[T], Any], deserializer: Callable[[Any], T], *,
+        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+    ) -> None:
+        if not callable(serializer) or not callable(deserializer):
+            raise TypeError("StructField needs a serializer and a deserializer callable")
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.serializer = serializer
+        self.deserializer = deserializer
+
+    def validate(self, value: Any) -> T:
+        try:
+            _check_json_or_bytes(self.serializer(value))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"serializer cannot convert it: {exc}") from None
+        return value  # type: ignore[no-any-return]
+
+    def to_primitive(self, value: T, binary: bool) -> Any:
+        return self.serializer(value)
+
+    def from_primitive(self, primitive: Any, binary: bool) -> T:
+        return self.deserializer(primitive)
+
+
+def _check_json_or_bytes(value: Any) -> None:
+    if isinstance(value, bytes):
+        return
+    if isinstance(value, list | tuple):
+        for v in value:
+            _check_json_or_bytes(v)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError("dict keys must be str")
+            _check_json_or_bytes(v)
+        return
+    if not isinstance(value, _JSON_SCALARS):
+        raise TypeError(f"{type(value).__name__} is not a primitive")
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+KEY_SEPARATOR = ":"
+
+
+def escape_key_part(text: str) -> str:
+    """Escape the separator (and the escape character) inside one part of a key, so two
+    different primary keys can never produce the same key."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if KEY_SEPARATOR in text:
+        text = text.replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
+    return text

@@ -1,0 +1,519 @@
+"""Query objects and their plans (the compiler).
+
+A query is an immutable value built by a model's class method. Awaiting it (or calling
+``execute()``) hands its plan to the executor; ``compile()`` shows the first batch(es) it
+would send, without I/O. A plan is a generator: it yields a step (batches for backends, a
+signal to send, a pause) and receives the step's results, so every query is testable
+without a server.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Generator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+from . import _executor
+from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
+from ._exceptions import ConflictError
+from ._executor import Emit, Plan, Sleep, Step, combine
+from ._fields import Expression
+from ._relations import ForeignKeyField, parse_related
+from ._schema import Schema, resolve_ttl
+from ._signals import post_delete, post_save, pre_delete, pre_save
+from ._types import NOTHING
+from .backends.base import Backend
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+R = TypeVar("R")
+
+#: Compare-and-swap attempts before an update gives up with ConflictError.
+MAX_UPDATE_ATTEMPTS = 200
+
+
+def _check(result: Any) -> Any:
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _describe_pk(schema: Schema, pk: tuple[Any, ...]) -> str:
+    return ", ".join(f"{n}={v!r}" for n, v in zip(schema.pk_names, pk, strict=True))
+
+
+def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
+    return schema.model.DoesNotExist(
+        f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist (key {key!r})")
+
+
+class Query(Generic[R]):
+    """Base class of every query: awaitable, immutable, compilable.
+
+    Example::
+
+        q = User.query(id=1)
+        print(q.compile())       # the batches it would send
+        user = await q           # or: await q.execute()
+    """
+
+    def _plan(self) -> Plan:
+        raise NotImplementedError
+
+    async def execute(self) -> R:
+        """Run the query; its result."""
+        result: R = await _executor.run(self._plan())
+        return result
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.execute().__await__()
+
+    def compile(self) -> list[tuple[Backend, Batch]]:
+        """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
+        plan = self._plan()
+        try:
+            step = next(plan)
+            while isinstance(step, Emit | Sleep):
+                step = plan.send(None)
+            return list(step)
+        except StopIteration:
+            return []
+        finally:
+            plan.close()
+
+    def _copy(self, **changes: Any) -> Self:
+        new = copy.copy(self)
+        new.__dict__.update(changes)
+        return new
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def _get_step(requests: Sequence[tuple[Schema, str]]) -> Step:
+    """One multi-get batch per backend for ``(schema, key)`` requests, in request order."""
+    by_backend: dict[int, tuple[Backend, list[Any]]] = {}
+    for schema, key in requests:
+        entry = by_backend.get(id(schema.backend))
+        if entry is None:
+            entry = by_backend[id(schema.backend)] = (schema.backend, [])
+        entry[1].append(Get(key))
+    return [(backend, Batch(tuple(cmds))) for backend, cmds in by_backend.values()]
+
+
+def _split_get_results(
+    requests: Sequence[tuple[Schema, str]], step: Step, results: list[list[Any]]
+) -> list[Any]:
+    per_backend = {id(b): iter(r) for (b, _), r in zip(step, results, strict=True)}
+    return [_check(next(per_backend[id(schema.backend)])) for schema, _ in requests]
+
+
+def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Plan:
+    """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
+    level, for every distinct related row."""
+    level: list[tuple[list[Model], dict[str, Any]]] = [
+        ([i for i in instances if i is not None and not i.__dict__.get("_sparse_")], tree)
+    ]
+    while level:
+        wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
+        links: list[tuple[Model, ForeignKeyField[Any], tuple[int, str]]] = []
+        for objs, subtree in level:
+            for name in subtree:
+                for obj in objs:
+                    field = type(obj)._schema.fields[name]
+                    assert isinstance(field, ForeignKeyField)
+                    raw = obj.__dict__[field.attname]
+                    if raw is None:
+                        continue
+                    rel_schema = field.rel_model._schema
+                    pk = raw if rel_schema.composite else (raw,)
+                    ident = (id(rel_schema), rel_schema.key(pk))
+                    wanted.setdefault(ident, (rel_schema, pk))
+                    links.append((obj, field, ident))
+        if not wanted:
+            return
+        requests = [(schema, key) for (_, key), (schema, _) in wanted.items()]
+        step = _get_step(requests)
+        raw_results = yield step
+        payloads = _split_get_results(requests, step, raw_results)
+        loaded: dict[tuple[int, str], Model] = {}
+        for (ident, (schema, pk)), payload in zip(wanted.items(), payloads, strict=True):
+            if payload is None:
+                loaded[ident] = schema.model._sparse(pk, "missing")
+            else:
+                loaded[ident] = schema.decode(ident[1], payload)
+        next_level: dict[int, tuple[list[Model], dict[str, Any]]] = {}
+        for obj, field, ident in links:
+            rel = loaded[ident]
+            obj.__dict__[field.name] = rel
+        for objs, subtree in level:
+            for name, sub in subtree.items():
+                if not sub:
+                    continue
+                for obj in objs:
+                    rel = obj.__dict__.get(name)
+                    if rel is None or rel.__dict__.get("_sparse_"):
+                        continue
+                    key = id(sub)
+                    entry = next_level.setdefault(key, ([], sub))
+                    entry[0].append(rel)
+        level = [(list({id(o): o for o in objs}.values()), sub)
+                 for objs, sub in next_level.values()]
+
+
+class SelectQuery(Query[R]):
+    """``get``/``get_by_id``/``get_or_none``/``query``/``query_many``: one multi-get.
+
+    Example::
+
+        users = await User.query_many(1, 2, 3).select_related("team")
+    """
+
+    def __init__(self, model: type[Model], pks: list[tuple[Any, ...]], mode: str,
+                 related: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.pks = pks
+        self.mode = mode
+        self.related = related
+        self._tree = parse_related(model, related) if related else {}
+
+    def select_related(self, *paths: str) -> Self:
+        """Load these foreign keys (``"author"``, ``"article__author"``) with the rows:
+        one batch per relation level, whatever the number of rows."""
+        related = self.related + tuple(p for p in paths if p not in self.related)
+        return self._copy(related=related, _tree=parse_related(self.model, related))
+
+    def _plan(self) -> Plan:
+        schema = self.model._schema
+        keys = [schema.key(pk) for pk in self.pks]
+        results = (yield [(schema.backend, Batch(tuple(Get(k) for k in keys)))])[0]
+        rows: list[Any] = []
+        for key, payload in zip(keys, results, strict=True):
+            payload = _check(payload)
+            rows.append(None if payload is None else schema.decode(key, payload))
+        if self._tree:
+            yield from prefetch_plan(rows, self._tree)
+        if self.mode == "many":
+            return rows
+        if rows[0] is None and self.mode == "get":
+            raise _does_not_exist(schema, self.pks[0], keys[0])
+        return rows[0]
+
+    def __repr__(self) -> str:
+        rel = f" select_related={self.related}" if self.related else ""
+        return f"<SelectQuery {self.model.__name__} {self.mode} pks={self.pks!r}{rel}>"
+
+
+class LoadQuery(Query[R]):
+    """``instance.load()`` / ``instance.refresh()``: reload every field in place."""
+
+    def __init__(self, instance: Model) -> None:
+        self.instance = instance
+
+    def _plan(self) -> Plan:
+        obj = self.instance
+        schema = type(obj)._schema
+        pk = schema.pk_values(obj)
+        key = schema.key(pk)
+        payload = _check((yield [(schema.backend, Batch((Get(key),)))])[0][0])
+        if payload is None:
+            raise _does_not_exist(schema, pk, key)
+        fresh = schema.decode(key, payload)
+        obj.__dict__.clear()
+        obj.__dict__.update(fresh.__dict__)
+        return obj
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+class InsertQuery(Query[R]):
+    """``create``/``insert``/``insert_many``/``save``: one batch of writes.
+
+    Example::
+
+        await User.insert_many(*rows, ttl=60)
+    """
+
+    def __init__(self, model: type[Model], instances: list[Model], *, ttl: Any, single: bool,
+                 atomic: bool = False, replace: bool = False) -> None:
+        self.model = model
+        self.instances = instances
+        self.ttl = resolve_ttl(model._schema.ttl, ttl)
+        self.single = single
+        self.atomic = atomic
+        self.replace = replace
+
+    def _plan(self) -> Plan:
+        model = self.model
+        schema = model._schema
+        instances = self.instances
+        if pre_save.receivers_for(model):
+            yield Emit(pre_save, model, instances, {})
+        cmd = Replace if self.replace else Set
+        ttl = self.ttl
+        commands = tuple(cmd(schema.key_of(i), schema.encode(i), ttl) for i in instances)
+        results = (yield [(schema.backend, Batch(commands, self.atomic))])[0]
+        for command, result in zip(commands, results, strict=True):
+            if not _check(result) and self.replace:
+                raise model.DoesNotExist(
+                    f"{schema.model_name} {command.key!r} does not exist; save(force_insert="
+                    "True) writes it anyway")
+        if post_save.receivers_for(model):
+            yield Emit(post_save, model, instances, {"created": not self.replace})
+        return instances[0] if self.single else instances
+
+
+class UpdateQuery(Query[R]):
+    """``update``/``update_many``/``set_by_id``: read, merge, compare-and-swap, retry.
+
+    Each round is one multi-read and one batch of compare-and-swap writes; a row changed
+    meanwhile is read again and merged again, so no concurrent update is lost, a deleted
+    row is never resurrected and the remaining TTL is kept (unless ``ttl=`` is given).
+    """
+
+    def __init__(self, model: type[Model], changes: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                 *, ttl: Any, mode: str) -> None:
+        self.model = model
+        self.changes = changes
+        self.ttl = KEEP_TTL if ttl is NOTHING else resolve_ttl(None, ttl)
+        self.mode = mode
+
+    def _plan(self) -> Plan:
+        model = self.model
+        schema = model._schema
+        backend = schema.backend
+        keys = [schema.key(pk) for pk, _ in self.changes]
+        results: list[Any] = [None] * len(keys)
+        pending = list(range(len(keys)))
+        attempt = 0
+        while pending:
+            got = (yield [(backend, Batch(tuple(Gets(keys[i]) for i in pending)))])[0]
+            todo: list[tuple[int, Model, Any]] = []
+            for i, item in zip(pending, got, strict=True):
+                item = _check(item)
+                if item is None:
+                    results[i] = None
+                    continue
+                payload, token = item
+                obj = schema.decode(keys[i], payload)
+                for name, value in self.changes[i][1].items():
+                    if isinstance(value, Expression):
+                        value = value.apply(getattr(obj, name))
+                    setattr(obj, name, value)
+                todo.append((i, obj, token))
+            if not todo:
+                break
+            if pre_save.receivers_for(model):
+                yield Emit(pre_save, model, [obj for _, obj, _ in todo], {})
+            commands = tuple(Cas(keys[i], schema.encode(obj), token, self.ttl)
+                             for i, obj, token in todo)
+            written = (yield [(backend, Batch(commands))])[0]
+            pending = []
+            saved = []
+            for (i, obj, _), ok in zip(todo, written, strict=True):
+                if _check(ok):
+                    results[i] = obj
+                    saved.append(obj)
+                else:
+                    pending.append(i)
+            if saved and post_save.receivers_for(model):
+                yield Emit(post_save, model, saved, {"created": False})
+            attempt += 1
+            if pending:
+                if attempt >= MAX_UPDATE_ATTEMPTS:
+                    raise ConflictError(
+                        f"{schema.model_name}: update of {keys[pending[0]]!r} gave up after "
+                        f"{attempt} attempts (the row kept changing)")
+                if attempt >= 3:
+                    yield Sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
+        if self.mode == "many":
+            return results
+        if results[0] is None and self.mode == "get":
+            raise _does_not_exist(schema, self.changes[0][0], keys[0])
+        return results[0]
+
+
+class DeleteQuery(Query[R]):
+    """``delete``/``delete_by_id``/``delete_many``/``delete_instance``: one batch."""
+
+    def __init__(self, model: type[Model], pks: list[tuple[Any, ...]], *, mode: str,
+                 instances: list[Model] | None = None) -> None:
+        self.model = model
+        self.pks = pks
+        self.mode = mode
+        self.instances = instances
+
+    def _plan(self) -> Plan:
+        model = self.model
+        schema = model._schema
+        send_signals = bool(pre_delete.receivers_for(model) or post_delete.receivers_for(model))
+        instances = self.instances
+        if send_signals and instances is None:
+            instances = [model._sparse(pk) for pk in self.pks]
+        if instances is not None and pre_delete.receivers_for(model):
+            yield Emit(pre_delete, model, instances, {})
+        keys = [schema.key(pk) for pk in self.pks]
+        # The same row twice counts once.
+        unique = list(dict.fromkeys(keys))
+        results = (yield [(schema.backend, Batch(tuple(Delete(k) for k in unique)))])[0]
+        deleted = {k for k, r in zip(unique, results, strict=True) if _check(r)}
+        if instances is not None and post_delete.receivers_for(model):
+            gone = [obj for obj, key in zip(instances, keys, strict=True) if key in deleted]
+            if gone:
+                yield Emit(post_delete, model, gone, {})
+        if self.mode == "many":
+            return len(deleted)
+        if not deleted and self.mode == "get":
+            raise _does_not_exist(schema, self.pks[0], keys[0])
+        return bool(deleted)
+
+
+class GetOrCreateQuery(Query[R]):
+    """``get_or_create``: read; if absent, add-if-absent; if someone else won, read theirs."""
+
+    def __init__(self, model: type[Model], instance: Model, *, ttl: Any) -> None:
+        self.model = model
+        self.instance = instance
+        self.ttl = resolve_ttl(model._schema.ttl, ttl)
+
+    def _plan(self) -> Plan:
+        model = self.model
+        schema = model._schema
+        backend = schema.backend
+        key = schema.key_of(self.instance)
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            payload = _check((yield [(backend, Batch((Get(key),)))])[0][0])
+            if payload is not None:
+                return schema.decode(key, payload), False
+            if pre_save.receivers_for(model):
+                yield Emit(pre_save, model, [self.instance], {})
+            added = _check((yield [(backend, Batch((
+                Add(key, schema.encode(self.instance), self.ttl),)))])[0][0])
+            if added:
+                if post_save.receivers_for(model):
+                    yield Emit(post_save, model, [self.instance], {"created": True})
+                return self.instance, True
+        raise ConflictError(f"{schema.model_name}: get_or_create of {key!r} kept racing")
+
+
+# -- across models ---------------------------------------------------------------------------
+
+
+class MultiQuery(Query[R]):
+    """Several plans run in lockstep: one round trip per backend per step."""
+
+    def __init__(self, plans: list[Any], assemble: Any) -> None:
+        self._plans = plans
+        self._assemble = assemble
+
+    def _plan(self) -> Plan:
+        values = yield from combine([p() for p in self._plans])
+        return self._assemble(values)
+
+
+def _group(items: Iterable[tuple[Any, Any]]) -> dict[Any, list[tuple[int, Any]]]:
+    groups: dict[Any, list[tuple[int, Any]]] = {}
+    for index, (group, item) in enumerate(items):
+        groups.setdefault(group, []).append((index, item))
+    return groups
+
+
+def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
+    """Write instances of any models in one round trip per backend; the instances in order.
+
+    Example::
+
+        await co.insert_many(user, article, collection)
+    """
+    from ._model import Model
+
+    for obj in instances:
+        if not isinstance(obj, Model):
+            raise TypeError(f"co.insert_many takes model instances, not {obj!r}")
+        obj._check_not_sparse("insert")
+    groups = _group((type(o), o) for o in instances)
+    queries = [(g, InsertQuery(model, [o for _, o in g], ttl=ttl, single=False))
+               for model, g in groups.items()]
+
+    def assemble(values: list[list[Any]]) -> list[Any]:
+        out: list[Any] = [None] * len(instances)
+        for (group, _), written in zip(queries, values, strict=True):
+            for (index, _), obj in zip(group, written, strict=True):
+                out[index] = obj
+        return out
+
+    return MultiQuery([q._plan for _, q in queries], assemble)
+
+
+def _model_pk(item: Any, what: str) -> tuple[type[Model], tuple[Any, ...], Model | None]:
+    from ._model import Model
+
+    if isinstance(item, Model):
+        return type(item), type(item)._schema.pk_values(item), item
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type) and issubclass(
+            item[0], Model):
+        return item[0], item[0]._schema.normalize_pk(item[1]), None
+    raise TypeError(f"co.{what} takes (Model, pk) pairs or instances, not {item!r}")
+
+
+def query_many(*items: Any) -> MultiQuery[list[Any]]:
+    """Rows of any models, ``(Model, pk)`` pairs, in one multi-get per backend; in order.
+
+    Example::
+
+        user, article = await co.query_many((User, 1), (Article, 7))
+    """
+    parsed = [_model_pk(item, "query_many") for item in items]
+    groups = _group((model, pk) for model, pk, _ in parsed)
+    queries = [(g, SelectQuery(model, [pk for _, pk in g], mode="many"))
+               for model, g in groups.items()]
+
+    def assemble(values: list[list[Any]]) -> list[Any]:
+        out: list[Any] = [None] * len(items)
+        for (group, _), rows in zip(queries, values, strict=True):
+            for (index, _), row in zip(group, rows, strict=True):
+                out[index] = row
+        return out
+
+    return MultiQuery([q._plan for _, q in queries], assemble)
+
+
+def delete_many(*items: Any) -> MultiQuery[int]:
+    """Delete rows of any models (instances or ``(Model, pk)`` pairs), one round trip per
+    backend; the number deleted.
+
+    Example::
+
+        await co.delete_many(user, (Article, 7))
+    """
+    parsed = [_model_pk(item, "delete_many") for item in items]
+    groups = _group((model, (pk, obj)) for model, pk, obj in parsed)
+    queries = []
+    for model, g in groups.items():
+        objs = [obj if obj is not None else model._sparse(pk) for _, (pk, obj) in g]
+        queries.append(DeleteQuery(model, [pk for _, (pk, _) in g], mode="many", instances=objs))
+    return MultiQuery([q._plan for q in queries], sum)
+
+
+def prefetch(instances: Sequence[Model | None], *paths: str) -> MultiQuery[list[Any]]:
+    """Load foreign keys of instances you already have, one batch per level.
+
+    Example::
+
+        articles = [a for a in await Article.query_many(*ids) if a]
+        await co.prefetch(articles, "author")
+    """
+    from ._model import Model
+
+    objs = [o for o in instances if o is not None]
+    by_model = _group((type(o), o) for o in objs)
+    trees = []
+    for model in by_model:
+        if not (isinstance(model, type) and issubclass(model, Model)):
+            raise TypeError(f"co.prefetch takes model instances, not {model!r}")
+        trees.append((model, parse_related(model, paths)))
+    plans = [lambda m=m, t=t: prefetch_plan([o for _, o in by_model[m]], t) for m, t in trees]
+    return MultiQuery(plans, lambda _: list(instances))

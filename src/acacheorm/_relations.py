@@ -1,0 +1,187 @@
+"""Foreign keys: sparse related instances, and the plan that loads a level in one batch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+
+from ._exceptions import ConfigurationError
+from ._fields import Field, escape_key_part
+from ._types import NOTHING
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+M = TypeVar("M", bound="Model")
+
+
+class ForeignKeyField(Field[M], Generic[M]):
+    """A reference to a row of another model (or ``"self"``, or a model's name).
+
+    The row stores only the related primary key. Reading ``article.author`` gives a sparse
+    ``User`` holding just its pk until ``await article.author.load()`` or
+    ``select_related("author")``; ``article.author_id`` is the raw pk. Assign an instance
+    or a pk.
+
+    Example::
+
+        class Article(co.Model):
+            id = co.IntegerField(primary_key=True)
+            author = co.ForeignKeyField(User)
+
+        article = await Article.get(id=1).select_related("author")
+        print(article.author.name)
+    """
+
+    def __init__(
+        self, to: type[M] | str, *, null: bool = False, default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        from ._model import Model
+
+        if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
+            raise TypeError(f"ForeignKeyField needs a model, 'self' or a model name, not {to!r}")
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self.to = to
+        self.attname = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        super().__set_name__(owner, name)
+        self.attname = f"{name}_id"
+
+    def contribute_to_class(self, cls: type[Model]) -> None:
+        if self.attname in cls._schema.fields:
+            raise ConfigurationError(
+                f"{cls.__name__}.{self.name}: its raw-pk attribute {self.attname!r} clashes "
+                "with a field of that name")
+        setattr(cls, self.attname, RawPk(self))
+
+    @property
+    def rel_model(self) -> type[Model]:
+        """The related model class (resolved on first use for "self" and names)."""
+        to = self.to
+        if isinstance(to, str):
+            from ._model import lookup_model
+
+            to = self.model if to == "self" else lookup_model(to)
+            self.to = to
+        return to
+
+    # -- descriptor -------------------------------------------------------------------------
+
+    @overload
+    def __get__(self, instance: None, owner: Any) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: Any) -> M: ...
+
+    def __get__(self, instance: object | None, owner: Any) -> Self | M:
+        if instance is None:
+            return self
+        d = instance.__dict__
+        cached = d.get(self.name)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        try:
+            raw = d[self.attname]
+        except KeyError:
+            from ._fields import _not_loaded
+
+            raise _not_loaded(instance, self.name) from None
+        if raw is None:
+            return None  # type: ignore[return-value]
+        rel = self.rel_model
+        obj = rel._sparse(raw if rel._schema.composite else (raw,))
+        d[self.name] = obj
+        return obj  # type: ignore[return-value]
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        d = instance.__dict__
+        from ._model import Model
+
+        if isinstance(value, Model) and value is not None:
+            d[self.attname] = self.clean(value)
+            d[self.name] = value
+        else:
+            d[self.attname] = self.clean(value)
+            d.pop(self.name, None)
+
+    def validate(self, value: Any) -> Any:
+        """The raw related pk for an instance or a pk value."""
+        from ._model import Model
+
+        rel = self.rel_model
+        schema = rel._schema
+        if isinstance(value, Model):
+            if not isinstance(value, rel):
+                raise TypeError(f"expected a {rel.__name__}, not a {type(value).__name__}")
+            pk = schema.pk_values(value)
+        else:
+            pk = schema.normalize_pk(value)
+        return pk if schema.composite else pk[0]
+
+    # -- conversion of the raw pk -----------------------------------------------------------
+
+    def to_primitive(self, value: Any, binary: bool) -> Any:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            f = schema.pk_fields[0]
+            return value if f.identity else f.to_primitive(value, binary)
+        return [v if f.identity else f.to_primitive(v, binary)
+                for f, v in zip(schema.pk_fields, value, strict=True)]
+
+    def from_primitive(self, primitive: Any, binary: bool) -> Any:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            return schema.pk_fields[0].from_primitive(primitive, binary)
+        if not isinstance(primitive, list | tuple) or len(primitive) != len(schema.pk_fields):
+            raise TypeError(f"expected a list of {len(schema.pk_fields)} key parts")
+        return tuple(f.from_primitive(v, binary)
+                     for f, v in zip(schema.pk_fields, primitive, strict=True))
+
+    def key_part(self, value: Any) -> str:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            return schema.pk_fields[0].key_part(value)
+        return escape_key_part(schema.pk_key_part(value))
+
+
+class RawPk:
+    """``article.author_id``: the raw related primary key of a foreign key field."""
+
+    def __init__(self, field: ForeignKeyField[Any]) -> None:
+        self.field = field
+
+    def __get__(self, instance: Any, owner: Any) -> Any:
+        if instance is None:
+            return self
+        try:
+            return instance.__dict__[self.field.attname]
+        except KeyError:
+            from ._fields import _not_loaded
+
+            raise _not_loaded(instance, self.field.attname) from None
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        self.field.__set__(instance, value)
+
+
+def parse_related(model: type[Model], paths: tuple[str, ...]) -> dict[str, Any]:
+    """``("author", "article__author")`` → a tree ``{"author": {}, "article": {"author": {}}}``,
+    checked against the models' foreign keys."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"select_related takes field paths like 'author__team', not {path!r}")
+        node = tree
+        current = model
+        for part in path.split("__"):
+            field = current._schema.fields.get(part)
+            if not isinstance(field, ForeignKeyField):
+                raise ValueError(
+                    f"{current.__name__}.{part} is not a foreign key (in {path!r}); foreign keys "
+                    f"of {current.__name__}: "
+                    f"{[n for n, f in current._schema.fields.items() if isinstance(f, ForeignKeyField)]}"
+                )
+            node = node.setdefault(part, {})
+            current = field.rel_model
+    return tree

@@ -1,0 +1,205 @@
+"""The frozen per-model schema: fields, primary key, key format, TTL, serializer, codec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _payload
+from ._exceptions import SerializationError, ValidationError
+from ._fields import KEY_SEPARATOR, Field, escape_key_part
+from ._types import NOTHING
+from .backends.base import Backend
+from .serializers import Serializer, registry
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+
+class Schema:
+    """Everything the compiler needs to know about a model, computed once at definition."""
+
+    def __init__(
+        self, *, model: type[Model], name: str, namespace: str, fields: dict[str, Field[Any]],
+        pk_names: tuple[str, ...], composite: bool, backend: Backend, serializer: Serializer,
+        ttl: float | None, key_format: str | Callable[..., str] | None,
+    ) -> None:
+        self.model = model
+        self.model_name = model.__name__
+        self.name = name
+        self.namespace = namespace
+        self.fields = fields
+        self.field_names = tuple(fields)
+        self.pk_names = pk_names
+        self.pk_fields = tuple(fields[n] for n in pk_names)
+        self.composite = composite
+        self.backend = backend
+        self.serializer = serializer
+        self.ttl = ttl
+        self.key_format = key_format
+        self.prefix = (f"{namespace}{KEY_SEPARATOR}" if namespace else "") + (
+            f"{name}{KEY_SEPARATOR}" if key_format is None else ""
+        )
+        self.attnames = {n: getattr(f, "attname", n) for n, f in fields.items()}
+        self.fingerprint = _payload.fingerprint(
+            [f"{n}={type(f).__name__}" for n, f in fields.items()]
+        )
+        self.binary = serializer.binary
+        self.header = _payload.header(serializer.tag, self.fingerprint)
+        self._name_set = frozenset(fields)
+        # Conversions needed on write and on read (identity fields are skipped).
+        self._convert = [(n, self.attnames[n], f) for n, f in fields.items() if not f.identity]
+        self._renamed = [(n, a) for n, a in self.attnames.items() if n != a]
+
+    # -- primary keys and keys --------------------------------------------------------------
+
+    def normalize_pk(self, value: Any) -> tuple[Any, ...]:
+        """A user's pk (a value, a tuple, a dict or an instance) as a tuple of clean values."""
+        from ._model import Model
+
+        names = self.pk_names
+        if isinstance(value, Model):
+            if type(value)._schema is not self:
+                raise TypeError(f"expected a {self.model_name} (or its primary key), "
+                                f"not a {type(value).__name__}")
+            return self.pk_values(value)
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(names) - {self.attnames[n] for n in names}
+            if unknown:
+                raise TypeError(f"{self.model_name}: {sorted(unknown)} not part of the primary "
+                                f"key {names}")
+            parts = []
+            for n in names:
+                if n in value:
+                    parts.append(value[n])
+                elif self.attnames[n] in value:
+                    parts.append(value[self.attnames[n]])
+                else:
+                    raise TypeError(f"{self.model_name}: primary key part {n!r} missing")
+            value = tuple(parts)
+        elif not self.composite:
+            value = (value,)
+        elif not isinstance(value, tuple | list):
+            raise TypeError(f"{self.model_name} has a composite primary key {names}; give a "
+                            f"tuple or a dict, not {value!r}")
+        if len(value) != len(names):
+            raise TypeError(f"{self.model_name}: primary key {names} takes {len(names)} "
+                            f"values, got {len(value)}")
+        return tuple(self.clean_pk_part(f, v) for f, v in zip(self.pk_fields, value, strict=True))
+
+    def clean_pk_part(self, field: Field[Any], value: Any) -> Any:
+        if value is None:
+            raise ValidationError("a primary key may not be None", model=self.model_name,
+                                  field=field.name, value=None)
+        return field.clean(value)
+
+    def pk_values(self, instance: Model) -> tuple[Any, ...]:
+        d = instance.__dict__
+        return tuple(d[self.attnames[n]] for n in self.pk_names)
+
+    def key(self, pk: tuple[Any, ...]) -> str:
+        """The key under which the row with primary key values ``pk`` is stored."""
+        fmt = self.key_format
+        if fmt is None:
+            if len(pk) == 1:
+                return self.prefix + self.pk_fields[0].key_part(pk[0])
+            return self.prefix + KEY_SEPARATOR.join(
+                f.key_part(v) for f, v in zip(self.pk_fields, pk, strict=True))
+        if callable(fmt):
+            return self.prefix + str(fmt(*pk))
+        return self.prefix + fmt % pk
+
+    def key_of(self, instance: Model) -> str:
+        return self.key(self.pk_values(instance))
+
+    def pk_key_part(self, pk: tuple[Any, ...]) -> str:
+        """The text of a whole primary key inside another model's key (foreign keys)."""
+        return KEY_SEPARATOR.join(escape_key_part(f.key_part(v))
+                                  for f, v in zip(self.pk_fields, pk, strict=True))
+
+    # -- payloads ---------------------------------------------------------------------------
+
+    def to_primitives(self, instance: Model) -> dict[str, Any]:
+        d = instance.__dict__
+        binary = self.binary
+        data = {n: d[a] for n, a in self.attnames.items()}
+        for name, _attname, field in self._convert:
+            v = data[name]
+            if v is not None:
+                data[name] = field.to_primitive(v, binary)
+        return data
+
+    def encode(self, instance: Model) -> bytes:
+        """The stored bytes for an instance: envelope header + serializer body."""
+        try:
+            return self.header + self.serializer.dumps(self.to_primitives(instance))
+        except SerializationError as exc:
+            raise SerializationError(exc.reason, key=self.key_of(instance),
+                                     model=self.model_name) from exc
+
+    def decode(self, key: str, payload: bytes) -> Model:
+        """An instance from stored bytes; `SerializationError` names the key and the model."""
+        header = self.header
+        model = self.model_name
+        try:
+            if payload[:6] == header:
+                data = self.serializer.loads(payload[6:])
+                if data.keys() != self._name_set:
+                    raise SerializationError("stored fields do not match the model's fields")
+                return self._fast_build(data)
+            tag, _fp, body = _payload.unwrap(payload)
+            serializer = self.serializer if tag == self.serializer.tag else (
+                registry.get_by_tag(tag))
+            if serializer is None:
+                raise SerializationError(f"payload written by an unknown serializer (tag {tag})")
+            data = serializer.loads(body)
+            return self.build_lenient(data, serializer.binary)
+        except SerializationError as exc:
+            raise SerializationError(exc.reason, key=key, model=model) from exc
+        except _payload.EnvelopeError as exc:
+            raise SerializationError(str(exc), key=key, model=model) from exc
+        except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError) as exc:
+            raise SerializationError(f"stored value does not fit the model: {exc}", key=key,
+                                     model=model) from exc
+
+    def _fast_build(self, data: dict[str, Any]) -> Model:
+        binary = self.binary
+        for name, attname, field in self._convert:
+            v = data[name]
+            if v is not None:
+                data[name] = field.from_primitive(v, binary)
+        for name, attname in self._renamed:
+            data[attname] = data.pop(name)
+        obj = self.model.__new__(self.model)
+        obj.__dict__ = data
+        return obj
+
+    def build_lenient(self, data: dict[str, Any], binary: bool) -> Model:
+        """An instance from a payload of another schema version: unknown fields are dropped,
+        missing ones take their defaults, every value is validated."""
+        values: dict[str, Any] = {}
+        for name, field in self.fields.items():
+            if name in data:
+                v = data[name]
+                if v is not None:
+                    v = field.from_primitive(v, binary)
+                values[self.attnames[name]] = field.clean(v)
+            elif field.has_default():
+                values[self.attnames[name]] = field.get_default()
+            else:
+                raise SerializationError(f"stored row has no value for field {name!r}")
+        obj = self.model.__new__(self.model)
+        obj.__dict__ = values
+        return obj
+
+    def __repr__(self) -> str:
+        return f"<Schema {self.model_name} key={self.prefix}... fields={list(self.fields)}>"
+
+
+def resolve_ttl(schema_ttl: float | None, ttl: Any) -> float | None:
+    """The TTL for a write: the call's ``ttl=`` if given, else the model's."""
+    from .backends.base import normalize_ttl
+
+    if ttl is NOTHING:
+        return schema_ttl
+    return normalize_ttl(ttl)  # type: ignore[return-value]
