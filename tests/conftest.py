@@ -133,8 +133,9 @@ def backend_factory(
     made: list[Backend] = []
 
     def factory(namespace: str | None = None, **options: Any) -> Backend:
-        b = make_backend(backend_name, request, tmp_path, namespace or unique_namespace(),
-                         **options)
+        b = make_backend(
+            backend_name, request, tmp_path, namespace or unique_namespace(), **options
+        )
         made.append(b)
         return b
 

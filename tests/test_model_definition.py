@@ -125,6 +125,7 @@ def test_key_format_string_and_callable() -> None:
     assert Call._schema.key((5,)) == "ns:c/5"
 
     with pytest.raises(co.ConfigurationError, match="key_format"):
+
         class Bad(Base):
             id = co.IntegerField(primary_key=True)
 
@@ -145,22 +146,32 @@ def test_key_format_string_and_callable() -> None:
 def test_bad_meta_is_a_definition_error(meta: dict[str, Any], match: str) -> None:
     Meta = type("Meta", (), {"backend": backend, "serializer": "json", **meta})
     with pytest.raises(co.ConfigurationError, match=match) as info:
-        type("Broken", (co.Model,), {"__module__": __name__, "Meta": Meta,
-                                     "id": co.IntegerField(primary_key=True)})
+        type(
+            "Broken",
+            (co.Model,),
+            {"__module__": __name__, "Meta": Meta, "id": co.IntegerField(primary_key=True)},
+        )
     assert "Broken" in str(info.value)
 
 
 def test_missing_backend_or_serializer() -> None:
-    with pytest.raises(co.ConfigurationError, match="Nob.Meta.backend"):
-        type("Nob", (co.Model,), {"__module__": __name__,
-                                  "Meta": type("Meta", (), {"serializer": "json"})})
-    with pytest.raises(co.ConfigurationError, match="Nos.Meta.serializer"):
-        type("Nos", (co.Model,), {"__module__": __name__,
-                                  "Meta": type("Meta", (), {"backend": backend})})
+    with pytest.raises(co.ConfigurationError, match=r"Nob\.Meta\.backend"):
+        type(
+            "Nob",
+            (co.Model,),
+            {"__module__": __name__, "Meta": type("Meta", (), {"serializer": "json"})},
+        )
+    with pytest.raises(co.ConfigurationError, match=r"Nos\.Meta\.serializer"):
+        type(
+            "Nos",
+            (co.Model,),
+            {"__module__": __name__, "Meta": type("Meta", (), {"backend": backend})},
+        )
 
 
 def test_two_primary_keys() -> None:
     with pytest.raises(co.ConfigurationError, match="two primary keys"):
+
         class Two(Base):
             a = co.IntegerField(primary_key=True)
             b = co.IntegerField(primary_key=True)
@@ -214,8 +225,11 @@ def test_class_attribute_is_the_field() -> None:
     [
         (co.IntegerField(min_value=0, max_value=10), [0, 10], [-1, 11, 1.5, True, "1"]),
         (co.FloatField(min_value=0), [0, 1.5], [-0.1, "1", False]),
-        (co.DecimalField(max_digits=5, decimal_places=2), [decimal.Decimal("123.45"), 1, "1.5"],
-         [decimal.Decimal("1234.5"), decimal.Decimal("1.234"), "x", True]),
+        (
+            co.DecimalField(max_digits=5, decimal_places=2),
+            [decimal.Decimal("123.45"), 1, "1.5"],
+            [decimal.Decimal("1234.5"), decimal.Decimal("1.234"), "x", True],
+        ),
         (co.StringField(max_length=3), ["abc", ""], ["abcd", 1, b"a"]),
         (co.BinaryField(max_length=2), [b"ab", bytearray(b"a")], [b"abc", "ab"]),
         (co.BooleanField(), [True, False], [1, 0, "true"]),

@@ -58,6 +58,7 @@ from ._relations import ForeignKeyField
 from ._signals import Signal, post_delete, post_save, pre_delete, pre_save
 from ._urls import backend_from_url
 from .backends.base import Backend
+
 try:  # TEMP while the backend is written
     from .backends.filesystem import FileSystemBackend
 except ImportError:  # TEMP
@@ -67,6 +68,7 @@ try:  # TEMP while the backend is written
 except ImportError:  # TEMP
     pass
 from .backends.memory import SimpleBackend
+
 try:  # TEMP while the backend is written
     from .backends.redis import RedisBackend
 except ImportError:  # TEMP

@@ -116,7 +116,7 @@ class Batch(NamedTuple):
         for cmd in self.commands:
             name = type(cmd).__name__
             kinds[name] = kinds.get(name, 0) + 1
-        inner = ", ".join(f"{k}×{v}" for k, v in kinds.items())
+        inner = ", ".join(f"{k}x{v}" for k, v in kinds.items())
         return f"Batch({inner}{', atomic' if self.atomic else ''})"
 
 

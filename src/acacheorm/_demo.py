@@ -28,8 +28,9 @@ async def run_demo(url: str = "memory://", serializer: str = "msgpack") -> int:
     async with backend:
         print(f"acacheorm {co.__version__} demo on {backend!r} with {serializer}")
         _say("create two users")
-        sam = await User.create(id=1, name="Sam", height=1.78, email="sam@example.com",
-                                phones=["+1 555 0100"])
+        sam = await User.create(
+            id=1, name="Sam", height=1.78, email="sam@example.com", phones=["+1 555 0100"]
+        )
         kim = await User.create(id=2, name="Kim", height=1.64, gender=Gender.FEMALE)
         print(sam)
         print(kim)
@@ -102,7 +103,8 @@ def define_models(store: co.Backend, fmt: str) -> tuple[Any, Any, Any]:
         email = co.StringField(null=True)
         phones = co.ListField(co.StringField(), default=list)
         created_at = co.DateTimeTZField(
-            default=functools.partial(datetime.datetime.now, tz=datetime.UTC))
+            default=functools.partial(datetime.datetime.now, tz=datetime.UTC)
+        )
 
         class Meta:
             ttl = 3600

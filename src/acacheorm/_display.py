@@ -30,5 +30,7 @@ def instances_html(instances: Sequence[Model | None]) -> str:
             for n in names
         )
         body.append(f"<tr>{cells}</tr>")
-    return (f"<table><caption>{html.escape(model.__name__)}</caption><thead><tr>{head}</tr>"
-            f"</thead><tbody>{''.join(body)}</tbody></table>")
+    return (
+        f"<table><caption>{html.escape(model.__name__)}</caption><thead><tr>{head}</tr>"
+        f"</thead><tbody>{''.join(body)}</tbody></table>"
+    )

@@ -56,7 +56,11 @@ class ValidationError(CacheORMError, ValueError):
     """
 
     def __init__(
-        self, message: str, *, model: str | None = None, field: str | None = None,
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        field: str | None = None,
         value: Any = None,
     ) -> None:
         self.model = model

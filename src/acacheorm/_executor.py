@@ -90,9 +90,15 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
         raise
     finally:
         duration = time.perf_counter() - start
-        logger.debug("%r %r: %d commands, %d merged, %.3f ms%s", backend, batch,
-                     len(batch.commands), merged, duration * 1000,
-                     f", failed: {error!r}" if error else "")
+        logger.debug(
+            "%r %r: %d commands, %d merged, %.3f ms%s",
+            backend,
+            batch,
+            len(batch.commands),
+            merged,
+            duration * 1000,
+            f", failed: {error!r}" if error else "",
+        )
         event = BatchEvent(backend, batch, duration, error, merged)
         for hook in list(_hooks):
             hook(event)
@@ -177,8 +183,9 @@ async def run(plan: Plan) -> Any:
             step = plan.send(send)
             if isinstance(step, Emit):
                 for i, instance in enumerate(step.instances):
-                    kwargs = {k: (v[i] if isinstance(v, list) else v)
-                              for k, v in step.kwargs.items()}
+                    kwargs = {
+                        k: (v[i] if isinstance(v, list) else v) for k, v in step.kwargs.items()
+                    }
                     await step.signal.send(step.sender, instance, **kwargs)
                 send = None
             elif isinstance(step, Sleep):
@@ -237,10 +244,10 @@ def combine(plans: list[Plan]) -> Plan:
             out.append((backend, Batch(tuple(commands), atomic=tag != -1)))
         results = yield out
         per_plan: dict[int, list[Any]] = {i: [None] * len(step) for i, step in io.items()}
-        for (entry, result) in zip(merged.values(), results, strict=True):
+        for entry, result in zip(merged.values(), results, strict=True):
             for i, j, start in entry[2]:
                 n = len(io[i][j][1].commands)
-                per_plan[i][j] = result[start:start + n]
+                per_plan[i][j] = result[start : start + n]
         for i, res in per_plan.items():
             sends[i] = res
     return values

@@ -31,9 +31,22 @@ E = TypeVar("E", bound=enum.Enum)
 
 _UTC = datetime.UTC
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
-_IMMUTABLE_DEFAULTS = (str, bytes, int, float, bool, type(None), decimal.Decimal, uuid.UUID,
-                       datetime.date, datetime.time, datetime.timedelta, enum.Enum, tuple,
-                       frozenset)
+_IMMUTABLE_DEFAULTS = (
+    str,
+    bytes,
+    int,
+    float,
+    bool,
+    type(None),
+    decimal.Decimal,
+    uuid.UUID,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    enum.Enum,
+    tuple,
+    frozenset,
+)
 
 
 class Field(Generic[T]):
@@ -133,7 +146,8 @@ class Field(Generic[T]):
         return ValidationError(
             f"{message} (got {_short_repr(value)})",
             model=model.__name__ if model is not None else None,
-            field=self.name or type(self).__name__, value=value,
+            field=self.name or type(self).__name__,
+            value=value,
         )
 
     # -- conversion -------------------------------------------------------------------------
@@ -172,8 +186,9 @@ class Expression:
         await User.update(id=1, visits=User.visits + 1)
     """
 
-    def __init__(self, field: Field[Any], op: Callable[[Any, Any], Any], operand: Any,
-                 symbol: str) -> None:
+    def __init__(
+        self, field: Field[Any], op: Callable[[Any, Any], Any], operand: Any, symbol: str
+    ) -> None:
         self.field = field
         self.op = op
         self.operand = operand
@@ -231,8 +246,13 @@ class IntegerField(Field[int]):
     python_type = int
 
     def __init__(
-        self, *, min_value: int | None = None, max_value: int | None = None,
-        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+        self,
+        *,
+        min_value: int | None = None,
+        max_value: int | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.min_value = min_value
@@ -265,8 +285,13 @@ class FloatField(Field[float]):
     python_type = float
 
     def __init__(
-        self, *, min_value: float | None = None, max_value: float | None = None,
-        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+        self,
+        *,
+        min_value: float | None = None,
+        max_value: float | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.min_value = min_value
@@ -275,12 +300,12 @@ class FloatField(Field[float]):
     def validate(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"expected float, not {type(value).__name__}")
-        value = float(value)
-        if self.min_value is not None and not value >= self.min_value:
+        result = float(value)
+        if self.min_value is not None and not result >= self.min_value:
             raise ValueError(f"must be >= {self.min_value}")
-        if self.max_value is not None and not value <= self.max_value:
+        if self.max_value is not None and not result <= self.max_value:
             raise ValueError(f"must be <= {self.max_value}")
-        return value
+        return result
 
     def from_primitive(self, primitive: Any, binary: bool) -> float:
         if isinstance(primitive, bool) or not isinstance(primitive, int | float):
@@ -302,8 +327,13 @@ class DecimalField(Field[decimal.Decimal]):
     python_type = decimal.Decimal
 
     def __init__(
-        self, *, max_digits: int | None = None, decimal_places: int | None = None,
-        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+        self,
+        *,
+        max_digits: int | None = None,
+        decimal_places: int | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.max_digits = max_digits
@@ -321,7 +351,7 @@ class DecimalField(Field[decimal.Decimal]):
                 raise ValueError("not a decimal number") from None
         _expect(value, decimal.Decimal)
         if value.is_finite():
-            sign, digits, exponent = value.as_tuple()
+            _sign, digits, exponent = value.as_tuple()
             assert isinstance(exponent, int)
             places = max(0, -exponent)
             whole = max(0, len(digits) + exponent)
@@ -329,10 +359,15 @@ class DecimalField(Field[decimal.Decimal]):
                 raise ValueError(f"more than {self.decimal_places} decimal places")
             if self.max_digits is not None and whole + places > self.max_digits:
                 raise ValueError(f"more than {self.max_digits} digits")
-            if (self.max_digits is not None and self.decimal_places is not None
-                    and whole > self.max_digits - self.decimal_places):
-                raise ValueError(f"more than {self.max_digits - self.decimal_places} digits "
-                                 "before the decimal point")
+            if (
+                self.max_digits is not None
+                and self.decimal_places is not None
+                and whole > self.max_digits - self.decimal_places
+            ):
+                raise ValueError(
+                    f"more than {self.max_digits - self.decimal_places} digits "
+                    "before the decimal point"
+                )
         return value  # type: ignore[no-any-return]
 
     def to_primitive(self, value: decimal.Decimal, binary: bool) -> str:
@@ -378,8 +413,13 @@ class StringField(Field[str]):
     python_type = str
 
     def __init__(
-        self, *, max_length: int | None = None, min_length: int | None = None,
-        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+        self,
+        *,
+        max_length: int | None = None,
+        min_length: int | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.max_length = max_length
@@ -412,7 +452,11 @@ class BinaryField(Field[bytes]):
     python_type = bytes
 
     def __init__(
-        self, *, max_length: int | None = None, null: bool = False, default: Any = NOTHING,
+        self,
+        *,
+        max_length: int | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
         primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
@@ -527,7 +571,11 @@ class EnumField(Field[E]):
     """
 
     def __init__(
-        self, enum_cls: type[E], *, null: bool = False, default: Any = NOTHING,
+        self,
+        enum_cls: type[E],
+        *,
+        null: bool = False,
+        default: Any = NOTHING,
         primary_key: bool = False,
     ) -> None:
         if not (isinstance(enum_cls, type) and issubclass(enum_cls, enum.Enum)):
@@ -734,8 +782,13 @@ class ListField(Field[list[T]]):
     python_type = list
 
     def __init__(
-        self, field: Field[T], *, max_items: int | None = None, null: bool = False,
-        default: Any = NOTHING, primary_key: bool = False,
+        self,
+        field: Field[T],
+        *,
+        max_items: int | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
     ) -> None:
         if not isinstance(field, Field):
             raise TypeError(f"ListField needs a field instance, not {field!r}")
@@ -788,8 +841,13 @@ class StructField(Field[T]):
     """
 
     def __init__(
-        self, serializer: Callable[[T], Any], deserializer: Callable[[Any], T], *,
-        null: bool = False, default: Any = NOTHING, primary_key: bool = False,
+        self,
+        serializer: Callable[[T], Any],
+        deserializer: Callable[[Any], T],
+        *,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
     ) -> None:
         if not callable(serializer) or not callable(deserializer):
             raise TypeError("StructField needs a serializer and a deserializer callable")

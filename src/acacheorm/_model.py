@@ -23,9 +23,18 @@ if TYPE_CHECKING:
         UpdateQuery,
     )
 
-META_OPTIONS = frozenset({
-    "backend", "serializer", "ttl", "primary_key", "name", "namespace", "key_format", "abstract",
-})
+META_OPTIONS = frozenset(
+    {
+        "backend",
+        "serializer",
+        "ttl",
+        "primary_key",
+        "name",
+        "namespace",
+        "key_format",
+        "abstract",
+    }
+)
 
 #: Every concrete model by class name (and by "module.Name"), for ForeignKeyField("Name").
 _models_by_name: dict[str, list[type[Model]]] = {}
@@ -58,12 +67,36 @@ class CompositeKey:
         return f"CompositeKey{self.names!r}"
 
 
-_RESERVED = frozenset({
-    "pk", "save", "delete_instance", "refresh", "load", "to_dict", "from_dict", "create",
-    "insert", "insert_many", "get", "get_by_id", "get_or_none", "get_or_create", "query",
-    "query_many", "update", "update_many", "set_by_id", "delete", "delete_by_id", "delete_many",
-    "DoesNotExist", "Meta", "is_sparse", "pydantic_model",
-})
+_RESERVED = frozenset(
+    {
+        "pk",
+        "save",
+        "delete_instance",
+        "refresh",
+        "load",
+        "to_dict",
+        "from_dict",
+        "create",
+        "insert",
+        "insert_many",
+        "get",
+        "get_by_id",
+        "get_or_none",
+        "get_or_create",
+        "query",
+        "query_many",
+        "update",
+        "update_many",
+        "set_by_id",
+        "delete",
+        "delete_by_id",
+        "delete_many",
+        "DoesNotExist",
+        "Meta",
+        "is_sparse",
+        "pydantic_model",
+    }
+)
 
 
 def _meta_options(cls_name: str, bases: tuple[type, ...], meta: Any) -> dict[str, Any]:
@@ -121,8 +154,9 @@ class ModelMeta(type):
         fields: dict[str, Field[Any]] = {}
         for base in reversed(bases):
             schema = getattr(base, "_schema", None)
-            parent_fields = schema.fields if schema is not None else getattr(
-                base, "_abstract_fields", {})
+            parent_fields = (
+                schema.fields if schema is not None else getattr(base, "_abstract_fields", {})
+            )
             for fname, field in parent_fields.items():
                 fields[fname] = _copy_field(field)
         own = {k: v for k, v in ns.items() if isinstance(v, Field)}
@@ -140,9 +174,14 @@ class ModelMeta(type):
         parent_dne = tuple(
             b.DoesNotExist for b in bases if isinstance(getattr(b, "DoesNotExist", None), type)
         ) or (DoesNotExist,)
-        cls.DoesNotExist = type("DoesNotExist", parent_dne, {  # type: ignore[attr-defined]
-            "__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.DoesNotExist",
-        })
+        cls.DoesNotExist = type(
+            "DoesNotExist",
+            parent_dne,
+            {  # type: ignore[attr-defined]
+                "__module__": cls.__module__,
+                "__qualname__": f"{cls.__qualname__}.DoesNotExist",
+            },
+        )
         if abstract:
             cls._abstract_fields = fields  # type: ignore[attr-defined]
             return cls
@@ -155,28 +194,30 @@ class ModelMeta(type):
                 raise ConfigurationError(f"{name}.Meta.primary_key must be a CompositeKey")
             if pk_fields and set(pk_fields) - set(composite.names):
                 raise ConfigurationError(
-                    f"{name}: two primary keys (field {pk_fields[0]!r} and Meta.primary_key)")
+                    f"{name}: two primary keys (field {pk_fields[0]!r} and Meta.primary_key)"
+                )
             for part in composite.names:
                 if part not in fields:
-                    raise ConfigurationError(
-                        f"{name}.Meta.primary_key: no field named {part!r}")
+                    raise ConfigurationError(f"{name}.Meta.primary_key: no field named {part!r}")
                 if fields[part].null:
                     raise ConfigurationError(f"{name}.{part}: a primary key part cannot be null")
             pk_names = composite.names
         elif len(pk_fields) > 1:
             raise ConfigurationError(
                 f"{name}: two primary keys ({', '.join(pk_fields)}); use Meta.primary_key = "
-                "co.CompositeKey(...) for a composite key")
+                "co.CompositeKey(...) for a composite key"
+            )
         elif pk_fields:
             pk_names = (pk_fields[0],)
         else:
             if "id" in fields:
                 raise ConfigurationError(
-                    f"{name}: field 'id' is not a primary key, and no other field is")
+                    f"{name}: field 'id' is not a primary key, and no other field is"
+                )
             field = UUIDField(primary_key=True, default=uuid.uuid4)
             field.__set_name__(cls, "id")
             field.model = cls  # type: ignore[assignment]
-            setattr(cls, "id", field)
+            cls.id = field
             fields = {"id": field, **fields}
             pk_names = ("id",)
 
@@ -206,9 +247,16 @@ class ModelMeta(type):
             _check_key_format(name, key_format, len(pk_names))
 
         cls._schema = Schema(
-            model=cls, name=model_name, namespace=namespace, fields=fields,  # type: ignore[arg-type]
-            pk_names=tuple(pk_names), composite=len(pk_names) > 1, backend=backend,
-            serializer=serializer, ttl=ttl, key_format=key_format,  # type: ignore[arg-type]
+            model=cls,
+            name=model_name,
+            namespace=namespace,
+            fields=fields,  # type: ignore[arg-type]
+            pk_names=tuple(pk_names),
+            composite=len(pk_names) > 1,
+            backend=backend,
+            serializer=serializer,
+            ttl=ttl,
+            key_format=key_format,
         )
         for field in fields.values():
             contribute = getattr(field, "contribute_to_class", None)
@@ -230,7 +278,8 @@ def _check_key_format(name: str, key_format: str, arity: int) -> None:
             errors.append(exc)
     raise ConfigurationError(
         f"{name}.Meta.key_format {key_format!r} does not take the {arity} primary key "
-        f"value(s): {errors[-1]}")
+        f"value(s): {errors[-1]}"
+    )
 
 
 def _copy_field(field: Field[Any]) -> Field[Any]:
@@ -286,8 +335,7 @@ class Model(metaclass=ModelMeta):
             elif field.has_default():
                 self.__dict__[attname] = field.clean(field.get_default())
             else:
-                raise ValidationError("a value is required", model=type(self).__name__,
-                                      field=name)
+                raise ValidationError("a value is required", model=type(self).__name__, field=name)
 
     # -- instance state ---------------------------------------------------------------------
 
@@ -463,7 +511,7 @@ class Model(metaclass=ModelMeta):
     @classmethod
     def get_or_create(
         cls, defaults: Mapping[str, Any] | None = None, *, ttl: Any = NOTHING, **pk: Any
-    ) -> GetOrCreateQuery[Self]:
+    ) -> GetOrCreateQuery[tuple[Self, bool]]:
         """``(instance, created)``; an add-if-absent write, so two racers agree.
 
         Example::
@@ -543,7 +591,8 @@ class Model(metaclass=ModelMeta):
                     pk_part[n] = fields.pop(k)
         if len(pk_part) != len(schema.pk_names):
             raise TypeError(
-                f"{cls.__name__}.update() needs the primary key ({', '.join(schema.pk_names)})")
+                f"{cls.__name__}.update() needs the primary key ({', '.join(schema.pk_names)})"
+            )
         return schema.normalize_pk(pk_part), cls._check_changes(fields)
 
     @classmethod
@@ -559,12 +608,13 @@ class Model(metaclass=ModelMeta):
             if name is None:
                 raise TypeError(f"{cls.__name__} has no field {key!r}")
             if name in schema.pk_names:
-                raise TypeError(f"{cls.__name__}.{name} is part of the primary key; it cannot "
-                                "be updated (write a new row and delete the old one)")
+                raise TypeError(
+                    f"{cls.__name__}.{name} is part of the primary key; it cannot "
+                    "be updated (write a new row and delete the old one)"
+                )
             if isinstance(value, Expression):
                 if value.field is not schema.fields[name]:
-                    raise TypeError(f"{cls.__name__}.{name}: the expression is on "
-                                    f"{value.field!r}")
+                    raise TypeError(f"{cls.__name__}.{name}: the expression is on {value.field!r}")
                 clean[name] = value
             else:
                 probe = cls.__new__(cls)
@@ -623,8 +673,7 @@ class Model(metaclass=ModelMeta):
         from ._query import InsertQuery
 
         self._check_not_sparse("save")
-        return InsertQuery(type(self), [self], ttl=ttl, single=True,
-                           replace=not force_insert)
+        return InsertQuery(type(self), [self], ttl=ttl, single=True, replace=not force_insert)
 
     def delete_instance(self) -> DeleteQuery[bool]:
         """Delete this instance's row; awaits to ``True`` if it was there.
@@ -662,8 +711,10 @@ class Model(metaclass=ModelMeta):
 
     def _check_not_sparse(self, what: str) -> None:
         if self.__dict__.get("_sparse_"):
-            raise TypeError(f"cannot {what} a sparse {type(self).__name__} (only its primary key "
-                            "is known); load() it first")
+            raise TypeError(
+                f"cannot {what} a sparse {type(self).__name__} (only its primary key "
+                "is known); load() it first"
+            )
 
     @classmethod
     def _sparse(cls, pk: tuple[Any, ...], state: str = "sparse") -> Self:
@@ -685,4 +736,3 @@ def _as_instance(cls: type[Model], row: Mapping[str, Any] | Model) -> Model:
     if isinstance(row, Mapping):
         return cls(**row)
     raise TypeError(f"a row is a dict or a {cls.__name__}, not {type(row).__name__}")
-

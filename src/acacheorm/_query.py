@@ -46,7 +46,8 @@ def _describe_pk(schema: Schema, pk: tuple[Any, ...]) -> str:
 
 def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
     return schema.model.DoesNotExist(
-        f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist (key {key!r})")
+        f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist (key {key!r})"
+    )
 
 
 class Query(Generic[R]):
@@ -146,8 +147,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
                 loaded[ident] = schema.decode(ident[1], payload)
         next_level: dict[int, tuple[list[Model], dict[str, Any]]] = {}
         for obj, field, ident in links:
-            rel = loaded[ident]
-            obj.__dict__[field.name] = rel
+            obj.__dict__[field.name] = loaded[ident]
         for objs, subtree in level:
             for name, sub in subtree.items():
                 if not sub:
@@ -159,8 +159,9 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
                     key = id(sub)
                     entry = next_level.setdefault(key, ([], sub))
                     entry[0].append(rel)
-        level = [(list({id(o): o for o in objs}.values()), sub)
-                 for objs, sub in next_level.values()]
+        level = [
+            (list({id(o): o for o in objs}.values()), sub) for objs, sub in next_level.values()
+        ]
 
 
 class SelectQuery(Query[R]):
@@ -171,8 +172,13 @@ class SelectQuery(Query[R]):
         users = await User.query_many(1, 2, 3).select_related("team")
     """
 
-    def __init__(self, model: type[Model], pks: list[tuple[Any, ...]], mode: str,
-                 related: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: type[Model],
+        pks: list[tuple[Any, ...]],
+        mode: str,
+        related: tuple[str, ...] = (),
+    ) -> None:
         self.model = model
         self.pks = pks
         self.mode = mode
@@ -237,8 +243,16 @@ class InsertQuery(Query[R]):
         await User.insert_many(*rows, ttl=60)
     """
 
-    def __init__(self, model: type[Model], instances: list[Model], *, ttl: Any, single: bool,
-                 atomic: bool = False, replace: bool = False) -> None:
+    def __init__(
+        self,
+        model: type[Model],
+        instances: list[Model],
+        *,
+        ttl: Any,
+        single: bool,
+        atomic: bool = False,
+        replace: bool = False,
+    ) -> None:
         self.model = model
         self.instances = instances
         self.ttl = resolve_ttl(model._schema.ttl, ttl)
@@ -260,7 +274,8 @@ class InsertQuery(Query[R]):
             if not _check(result) and self.replace:
                 raise model.DoesNotExist(
                     f"{schema.model_name} {command.key!r} does not exist; save(force_insert="
-                    "True) writes it anyway")
+                    "True) writes it anyway"
+                )
         if post_save.receivers_for(model):
             yield Emit(post_save, model, instances, {"created": not self.replace})
         return instances[0] if self.single else instances
@@ -274,8 +289,14 @@ class UpdateQuery(Query[R]):
     row is never resurrected and the remaining TTL is kept (unless ``ttl=`` is given).
     """
 
-    def __init__(self, model: type[Model], changes: list[tuple[tuple[Any, ...], dict[str, Any]]],
-                 *, ttl: Any, mode: str) -> None:
+    def __init__(
+        self,
+        model: type[Model],
+        changes: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        ttl: Any,
+        mode: str,
+    ) -> None:
         self.model = model
         self.changes = changes
         self.ttl = KEEP_TTL if ttl is NOTHING else resolve_ttl(None, ttl)
@@ -308,8 +329,9 @@ class UpdateQuery(Query[R]):
                 break
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [obj for _, obj, _ in todo], {})
-            commands = tuple(Cas(keys[i], schema.encode(obj), token, self.ttl)
-                             for i, obj, token in todo)
+            commands = tuple(
+                Cas(keys[i], schema.encode(obj), token, self.ttl) for i, obj, token in todo
+            )
             written = (yield [(backend, Batch(commands))])[0]
             pending = []
             saved = []
@@ -326,7 +348,8 @@ class UpdateQuery(Query[R]):
                 if attempt >= MAX_UPDATE_ATTEMPTS:
                     raise ConflictError(
                         f"{schema.model_name}: update of {keys[pending[0]]!r} gave up after "
-                        f"{attempt} attempts (the row kept changing)")
+                        f"{attempt} attempts (the row kept changing)"
+                    )
                 if attempt >= 3:
                     yield Sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
         if self.mode == "many":
@@ -339,8 +362,14 @@ class UpdateQuery(Query[R]):
 class DeleteQuery(Query[R]):
     """``delete``/``delete_by_id``/``delete_many``/``delete_instance``: one batch."""
 
-    def __init__(self, model: type[Model], pks: list[tuple[Any, ...]], *, mode: str,
-                 instances: list[Model] | None = None) -> None:
+    def __init__(
+        self,
+        model: type[Model],
+        pks: list[tuple[Any, ...]],
+        *,
+        mode: str,
+        instances: list[Model] | None = None,
+    ) -> None:
         self.model = model
         self.pks = pks
         self.mode = mode
@@ -390,8 +419,11 @@ class GetOrCreateQuery(Query[R]):
                 return schema.decode(key, payload), False
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [self.instance], {})
-            added = _check((yield [(backend, Batch((
-                Add(key, schema.encode(self.instance), self.ttl),)))])[0][0])
+            added = _check(
+                (yield [(backend, Batch((Add(key, schema.encode(self.instance), self.ttl),)))])[0][
+                    0
+                ]
+            )
             if added:
                 if post_save.receivers_for(model):
                     yield Emit(post_save, model, [self.instance], {"created": True})
@@ -435,8 +467,10 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
             raise TypeError(f"co.insert_many takes model instances, not {obj!r}")
         obj._check_not_sparse("insert")
     groups = _group((type(o), o) for o in instances)
-    queries = [(g, InsertQuery(model, [o for _, o in g], ttl=ttl, single=False))
-               for model, g in groups.items()]
+    queries: list[tuple[list[tuple[int, Any]], InsertQuery[Any]]] = [
+        (g, InsertQuery(model, [o for _, o in g], ttl=ttl, single=False))
+        for model, g in groups.items()
+    ]
 
     def assemble(values: list[list[Any]]) -> list[Any]:
         out: list[Any] = [None] * len(instances)
@@ -453,8 +487,12 @@ def _model_pk(item: Any, what: str) -> tuple[type[Model], tuple[Any, ...], Model
 
     if isinstance(item, Model):
         return type(item), type(item)._schema.pk_values(item), item
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type) and issubclass(
-            item[0], Model):
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], type)
+        and issubclass(item[0], Model)
+    ):
         return item[0], item[0]._schema.normalize_pk(item[1]), None
     raise TypeError(f"co.{what} takes (Model, pk) pairs or instances, not {item!r}")
 
@@ -468,8 +506,9 @@ def query_many(*items: Any) -> MultiQuery[list[Any]]:
     """
     parsed = [_model_pk(item, "query_many") for item in items]
     groups = _group((model, pk) for model, pk, _ in parsed)
-    queries = [(g, SelectQuery(model, [pk for _, pk in g], mode="many"))
-               for model, g in groups.items()]
+    queries: list[tuple[list[tuple[int, Any]], SelectQuery[Any]]] = [
+        (g, SelectQuery(model, [pk for _, pk in g], mode="many")) for model, g in groups.items()
+    ]
 
     def assemble(values: list[list[Any]]) -> list[Any]:
         out: list[Any] = [None] * len(items)
@@ -491,7 +530,7 @@ def delete_many(*items: Any) -> MultiQuery[int]:
     """
     parsed = [_model_pk(item, "delete_many") for item in items]
     groups = _group((model, (pk, obj)) for model, pk, obj in parsed)
-    queries = []
+    queries: list[DeleteQuery[Any]] = []
     for model, g in groups.items():
         objs = [obj if obj is not None else model._sparse(pk) for _, (pk, obj) in g]
         queries.append(DeleteQuery(model, [pk for _, (pk, _) in g], mode="many", instances=objs))

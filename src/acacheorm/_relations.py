@@ -33,7 +33,11 @@ class ForeignKeyField(Field[M], Generic[M]):
     """
 
     def __init__(
-        self, to: type[M] | str, *, null: bool = False, default: Any = NOTHING,
+        self,
+        to: type[M] | str,
+        *,
+        null: bool = False,
+        default: Any = NOTHING,
         primary_key: bool = False,
     ) -> None:
         from ._model import Model
@@ -52,7 +56,8 @@ class ForeignKeyField(Field[M], Generic[M]):
         if self.attname in cls._schema.fields:
             raise ConfigurationError(
                 f"{cls.__name__}.{self.name}: its raw-pk attribute {self.attname!r} clashes "
-                "with a field of that name")
+                "with a field of that name"
+            )
         setattr(cls, self.attname, RawPk(self))
 
     @property
@@ -62,8 +67,9 @@ class ForeignKeyField(Field[M], Generic[M]):
         if isinstance(to, str):
             from ._model import lookup_model
 
-            to = self.model if to == "self" else lookup_model(to)
-            self.to = to
+            resolved = self.model if to == "self" else lookup_model(to)
+            self.to = resolved  # type: ignore[assignment]
+            return resolved
         return to
 
     # -- descriptor -------------------------------------------------------------------------
@@ -126,8 +132,10 @@ class ForeignKeyField(Field[M], Generic[M]):
         if not schema.composite:
             f = schema.pk_fields[0]
             return value if f.identity else f.to_primitive(value, binary)
-        return [v if f.identity else f.to_primitive(v, binary)
-                for f, v in zip(schema.pk_fields, value, strict=True)]
+        return [
+            v if f.identity else f.to_primitive(v, binary)
+            for f, v in zip(schema.pk_fields, value, strict=True)
+        ]
 
     def from_primitive(self, primitive: Any, binary: bool) -> Any:
         schema = self.rel_model._schema
@@ -135,8 +143,9 @@ class ForeignKeyField(Field[M], Generic[M]):
             return schema.pk_fields[0].from_primitive(primitive, binary)
         if not isinstance(primitive, list | tuple) or len(primitive) != len(schema.pk_fields):
             raise TypeError(f"expected a list of {len(schema.pk_fields)} key parts")
-        return tuple(f.from_primitive(v, binary)
-                     for f, v in zip(schema.pk_fields, primitive, strict=True))
+        return tuple(
+            f.from_primitive(v, binary) for f, v in zip(schema.pk_fields, primitive, strict=True)
+        )
 
     def key_part(self, value: Any) -> str:
         schema = self.rel_model._schema
@@ -177,10 +186,12 @@ def parse_related(model: type[Model], paths: tuple[str, ...]) -> dict[str, Any]:
         for part in path.split("__"):
             field = current._schema.fields.get(part)
             if not isinstance(field, ForeignKeyField):
+                fks = [
+                    n for n, f in current._schema.fields.items() if isinstance(f, ForeignKeyField)
+                ]
                 raise ValueError(
                     f"{current.__name__}.{part} is not a foreign key (in {path!r}); foreign keys "
-                    f"of {current.__name__}: "
-                    f"{[n for n, f in current._schema.fields.items() if isinstance(f, ForeignKeyField)]}"
+                    f"of {current.__name__}: {fks}"
                 )
             node = node.setdefault(part, {})
             current = field.rel_model

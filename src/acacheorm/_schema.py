@@ -20,9 +20,18 @@ class Schema:
     """Everything the compiler needs to know about a model, computed once at definition."""
 
     def __init__(
-        self, *, model: type[Model], name: str, namespace: str, fields: dict[str, Field[Any]],
-        pk_names: tuple[str, ...], composite: bool, backend: Backend, serializer: Serializer,
-        ttl: float | None, key_format: str | Callable[..., str] | None,
+        self,
+        *,
+        model: type[Model],
+        name: str,
+        namespace: str,
+        fields: dict[str, Field[Any]],
+        pk_names: tuple[str, ...],
+        composite: bool,
+        backend: Backend,
+        serializer: Serializer,
+        ttl: float | None,
+        key_format: str | Callable[..., str] | None,
     ) -> None:
         self.model = model
         self.model_name = model.__name__
@@ -60,14 +69,17 @@ class Schema:
         names = self.pk_names
         if isinstance(value, Model):
             if type(value)._schema is not self:
-                raise TypeError(f"expected a {self.model_name} (or its primary key), "
-                                f"not a {type(value).__name__}")
+                raise TypeError(
+                    f"expected a {self.model_name} (or its primary key), "
+                    f"not a {type(value).__name__}"
+                )
             return self.pk_values(value)
         if isinstance(value, Mapping):
             unknown = set(value) - set(names) - {self.attnames[n] for n in names}
             if unknown:
-                raise TypeError(f"{self.model_name}: {sorted(unknown)} not part of the primary "
-                                f"key {names}")
+                raise TypeError(
+                    f"{self.model_name}: {sorted(unknown)} not part of the primary key {names}"
+                )
             parts = []
             for n in names:
                 if n in value:
@@ -80,17 +92,22 @@ class Schema:
         elif not self.composite:
             value = (value,)
         elif not isinstance(value, tuple | list):
-            raise TypeError(f"{self.model_name} has a composite primary key {names}; give a "
-                            f"tuple or a dict, not {value!r}")
+            raise TypeError(
+                f"{self.model_name} has a composite primary key {names}; give a "
+                f"tuple or a dict, not {value!r}"
+            )
         if len(value) != len(names):
-            raise TypeError(f"{self.model_name}: primary key {names} takes {len(names)} "
-                            f"values, got {len(value)}")
+            raise TypeError(
+                f"{self.model_name}: primary key {names} takes {len(names)} "
+                f"values, got {len(value)}"
+            )
         return tuple(self.clean_pk_part(f, v) for f, v in zip(self.pk_fields, value, strict=True))
 
     def clean_pk_part(self, field: Field[Any], value: Any) -> Any:
         if value is None:
-            raise ValidationError("a primary key may not be None", model=self.model_name,
-                                  field=field.name, value=None)
+            raise ValidationError(
+                "a primary key may not be None", model=self.model_name, field=field.name, value=None
+            )
         return field.clean(value)
 
     def pk_values(self, instance: Model) -> tuple[Any, ...]:
@@ -104,7 +121,8 @@ class Schema:
             if len(pk) == 1:
                 return self.prefix + self.pk_fields[0].key_part(pk[0])
             return self.prefix + KEY_SEPARATOR.join(
-                f.key_part(v) for f, v in zip(self.pk_fields, pk, strict=True))
+                f.key_part(v) for f, v in zip(self.pk_fields, pk, strict=True)
+            )
         if callable(fmt):
             return self.prefix + str(fmt(*pk))
         return self.prefix + fmt % pk
@@ -114,8 +132,9 @@ class Schema:
 
     def pk_key_part(self, pk: tuple[Any, ...]) -> str:
         """The text of a whole primary key inside another model's key (foreign keys)."""
-        return KEY_SEPARATOR.join(escape_key_part(f.key_part(v))
-                                  for f, v in zip(self.pk_fields, pk, strict=True))
+        return KEY_SEPARATOR.join(
+            escape_key_part(f.key_part(v)) for f, v in zip(self.pk_fields, pk, strict=True)
+        )
 
     # -- payloads ---------------------------------------------------------------------------
 
@@ -134,8 +153,9 @@ class Schema:
         try:
             return self.header + self.serializer.dumps(self.to_primitives(instance))
         except SerializationError as exc:
-            raise SerializationError(exc.reason, key=self.key_of(instance),
-                                     model=self.model_name) from exc
+            raise SerializationError(
+                exc.reason, key=self.key_of(instance), model=self.model_name
+            ) from exc
 
     def decode(self, key: str, payload: bytes) -> Model:
         """An instance from stored bytes; `SerializationError` names the key and the model."""
@@ -148,8 +168,9 @@ class Schema:
                     raise SerializationError("stored fields do not match the model's fields")
                 return self._fast_build(data)
             tag, _fp, body = _payload.unwrap(payload)
-            serializer = self.serializer if tag == self.serializer.tag else (
-                registry.get_by_tag(tag))
+            serializer = (
+                self.serializer if tag == self.serializer.tag else (registry.get_by_tag(tag))
+            )
             if serializer is None:
                 raise SerializationError(f"payload written by an unknown serializer (tag {tag})")
             data = serializer.loads(body)
@@ -159,12 +180,13 @@ class Schema:
         except _payload.EnvelopeError as exc:
             raise SerializationError(str(exc), key=key, model=model) from exc
         except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError) as exc:
-            raise SerializationError(f"stored value does not fit the model: {exc}", key=key,
-                                     model=model) from exc
+            raise SerializationError(
+                f"stored value does not fit the model: {exc}", key=key, model=model
+            ) from exc
 
     def _fast_build(self, data: dict[str, Any]) -> Model:
         binary = self.binary
-        for name, attname, field in self._convert:
+        for name, _attname, field in self._convert:
             v = data[name]
             if v is not None:
                 data[name] = field.from_primitive(v, binary)
@@ -202,4 +224,4 @@ def resolve_ttl(schema_ttl: float | None, ttl: Any) -> float | None:
 
     if ttl is NOTHING:
         return schema_ttl
-    return normalize_ttl(ttl)  # type: ignore[return-value]
+    return normalize_ttl(ttl)

@@ -31,11 +31,10 @@ class Signal:
         self.name = name
         self._receivers: list[tuple[Callable[..., Any], type | None]] = []
 
-    def connect(
-        self, receiver: F | None = None, *, sender: type | None = None
-    ) -> Any:
+    def connect(self, receiver: F | None = None, *, sender: type | None = None) -> Any:
         """Connect ``receiver`` (for ``sender`` only, or every model); usable as a decorator."""
         if receiver is None:
+
             def decorator(fn: F) -> F:
                 self.connect(fn, sender=sender)
                 return fn

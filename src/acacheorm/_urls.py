@@ -62,7 +62,8 @@ def backend_from_url(url: str, **options: Any) -> Backend:
         return MemcachedBackend(servers, **options)
     raise ValueError(
         f"unsupported backend URL scheme {parts.scheme!r} in {shown!r} (memory, file, redis, "
-        "rediss, unix, redis+cluster, memcached)")
+        "rediss, unix, redis+cluster, memcached)"
+    )
 
 
 def redact(url: str) -> str:

@@ -15,9 +15,9 @@ from acacheorm._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, In
 from acacheorm.backends.base import Backend
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 6.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 6.0) -> None:
     """Poll ``check`` until true; bounded, for TTL expiry (stores expire lazily)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if await check():
             return
@@ -48,8 +48,22 @@ async def test_values_are_bytes_exact(backend: Backend) -> None:
 
 
 async def test_unusual_keys(backend: Backend) -> None:
-    keys = ["with space", "tab\there", "new\nline", "ünïcødé", "{tag}:x", "a/../b", "A", "a",
-            "x" * 300, "", "percent%s", "..", "CON", "nul\x00"]
+    keys = [
+        "with space",
+        "tab\there",
+        "new\nline",
+        "ünïcødé",
+        "{tag}:x",
+        "a/../b",
+        "A",
+        "a",
+        "x" * 300,
+        "",
+        "percent%s",
+        "..",
+        "CON",
+        "nul\x00",
+    ]
     for i, k in enumerate(keys):
         await backend.set(k, str(i).encode())
     got = await backend.get_many(*keys)
@@ -190,10 +204,19 @@ async def test_wrong_types(backend: Backend) -> None:
 
 
 async def test_batch_mixed_commands_in_order(backend: Backend) -> None:
-    results = await backend.execute(Batch((
-        Set("a", b"1", None), Get("a"), Add("a", b"2", None), Incr("n", 3, None),
-        Get("missing"), Delete("a"), Get("a"),
-    )))
+    results = await backend.execute(
+        Batch(
+            (
+                Set("a", b"1", None),
+                Get("a"),
+                Add("a", b"2", None),
+                Incr("n", 3, None),
+                Get("missing"),
+                Delete("a"),
+                Get("a"),
+            )
+        )
+    )
     assert results == [True, b"1", False, 3, None, True, None]
 
 

@@ -154,8 +154,9 @@ async def test_update_with_ttl_sets_new_ttl(models: SimpleNamespace) -> None:
 async def test_update_many_and_set_by_id(models: SimpleNamespace) -> None:
     User = models.User
     await User.insert_many(user_row(1), user_row(2))
-    got = await User.update_many({"id": 1, "name": "one"}, {"id": 3, "name": "three"},
-                                 {"id": 2, "married": True})
+    got = await User.update_many(
+        {"id": 1, "name": "one"}, {"id": 3, "name": "three"}, {"id": 2, "married": True}
+    )
     assert got[0].name == "one" and got[1] is None and got[2].married is True
     assert await User.query(id=3) is None
     u = await User.set_by_id(2, {"height": 1.99})
@@ -183,8 +184,12 @@ async def test_concurrent_updates_of_different_fields_are_all_kept(
     async def set_name(i: int) -> None:
         await User.update(id=1, name=f"n{i}")
 
-    await asyncio.gather(User.update(id=1, email="e@x"), User.update(id=1, married=True),
-                         User.update(id=1, phones=["p"]), *(set_name(i) for i in range(5)))
+    await asyncio.gather(
+        User.update(id=1, email="e@x"),
+        User.update(id=1, married=True),
+        User.update(id=1, phones=["p"]),
+        *(set_name(i) for i in range(5)),
+    )
     got = await User.get(id=1)
     assert (got.email, got.married, got.phones) == ("e@x", True, ["p"])
 
@@ -193,8 +198,11 @@ async def test_update_racing_delete_never_resurrects(models: SimpleNamespace) ->
     User = models.User
     for round_ in range(5):
         await User.create(**user_row(1))
-        await asyncio.gather(*(User.update(id=1, height=float(i)) for i in range(5)),
-                             User.delete(id=1), *(User.update(id=1, name="x") for _ in range(5)))
+        await asyncio.gather(
+            *(User.update(id=1, height=float(i)) for i in range(5)),
+            User.delete(id=1),
+            *(User.update(id=1, name="x") for _ in range(5)),
+        )
         assert await User.query(id=1) is None, f"resurrected in round {round_}"
 
 
@@ -211,9 +219,12 @@ async def test_get_or_create(models: SimpleNamespace) -> None:
 
 async def test_get_or_create_race_has_one_winner(models: SimpleNamespace) -> None:
     User = models.User
-    results = await asyncio.gather(*(
-        User.get_or_create(id=5, defaults={"name": f"racer{i}", "height": 1.0})
-        for i in range(20)))
+    results = await asyncio.gather(
+        *(
+            User.get_or_create(id=5, defaults={"name": f"racer{i}", "height": 1.0})
+            for i in range(20)
+        )
+    )
     created = [u for u, c in results if c]
     assert len(created) == 1
     assert {u.name for u, _ in results} == {created[0].name}

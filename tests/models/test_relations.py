@@ -13,8 +13,9 @@ from tests.models.conftest import RoundTrips
 
 async def setup_rows(m: SimpleNamespace) -> None:
     await m.User.insert_many(*({"id": i, "name": f"u{i}", "height": 1.0} for i in range(3)))
-    await m.Article.insert_many(*({"id": 10 + i, "author": i % 3, "title": f"t{i}"}
-                                  for i in range(6)))
+    await m.Article.insert_many(
+        *({"id": 10 + i, "author": i % 3, "title": f"t{i}"} for i in range(6))
+    )
 
 
 async def test_sparse_foreign_key(models: SimpleNamespace) -> None:
@@ -99,7 +100,7 @@ async def test_null_foreign_key(backend: co.Backend) -> None:
 async def test_select_related_one_batch_per_level(
     models: SimpleNamespace, round_trips: RoundTrips
 ) -> None:
-    User, Article, Collection = models.User, models.Article, models.Collection
+    Article, Collection = models.Article, models.Collection
     await setup_rows(models)
     round_trips.reset()
     articles = await Article.query_many(*range(10, 16), 999).select_related("author")
@@ -112,7 +113,8 @@ async def test_select_related_one_batch_per_level(
     await Collection.insert_many(*({"collector": i % 3, "article": 10 + i} for i in range(6)))
     round_trips.reset()
     cols = await Collection.query_many(*((i % 3, 10 + i) for i in range(6))).select_related(
-        "collector", "article__author")
+        "collector", "article__author"
+    )
     assert round_trips.count == 3
     assert [c.article.author.name for c in cols] == [f"u{i % 3}" for i in range(6)]
     assert [c.collector.name for c in cols] == [f"u{i % 3}" for i in range(6)]

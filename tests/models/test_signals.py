@@ -16,6 +16,7 @@ def calls(models: SimpleNamespace) -> Iterator[list[tuple[str, Any, dict[str, An
     log: list[tuple[str, Any, dict[str, Any]]] = []
     receivers = []
     for signal in (co.pre_save, co.post_save, co.pre_delete, co.post_delete):
+
         def receiver(sender: type, instance: Any, _s: co.Signal = signal, **kw: Any) -> None:
             log.append((_s.name, instance.pk, kw))
 
@@ -37,17 +38,30 @@ async def test_every_write_path_sends(models: SimpleNamespace, calls: list[Any])
     calls.clear()
     await User.insert(**row(2))
     await User.insert_many(row(3), row(4))
-    assert [c[:2] for c in calls] == [("pre_save", 2), ("post_save", 2), ("pre_save", 3),
-                                      ("pre_save", 4), ("post_save", 3), ("post_save", 4)]
+    assert [c[:2] for c in calls] == [
+        ("pre_save", 2),
+        ("post_save", 2),
+        ("pre_save", 3),
+        ("pre_save", 4),
+        ("post_save", 3),
+        ("post_save", 4),
+    ]
     calls.clear()
     await User.update(id=1, height=2.0)
     await User.update_many({"id": 2, "height": 2.0})
     await User.set_by_id(3, {"height": 2.0})
     u = await User.get(id=4)
     await u.save()
-    assert [c[:2] for c in calls] == [("pre_save", 1), ("post_save", 1), ("pre_save", 2),
-                                      ("post_save", 2), ("pre_save", 3), ("post_save", 3),
-                                      ("pre_save", 4), ("post_save", 4)]
+    assert [c[:2] for c in calls] == [
+        ("pre_save", 1),
+        ("post_save", 1),
+        ("pre_save", 2),
+        ("post_save", 2),
+        ("pre_save", 3),
+        ("post_save", 3),
+        ("pre_save", 4),
+        ("post_save", 4),
+    ]
     assert calls[-1][2] == {"created": False}
     calls.clear()
     await User.delete(id=1)
@@ -55,15 +69,28 @@ async def test_every_write_path_sends(models: SimpleNamespace, calls: list[Any])
     await User.delete_many(3, 99)
     await u.delete_instance()
     assert [c[:2] for c in calls] == [
-        ("pre_delete", 1), ("post_delete", 1), ("pre_delete", 2), ("post_delete", 2),
-        ("pre_delete", 3), ("pre_delete", 99), ("post_delete", 3), ("pre_delete", 4),
-        ("post_delete", 4)]
+        ("pre_delete", 1),
+        ("post_delete", 1),
+        ("pre_delete", 2),
+        ("post_delete", 2),
+        ("pre_delete", 3),
+        ("pre_delete", 99),
+        ("post_delete", 3),
+        ("pre_delete", 4),
+        ("post_delete", 4),
+    ]
     calls.clear()
     await User.get_or_create(id=5, defaults={"name": "x", "height": 1.0})
     await co.insert_many(User(**row(6)))
     await co.delete_many((User, 6))
-    assert [c[:2] for c in calls] == [("pre_save", 5), ("post_save", 5), ("pre_save", 6),
-                                      ("post_save", 6), ("pre_delete", 6), ("post_delete", 6)]
+    assert [c[:2] for c in calls] == [
+        ("pre_save", 5),
+        ("post_save", 5),
+        ("pre_save", 6),
+        ("post_save", 6),
+        ("pre_delete", 6),
+        ("post_delete", 6),
+    ]
 
 
 async def test_pre_save_error_stops_the_write(models: SimpleNamespace) -> None:

@@ -27,16 +27,14 @@ from .._commands import (
     Replace,
     Set,
     Touch,
-    WriteTTL,
 )
-from .._exceptions import BackendError
 
 TTLArg = int | float | datetime.timedelta | None
 
 DEFAULT_TIMEOUT = 5.0
 
 
-def normalize_ttl(ttl: Any, *, allow_keep: bool = False) -> WriteTTL:
+def normalize_ttl(ttl: Any) -> float | None:
     """Turn a user TTL (seconds, timedelta, None) into float seconds or None.
 
     Zero or negative is a `ValueError`: a write that expires at once is a bug, not a delete.
@@ -44,8 +42,6 @@ def normalize_ttl(ttl: Any, *, allow_keep: bool = False) -> WriteTTL:
     if ttl is None:
         return None
     if ttl is KEEP_TTL:
-        if allow_keep:
-            return KEEP_TTL
         raise ValueError("KEEP_TTL is not valid here")
     if isinstance(ttl, datetime.timedelta):
         ttl = ttl.total_seconds()
@@ -94,7 +90,10 @@ class Backend(abc.ABC):
     url_schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
-        self, *, namespace: str = "", timeout: float | None = DEFAULT_TIMEOUT,
+        self,
+        *,
+        namespace: str = "",
+        timeout: float | None = DEFAULT_TIMEOUT,
         auto_batch: bool = True,
     ) -> None:
         if not isinstance(namespace, str):
@@ -246,7 +245,9 @@ class Backend(abc.ABC):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()

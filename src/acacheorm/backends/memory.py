@@ -88,6 +88,7 @@ class SimpleBackend(Backend):
         data = self._data
         results: list[Any] = []
         append = results.append
+        ttl: Any
         for cmd in commands:
             kind = type(cmd)
             key = cmd.key
