@@ -71,9 +71,20 @@ class RedisServer:
 
     def start(self) -> None:
         args = [
-            _binary("redis-server"), "--port", str(self.port), "--bind", HOST,
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            "--protected-mode", "no", *self.extra,
+            _binary("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "no",
+            *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: b"PONG" in _ask(self.port, b"PING\r\n"), f"redis-server :{self.port}")
@@ -101,10 +112,18 @@ class RedisCluster:
         for i in range(masters):
             d = self.workdir / str(i)
             d.mkdir()
-            self.nodes.append(RedisServer(
-                None, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000", workdir=d,
-            ))
+            self.nodes.append(
+                RedisServer(
+                    None,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    workdir=d,
+                )
+            )
 
     @property
     def url(self) -> str:
@@ -114,10 +133,19 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         subprocess.run(
-            [_binary("redis-cli"), "--cluster", "create",
-             *[f"{HOST}:{n.port}" for n in self.nodes], "--cluster-replicas", "0",
-             "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+            [
+                _binary("redis-cli"),
+                "--cluster",
+                "create",
+                *[f"{HOST}:{n.port}" for n in self.nodes],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
         )
 
         def ready() -> bool:
@@ -147,8 +175,17 @@ class Memcached:
 
     def start(self) -> None:
         args = [
-            _binary("memcached"), "-l", HOST, "-p", str(self.port), "-U", "0", "-m", "64",
-            "-u", "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+            _binary("memcached"),
+            "-l",
+            HOST,
+            "-p",
+            str(self.port),
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-u",
+            "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: b"VERSION" in _ask(self.port, b"version\r\n"), f"memcached :{self.port}")

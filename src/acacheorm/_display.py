@@ -10,6 +10,15 @@ if TYPE_CHECKING:
     from ._model import Model
 
 
+class InstanceList(list[Any]):
+    """The list a multi-row query returns: a plain list, shown as a table in notebooks."""
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        return instances_html(self)
+
+
 def instances_html(instances: Sequence[Model | None]) -> str:
     """An HTML table of instances (one row each; ``None`` rows shown as missing)."""
     models = {type(i) for i in instances if i is not None}

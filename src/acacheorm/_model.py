@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
@@ -368,6 +368,24 @@ class Model(metaclass=ModelMeta):
             user = User.from_dict({"id": 1, "name": "Sam", "height": 1.8})
         """
         return cls(**data)
+
+    @classmethod
+    def pydantic_model(
+        cls, *, name: str | None = None, exclude: Iterable[str] = (), partial: bool = False
+    ) -> type[Any]:
+        """A pydantic model with this model's fields, for request/response schemas.
+
+        ``partial=True`` makes every field optional (for PATCH bodies); ``exclude`` drops
+        fields. Needs pydantic (``pip install 'acacheorm[pydantic]'``).
+
+        Example::
+
+            UserIn = User.pydantic_model(exclude=["created_at"])
+            UserPatch = User.pydantic_model(partial=True, exclude=["id"])
+        """
+        from ._pydantic import pydantic_model
+
+        return pydantic_model(cls, name=name, exclude=tuple(exclude), partial=partial)
 
     def __repr__(self) -> str:
         schema = self._schema

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from . import _executor
 from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
 from ._exceptions import ConflictError
+from ._display import InstanceList
 from ._executor import Emit, Plan, Sleep, Step, combine
 from ._fields import Expression
 from ._relations import ForeignKeyField, parse_related
@@ -202,7 +203,7 @@ class SelectQuery(Query[R]):
         if self._tree:
             yield from prefetch_plan(rows, self._tree)
         if self.mode == "many":
-            return rows
+            return InstanceList(rows)
         if rows[0] is None and self.mode == "get":
             raise _does_not_exist(schema, self.pks[0], keys[0])
         return rows[0]

@@ -1,0 +1,105 @@
+"""Automatic batching: concurrent awaits share one round trip, each gets its own result."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+import acacheorm as co
+from acacheorm._demo import define_models
+from tests.models.conftest import RoundTrips
+
+
+async def fill(m: SimpleNamespace, n: int = 100) -> None:
+    await m.User.insert_many(*({"id": i, "name": f"u{i}", "height": 1.0} for i in range(n)))
+
+
+async def test_concurrent_gets_are_one_round_trip(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    await fill(models)
+    round_trips.reset()
+    users = await asyncio.gather(*(models.User.get_by_id(i) for i in range(100)))
+    assert [u.id for u in users] == list(range(100))
+    assert round_trips.count == 1
+    assert round_trips.events[0].merged == 100
+
+
+async def test_mixed_reads_and_writes_merge_and_keep_task_order(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    User = models.User
+    await fill(models, 10)
+    round_trips.reset()
+
+    async def write_then_read(i: int) -> str:
+        await User.create(id=i, name=f"new{i}", height=2.0)
+        return (await User.get(id=i)).name
+
+    names = await asyncio.gather(*(write_then_read(i) for i in range(10)))
+    assert names == [f"new{i}" for i in range(10)]
+    assert round_trips.count == 2  # all writes in one, all reads in the next
+
+
+async def test_a_failure_reaches_only_its_caller(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    User = models.User
+    await fill(models, 20)
+    await models.backend.set("user:7", b"corrupt")
+    round_trips.reset()
+    results = await asyncio.gather(*(User.get_by_id(i) for i in range(20)),
+                                   return_exceptions=True)
+    assert round_trips.count == 1
+    assert isinstance(results[7], co.SerializationError)
+    assert all(r.id == i for i, r in enumerate(results) if i != 7)
+
+
+async def test_cancelling_one_caller_leaves_the_others(models: SimpleNamespace) -> None:
+    User = models.User
+    await fill(models, 50)
+    tasks = [asyncio.ensure_future(User.get_by_id(i)) for i in range(50)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()
+    tasks[40].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert isinstance(results[40], asyncio.CancelledError)
+    assert all(r.id == i for i, r in enumerate(results) if i not in (3, 40))
+
+
+async def test_lone_await_is_one_round_trip(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    await fill(models, 1)
+    round_trips.reset()
+    assert (await models.User.get(id=0)).id == 0
+    assert round_trips.count == 1 and round_trips.events[0].merged == 1
+
+
+async def test_auto_batch_can_be_switched_off(
+    backend_factory: object, round_trips: RoundTrips
+) -> None:
+    backend = backend_factory(auto_batch=False)  # type: ignore[operator]
+    async with backend:
+        User, _, _ = define_models(backend, "msgpack")
+        await User.insert_many(*({"id": i, "name": "x", "height": 1.0} for i in range(10)))
+        round_trips.reset()
+        await asyncio.gather(*(User.get_by_id(i) for i in range(10)))
+        assert round_trips.count == 10
+        await backend.clear()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_atomic_batches_are_never_merged(
+    models: SimpleNamespace, round_trips: RoundTrips, n: int
+) -> None:
+    if not models.backend.capabilities.atomic_batch:
+        pytest.skip("this backend has no all-or-nothing batches")
+    round_trips.reset()
+    await asyncio.gather(*(
+        models.User.insert_many({"id": i, "name": "x", "height": 1.0}, atomic=True)
+        for i in range(n)))
+    assert round_trips.count == n
