@@ -105,53 +105,71 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
 
 
 class _Coalescer:
-    """Merges the batches submitted to one backend within one loop iteration."""
+    """Merges the batches submitted to one backend within one loop iteration.
+
+    The first submitter opens a window and yields once (``sleep(0)``: one loop iteration,
+    no timer); every batch submitted meanwhile joins it. Alone, the first submitter runs its
+    batch itself (no task, no future). With company, the merged batch runs in its own task,
+    so cancelling one caller never cancels the round trip the others wait for.
+    """
 
     def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
         self.loop = loop
-        self.pending: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
+        self.window: list[tuple[Batch, asyncio.Future[list[Any]] | None]] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, batch: Batch) -> asyncio.Future[list[Any]]:
-        fut: asyncio.Future[list[Any]] = self.loop.create_future()
-        if not self.pending:
-            self.loop.call_soon(self._flush)
-        self.pending.append((batch, fut))
-        return fut
+    async def submit(self, batch: Batch) -> list[Any]:
+        window = self.window
+        if window is not None:
+            fut: asyncio.Future[list[Any]] = self.loop.create_future()
+            window.append((batch, fut))
+            return await fut
+        window = self.window = [(batch, None)]
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self.window is window:
+                self.window = None
+            followers = [(b, f) for b, f in window[1:] if f is not None and not f.cancelled()]
+            if followers:
+                self._spawn(followers)
+            raise
+        if self.window is window:
+            self.window = None
+        if len(window) == 1:
+            return await _execute(self.backend, batch)
+        own: asyncio.Future[list[Any]] = self.loop.create_future()
+        window[0] = (batch, own)
+        self._spawn(window)
+        return await own
 
-    def _flush(self) -> None:
-        pending, self.pending = self.pending, []
-        live = [(b, f) for b, f in pending if not f.cancelled()]
-        if not live:
-            return
-        task = self.loop.create_task(self._run(live))
+    def _spawn(self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]) -> None:
+        task = self.loop.create_task(self._run(pending))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, pending: list[tuple[Batch, asyncio.Future[list[Any]]]]) -> None:
-        if len(pending) == 1:
-            batch, fut = pending[0]
-            merged = batch
-        else:
-            commands: list[Any] = []
-            for batch, _ in pending:
-                commands.extend(batch.commands)
-            merged = Batch(tuple(commands))
+    async def _run(self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]) -> None:
+        commands: list[Any] = []
+        for batch, _ in pending:
+            commands.extend(batch.commands)
         try:
-            results = await _execute(self.backend, merged, len(pending))
+            results = await _execute(self.backend, Batch(tuple(commands)), len(pending))
         except BaseException as exc:
             for _, fut in pending:
-                if not fut.done():
-                    fut.set_exception(exc)
+                if fut is not None and not fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         start = 0
         for batch, fut in pending:
             end = start + len(batch.commands)
-            if not fut.done():
-                fut.set_result(results[start:end] if len(pending) > 1 else results)
+            if fut is not None and not fut.done():
+                fut.set_result(results[start:end])
             start = end
 
 

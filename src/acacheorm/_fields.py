@@ -67,6 +67,8 @@ class Field(Generic[T]):
     identity: bool = False
     #: The Python type(s) a value must have (used for messages and fast checks).
     python_type: type | tuple[type, ...] = object
+    #: A value of exactly this type needs no validation (set when the field has no bounds).
+    fast_type: type | None = None
 
     name: str
     model: type[Model]
@@ -257,6 +259,8 @@ class IntegerField(Field[int]):
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.min_value = min_value
         self.max_value = max_value
+        if min_value is None and max_value is None:
+            self.fast_type = int
 
     def validate(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -424,6 +428,8 @@ class StringField(Field[str]):
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.max_length = max_length
         self.min_length = min_length
+        if max_length is None and min_length is None:
+            self.fast_type = str
 
     def validate(self, value: Any) -> str:
         _expect(value, str)
@@ -583,6 +589,7 @@ class EnumField(Field[E]):
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.enum_cls = enum_cls
         self.python_type = enum_cls
+        self._by_value = {m.value: m for m in enum_cls.__members__.values()}
 
     def validate(self, value: Any) -> E:
         if isinstance(value, self.enum_cls):
@@ -596,7 +603,10 @@ class EnumField(Field[E]):
         return value.value
 
     def from_primitive(self, primitive: Any, binary: bool) -> E:
-        return self.enum_cls(primitive)
+        try:
+            return self._by_value[primitive]
+        except (KeyError, TypeError):
+            return self.enum_cls(primitive)
 
     def key_part(self, value: E) -> str:
         v = value.value
@@ -647,6 +657,8 @@ class DateTimeTZField(DateTimeField):
 
     def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
         value = super().from_primitive(primitive, binary)
+        if value.tzinfo is _UTC:
+            return value
         if value.tzinfo is None:
             raise ValueError("stored datetime has no timezone")
         return value.astimezone(_UTC)

@@ -195,11 +195,8 @@ class SelectQuery(Query[R]):
     def _plan(self) -> Plan:
         schema = self.model._schema
         keys = [schema.key(pk) for pk in self.pks]
-        results = (yield [(schema.backend, Batch(tuple(Get(k) for k in keys)))])[0]
-        rows: list[Any] = []
-        for key, payload in zip(keys, results, strict=True):
-            payload = _check(payload)
-            rows.append(None if payload is None else schema.decode(key, payload))
+        results = (yield [(schema.backend, Batch(tuple(map(Get, keys))))])[0]
+        rows = schema.decode_many(keys, results)
         if self._tree:
             yield from prefetch_plan(rows, self._tree)
         if self.mode == "many":

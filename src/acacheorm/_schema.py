@@ -41,6 +41,12 @@ class Schema:
         self.field_names = tuple(fields)
         self.pk_names = pk_names
         self.pk_fields = tuple(fields[n] for n in pk_names)
+        self._pk_fast_type = self.pk_fields[0].fast_type if len(pk_names) == 1 else None
+        single = len(pk_names) == 1 and key_format is None
+        self._single_attname = (
+            getattr(self.pk_fields[0], "attname", pk_names[0]) if single else None
+        )
+        self._single_key_part = self.pk_fields[0].key_part
         self.composite = composite
         self.backend = backend
         self.serializer = serializer
@@ -57,13 +63,18 @@ class Schema:
         self.header = _payload.header(serializer.tag, self.fingerprint)
         self._name_set = frozenset(fields)
         # Conversions needed on write and on read (identity fields are skipped).
-        self._convert = [(n, self.attnames[n], f) for n, f in fields.items() if not f.identity]
         self._renamed = [(n, a) for n, a in self.attnames.items() if n != a]
+        self._decoders = [(n, f.from_primitive) for n, f in fields.items() if not f.identity]
+        self._encoders = [(n, f.to_primitive) for n, f in fields.items() if not f.identity]
+        self._plain = not self._renamed  # attribute names are the field names
+        self._nfields = len(fields)
 
     # -- primary keys and keys --------------------------------------------------------------
 
     def normalize_pk(self, value: Any) -> tuple[Any, ...]:
         """A user's pk (a value, a tuple, a dict or an instance) as a tuple of clean values."""
+        if not self.composite and type(value) is self._pk_fast_type:
+            return (value,)
         from ._model import Model
 
         names = self.pk_names
@@ -128,6 +139,9 @@ class Schema:
         return self.prefix + fmt % pk
 
     def key_of(self, instance: Model) -> str:
+        """The key of an instance's row."""
+        if self._single_attname is not None:
+            return self.prefix + self._single_key_part(instance.__dict__[self._single_attname])
         return self.key(self.pk_values(instance))
 
     def pk_key_part(self, pk: tuple[Any, ...]) -> str:
@@ -139,13 +153,17 @@ class Schema:
     # -- payloads ---------------------------------------------------------------------------
 
     def to_primitives(self, instance: Model) -> dict[str, Any]:
+        """The row as a dict of primitives, by field name, in field order."""
         d = instance.__dict__
         binary = self.binary
-        data = {n: d[a] for n, a in self.attnames.items()}
-        for name, _attname, field in self._convert:
+        if self._plain and len(d) == self._nfields:
+            data = d.copy()  # exactly the fields, in field order (see __init__/decode)
+        else:
+            data = {n: d[a] for n, a in self.attnames.items()}
+        for name, convert in self._encoders:
             v = data[name]
             if v is not None:
-                data[name] = field.to_primitive(v, binary)
+                data[name] = convert(v, binary)
         return data
 
     def encode(self, instance: Model) -> bytes:
@@ -186,15 +204,55 @@ class Schema:
 
     def _fast_build(self, data: dict[str, Any]) -> Model:
         binary = self.binary
-        for name, _attname, field in self._convert:
+        for name, convert in self._decoders:
             v = data[name]
             if v is not None:
-                data[name] = field.from_primitive(v, binary)
+                data[name] = convert(v, binary)
         for name, attname in self._renamed:
             data[attname] = data.pop(name)
-        obj = self.model.__new__(self.model)
+        obj = object.__new__(self.model)
         obj.__dict__ = data
         return obj
+
+    def decode_many(self, keys: list[str], payloads: list[Any]) -> list[Model | None]:
+        """`decode` for a multi-get's results (``None`` stays ``None``; an error in a slot is
+        raised). The hot path of every read, so it is kept flat."""
+        header = self.header
+        loads = self.serializer.loads
+        names = self._name_set
+        decoders = self._decoders
+        renamed = self._renamed
+        binary = self.binary
+        model = self.model
+        new = object.__new__
+        out: list[Model | None] = []
+        append = out.append
+        for key, payload in zip(keys, payloads, strict=True):
+            if payload is None:
+                append(None)
+                continue
+            if isinstance(payload, BaseException):
+                raise payload
+            if payload[:6] != header:
+                append(self.decode(key, payload))
+                continue
+            try:
+                data = loads(payload[6:])
+                if data.keys() != names:
+                    raise SerializationError("stored fields do not match the model's fields")
+                for name, convert in decoders:
+                    v = data[name]
+                    if v is not None:
+                        data[name] = convert(v, binary)
+            except Exception:
+                append(self.decode(key, payload))  # raises SerializationError with key/model
+                continue
+            for name, attname in renamed:
+                data[attname] = data.pop(name)
+            obj = new(model)
+            obj.__dict__ = data
+            append(obj)
+        return out
 
     def build_lenient(self, data: dict[str, Any], binary: bool) -> Model:
         """An instance from a payload of another schema version: unknown fields are dropped,
