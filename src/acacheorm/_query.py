@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
-from ._exceptions import ConflictError
 from ._display import InstanceList
+from ._exceptions import ConflictError
 from ._executor import Emit, Plan, Sleep, Step, combine
 from ._fields import Expression
 from ._relations import ForeignKeyField, parse_related
