@@ -9,8 +9,11 @@ without a server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import random
+import weakref
 from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
@@ -33,6 +36,12 @@ R = TypeVar("R")
 
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
+
+# One lock per (backend, key) while an update of that row runs in this process; entries go
+# away with the last holder.
+_row_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def _check(result: Any) -> Any:
@@ -286,6 +295,21 @@ class UpdateQuery(Query[R]):
     meanwhile is read again and merged again, so no concurrent update is lost, a deleted
     row is never resurrected and the remaining TTL is kept (unless ``ttl=`` is given).
     """
+
+    async def execute(self) -> R:
+        """Run the update. Updates of one row from this process take turns (a local lock per
+        key), so they do not fight each other's compare-and-swap; other processes are kept
+        out by the compare-and-swap itself."""
+        schema = self.model._schema
+        backend = schema.backend
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted({schema.key(pk) for pk, _ in self.changes}):
+                lock = _row_locks.get((id(backend), key))
+                if lock is None:
+                    lock = _row_locks[(id(backend), key)] = asyncio.Lock()
+                await stack.enter_async_context(lock)
+            result: R = await _executor.run(self._plan())
+            return result
 
     def __init__(
         self,

@@ -50,8 +50,7 @@ async def test_a_failure_reaches_only_its_caller(
     await fill(models, 20)
     await models.backend.set("user:7", b"corrupt")
     round_trips.reset()
-    results = await asyncio.gather(*(User.get_by_id(i) for i in range(20)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(User.get_by_id(i) for i in range(20)), return_exceptions=True)
     assert round_trips.count == 1
     assert isinstance(results[7], co.SerializationError)
     assert all(r.id == i for i, r in enumerate(results) if i != 7)
@@ -99,7 +98,10 @@ async def test_atomic_batches_are_never_merged(
     if not models.backend.capabilities.atomic_batch:
         pytest.skip("this backend has no all-or-nothing batches")
     round_trips.reset()
-    await asyncio.gather(*(
-        models.User.insert_many({"id": i, "name": "x", "height": 1.0}, atomic=True)
-        for i in range(n)))
+    await asyncio.gather(
+        *(
+            models.User.insert_many({"id": i, "name": "x", "height": 1.0}, atomic=True)
+            for i in range(n)
+        )
+    )
     assert round_trips.count == n
