@@ -1,0 +1,132 @@
+"""The MessagePack serializer: compact, binary-safe, fast. Needs ``acacheorm[msgpack]``.
+
+``msgpack`` is imported at first use, not at ``import acacheorm``, so the preset ``"msgpack"``
+costs nothing for applications that never use it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._exceptions import ConfigurationError, SerializationError
+from .base import Serializer
+
+__all__ = ["MsgpackSerializer"]
+
+#: MessagePack extension type code for ints outside the native 64-bit range, stored as
+#: big-endian two's complement bytes.
+BIGINT_EXT = 1
+
+_INSTALL_HINT = "msgpack is not installed: pip install 'acacheorm[msgpack]'"
+
+# Filled in by _load() at first use.
+_msgpack: Any = None
+_unpackb: Callable[..., Any] | None = None
+# A Packer keeps an internal buffer, so one per thread; reusing it instead of msgpack.packb
+# (which builds a Packer per call) is most of the speed. It has no `default` hook, so packing
+# never runs Python code halfway (a thread switch inside a shared buffer); ints too big for
+# it raise OverflowError and take the slow path, which has the hook.
+_local = threading.local()
+
+
+def _load() -> Callable[..., Any]:
+    global _msgpack, _unpackb
+    try:
+        import msgpack
+    except ImportError as exc:
+        raise ConfigurationError(_INSTALL_HINT) from exc
+    _msgpack = msgpack
+    _unpackb = msgpack.unpackb
+    return msgpack.unpackb  # type: ignore[no-any-return]
+
+
+def _new_pack() -> Callable[[Any], bytes]:
+    if _msgpack is None:
+        _load()
+    pack: Callable[[Any], bytes] = _msgpack.Packer(use_bin_type=True, autoreset=True).pack
+    _local.pack = pack
+    return pack
+
+
+def _encode_ext(obj: Any) -> Any:
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        # one spare bit for the sign: 127 -> 1 byte, 128 -> 2 bytes
+        size = (obj.bit_length() + 8) // 8
+        return _msgpack.ExtType(BIGINT_EXT, obj.to_bytes(size, "big", signed=True))
+    raise TypeError(f"can not serialize {type(obj).__name__!r} object")
+
+
+def _decode_ext(code: int, data: bytes) -> int:
+    if code == BIGINT_EXT:
+        return int.from_bytes(data, "big", signed=True)
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _check_keys(data: dict[Any, Any]) -> None:
+    for key in data:
+        if type(key) is not str:
+            raise SerializationError(
+                f"invalid msgpack payload: map keys must be str, got {type(key).__name__}"
+            )
+
+
+class MsgpackSerializer(Serializer):
+    """Rows as MessagePack. Preset ``"msgpack"``, tag 2.
+
+    ``bytes`` stay bytes (bin type), str stays str, ints of any size round-trip (outside the
+    64-bit range as an extension type), tuples come back as lists. Nested dict keys must be
+    str: other keys are written but refused on read (``strict_map_key``, which keeps hostile
+    payloads from building hash-colliding dicts).
+
+    Example::
+
+        >>> s = MsgpackSerializer()
+        >>> s.loads(s.dumps({"id": 1, "avatar": b"\\x89PNG"}))
+        {'id': 1, 'avatar': b'\\x89PNG'}
+    """
+
+    name = "msgpack"
+    binary = True
+
+    def dumps(self, data: dict[str, Any]) -> bytes:
+        try:
+            pack = _local.pack
+        except AttributeError:
+            pack = _new_pack()
+        if not isinstance(data, dict):
+            raise SerializationError(f"msgpack: a row is a dict, not {type(data).__name__}")
+        try:
+            return pack(data)  # type: ignore[no-any-return]
+        except OverflowError:
+            return self._dumps_bigint(data)
+        except Exception as exc:
+            raise SerializationError(f"msgpack cannot encode this row: {exc}") from exc
+
+    def loads(self, payload: bytes) -> dict[str, Any]:
+        unpackb = _unpackb or _load()
+        try:
+            # strict_map_key=True is the default: keys are str or bytes, never ints or tuples
+            data = unpackb(payload, raw=False, ext_hook=_decode_ext)
+        except Exception as exc:
+            raise SerializationError(f"invalid msgpack payload: {exc}") from exc
+        if type(data) is not dict:
+            raise SerializationError(
+                f"invalid msgpack payload: a map was expected, got {type(data).__name__}"
+            )
+        # A bytes key can only come from a bin object, which starts with 0xC4, 0xC5 or 0xC6.
+        # If none of those bytes occurs anywhere in the payload (the usual case, checked at
+        # memchr speed) no key can be bytes and the per-key scan is skipped.
+        if 0xC4 in payload or 0xC5 in payload or 0xC6 in payload:
+            _check_keys(data)
+        return data
+
+    def _dumps_bigint(self, data: dict[str, Any]) -> bytes:
+        try:
+            return _msgpack.packb(data, use_bin_type=True, default=_encode_ext)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise SerializationError(f"msgpack cannot encode this row: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return "MsgpackSerializer()"
