@@ -527,6 +527,34 @@ def _map_handlers(
     return set_scalar_map, get_scalar_map
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _unframe(payload: bytes) -> bytes:
+    """The message body after its length prefix. Protobuf has no framing of its own: a
+    payload cut between two fields would parse as a valid, shorter message, so every body
+    is written after its length, and a length that does not match is an error."""
+    n = shift = i = 0
+    while True:
+        if i >= len(payload) or i > 9:
+            raise ValueError("truncated length prefix")
+        b = payload[i]
+        n |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            break
+        shift += 7
+    if len(payload) - i != n:
+        raise ValueError(f"payload holds {len(payload) - i} bytes, its prefix says {n}")
+    return payload[i:]
+
+
 class ProtobufSerializer(Serializer):
     """Rows as one protobuf message of ``message_class`` (see the module docstring for the
     mapping). ``name`` defaults to ``"protobuf." + full message name``; the tag is derived
@@ -568,7 +596,8 @@ class ProtobufSerializer(Serializer):
         msg = self.message_class()
         try:
             self._codec.fill(msg, data)
-            return msg.SerializeToString(deterministic=True)
+            body = msg.SerializeToString(deterministic=True)
+            return _varint(len(body)) + body
         except _FieldError as exc:
             where = exc.where()
             where = f" field {where}:" if where else ""
@@ -583,7 +612,7 @@ class ProtobufSerializer(Serializer):
     def loads(self, payload: bytes) -> dict[str, Any]:
         msg = self.message_class()
         try:
-            msg.ParseFromString(payload)
+            msg.ParseFromString(_unframe(payload))
             if not msg.IsInitialized():
                 missing = ", ".join(msg.FindInitializationErrors())  # type: ignore[attr-defined]
                 raise ValueError(f"required fields are missing: {missing}")
