@@ -1,0 +1,788 @@
+"""FileSystemBackend: one file per key in a sharded directory tree, safe across processes.
+
+Layout under ``path`` (everything this backend creates; nothing else there is touched)::
+
+    <path>/locks/00.lock … ff.lock            256 lock files shared by every namespace
+    <path>/ns-<32 hex>/<aa>/<64 hex>          one file per key
+    <path>/.trash-<16 hex>/                   a cleared namespace while it is deleted
+
+The file name is the sha256 of the full (namespace-prefixed) key and ``aa`` its first byte;
+the namespace directory is a truncated sha256 of the namespace. No key or namespace can name a
+path outside the tree, two keys never share a file, and case-insensitive filesystems are safe
+(names are lower-case hex). One level of 256 shards keeps directories small enough for any
+modern filesystem (ext4/XFS index large directories) while creating at most 256 directories
+per namespace: a second level would cost a ``mkdir`` for almost every new key of a small store
+and up to 65,536 directories per namespace.
+
+File format, version 1 (little-endian)::
+
+    offset size
+         0    4  magic b"ACFS"
+         4    1  format version (1)
+         5    1  flags (0)
+         6    2  reserved (0)
+         8    8  expiry: absolute unix time as a float64, 0.0 for "never"
+        16    8  token: random 64-bit version, new on every write of the value
+        24    4  key length in bytes (UTF-8, surrogates passed through)
+        28    8  value length in bytes
+        36    4  CRC-32 of bytes 0..36, the key and the value
+        40       key, then value
+
+A file whose size, magic, version, key or checksum does not match is *unreadable*: every
+operation treats it exactly like an absent key (a cache miss), and it is removed (with a
+warning on the ``acacheorm.backends.filesystem`` logger) when seen. Expired files are
+likewise absent to every operation and removed when seen, by `FileSystemBackend.cull` and by
+`Backend.clear`.
+
+Writes go to ``.<digest>.<random>.tmp`` in the target directory, are fsynced when
+``fsync=True``, then renamed over the target (``os.replace``), so a reader sees the old file or
+the new one, never a torn one. A crash leaves at worst a stray temporary file, which readers
+never open and `cull` / `clear` remove.
+
+Locking: stripe ``aa`` (the first byte of the digest, which is also the shard directory) is
+guarded by ``flock`` on ``locks/aa.lock``; readers take it shared, writers
+exclusive, around their read-check-write. Each worker call opens its own descriptors, so
+threads of one process exclude each other as well as other processes (``flock`` locks belong
+to the open file description). An atomic batch takes every stripe it needs in sorted order and
+holds them for the whole batch; clear takes all 256. Local filesystems only: over NFS ``flock``
+is emulated with per-process POSIX locks and threads would not exclude each other.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import re
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple, TypeVar
+
+import anyio.to_thread
+
+from .._commands import (
+    KEEP_TTL,
+    READ_COMMANDS,
+    Add,
+    Batch,
+    Capabilities,
+    Cas,
+    Command,
+    Delete,
+    Get,
+    Gets,
+    Has,
+    Incr,
+    Replace,
+    Set,
+    Touch,
+    WriteTTL,
+)
+from .._exceptions import BackendError, BackendUnavailable
+from .base import DEFAULT_TIMEOUT, Backend
+
+__all__ = ["FORMAT_VERSION", "FileSystemBackend"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: The version written in every file header; files of another version are unreadable.
+FORMAT_VERSION: Final = 1
+_MAGIC: Final = b"ACFS"
+_HEADER: Final = struct.Struct("<4sBBHdQIQI")
+_CRC_OFFSET: Final = _HEADER.size - 4
+_FILE_MODE: Final = 0o600
+_O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
+# O_NONBLOCK is a no-op on regular files; it keeps a foreign FIFO from hanging a reader.
+_O_READ: Final = os.O_RDONLY | _O_CLOEXEC | os.O_NONBLOCK
+_STRIPES: Final = tuple(f"{i:02x}" for i in range(256))
+_SHARD_NAME: Final = re.compile(r"[0-9a-f]{2}")
+_DATA_NAME: Final = re.compile(r"[0-9a-f]{64}")
+_TEMP_NAME: Final = re.compile(r"\.([0-9a-f]{64})\.[0-9a-f]{12}\.tmp")
+_NS_NAME: Final = re.compile(r"ns-[0-9a-f]{32}")
+_TRASH_PREFIX: Final = ".trash-"
+_INTEGER: Final = re.compile(rb"-?[0-9]+")
+# Lock polling when a timeout is set: start short (locks are held for microseconds to a few
+# fsyncs), back off to a cap so a waiter neither spins nor oversleeps a released lock.
+_POLL_FIRST: Final = 0.0001
+_POLL_MAX: Final = 0.005
+
+
+class _Entry(NamedTuple):
+    value: bytes
+    expires: float  # absolute unix time, 0.0 = never
+    token: int
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = 0
+
+
+_UNCHANGED: Final = _Unchanged.UNCHANGED
+
+
+class _Corrupt(Exception):
+    """A file at a key's path that is not a readable entry for that key."""
+
+
+class _Location(NamedTuple):
+    key: str
+    key_bytes: bytes
+    digest: str
+    directory: str
+    file: str
+
+
+# -- small pure helpers (module level so tests can observe or replace them) --------------
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _new_token() -> int:
+    # os.urandom, not `random`: two processes must never draw the same sequence.
+    return int.from_bytes(os.urandom(8), "little")
+
+
+def _key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")
+
+
+def _expires_at(ttl: float | None, now: float) -> float:
+    return 0.0 if ttl is None else now + ttl
+
+
+def _namespace_dirname(namespace: str) -> str:
+    return "ns-" + hashlib.sha256(_key_bytes(namespace)).hexdigest()[:32]
+
+
+def _encode(key_bytes: bytes, entry: _Entry) -> bytes:
+    head = _HEADER.pack(
+        _MAGIC,
+        FORMAT_VERSION,
+        0,
+        0,
+        entry.expires,
+        entry.token,
+        len(key_bytes),
+        len(entry.value),
+        0,
+    )[:_CRC_OFFSET]
+    crc = zlib.crc32(entry.value, zlib.crc32(key_bytes, zlib.crc32(head)))
+    return b"".join((head, crc.to_bytes(4, "little"), key_bytes, entry.value))
+
+
+def _decode(data: bytes, key_bytes: bytes) -> _Entry:
+    size = _HEADER.size
+    if len(data) < size:
+        raise _Corrupt(f"{len(data)} bytes, shorter than the header")
+    magic, version, _flags, _reserved, expires, token, klen, vlen, crc = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise _Corrupt("not an acacheorm file (bad magic)")
+    if version != FORMAT_VERSION:
+        raise _Corrupt(f"format version {version}, this build reads {FORMAT_VERSION}")
+    if size + klen + vlen != len(data):
+        raise _Corrupt(f"{len(data)} bytes, the header says {size + klen + vlen}")
+    if not math.isfinite(expires) or expires < 0:
+        raise _Corrupt(f"bad expiry {expires!r}")
+    view = memoryview(data)
+    if view[size : size + klen] != key_bytes:
+        raise _Corrupt("the file holds another key")
+    if zlib.crc32(view[size:], zlib.crc32(view[:_CRC_OFFSET])) != crc:
+        raise _Corrupt("checksum mismatch")
+    return _Entry(data[size + klen :], expires, token)
+
+
+def _read_file(path: str) -> bytes | None:
+    """The whole file, or None if it does not exist."""
+    try:
+        fd = os.open(path, _O_READ)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        parts = []
+        while chunk := os.read(fd, max(size, 65536)):
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_temp(directory: str, digest: str, data: bytes, fsync: bool) -> str:
+    """Write ``data`` to a new temporary file next to the target; returns its path."""
+    name = os.path.join(directory, f".{digest}.{os.urandom(6).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+    try:
+        fd = os.open(name, flags, _FILE_MODE)
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(name, flags, _FILE_MODE)
+    done = False
+    try:
+        try:
+            _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        done = True
+    finally:
+        if not done:
+            _discard(name)
+    return name
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC | _O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(path: str) -> None:
+    """Best-effort removal (of a temp file, an expired or unreadable entry)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _rmdir_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
+
+
+def _rmtree(top: str) -> None:
+    """shutil.rmtree that tolerates another process deleting the same tree."""
+    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        for name in filenames:
+            _unlink(os.path.join(dirpath, name))
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                _unlink(path)
+            else:
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    pass
+    try:
+        os.rmdir(top)
+    except FileNotFoundError:
+        pass
+
+
+def _header_says_remove(path: str, now: float) -> bool:
+    """For cull: whether the file is expired or structurally unreadable (header only)."""
+    try:
+        fd = os.open(path, _O_READ)
+    except FileNotFoundError:
+        return False
+    try:
+        head = os.read(fd, _HEADER.size)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if len(head) < _HEADER.size:
+        return True
+    magic, version, _f, _r, expires, _token, klen, vlen, _crc = _HEADER.unpack(head)
+    if (
+        magic != _MAGIC
+        or version != FORMAT_VERSION
+        or size != _HEADER.size + klen + vlen
+        or not math.isfinite(expires)
+        or expires < 0
+    ):
+        logger.warning("removing unreadable cache file %s", path)
+        return True
+    return bool(expires != 0.0 and expires <= now)
+
+
+def _os_error(exc: OSError, action: str) -> BackendError:
+    """Map an OSError to a BackendError with the cause attached (never leak OSError)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on the device"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+    elif exc.errno == errno.EROFS:
+        reason = "read-only filesystem"
+    else:
+        reason = exc.strerror or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    error = BackendError(f"filesystem backend: {action}: {reason}{where}")
+    error.__cause__ = exc
+    return error
+
+
+# -- the command semantics, free of I/O ---------------------------------------------------
+
+
+def _replace_expiry(ttl: WriteTTL, entry: _Entry, now: float) -> float:
+    if ttl is KEEP_TTL:
+        return entry.expires
+    return _expires_at(ttl, now)
+
+
+def _apply(
+    cmd: Command, entry: _Entry | None, now: float
+) -> tuple[Any, _Entry | _Unchanged | None]:
+    """One command against the key's live entry: (result, new entry / None / _UNCHANGED)."""
+    if isinstance(cmd, Get):
+        return (None if entry is None else entry.value), _UNCHANGED
+    if isinstance(cmd, Set):
+        return True, _Entry(cmd.value, _expires_at(cmd.ttl, now), _new_token())
+    if isinstance(cmd, Gets):
+        return (None if entry is None else (entry.value, entry.token)), _UNCHANGED
+    if isinstance(cmd, Has):
+        return entry is not None, _UNCHANGED
+    if isinstance(cmd, Add):
+        if entry is not None:
+            return False, _UNCHANGED
+        return True, _Entry(cmd.value, _expires_at(cmd.ttl, now), _new_token())
+    if isinstance(cmd, Replace | Cas):
+        if entry is None or (isinstance(cmd, Cas) and entry.token != cmd.token):
+            return False, _UNCHANGED
+        return True, _Entry(cmd.value, _replace_expiry(cmd.ttl, entry, now), _new_token())
+    if isinstance(cmd, Delete):
+        return (False, _UNCHANGED) if entry is None else (True, None)
+    if isinstance(cmd, Incr):
+        if entry is None:
+            new = cmd.delta
+            return new, _Entry(str(new).encode(), _expires_at(cmd.ttl, now), _new_token())
+        try:
+            if not _INTEGER.fullmatch(entry.value):
+                raise ValueError
+            new = int(entry.value) + cmd.delta
+        except ValueError:
+            error = BackendError(f"incr: the value under {cmd.key!r} is not an integer")
+            return error, _UNCHANGED
+        return new, _Entry(str(new).encode(), entry.expires, _new_token())
+    if isinstance(cmd, Touch):
+        if entry is None:
+            return False, _UNCHANGED
+        # The value is unchanged, so the token (which names the value's version) is kept.
+        return True, _Entry(entry.value, _expires_at(cmd.ttl, now), entry.token)
+    raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - the union is closed
+
+
+# -- locks ---------------------------------------------------------------------------------
+
+
+class _Locks:
+    """The stripe locks of one worker call; `close` releases everything.
+
+    Descriptors are opened per call, never shared between threads: flock excludes open file
+    descriptions, so two threads of this process exclude each other as two processes do.
+    """
+
+    def __init__(self, lock_dir: str, timeout: float | None) -> None:
+        self._dir = lock_dir
+        self._timeout = timeout
+        self._fds: dict[str, int] = {}
+
+    def _fd(self, stripe: str) -> int:
+        fd = self._fds.get(stripe)
+        if fd is None:
+            path = os.path.join(self._dir, f"{stripe}.lock")
+            flags = os.O_RDWR | os.O_CREAT | _O_CLOEXEC
+            try:
+                fd = os.open(path, flags, _FILE_MODE)
+            except FileNotFoundError:
+                os.makedirs(self._dir, exist_ok=True)
+                fd = os.open(path, flags, _FILE_MODE)
+            self._fds[stripe] = fd
+        return fd
+
+    def acquire(self, stripe: str, exclusive: bool) -> None:
+        fd = self._fd(stripe)
+        op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if self._timeout is None:
+            fcntl.flock(fd, op)
+            return
+        # A blocking flock cannot be interrupted from another thread, so a timeout means
+        # polling; a stuck peer then costs a BackendUnavailable, not a hung worker thread.
+        deadline = time.monotonic() + self._timeout
+        delay = _POLL_FIRST
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendUnavailable(
+                    f"filesystem backend: timed out after {self._timeout}s waiting for "
+                    f"{os.path.join(self._dir, stripe + '.lock')}"
+                )
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+
+    def release(self, stripe: str) -> None:
+        fcntl.flock(self._fds[stripe], fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)  # closing the last descriptor releases its lock
+
+
+# -- the backend -----------------------------------------------------------------------------
+
+
+class FileSystemBackend(Backend):
+    """A store of one file per key under ``path``, shared safely by processes on one host.
+
+    Every batch runs in one worker thread (never on the event loop). Writes are atomic
+    (temporary file + rename); ``fsync=True`` also flushes the file and its directory before
+    the call returns, so a written value survives a power loss. ``fsync=False`` skips those two
+    fsyncs (much faster on most disks): after a power loss a recent write may be lost or, if
+    its data never reached the disk, fail its checksum and read as absent, but is never torn.
+    ``add``/``replace``/CAS/``incr``/
+    ``touch``/``delete`` are atomic across processes (``flock`` stripe locks); an
+    ``atomic=True`` batch holds the locks of all its keys for the whole batch, so no other
+    reader or writer sees part of it, and writes nothing if any of its files cannot be
+    written. ``timeout`` bounds the wait for a lock held by another process or thread
+    (`BackendUnavailable` after it; ``None`` waits forever).
+
+    Files are created with mode 0600: share a store between processes of one user. TTLs are
+    wall-clock (absolute unix time in the file), so a clock change moves expiry. Each
+    namespace is a directory of its own: unlike Redis, a backend without a namespace does not
+    see key ``"k"`` of namespace ``"app"`` as ``"app:k"``, but its `clear` (and `cull`) covers
+    every namespace under ``path``. Call `cull` now and then to reclaim the space of expired
+    keys nobody reads again.
+
+    Example::
+
+        async with co.FileSystemBackend("/var/cache/myapp", namespace="web") as backend:
+            await backend.set("greeting", b"hello", ttl=60)
+            assert await backend.get("greeting") == b"hello"
+            removed = await backend.cull()
+    """
+
+    capabilities = Capabilities(atomic_batch=True, native_cas=True)
+    url_schemes = ("file",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        namespace: str = "",
+        fsync: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        auto_batch: bool = True,
+    ) -> None:
+        super().__init__(namespace=namespace, timeout=timeout, auto_batch=auto_batch)
+        fspath = os.fspath(path)
+        if not isinstance(fspath, str) or not fspath:
+            raise TypeError(f"path must be a non-empty str or os.PathLike[str]: {path!r}")
+        self.path = os.path.abspath(fspath)
+        self.fsync = bool(fsync)
+        self._lock_dir = os.path.join(self.path, "locks")
+        self._ns_dir = os.path.join(self.path, _namespace_dirname(namespace))
+
+    def file_for(self, key: str) -> str:
+        """The path of the file that holds ``key`` (whether or not it exists), for debugging.
+
+        Example::
+
+            print(backend.file_for("user:1"))
+        """
+        return self._locate(self.full_key(key)).file
+
+    def _locate(self, full_key: str) -> _Location:
+        key_bytes = _key_bytes(full_key)
+        digest = hashlib.sha256(key_bytes).hexdigest()
+        directory = os.path.join(self._ns_dir, digest[:2])
+        return _Location(full_key, key_bytes, digest, directory, os.path.join(directory, digest))
+
+    async def _in_thread(self, func: Callable[[], _T], action: str) -> _T:
+        try:
+            return await anyio.to_thread.run_sync(func)
+        except OSError as exc:  # the workers map what they expect; this is the backstop
+            raise _os_error(exc, action) from exc
+
+    async def _execute(self, batch: Batch) -> list[Any]:
+        return await self._in_thread(lambda: self._run_batch(batch), "batch")
+
+    async def _clear(self) -> None:
+        await self._in_thread(self._clear_sync, "clear")
+
+    async def cull(self) -> int:
+        """Remove expired entries, unreadable files and stray temporary files.
+
+        Returns the number of files removed. Runs one lock stripe at a time, so other
+        readers and writers keep going meanwhile. Without a namespace it culls every
+        namespace under ``path``.
+
+        Example::
+
+            removed = await backend.cull()
+        """
+        return await self._in_thread(self._cull_sync, "cull")
+
+    def __repr__(self) -> str:
+        ns = f" namespace={self.namespace!r}" if self.namespace else ""
+        return f"<{type(self).__name__} path={self.path!r}{ns}>"
+
+    # -- worker-thread code below: blocking I/O only here ------------------------------------
+
+    def _load(self, loc: _Location, now: float) -> _Entry | None:
+        """The live entry at ``loc``; expired and unreadable files are removed and absent.
+
+        Callers hold the stripe lock (shared is enough: writers are excluded, so the file
+        judged expired or unreadable is the file removed).
+        """
+        data = _read_file(loc.file)
+        if data is None:
+            return None
+        try:
+            entry = _decode(data, loc.key_bytes)
+        except _Corrupt as exc:
+            logger.warning("removing unreadable cache file %s: %s", loc.file, exc)
+            _discard(loc.file)
+            return None
+        if entry.expires and entry.expires <= now:
+            _discard(loc.file)
+            return None
+        return entry
+
+    def _store(self, loc: _Location, entry: _Entry | None) -> None:
+        if entry is None:
+            if _unlink(loc.file) and self.fsync:
+                _fsync_dir(loc.directory)
+            return
+        tmp = _write_temp(loc.directory, loc.digest, _encode(loc.key_bytes, entry), self.fsync)
+        try:
+            os.replace(tmp, loc.file)
+        except BaseException:
+            _discard(tmp)
+            raise
+        if self.fsync:
+            _fsync_dir(loc.directory)
+
+    def _run_batch(self, batch: Batch) -> list[Any]:
+        locks = _Locks(self._lock_dir, self.timeout)
+        try:
+            if batch.atomic:
+                return self._run_atomic(batch.commands, locks)
+            return self._run_each(batch.commands, locks)
+        except OSError as exc:
+            what = "atomic batch not applied" if batch.atomic else "batch"
+            raise _os_error(exc, what) from exc
+        finally:
+            try:
+                locks.close()
+            except OSError as exc:
+                raise _os_error(exc, "releasing locks") from exc
+
+    def _run_each(self, commands: tuple[Command, ...], locks: _Locks) -> list[Any]:
+        """A plain batch: each command is atomic on its own, under its stripe's lock.
+
+        An OS error in one command becomes a `BackendError` in its slot; the rest still run.
+        A lock that cannot be taken fails the whole batch (every later key would wait too).
+        """
+        results: list[Any] = []
+        for cmd in commands:
+            loc = self._locate(cmd.key)
+            stripe = loc.digest[:2]
+            locks.acquire(stripe, type(cmd) not in READ_COMMANDS)
+            try:
+                now = _now()
+                # A Set does not depend on what is there: skip reading it.
+                entry = None if type(cmd) is Set else self._load(loc, now)
+                result, new = _apply(cmd, entry, now)
+                if new is not _UNCHANGED:
+                    self._store(loc, new)
+            except OSError as exc:
+                result = _os_error(exc, f"{type(cmd).__name__} {cmd.key!r}")
+            finally:
+                locks.release(stripe)
+            results.append(result)
+        return results
+
+    def _run_atomic(self, commands: tuple[Command, ...], locks: _Locks) -> list[Any]:
+        """An atomic batch: lock every stripe (sorted, so batches never deadlock), compute all
+        results against an in-memory view, write every temporary file, then rename them all.
+
+        Any failure before the renames leaves the store untouched. Only a rename failing
+        part-way (an I/O error of the filesystem itself; renames within a directory need no
+        space) can leave the batch partly applied, and that is reported as such.
+        """
+        locs = [self._locate(cmd.key) for cmd in commands]
+        exclusive: dict[str, bool] = {}
+        for cmd, loc in zip(commands, locs, strict=True):
+            stripe = loc.digest[:2]
+            exclusive[stripe] = exclusive.get(stripe, False) or type(cmd) not in READ_COMMANDS
+        for stripe in sorted(exclusive):
+            locks.acquire(stripe, exclusive[stripe])
+        now = _now()  # one instant for the whole batch
+        state: dict[str, _Entry | None] = {}
+        dirty: dict[str, _Location] = {}
+        results: list[Any] = []
+        for cmd, loc in zip(commands, locs, strict=True):
+            if loc.digest in state:
+                entry = state[loc.digest]
+            elif type(cmd) is Set:
+                entry = None  # its result does not depend on the stored entry
+            else:
+                entry = state[loc.digest] = self._load(loc, now)
+            result, new = _apply(cmd, entry, now)
+            if new is not _UNCHANGED:
+                state[loc.digest] = new
+                dirty[loc.digest] = loc
+            results.append(result)
+        if dirty:
+            self._commit(dirty, state)
+        return results
+
+    def _commit(self, dirty: dict[str, _Location], state: dict[str, _Entry | None]) -> None:
+        staged: list[tuple[str, _Location]] = []
+        deletes: list[_Location] = []
+        try:
+            for digest, loc in dirty.items():
+                entry = state[digest]
+                if entry is None:
+                    deletes.append(loc)
+                else:
+                    data = _encode(loc.key_bytes, entry)
+                    staged.append((_write_temp(loc.directory, digest, data, self.fsync), loc))
+        except BaseException:
+            for tmp, _ in staged:
+                _discard(tmp)
+            raise
+        done = 0
+        try:
+            for tmp, loc in staged:
+                os.replace(tmp, loc.file)
+                done += 1
+            for loc in deletes:
+                _unlink(loc.file)
+        except OSError as exc:
+            for tmp, _ in staged[done:]:
+                _discard(tmp)
+            raise _os_error(exc, "atomic batch PARTLY applied (rename failed)") from exc
+        if self.fsync:
+            for directory in sorted({loc.directory for loc in dirty.values()}):
+                _fsync_dir(directory)
+
+    def _namespace_dirs(self) -> list[str]:
+        if self.namespace:
+            return [self._ns_dir]
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return []
+        return sorted(e.path for e in entries if _NS_NAME.fullmatch(e.name) and e.is_dir())
+
+    def _empty_trash(self) -> None:
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            if e.name.startswith(_TRASH_PREFIX) and e.is_dir(follow_symlinks=False):
+                _rmtree(e.path)
+
+    def _clear_sync(self) -> None:
+        if not os.path.isdir(self.path):
+            return
+        locks = _Locks(self._lock_dir, self.timeout)
+        try:
+            # Under every lock, a rename takes the whole namespace out of sight at once; the
+            # slow part (deleting the files) then runs without blocking anyone. Lock files
+            # stay: deleting one another process holds would break mutual exclusion.
+            for stripe in _STRIPES:
+                locks.acquire(stripe, True)
+            for ns_dir in self._namespace_dirs():
+                trash = os.path.join(self.path, _TRASH_PREFIX + os.urandom(8).hex())
+                try:
+                    os.rename(ns_dir, trash)
+                except FileNotFoundError:
+                    continue
+        except OSError as exc:
+            raise _os_error(exc, "clear") from exc
+        finally:
+            locks.close()
+        try:
+            self._empty_trash()
+        except OSError as exc:
+            raise _os_error(exc, "clear (deleting the cleared files)") from exc
+
+    def _cull_sync(self) -> int:
+        by_stripe: dict[str, list[str]] = {}
+        for ns_dir in self._namespace_dirs():
+            try:
+                entries = list(os.scandir(ns_dir))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if _SHARD_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
+                    by_stripe.setdefault(e.name, []).append(e.path)
+        removed = 0
+        locks = _Locks(self._lock_dir, self.timeout)
+        try:
+            for stripe in sorted(by_stripe):
+                locks.acquire(stripe, True)
+                try:
+                    now = _now()
+                    for stripe_dir in by_stripe[stripe]:
+                        removed += self._cull_stripe(stripe_dir, stripe, now)
+                finally:
+                    locks.release(stripe)
+        finally:
+            locks.close()
+        self._empty_trash()
+        return removed
+
+    def _cull_stripe(self, stripe_dir: str, stripe: str, now: float) -> int:
+        """Cull one ``<ns>/<aa>`` directory; the caller holds stripe ``aa`` exclusively, so
+        every temporary file there belongs to a writer that is gone."""
+        removed = 0
+        try:
+            files = list(os.scandir(stripe_dir))
+        except FileNotFoundError:
+            return 0
+        for f in files:
+            name = f.name
+            if _DATA_NAME.fullmatch(name) and name.startswith(stripe):
+                if _header_says_remove(f.path, now) and _unlink(f.path):
+                    removed += 1
+            elif (m := _TEMP_NAME.fullmatch(name)) and m.group(1).startswith(stripe):
+                if _unlink(f.path):
+                    removed += 1
+        _rmdir_if_empty(stripe_dir)
+        return removed
