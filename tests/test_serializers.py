@@ -599,9 +599,15 @@ def test_protobuf_round_trips_every_kind_of_field() -> None:
     assert_same(PROTO_FULL, s.loads(s.dumps(PROTO_FULL)))
 
 
-def test_protobuf_payload_is_the_plain_message() -> None:
+def test_protobuf_payload_is_the_length_delimited_message() -> None:
+    # The standard delimited form (writeDelimitedTo/parseDelimitedFrom): varint length + body.
+    from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
+
     s = ProtobufSerializer(Everything)
-    msg = Everything.FromString(s.dumps(PROTO_FULL))
+    payload = s.dumps(PROTO_FULL)
+    size, start = _DecodeVarint(payload, 0)
+    assert size == len(payload) - start
+    msg = Everything.FromString(payload[start:])
     assert msg.text == "zoë ✓"
     assert msg.HasField("nickname") and msg.nickname == ""
     assert msg.HasField("email") and msg.email.value == ""
@@ -612,7 +618,9 @@ def test_protobuf_payload_is_the_plain_message() -> None:
 def test_protobuf_empty_row_reads_back_defaults_and_none() -> None:
     s = ProtobufSerializer(Everything)
     out = s.loads(s.dumps({}))
-    assert s.loads(b"") == out
+    assert s.dumps({}) == b"\x00"
+    with pytest.raises(SerializationError):
+        s.loads(b"")
     assert_same(
         {
             **{k: 0 for k in ("i32", "i64", "u32", "u64", "s64", "f64", "color")},
@@ -758,7 +766,7 @@ def test_protobuf_proto2_presence_required_and_closed_enum() -> None:
     with pytest.raises(SerializationError, match="not a value of the closed enum"):
         s.dumps({"id": 1, "level": 5})
     with pytest.raises(SerializationError, match="required"):
-        s.loads(b"")  # a payload without the required field
+        s.loads(b"\x00")  # a (framed) empty message: the required field is missing
 
 
 def test_protobuf_dumps_is_deterministic_for_maps() -> None:
@@ -773,7 +781,8 @@ def test_protobuf_dumps_is_deterministic_for_maps() -> None:
 
 def test_protobuf_reads_what_a_newer_schema_wrote() -> None:
     # Address has fields 1-2; a writer with an extra field 9 (string) is ignored, not an error
-    payload = Address(city="X").SerializeToString() + b"\x4a\x03new"
+    body = Address(city="X").SerializeToString() + b"\x4a\x03new"
+    payload = bytes([len(body)]) + body
     assert ProtobufSerializer(Address).loads(payload) == {"city": "X", "zip": None}
 
 
