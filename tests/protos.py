@@ -187,14 +187,52 @@ def _legacy_file() -> descriptor_pb2.FileDescriptorProto:
     return fp
 
 
+def _model_file() -> descriptor_pb2.FileDescriptorProto:
+    """``AllFields``: one field per acacheorm field type (tests/test_roundtrip.py)."""
+    fp = descriptor_pb2.FileDescriptorProto(
+        name="acacheorm_test/allfields.proto",
+        package=PACKAGE,
+        syntax="proto3",
+        dependency=["google/protobuf/struct.proto"],
+    )
+    m = fp.message_type.add(name="AllFields")
+    optional = [
+        ("id", F.TYPE_INT64),
+        ("integer", F.TYPE_SINT64),
+        ("float", F.TYPE_DOUBLE),
+        ("decimal", F.TYPE_STRING),
+        ("boolean", F.TYPE_BOOL),
+        ("string", F.TYPE_STRING),
+        ("binary", F.TYPE_BYTES),
+        ("uuid", F.TYPE_STRING),
+        ("shortuuid", F.TYPE_STRING),
+        ("enum", F.TYPE_INT32),
+        ("datetime", F.TYPE_STRING),
+        ("datetimetz", F.TYPE_STRING),
+        ("date", F.TYPE_STRING),
+        ("time", F.TYPE_STRING),
+        ("timestamp", F.TYPE_SINT64),
+    ]
+    number = 0
+    for number, (name, ftype) in enumerate(optional, start=1):
+        _field(m, name, number, ftype, optional=True)
+    _field(m, "json", number + 1, F.TYPE_MESSAGE, type_name=".google.protobuf.Value")
+    _field(m, "list", number + 2, F.TYPE_STRING, repeated=True)
+    _field(m, "list_decimal", number + 3, F.TYPE_STRING, repeated=True)
+    _field(m, "list_binary", number + 4, F.TYPE_BYTES, repeated=True)
+    _field(m, "list_of_lists", number + 5, F.TYPE_MESSAGE, type_name=".google.protobuf.ListValue")
+    _field(m, "struct", number + 6, F.TYPE_MESSAGE, type_name=".google.protobuf.ListValue")
+    return fp
+
+
 def _build() -> tuple[Any, ...]:
     pool = descriptor_pool.Default()
-    for fp in (_everything_file(), _legacy_file()):
+    for fp in (_everything_file(), _legacy_file(), _model_file()):
         pool.Add(fp)
-    names = ["Everything", "Address", "Node", "Legacy"]
+    names = ["Everything", "Address", "Node", "Legacy", "AllFields"]
     return tuple(
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{n}")) for n in names
     )
 
 
-Everything, Address, Node, Legacy = _build()
+Everything, Address, Node, Legacy, AllFields = _build()
