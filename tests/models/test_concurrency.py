@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 from pathlib import Path
 from typing import Any
 
@@ -106,4 +105,3 @@ async def test_filesystem_increments_across_two_processes(tmp_path: Path) -> Non
             await loop.run_in_executor(None, p.join, 120)
             assert p.exitcode == 0
         assert (await model.get(id=3)).count == TASKS * UPDATES
-        assert os.path.isdir(path)
