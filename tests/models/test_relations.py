@@ -183,3 +183,39 @@ async def test_prefetch(models: SimpleNamespace, round_trips: RoundTrips) -> Non
     await co.prefetch(articles, "author")
     assert round_trips.count == 1
     assert [a.author.name for a in articles] == ["u0", "u1", "u2"]
+
+
+async def test_issue_figures_round_trips(models: SimpleNamespace, round_trips: RoundTrips) -> None:
+    """1,000 articles by 50 authors with select_related("author") = 2 round trips; two
+    levels = 3; a mixed-model insert_many across two backends = 2."""
+    User, Article, Collection = models.User, models.Article, models.Collection
+    await User.insert_many(*({"id": i, "name": f"u{i}", "height": 1.0} for i in range(50)))
+    await Article.insert_many(*({"id": i, "author": i % 50, "title": f"t{i}"} for i in range(1000)))
+    round_trips.reset()
+    articles = await Article.query_many(*range(1000)).select_related("author")
+    assert round_trips.count == 2
+    assert all(a.author.name == f"u{a.id % 50}" for a in articles)
+
+    await Collection.insert_many(*({"collector": i % 50, "article": i} for i in range(1000)))
+    round_trips.reset()
+    cols = await Collection.query_many(*((i % 50, i) for i in range(1000))).select_related(
+        "article__author"
+    )
+    assert round_trips.count == 3
+    assert all(c.article.author.id == c.article.id % 50 for c in cols)
+
+    class Note(co.Model):
+        id = co.IntegerField(primary_key=True)
+        user = co.ForeignKeyField(User)
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "json"
+
+    round_trips.reset()
+    users = [User(id=100 + i, name="n", height=1.0) for i in range(10)]
+    notes = [Note(id=i, user=u) for i, u in enumerate(users)]
+    arts = [Article(id=5000 + i, author=u, title="x") for i, u in enumerate(users)]
+    await co.insert_many(*[x for trio in zip(users, notes, arts, strict=True) for x in trio])
+    assert round_trips.count == 2
+    assert {e.backend for e in round_trips.events} == {models.backend, Note._schema.backend}

@@ -130,8 +130,9 @@ class Backend(abc.ABC):
             return []
         prefix = self._prefix
         if prefix:
+            new = tuple.__new__  # a command is a NamedTuple whose first item is its key
             batch = Batch(
-                tuple(cmd._replace(key=prefix + cmd.key) for cmd in batch.commands),
+                tuple(new(type(c), (prefix + c[0], *c[1:])) for c in batch.commands),
                 batch.atomic,
             )
         return await self._execute(batch)
