@@ -106,6 +106,11 @@ class Batch(NamedTuple):
 
     ``atomic=True`` asks for all-or-nothing (MULTI/EXEC on Redis); a backend that cannot do
     that raises `AtomicityError` instead of running it partially.
+
+    Example::
+
+        [(backend, batch)] = User.query_many(1, 2).compile()
+        assert [type(c).__name__ for c in batch.commands] == ["Get", "Get"]
     """
 
     commands: tuple[Command, ...]

@@ -47,7 +47,15 @@ Plan = Generator["Step | Emit | Sleep", Any, Any]
 
 
 class BatchEvent(NamedTuple):
-    """What a metrics hook receives after each round trip."""
+    """What a metrics hook receives after each round trip.
+
+    Example::
+
+        def hook(event: co.BatchEvent) -> None:
+            print(event.backend, len(event.batch.commands), event.duration, event.merged)
+
+        co.add_batch_hook(hook)
+    """
 
     backend: Backend
     batch: Batch
@@ -74,7 +82,12 @@ def add_batch_hook(hook: Callable[[BatchEvent], None]) -> Callable[[BatchEvent],
 
 
 def remove_batch_hook(hook: Callable[[BatchEvent], None]) -> None:
-    """Remove a hook added with `add_batch_hook`."""
+    """Remove a hook added with `add_batch_hook`.
+
+    Example::
+
+        co.remove_batch_hook(hook)
+    """
     _hooks.remove(hook)
 
 
