@@ -1,0 +1,1 @@
+"""A small FastAPI service on acacheorm: see README.md in this directory."""

@@ -1,0 +1,199 @@
+"""ASGI integration (FastAPI, Starlette): a lifespan for backends, and exception handlers.
+
+Example::
+
+    app = FastAPI(lifespan=co.lifespan(User, Article))
+    co.install_exception_handlers(app)
+
+Only `install_exception_handlers` needs Starlette (FastAPI depends on it); it is imported
+when called, so ``import acacheorm`` never needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import (
+    BackendUnavailable,
+    ConfigurationError,
+    ConflictError,
+    DoesNotExist,
+    ValidationError,
+)
+from .backends.base import Backend
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from ._model import Model
+
+__all__ = ["install_exception_handlers", "lifespan"]
+
+logger = logging.getLogger("acacheorm")
+
+#: The key the startup check asks for; it is never written.
+PING_KEY = "__acacheorm_ping__"
+
+#: Longest repr of an offending value echoed back in a 422 body.
+_VALUE_REPR_LIMIT = 200
+
+
+def lifespan(
+    *models_or_backends: type[Model] | Backend,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for ``FastAPI(lifespan=...)`` / ``Starlette(lifespan=...)``.
+
+    At startup it checks every distinct backend the given models (or backends) use with one
+    cheap read, so a server that is down fails startup with `BackendUnavailable` instead of
+    the first request; at shutdown it closes each distinct backend once. Nothing connects
+    before startup. To combine it with a lifespan of your own, enter it inside yours:
+    ``async with co.lifespan(User)(app): yield``.
+
+    Example::
+
+        app = FastAPI(lifespan=co.lifespan(User, Article, Collection))
+
+        @contextlib.asynccontextmanager
+        async def app_lifespan(app):
+            async with co.lifespan(User, Article)(app):
+                yield
+    """
+    backends = _distinct_backends(models_or_backends)
+
+    @contextlib.asynccontextmanager
+    async def run(app: Any) -> AsyncIterator[None]:
+        try:
+            await _check(backends)
+        except BaseException:
+            await _close_all(backends)
+            raise
+        try:
+            yield
+        finally:
+            await _close_all(backends)
+
+    return run
+
+
+def _distinct_backends(targets: tuple[type[Model] | Backend, ...]) -> list[Backend]:
+    from ._model import Model
+
+    if not targets:
+        raise TypeError("lifespan() needs at least one model or backend")
+    found: dict[int, Backend] = {}
+    for target in targets:
+        if isinstance(target, Backend):
+            backend = target
+        elif isinstance(target, type) and issubclass(target, Model):
+            schema = getattr(target, "_schema", None)
+            if schema is None or schema.model is not target:
+                raise TypeError(f"lifespan(): {target.__name__} is abstract (it has no backend)")
+            backend = schema.backend
+        else:
+            raise TypeError(f"lifespan() takes model classes or backends, not {target!r}")
+        found.setdefault(id(backend), backend)
+    return list(found.values())
+
+
+async def _check(backends: list[Backend]) -> None:
+    results = await asyncio.gather(*(b.has(PING_KEY) for b in backends), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _close_all(backends: list[Backend]) -> None:
+    """Close every backend even if one fails; then raise the first failure."""
+    first: BaseException | None = None
+    for backend in backends:
+        try:
+            await backend.close()
+        except Exception as exc:
+            logger.warning("closing %r failed", backend, exc_info=True)
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+# -- exception handlers ---------------------------------------------------------------------
+
+
+def install_exception_handlers(app: Starlette) -> None:
+    """Turn acacheorm errors raised in routes into JSON responses.
+
+    - ``DoesNotExist`` (any ``Model.DoesNotExist``) → 404 ``{"detail": "User with id=1
+      does not exist (...)"}``
+    - ``ValidationError`` → 422, shaped like FastAPI's own validation errors and naming the
+      model, the field and the offending value (its repr):
+      ``{"detail": [{"type": "value_error", "loc": ["User", "name"], "msg": ...,
+      "model": "User", "field": "name", "value": "'xxx...'"}]}``
+    - ``BackendUnavailable`` → 503 with a generic message (the server address stays in the
+      log, not in the response)
+    - ``ConflictError`` → 409 ``{"detail": ...}``
+
+    Works on a FastAPI app and on a plain Starlette app (``pip install 'acacheorm[fastapi]'``).
+
+    Example::
+
+        app = FastAPI(lifespan=co.lifespan(User))
+        co.install_exception_handlers(app)
+
+        @app.get("/users/{user_id}")
+        async def read_user(user_id: int) -> dict[str, Any]:
+            return (await User.get(id=user_id)).to_dict()   # a miss answers 404
+    """
+    try:
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(
+            "install_exception_handlers() needs Starlette: pip install 'acacheorm[fastapi]'"
+        ) from exc
+    app.add_exception_handler(DoesNotExist, _does_not_exist)
+    app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(BackendUnavailable, _backend_unavailable)
+    app.add_exception_handler(ConflictError, _conflict)
+
+
+def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+async def _does_not_exist(request: Request, exc: Exception) -> Response:
+    return _json(404, {"detail": str(exc)})
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    value = repr(exc.value)
+    if len(value) > _VALUE_REPR_LIMIT:
+        value = value[: _VALUE_REPR_LIMIT - 3] + "..."
+    error = {
+        "type": "value_error",
+        "loc": [part for part in (exc.model, exc.field) if part is not None],
+        "msg": str(exc),
+        "model": exc.model,
+        "field": exc.field,
+        "value": value,
+    }
+    return _json(422, {"detail": [error]})
+
+
+async def _backend_unavailable(request: Request, exc: Exception) -> Response:
+    logger.error(
+        "cache backend unavailable during %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return _json(503, {"detail": "the cache backend is unavailable"}, {"Retry-After": "1"})
+
+
+async def _conflict(request: Request, exc: Exception) -> Response:
+    return _json(409, {"detail": str(exc)})
