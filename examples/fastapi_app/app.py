@@ -16,7 +16,6 @@ import pydantic
 from fastapi import FastAPI, HTTPException, Query, Response, status
 
 import acacheorm as co
-from acacheorm._asgi import install_exception_handlers, lifespan
 
 from .models import define_models
 
@@ -54,9 +53,9 @@ def create_app(url: str | None = None) -> FastAPI:
 
     app = FastAPI(
         title="acacheorm example",
-        lifespan=lifespan(User, Article, Collection),  # checks and closes the backend
+        lifespan=co.lifespan(User, Article, Collection),  # checks and closes the backend
     )
-    install_exception_handlers(app)  # DoesNotExist → 404, ValidationError → 422, ...
+    co.install_exception_handlers(app)  # DoesNotExist → 404, ValidationError → 422, ...
     app.state.backend = backend
     app.state.models = (User, Article, Collection)
 

@@ -16,6 +16,7 @@ Example::
     user = await User.get(id=1)
 """
 
+from ._asgi import install_exception_handlers, lifespan
 from ._commands import KEEP_TTL, Batch
 from ._exceptions import (
     AtomicityError,
@@ -53,6 +54,7 @@ from ._fields import (
     UUIDField,
 )
 from ._model import CompositeKey, Model
+from ._pydantic import pydantic_model
 from ._query import Query, delete_many, insert_many, prefetch, query_many
 from ._relations import ForeignKeyField
 from ._signals import Signal, post_delete, post_save, pre_delete, pre_save
@@ -138,11 +140,14 @@ __all__ = [
     "backend_from_url",
     "delete_many",
     "insert_many",
+    "install_exception_handlers",
+    "lifespan",
     "post_delete",
     "post_save",
     "pre_delete",
     "pre_save",
     "prefetch",
+    "pydantic_model",
     "query_many",
     "registry",
     "remove_batch_hook",

@@ -144,7 +144,9 @@ class _Coalescer:
         except asyncio.CancelledError:
             if self.window is window:
                 self.window = None
-            followers = [(b, f) for b, f in window[1:] if f is not None and not f.cancelled()]
+            followers: list[tuple[Batch, asyncio.Future[list[Any]] | None]] = [
+                (b, f) for b, f in window[1:] if f is not None and not f.cancelled()
+            ]
             if followers:
                 self._spawn(followers)
             raise

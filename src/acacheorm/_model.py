@@ -166,24 +166,24 @@ class ModelMeta(type):
         fields.update(own)  # an overridden field keeps its place
         ns.update(fields)  # inherited field copies become attributes of this class too
 
-        cls = super().__new__(mcs, name, bases, ns, **kw)
+        cls: Any = super().__new__(mcs, name, bases, ns, **kw)  # attributes set dynamically
         cls._meta_options = dict(options)
         for fname, field in fields.items():
             field.__set_name__(cls, fname)
-            field.model = cls  # type: ignore[assignment]
+            field.model = cls
         parent_dne = tuple(
-            b.DoesNotExist for b in bases if isinstance(getattr(b, "DoesNotExist", None), type)
+            dne for b in bases if isinstance(dne := getattr(b, "DoesNotExist", None), type)
         ) or (DoesNotExist,)
         cls.DoesNotExist = type(
             "DoesNotExist",
             parent_dne,
-            {  # type: ignore[attr-defined]
+            {
                 "__module__": cls.__module__,
                 "__qualname__": f"{cls.__qualname__}.DoesNotExist",
             },
         )
         if abstract:
-            cls._abstract_fields = fields  # type: ignore[attr-defined]
+            cls._abstract_fields = fields
             return cls
 
         # Primary key: explicit field(s), a CompositeKey, or an implicit UUID ``id``.
@@ -216,7 +216,7 @@ class ModelMeta(type):
                 )
             field = UUIDField(primary_key=True, default=uuid.uuid4)
             field.__set_name__(cls, "id")
-            field.model = cls  # type: ignore[assignment]
+            field.model = cls
             cls.id = field
             fields = {"id": field, **fields}
             pk_names = ("id",)
@@ -250,7 +250,7 @@ class ModelMeta(type):
             model=cls,
             name=model_name,
             namespace=namespace,
-            fields=fields,  # type: ignore[arg-type]
+            fields=fields,
             pk_names=tuple(pk_names),
             composite=len(pk_names) > 1,
             backend=backend,
@@ -262,8 +262,8 @@ class ModelMeta(type):
             contribute = getattr(field, "contribute_to_class", None)
             if contribute is not None:
                 contribute(cls)
-        _models_by_name.setdefault(name, []).append(cls)  # type: ignore[arg-type]
-        _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)  # type: ignore[arg-type]
+        _models_by_name.setdefault(name, []).append(cls)
+        _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
         return cls
 
 
