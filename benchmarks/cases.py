@@ -92,9 +92,21 @@ class RawRedis(Raw):
         from redis.asyncio.cluster import RedisCluster
 
         self.cluster = cluster
-        self.client: Any = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+        # The same pool size as the backend's client (redis-py's default, 100 connections),
+        # waiting for a free connection rather than failing, as the backend does.
+        # RedisCluster fails beyond 100 connections per node: hand-written code bounds its
+        # concurrency with a semaphore.
+        self.gate = asyncio.Semaphore(100)
+        if cluster:
+            self.client: Any = RedisCluster.from_url(url)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(url, max_connections=100)
+            self.client = redis.Redis(connection_pool=pool)
 
     async def get(self, key: str) -> bytes | None:
+        if self.cluster:
+            async with self.gate:
+                return await self.client.get(key)  # type: ignore[no-any-return]
         return await self.client.get(key)  # type: ignore[no-any-return]
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
