@@ -1,32 +1,42 @@
-"""``python -m acacheorm``: the demo and operations commands."""
+"""``python -m acacheorm``: the demo and the operations commands (``inspect``, ``stats``,
+``migrate``). Needs the ``cli`` extra: ``pip install 'acacheorm[cli]'``."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
-from ._demo import run_demo
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m acacheorm", description="acacheorm command-line tools"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="walk through models, queries and a lazy foreign key")
-    demo.add_argument(
-        "--url",
-        default="memory://",
-        help="backend URL (memory://, file:///path, redis://…, "
-        "redis+cluster://…, memcached://h:p,h:p); default memory://",
-    )
-    demo.add_argument("--serializer", default="msgpack", help="json, msgpack or pickle")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return asyncio.run(run_demo(args.url, args.serializer))
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit code.
+
+    Example::
+
+        from acacheorm.__main__ import main
+
+        assert main(["demo", "--url", "memory://"]) == 0
+    """
+    try:
+        import click
+
+        from ._cli import cli
+    except ImportError as exc:
+        print(
+            f"the acacheorm command line needs click and rich ({exc}): "
+            "pip install 'acacheorm[cli]'",
+            file=sys.stderr,
+        )
+        return 2
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="python -m acacheorm", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        print("Aborted!", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

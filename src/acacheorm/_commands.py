@@ -39,6 +39,15 @@ class _KeepTTL(enum.Enum):
 
 #: Keep the remaining time to live of an existing key (for `Cas` and `Replace`).
 KEEP_TTL = _KeepTTL.KEEP_TTL
+"""As the ``ttl`` of a `Cas` or `Replace` command: keep the key's remaining time to live.
+
+Example::
+
+    from acacheorm._commands import Cas, Gets
+
+    [(value, token)] = await backend.execute(co.Batch((Gets("k"),)))
+    [written] = await backend.execute(co.Batch((Cas("k", b"new", token, co.KEEP_TTL),)))
+"""
 
 TTL = float | None
 WriteTTL = float | None | _KeepTTL

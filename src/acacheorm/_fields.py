@@ -112,9 +112,21 @@ class Field(Generic[T]):
     # -- validation -------------------------------------------------------------------------
 
     def has_default(self) -> bool:
+        """Whether the field can be left out: it has a ``default`` or is ``null=True``.
+
+        Example::
+
+            assert User.email.has_default()      # null=True: defaults to None
+        """
         return self.default is not NOTHING or self.null
 
     def get_default(self) -> Any:
+        """A fresh default value: the callable's result, or a copy of a mutable default.
+
+        Example::
+
+            assert User.phones.get_default() == []   # default=list: a new list each time
+        """
         default = self.default
         if default is NOTHING:
             return None
@@ -197,6 +209,12 @@ class Expression:
         self.symbol = symbol
 
     def apply(self, current: Any) -> Any:
+        """The new value computed from the stored ``current`` value.
+
+        Example::
+
+            assert (User.visits + 1).apply(41) == 42
+        """
         if current is None:
             raise ValidationError(f"cannot apply {self!r} to None", field=self.field.name)
         return self.op(current, self.operand)

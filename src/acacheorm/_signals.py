@@ -55,6 +55,12 @@ class Signal:
         return True
 
     def receivers_for(self, sender: type) -> list[Callable[..., Any]]:
+        """The receivers that `send` calls for ``sender``, in order.
+
+        Example::
+
+            assert stamp in co.pre_save.receivers_for(User)
+        """
         return [fn for fn, s in self._receivers if s is None or s is sender]
 
     def __bool__(self) -> bool:
@@ -72,6 +78,40 @@ class Signal:
 
 
 pre_save = Signal("pre_save")
+"""Sent before an instance is written (create, insert, save, updates); a receiver that
+raises stops the write.
+
+Example::
+
+    @co.pre_save.connect(sender=User)
+    def strip_name(sender, instance, **kwargs):
+        instance.name = instance.name.strip()
+"""
+
 post_save = Signal("post_save")
+"""Sent after an instance was written, with ``created=`` (False for ``save()`` and updates).
+
+Example::
+
+    @co.post_save.connect(sender=User)
+    async def announce(sender, instance, created, **kwargs):
+        await events.publish("user.saved", {"id": instance.id, "created": created})
+"""
+
 pre_delete = Signal("pre_delete")
+"""Sent before a row is deleted; deleting by primary key sends a sparse instance.
+
+Example::
+
+    co.pre_delete.connect(archive, sender=User)
+"""
+
 post_delete = Signal("post_delete")
+"""Sent after a row was deleted, for each row that existed.
+
+Example::
+
+    @co.post_delete.connect(sender=User)
+    async def forget_sessions(sender, instance, **kwargs):
+        await Session.delete_many(*await sessions_of(instance.pk))
+"""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import datetime
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -64,6 +64,14 @@ def _check_value(value: Any) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError(f"values are bytes, not {type(value).__name__}")
     return value
+
+
+def check_scan_args(prefix: Any, count: Any) -> None:
+    """Validate the arguments of `Backend.scan` (shared by the implementations)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive int, not {count!r}")
 
 
 def _pairs(mapping: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -233,6 +241,31 @@ class Backend(abc.ABC):
     async def clear(self) -> None:
         """Remove every key under this backend's namespace (everything without one)."""
         await self._clear()
+
+    async def scan(self, prefix: str = "", count: int = 500) -> AsyncIterator[str]:
+        """Every stored key that starts with ``prefix``, without the namespace prefix.
+
+        Keys are yielded as given to `get` (``backend.get(key)`` reads them), only keys
+        under this backend's namespace (every key of the store without one), and not
+        those already expired. ``count`` is a hint of how many keys are fetched per step.
+        Like Redis ``SCAN``, a key stored for the whole scan is yielded exactly once; a key
+        written or deleted meanwhile may or may not be. Meant for operations tooling
+        (``python -m acacheorm stats``/``migrate``), not for the request path: it walks
+        the whole keyspace.
+
+        Backends that cannot list their keys raise `NotImplementedError` when iterated.
+
+        Example::
+
+            async for key in backend.scan("user:"):
+                print(key, await backend.get(key))
+        """
+        check_scan_args(prefix, count)
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot enumerate its keys: scan() is not implemented "
+            "for this backend"
+        )
+        yield ""  # pragma: no cover - makes this an async generator, like the overrides
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ What memcached lacks is emulated here:
   mapped too, so the two forms never collide.
 - `clear` with a namespace lists each node's keys with ``lru_crawler metadump all`` and
   deletes those under the namespace; without one it is ``flush_all`` on every node.
+- `scan` lists keys with the same metadump. A mapped key (``<namespace>:~<sha1>``) cannot be
+  turned back into the key it stands for, so scan yields only keys stored as they are.
 
 memcached cannot run a batch all-or-nothing, so a batch of two or more commands with
 ``atomic=True`` raises `AtomicityError` before anything is sent.
@@ -79,7 +81,7 @@ from .._exceptions import (
     ConflictError,
     ValueTooLargeError,
 )
-from .base import DEFAULT_TIMEOUT, Backend
+from .base import DEFAULT_TIMEOUT, Backend, check_scan_args
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection, MemcachePool
@@ -1035,6 +1037,51 @@ class MemcachedBackend(Backend):
                     progress()
                 line = await _read_dump_line(conn.reader)
             return keys
+
+    async def scan(self, prefix: str = "", count: int = 500) -> AsyncIterator[str]:
+        """Keys starting with ``prefix`` (without the namespace), node by node, listed with
+        ``lru_crawler metadump all`` (memcached 1.5+ with the LRU crawler enabled).
+
+        Only keys stored as they are can be listed: a key memcached cannot hold (over 250
+        bytes, spaces, control or non-ASCII characters, a leading ``~``) is stored under a
+        sha1 of itself, which cannot be turned back into the key, so such keys are never
+        yielded. A key found on a node the ring no longer maps it to (left there after the
+        server list changed) is skipped too: `get` would not find it. ``count`` is unused
+        (each node's dump is read whole, as `clear` does); the scan yields to the event loop
+        between nodes.
+
+        Example::
+
+            async for key in backend.scan("user:"):
+                ...
+        """
+        check_scan_args(prefix, count)
+        wire_prefix = self._wire_prefix.encode("ascii")
+        cut = len(wire_prefix)
+        for index, node in enumerate(self._nodes):
+            for wire in await self._scan_node(node, wire_prefix):
+                rest = wire[cut:]
+                if rest[:1] == b"~" or self._ring.node_for(wire) != index:
+                    continue
+                key = rest.decode("ascii")
+                if key.startswith(prefix):
+                    yield key
+
+    async def _scan_node(self, node: _Node, prefix: bytes) -> list[bytes]:
+        """The wire keys on ``node`` that start with ``prefix`` (metadump; see `scan`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+
+                def progress() -> None:
+                    if self.timeout is not None:
+                        deadline.reschedule(loop.time() + self.timeout)
+
+                with self._errors(node):
+                    async with node.connection() as conn:
+                        return await self._dump_keys(node, conn, prefix, progress)
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"memcached {node.name} timed out in scan") from exc
 
     async def _close(self) -> None:
         for node in self._nodes:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .._commands import (
@@ -23,7 +25,7 @@ from .._commands import (
     Touch,
 )
 from .._exceptions import BackendError, ValueTooLargeError
-from .base import Backend
+from .base import Backend, check_scan_args
 
 _WRITES = (Set, Add, Replace, Cas, Incr)
 
@@ -162,6 +164,25 @@ class SimpleBackend(Backend):
             return
         for key in [k for k in self._data if k.startswith(self._prefix)]:
             del self._data[key]
+
+    async def scan(self, prefix: str = "", count: int = 500) -> AsyncIterator[str]:
+        """Every live key starting with ``prefix`` (without the namespace), in insertion
+        order of a snapshot taken when the scan starts; yields to the event loop every
+        ``count`` keys. A key deleted or expired since the snapshot is skipped.
+
+        Example::
+
+            keys = [key async for key in backend.scan("user:")]
+        """
+        check_scan_args(prefix, count)
+        start = self._prefix + prefix
+        cut = len(self._prefix)
+        snapshot = [k for k in self._data if k.startswith(start)]
+        for i, key in enumerate(snapshot, 1):
+            if self._live(key, time.monotonic()) is not None:
+                yield key[cut:]
+            if i % count == 0:
+                await asyncio.sleep(0)
 
     def __len__(self) -> int:
         now = time.monotonic()

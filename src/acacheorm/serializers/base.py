@@ -195,3 +195,11 @@ class SerializerRegistry:
 
 #: the process-wide registry that ``Meta.serializer = "name"`` looks names up in
 registry: Final = SerializerRegistry()
+"""The process-wide `SerializerRegistry`: ``Meta.serializer = "name"`` looks names up here,
+and reads find the serializer of a stored payload here by its tag.
+
+Example::
+
+    co.registry.register("protobuf.user", co.ProtobufSerializer(user_pb2.User))
+    co.registry.get_by_name("msgpack")
+"""

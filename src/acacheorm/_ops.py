@@ -1,0 +1,334 @@
+"""The operations behind ``python -m acacheorm inspect|stats|migrate``, free of any CLI.
+
+Each works on a backend (bytes, keys, TTLs) and, for ``migrate``, a model's schema; none
+prints. The click commands in ``_cli`` render what these return.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _payload
+from ._commands import KEEP_TTL, Batch, Cas, Gets
+from ._exceptions import SerializationError
+from ._fields import KEY_SEPARATOR
+from .backends.base import Backend
+from .serializers import Serializer, registry
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+
+class OperationError(Exception):
+    """An operation cannot go on (missing key, not an envelope, unknown serializer, ...);
+    the message says why and what to do."""
+
+
+# -- importing user code ----------------------------------------------------------------------
+
+
+def import_object(spec: str) -> Any:
+    """``"package.module:Name"`` (or ``"package.module:Outer.Name"``) → the object.
+
+    The current directory is importable, as with ``python -m``.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise OperationError(f"expected MODULE:Name (e.g. myapp.models:User), not {spec!r}")
+    import_module(module_name)
+    obj: Any = sys.modules[module_name]
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise OperationError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def import_module(name: str) -> None:
+    """Import ``name`` (for the serializers or models it registers), cwd on the path."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        raise OperationError(f"cannot import {name!r}: {exc}") from exc
+
+
+def import_model(spec: str) -> type[Model]:
+    """``"myapp.models:User"`` → the model class, or `OperationError` saying what it is."""
+    from ._model import Model
+
+    obj = import_object(spec)
+    if not (isinstance(obj, type) and issubclass(obj, Model) and "_schema" in obj.__dict__):
+        raise OperationError(f"{spec} is not a concrete acacheorm model: {obj!r}")
+    return obj
+
+
+# -- serializers by tag -----------------------------------------------------------------------
+
+
+def serializer_names(tag: int) -> list[str]:
+    """The registered names whose serializer writes ``tag`` (usually one)."""
+    names = []
+    for name in registry.names():
+        try:
+            if registry.get_by_name(name).tag == tag:
+                names.append(name)
+        except KeyError:  # unregistered meanwhile
+            continue
+    return names
+
+
+def describe_tag(tag: int) -> str:
+    """``"msgpack (tag 0x0002)"``, or ``"unregistered (tag 0x8123)"``."""
+    names = serializer_names(tag)
+    return f"{'/'.join(names) if names else 'unregistered'} (tag {tag:#06x})"
+
+
+def payload_format(payload: bytes) -> str:
+    """The serializer name(s) of a stored payload, or ``"not an envelope"``."""
+    try:
+        tag, _fp, _body = _payload.unwrap(payload)
+    except _payload.EnvelopeError:
+        return "not an envelope"
+    names = serializer_names(tag)
+    return "/".join(names) if names else f"tag {tag:#06x}"
+
+
+# -- inspect ----------------------------------------------------------------------------------
+
+
+class Inspection(NamedTuple):
+    """A stored value taken apart: the envelope, then the row its serializer wrote."""
+
+    key: str
+    size: int
+    version: int
+    tag: int
+    serializer: Serializer
+    fingerprint: int
+    fields: dict[str, Any]
+    raw: bytes
+
+
+async def inspect_key(backend: Backend, key: str) -> Inspection:
+    """Read ``key`` and decode its envelope and body; `OperationError` if it cannot."""
+    value = await backend.get(key)
+    if value is None:
+        raise OperationError(f"no value is stored under {key!r} in {backend!r}")
+    try:
+        tag, fingerprint, body = _payload.unwrap(value)
+    except _payload.EnvelopeError as exc:
+        raise OperationError(
+            f"the value under {key!r} ({len(value)} bytes, starting {value[:8].hex(' ')}) is "
+            f"not an acacheorm envelope: {exc}"
+        ) from exc
+    serializer = registry.get_by_tag(tag)
+    if serializer is None:
+        raise OperationError(
+            f"the value under {key!r} was written by serializer tag {tag:#06x}, which is not "
+            f"registered here (registered: {', '.join(registry.names())}); import the module "
+            "that registers it with --import MODULE"
+        )
+    try:
+        fields = serializer.loads(body)
+    except SerializationError as exc:
+        raise OperationError(
+            f"the {serializer.name} body of {key!r} cannot be decoded: {exc}"
+        ) from exc
+    return Inspection(key, len(value), value[1], tag, serializer, fingerprint, fields, value)
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+class GroupStats(NamedTuple):
+    """Keys sharing a prefix: how many, their value bytes, and who wrote them."""
+
+    prefix: str
+    keys: int
+    bytes: int
+    formats: dict[str, int]
+
+
+def group_of(key: str, depth: int | None = None) -> str:
+    """The group of a key: its text up to the last ``:`` (``"app:user:1"`` → ``"app:user"``),
+    or its first ``depth`` parts; ``""`` for a key with no ``:``. A ``:`` escaped inside a
+    key part (``\\:``, as primary keys holding ``:`` are written) does not split."""
+    cuts = _separators(key)
+    if not cuts:
+        return ""
+    if depth is None:
+        return key[: cuts[-1]]
+    return key[: cuts[min(depth, len(cuts)) - 1]]
+
+
+def _separators(key: str) -> list[int]:
+    """Positions of the unescaped separators in ``key``."""
+    cuts = []
+    escaped = False
+    for i, char in enumerate(key):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == KEY_SEPARATOR:
+            cuts.append(i)
+    return cuts
+
+
+async def collect_stats(
+    backend: Backend,
+    prefix: str = "",
+    *,
+    depth: int | None = None,
+    batch_size: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> list[GroupStats]:
+    """Keys and value bytes per group (see `group_of`), largest groups first.
+
+    Keys come from `Backend.scan`; values are read ``batch_size`` keys per round trip. A key
+    deleted between the scan and the read is not counted.
+    """
+    groups: dict[str, list[Any]] = {}
+
+    async def flush(keys: list[str]) -> None:
+        values = await backend.get_many(*keys)
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                continue
+            entry = groups.setdefault(group_of(key, depth), [0, 0, {}])
+            entry[0] += 1
+            entry[1] += len(value)
+            fmt = payload_format(value)
+            entry[2][fmt] = entry[2].get(fmt, 0) + 1
+        if progress is not None:
+            progress(len(keys))
+
+    pending: list[str] = []
+    async for key in backend.scan(prefix, batch_size):
+        pending.append(key)
+        if len(pending) >= batch_size:
+            await flush(pending)
+            pending = []
+    if pending:
+        await flush(pending)
+    stats = [GroupStats(p, n, size, fmts) for p, (n, size, fmts) in groups.items()]
+    stats.sort(key=lambda s: (-s.bytes, s.prefix))
+    return stats
+
+
+# -- migrate ----------------------------------------------------------------------------------
+
+
+class MigrationReport(NamedTuple):
+    """What `migrate` did (or, with ``dry_run``, would do) to the rows it found."""
+
+    scanned: int
+    migrated: int
+    current: int
+    changed: int
+    vanished: int
+    failed: list[tuple[str, str]]
+    dry_run: bool
+
+
+def model_key_prefix(model: type[Model]) -> str:
+    """The prefix every stored key of ``model`` starts with (its namespace and name, or the
+    literal start of a ``%``-format ``key_format``); `OperationError` if it has none."""
+    schema = model._schema
+    fmt = schema.key_format
+    if fmt is None:
+        return schema.prefix
+    if callable(fmt):
+        raise OperationError(
+            f"{schema.model_name} computes its keys with a function (Meta.key_format), so its "
+            "keys have no known prefix; give one with --prefix"
+        )
+    literal = fmt.split("%%")
+    head = []
+    for part in literal:
+        cut = part.find("%")
+        if cut >= 0:
+            head.append(part[:cut])
+            break
+        head.append(part)
+    start = "%".join(head)
+    if not schema.prefix + start:
+        raise OperationError(
+            f"{schema.model_name}.Meta.key_format {fmt!r} starts with a placeholder, so its "
+            "keys have no known prefix; give one with --prefix"
+        )
+    return schema.prefix + start
+
+
+async def scan_keys(backend: Backend, prefix: str, count: int = 500) -> list[str]:
+    """Every key under ``prefix`` (see `Backend.scan`), as a list."""
+    return [key async for key in backend.scan(prefix, count)]
+
+
+async def migrate(
+    backend: Backend,
+    model: type[Model],
+    keys: Sequence[str],
+    *,
+    batch_size: int = 500,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> MigrationReport:
+    """Rewrite the rows under ``keys`` with ``model``'s current serializer and schema.
+
+    Per batch of ``batch_size`` keys: one round trip of ``Gets``; each row whose envelope is
+    not already the model's (serializer tag and schema fingerprint) is decoded the way any
+    read decodes an old row (by its envelope's serializer, unknown fields dropped, missing
+    ones defaulted) and encoded anew; then one round trip of ``Cas(..., KEEP_TTL)``, so each
+    row keeps its remaining TTL and a row changed (or deleted) since it was read is left
+    alone and counted as ``changed``. ``dry_run`` reads and decodes but writes nothing.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+    schema = model._schema
+    header = schema.header
+    migrated = current = changed = vanished = 0
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(keys), batch_size):
+        chunk = list(keys[start : start + batch_size])
+        got = await backend.execute(Batch(tuple(Gets(k) for k in chunk)))
+        writes: list[Cas] = []
+        for key, item in zip(chunk, got, strict=True):
+            if isinstance(item, BaseException):
+                failed.append((key, f"read failed: {item}"))
+                continue
+            if item is None:
+                vanished += 1
+                continue
+            payload, token = item
+            if payload[:6] == header:
+                current += 1
+                continue
+            try:
+                row = schema.decode(key, payload)
+                new = schema.encode(row)
+            except SerializationError as exc:
+                failed.append((key, str(exc)))
+                continue
+            writes.append(Cas(key, new, token, KEEP_TTL))
+        if writes and not dry_run:
+            results = await backend.execute(Batch(tuple(writes)))
+            for cmd, ok in zip(writes, results, strict=True):
+                if isinstance(ok, BaseException):
+                    failed.append((cmd.key, f"write failed: {ok}"))
+                elif ok:
+                    migrated += 1
+                else:
+                    changed += 1
+        elif dry_run:
+            migrated += len(writes)
+        if progress is not None:
+            progress(len(chunk))
+    return MigrationReport(len(keys), migrated, current, changed, vanished, failed, dry_run)
