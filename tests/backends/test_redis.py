@@ -1,0 +1,934 @@
+"""RedisBackend against real servers: URL forms, client ownership, round trips per operation,
+Redis Cluster (slot splitting, node concurrency, atomicity), faults and cancellation.
+
+The conformance suite (test_conformance.py) covers behaviour shared with every backend; this
+module covers what is specific to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
+
+import acacheorm as co
+from acacheorm._commands import (
+    KEEP_TTL,
+    Add,
+    Batch,
+    Cas,
+    Delete,
+    Get,
+    Gets,
+    Has,
+    Incr,
+    Replace,
+    Set,
+    Touch,
+)
+from acacheorm.backends.redis import RedisBackend
+from tests import servers
+from tests.conftest import BACKENDS, unique_namespace
+
+_STANDALONE = {"rb", "redis_url", "redis_server", "own_server"}
+_CLUSTER = {"rc", "redis_cluster_url", "redis_cluster"}
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _only_chosen_backends(request: pytest.FixtureRequest) -> None:
+    """Honour ACACHEORM_TEST_BACKENDS (see conftest): no server is started for a skipped kind."""
+    names = set(request.fixturenames)
+    param = getattr(request.node, "callspec", None)
+    kind = param.params.get("either") if param is not None else None
+    if (names & _STANDALONE or kind == "redis") and "redis" not in BACKENDS:
+        pytest.skip("redis is not in ACACHEORM_TEST_BACKENDS")
+    if (names & _CLUSTER or kind == "cluster") and "redis-cluster" not in BACKENDS:
+        pytest.skip("redis-cluster is not in ACACHEORM_TEST_BACKENDS")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Poll ``check`` until true, bounded."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met within the timeout")
+
+
+class Wire:
+    """Records every request written to Redis (one per round trip) and every reply read."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int | str]] = []
+        self.recording = False
+
+    @property
+    def sends(self) -> list[int | str]:
+        return [where for what, where in self.events if what == "send"]
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[Wire]:
+        self.events.clear()
+        self.recording = True
+        try:
+            yield self
+        finally:
+            self.recording = False
+
+
+@pytest.fixture
+def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
+    recorder = Wire()
+    send = AbstractConnection.send_packed_command
+    read = AbstractConnection.read_response
+
+    def where(conn: Any) -> int | str:
+        return getattr(conn, "port", None) or getattr(conn, "path", "?")
+
+    async def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if recorder.recording:
+            recorder.events.append(("send", where(self)))
+        return await send(self, *args, **kwargs)
+
+    async def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reply = await read(self, *args, **kwargs)
+        if recorder.recording:
+            recorder.events.append(("read", where(self)))
+        return reply
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
+    monkeypatch.setattr(AbstractConnection, "read_response", read_response)
+    return recorder
+
+
+async def commandstats(client: Any) -> dict[str, int]:
+    info = await client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+@pytest.fixture
+async def rb(redis_url: str) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend(redis_url, namespace=unique_namespace("r"))
+    try:
+        yield backend
+    finally:
+        try:
+            await backend.clear()
+        finally:
+            await backend.close()
+
+
+@pytest.fixture
+async def rc(redis_cluster_url: str) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend(redis_cluster_url, cluster=True, namespace=unique_namespace("c"))
+    try:
+        yield backend
+    finally:
+        try:
+            await backend.clear()
+        finally:
+            await backend.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def either(request: pytest.FixtureRequest) -> RedisBackend:
+    """The standalone backend, then the Cluster one."""
+    backend: RedisBackend = request.getfixturevalue("rb" if request.param == "redis" else "rc")
+    return backend
+
+
+@pytest.fixture
+async def own_server() -> AsyncIterator[servers.RedisServer]:
+    """A standalone server of this test's own, to stop, freeze and restart."""
+    server = servers.RedisServer()
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def raw(backend: RedisBackend, key: str) -> bytes:
+    """The key as Redis stores it."""
+    return backend.full_key(key).encode("utf-8", "surrogatepass")
+
+
+async def smoke(backend: RedisBackend) -> None:
+    """Every operation once, through the public byte API and a mixed batch."""
+    await backend.set("a", b"1", ttl=30)
+    assert await backend.get("a") == b"1"
+    assert await backend.add("a", b"x") is False
+    assert await backend.replace("a", b"2") is True
+    assert await backend.has("a") is True
+    assert await backend.incr("n", 5, ttl=30) == 5
+    assert await backend.decr("n") == 4
+    assert await backend.touch("a", None) is True
+    await backend.set_many({"b": b"2", "c": b"3"}, ttl=30)
+    assert await backend.get_many("c", "zz", "b") == [b"3", None, b"2"]
+    [(value, token)] = await backend.execute(Batch((Gets("a"),)))
+    assert value == b"2"
+    assert await backend.execute(Batch((Cas("a", b"3", token),))) == [True]
+    assert await backend.delete_many("a", "b", "c", "n") == 4
+
+
+# -- construction, URLs, ownership ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_url_protocol_option(redis_url: str, protocol: int) -> None:
+    async with RedisBackend(
+        f"{redis_url}?protocol={protocol}", namespace=unique_namespace()
+    ) as backend:
+        await smoke(backend)
+        info = await backend.client.execute_command("CLIENT", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        assert f"resp={protocol}" in text
+        await backend.clear()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_cluster_url_scheme_and_protocol(redis_cluster_url: str, protocol: int) -> None:
+    address = redis_cluster_url.split("://", 1)[1].split("/", 1)[0]
+    url = f"redis+cluster://{address}?protocol={protocol}"
+    async with RedisBackend(url, namespace=unique_namespace()) as backend:
+        assert isinstance(backend.client, RedisCluster)
+        assert repr(backend).startswith(f"<RedisBackend redis+cluster://{address}")
+        await smoke(backend)
+        await backend.clear()
+
+
+async def test_unix_socket_url() -> None:
+    if "redis" not in BACKENDS:
+        pytest.skip("redis is not in ACACHEORM_TEST_BACKENDS")
+    sockdir = tempfile.mkdtemp(prefix="acor-")
+    path = os.path.join(sockdir, "redis.sock")
+    server = servers.RedisServer(None, "--unixsocket", path, "--unixsocketperm", "700")
+    await asyncio.to_thread(server.start)
+    try:
+        async with RedisBackend(f"unix://{path}?db=2", namespace="u") as backend:
+            assert repr(backend) == f"<RedisBackend unix://{path}?db=2 namespace='u'>"
+            await smoke(backend)
+            await backend.set("k", b"v")
+            # It went to db 2 of that server, under the namespace.
+            check = aredis.Redis(unix_socket_path=path, db=2)
+            try:
+                assert await check.get(b"u:k") == b"v"
+            finally:
+                await check.aclose()
+            # Without a namespace, clear() empties the database it points at, and only that.
+            async with RedisBackend(f"unix://{path}?db=3") as whole:
+                await whole.set("x", b"1")
+                await whole.clear()
+                assert await whole.get("x") is None
+            assert await backend.get("k") == b"v"
+    finally:
+        server.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+async def test_given_client_is_not_closed(redis_url: str) -> None:
+    client = aredis.Redis.from_url(redis_url)
+    try:
+        backend = RedisBackend(client, namespace=unique_namespace())
+        assert backend.client is client
+        await backend.set("k", b"v")
+        await backend.clear()
+        await backend.close()
+        assert await client.ping() is True
+        async with RedisBackend(client, namespace=unique_namespace()) as again:
+            await again.set("k", b"v")
+            await again.clear()
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
+async def test_given_cluster_client_is_not_closed(redis_cluster_url: str) -> None:
+    client = RedisCluster.from_url(redis_cluster_url)
+    try:
+        async with RedisBackend(client, namespace=unique_namespace()) as backend:
+            await smoke(backend)
+            await backend.clear()
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
+async def _client_names(redis_url: str) -> list[str]:
+    admin = aredis.Redis.from_url(redis_url)
+    try:
+        return [c.get("name", "") for c in await admin.client_list()]
+    finally:
+        await admin.aclose()
+
+
+async def test_owned_client_is_closed(redis_url: str) -> None:
+    name = f"acacheorm-owned-{os.getpid()}-{random.randrange(10**9)}"
+    backend = RedisBackend(redis_url, namespace=unique_namespace(), client_name=name)
+    await backend.set("k", b"v")
+    assert name in await _client_names(redis_url)
+    await backend.clear()
+    await backend.close()
+
+    async def disconnected() -> bool:
+        return name not in await _client_names(redis_url)
+
+    await eventually(disconnected)
+
+
+def test_repr_never_shows_credentials() -> None:
+    backend = RedisBackend("redis://alice:s3cret-pw@127.0.0.1:6390/4", namespace="app")
+    assert repr(backend) == "<RedisBackend redis://127.0.0.1:6390/4 namespace='app'>"
+    tls = RedisBackend("rediss://:s3cret-pw@cache.example:6380/0")
+    assert repr(tls) == "<RedisBackend rediss://cache.example:6380/0>"
+    client = aredis.Redis(host="127.0.0.1", port=6391, password="s3cret-pw", username="bob")
+    given = RedisBackend(client)
+    for b in (backend, tls, given):
+        assert "s3cret" not in repr(b)
+        assert "alice" not in repr(b) and "bob" not in repr(b)
+    assert repr(given) == "<RedisBackend redis://127.0.0.1:6391/0>"
+
+
+def test_owned_client_gets_the_timeout() -> None:
+    backend = RedisBackend("redis://127.0.0.1:6390/0", timeout=1.5)
+    kwargs = backend.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    assert kwargs["socket_connect_timeout"] == 1.5
+    assert kwargs["socket_timeout"] is None  # reads are bounded by the batch's timeout
+    explicit = RedisBackend("redis://127.0.0.1:6390/0", timeout=1.5, socket_timeout=9.0)
+    assert explicit.client.connection_pool.connection_kwargs["socket_timeout"] == 9.0  # type: ignore[union-attr]
+
+
+async def test_calls_beyond_max_connections_wait_for_a_connection(redis_url: str) -> None:
+    async with RedisBackend(redis_url, namespace=unique_namespace(), max_connections=4) as b:
+        keys = [f"k{i}" for i in range(300)]
+        await b.set_many({k: k.encode() for k in keys})
+        got = await asyncio.gather(*(b.get(k) for k in keys))
+        assert got == [k.encode() for k in keys]
+        await b.clear()
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(co.ConfigurationError) as info:
+        RedisBackend("http://user:s3cret@127.0.0.1:6379/0")
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(co.ConfigurationError):
+        RedisBackend("unix:///tmp/x.sock", cluster=True)
+    with pytest.raises(co.ConfigurationError):
+        RedisBackend("redis://127.0.0.1/0", decode_responses=True)
+    with pytest.raises(co.ConfigurationError):
+        RedisBackend("redis://127.0.0.1/0?decode_responses=true")
+    with pytest.raises(co.ConfigurationError):
+        RedisBackend(aredis.Redis(decode_responses=True))
+    with pytest.raises(co.ConfigurationError):
+        RedisBackend(aredis.Redis(), cluster=True)
+    with pytest.raises(TypeError):
+        RedisBackend(aredis.Redis(), max_connections=3)
+    with pytest.raises(TypeError):
+        RedisBackend(6379)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        RedisBackend("redis://127.0.0.1/0", timeout=0)
+    assert {"redis", "rediss", "unix", "redis+cluster"} <= set(RedisBackend.url_schemes)
+
+
+def test_import_without_redis_installed(tmp_path: Any) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"  # makes `import redis` fail as if not installed
+        "import acacheorm, acacheorm.backends.redis as r\n"
+        "try:\n"
+        "    r.RedisBackend('redis://127.0.0.1/0')\n"
+        "except acacheorm.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "pip install 'acacheorm[redis]'" in out.stdout
+
+
+# -- keys, values, TTLs ------------------------------------------------------------------------
+
+
+async def test_keys_are_utf8_exactly(either: RedisBackend) -> None:
+    backend = either
+    keys = ["", "\x00", "nul\x00mid", "ünï", "x" * 10_240, "{tag}", "*?[]\\", "\ud800"]
+    await backend.set_many({k: k.encode("utf-8", "surrogatepass") for k in keys})
+    for k in keys:
+        assert await backend.client.get(raw(backend, k)) == k.encode("utf-8", "surrogatepass")
+        assert await backend.get(k) == k.encode("utf-8", "surrogatepass")
+
+
+async def test_ttls_are_milliseconds_rounded_up(rb: RedisBackend) -> None:
+    client = rb.client
+    await rb.set("a", b"v", ttl=1.5)
+    assert 1400 < await client.pttl(raw(rb, "a")) <= 1500
+    await rb.set("b", b"v", ttl=0.0001)  # never rounded down to "no expiry" or an error
+    assert await client.pttl(raw(rb, "b")) in (-2, 0, 1)
+    await rb.set_many({"c": b"1", "d": b"2"}, ttl=100)
+    assert 99_000 < await client.pttl(raw(rb, "d")) <= 100_000
+
+
+async def test_ttl_semantics_per_command(rb: RedisBackend) -> None:
+    pttl = rb.client.pttl
+
+    async def ttl_of(key: str) -> int:
+        return int(await pttl(raw(rb, key)))
+
+    # Incr applies its TTL only when it creates the key.
+    assert await rb.incr("n", 1, ttl=100) == 1
+    assert 0 < await ttl_of("n") <= 100_000
+    await rb.set("m", b"10")
+    assert await rb.incr("m", 1, ttl=100) == 11
+    assert await ttl_of("m") == -1
+    # Replace keeps the TTL with KEEP_TTL, removes it with None, sets it with seconds.
+    await rb.set("r", b"1", ttl=100)
+    assert await rb.execute(Batch((Replace("r", b"2", KEEP_TTL),))) == [True]
+    assert 0 < await ttl_of("r") <= 100_000
+    assert await rb.replace("r", b"3") is True
+    assert await ttl_of("r") == -1
+    assert await rb.replace("r", b"4", ttl=50) is True
+    assert 0 < await ttl_of("r") <= 50_000
+    # Cas: KEEP_TTL keeps, None removes, seconds set.
+    [(_, token)] = await rb.execute(Batch((Gets("r"),)))
+    assert await rb.execute(Batch((Cas("r", b"5", token, KEEP_TTL),))) == [True]
+    assert 0 < await ttl_of("r") <= 50_000
+    assert await rb.execute(Batch((Cas("r", b"6", b"5", None),))) == [True]
+    assert await ttl_of("r") == -1
+    assert await rb.execute(Batch((Cas("r", b"7", b"6", 20),))) == [True]
+    assert 0 < await ttl_of("r") <= 20_000
+    # Touch: True for a key with or without a TTL, False for a missing one.
+    assert await rb.touch("r", None) is True
+    assert await ttl_of("r") == -1
+    assert await rb.touch("r", None) is True  # PERSIST would say 0 here
+    assert await rb.touch("missing", None) is False
+    assert await rb.touch("r", 10) is True
+    assert 0 < await ttl_of("r") <= 10_000
+
+
+async def test_errors_stay_in_their_slot(either: RedisBackend) -> None:
+    backend = either
+    results = await backend.execute(
+        Batch(
+            (
+                Set("s", b"abc"),
+                Incr("s"),
+                Incr("s", 1, 60.0),
+                Get("s"),
+                Incr("n", 2),
+            )
+        )
+    )
+    assert results[0] is True
+    for err in results[1:3]:
+        assert isinstance(err, co.BackendError)
+        assert not isinstance(err, co.BackendUnavailable)
+        assert "not an integer" in str(err)
+    assert results[3:] == [b"abc", 2]
+    with pytest.raises(co.BackendError):
+        await backend.incr("s", ttl=5)
+    assert await backend.get("s") == b"abc"
+    assert await backend.client.pttl(raw(backend, "s")) == -1
+
+
+async def test_wrong_type_is_a_backend_error(rb: RedisBackend) -> None:
+    await rb.client.rpush(raw(rb, "list"), b"x")
+    with pytest.raises(co.BackendError) as info:
+        await rb.get("list")
+    assert info.value.__cause__ is not None
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+
+async def test_round_trips_per_operation(rb: RedisBackend, wire: Wire) -> None:
+    client = rb.client
+    await rb.set("warm", b"up")  # the connection exists before counting
+    keys = [f"k{i}" for i in range(100)]
+    await rb.set_many({k: b"v" for k in keys})
+    [(_, token)] = await rb.execute(Batch((Gets("warm"),)))
+
+    operations: list[tuple[str, Callable[[], Awaitable[Any]], dict[str, int]]] = [
+        ("get", lambda: rb.get("k1"), {"get": 1}),
+        ("set", lambda: rb.set("k1", b"w"), {"set": 1}),
+        ("set ttl", lambda: rb.set("k1", b"w", ttl=9), {"set": 1}),
+        ("get_many 100", lambda: rb.get_many(*keys), {"mget": 1}),
+        ("set_many 100 ttl", lambda: rb.set_many({k: b"t" for k in keys}, ttl=60), {"evalsha": 1}),
+        ("set_many 100", lambda: rb.set_many({k: b"u" for k in keys}), {"mset": 1}),
+        ("add", lambda: rb.add("new", b"1", ttl=5), {"set": 1}),
+        ("replace", lambda: rb.replace("k2", b"1"), {"set": 1}),
+        ("add_many 100", lambda: rb.add_many({k: b"a" for k in keys}), {"set": 100}),
+        ("has", lambda: rb.has("k1"), {"exists": 1}),
+        ("incr", lambda: rb.incr("n"), {"incrby": 1}),
+        ("incr ttl", lambda: rb.incr("n2", ttl=60), {"evalsha": 1}),
+        ("touch", lambda: rb.touch("k1", 60), {"pexpire": 1}),
+        ("touch None", lambda: rb.touch("k1", None), {"exists": 1, "persist": 1}),
+        ("cas", lambda: rb.execute(Batch((Cas("warm", b"x", token),))), {"evalsha": 1}),
+        ("delete", lambda: rb.delete("k3"), {"unlink": 1}),
+        ("delete_many 100", lambda: rb.delete_many(*keys), {"unlink": 100}),
+        (
+            "mixed batch",
+            lambda: rb.execute(
+                Batch((Get("a"), Get("b"), Set("c", b"1", 5.0), Incr("d"), Has("a"), Delete("e")))
+            ),
+            {"mget": 1, "set": 1, "incrby": 1, "exists": 1, "unlink": 1},
+        ),
+        (
+            "atomic batch",
+            lambda: rb.execute(Batch((Set("c", b"1"), Incr("d"), Get("c")), atomic=True)),
+            {"multi": 1, "exec": 1, "set": 1, "incrby": 1, "get": 1},
+        ),
+    ]
+    for name, operation, expected in operations:
+        await client.config_resetstat()
+        with wire.record():
+            await operation()
+        stats = await commandstats(client)
+        stats.pop("config|resetstat", None)
+        assert len(wire.sends) == 1, name
+        called = {cmd: n for cmd, n in stats.items() if cmd not in ("info",)}
+        for cmd, n in expected.items():
+            assert called.get(cmd) == n, (name, called)
+        if name.startswith("get_many"):
+            assert "get" not in called
+
+
+async def test_large_batches_are_chunked_in_one_round_trip(rb: RedisBackend, wire: Wire) -> None:
+    await rb.set("warm", b"up")
+    pairs = {f"k{i}": str(i).encode() for i in range(2500)}
+    await rb.client.config_resetstat()
+    with wire.record():
+        await rb.set_many(pairs, ttl=60)
+        got = await rb.get_many(*pairs)
+    assert got == list(pairs.values())
+    assert len(wire.sends) == 2
+    stats = await commandstats(rb.client)
+    assert stats["evalsha"] == 3 and stats["mget"] == 3
+
+
+async def test_scripts_survive_a_flushed_script_cache(either: RedisBackend) -> None:
+    backend = either
+    flush = backend.client.script_flush
+    # A lone script call after a flush (server restart, SCRIPT FLUSH) is re-sent with its body.
+    for operation in (
+        lambda: backend.set_many({"{t}a": b"1", "{t}b": b"2"}, ttl=60),
+        lambda: backend.incr("n", ttl=60),
+        lambda: backend.execute(Batch((Cas("{t}a", b"3", b"1"),))),
+    ):
+        await flush()
+        await operation()
+    assert await backend.get_many("{t}a", "{t}b", "n") == [b"3", b"2", b"1"]
+
+    # In a batch, what the other commands see is unchanged: a script call on a key that
+    # another command of the batch uses carries its body from the start (here a and k).
+    await backend.set("{t}k", b"v")
+    for atomic in (False, True):  # one hash tag: atomic works on Cluster too
+        await flush()
+        token = b"w" if atomic else b"v"
+        results = await backend.execute(
+            Batch(
+                (
+                    Set("{t}a", b"1", 60.0),
+                    Set("{t}b", b"2", 60.0),
+                    Incr("{t}n", 1, 60.0),
+                    Cas("{t}k", b"w", token, KEEP_TTL),
+                    Get("{t}a"),
+                    Get("{t}k"),
+                    Incr("{t}n2", 1, 60.0),
+                ),
+                atomic=atomic,
+            )
+        )
+        assert results == [True, True, 1 + atomic, True, b"1", b"w", 1 + atomic]
+
+
+async def test_multi_never_carries_evalsha(rb: RedisBackend) -> None:
+    # Inside MULTI a NOSCRIPT does not abort the other commands, so there is none to get.
+    await rb.client.script_flush()
+    await rb.client.config_resetstat()
+    results = await rb.execute(
+        Batch((Incr("n", 1, 60.0), Cas("k", b"w", b"v"), Set("a", b"1", 5.0)), atomic=True)
+    )
+    assert results == [1, False, True]
+    stats = await commandstats(rb.client)
+    assert "evalsha" not in stats and stats["eval"] == 2 and stats["exec"] == 1
+
+
+async def test_atomic_batch_is_multi_exec(rb: RedisBackend) -> None:
+    await rb.set("s", b"text")
+    results = await rb.execute(
+        Batch(
+            (
+                Set("a", b"1"),
+                Incr("s"),
+                Add("a", b"2"),
+                Get("a"),
+                Touch("a", 30.0),
+            ),
+            atomic=True,
+        )
+    )
+    # Redis runs the rest of a MULTI when one command fails at run time; the slot says so.
+    assert results[0] is True and isinstance(results[1], co.BackendError)
+    assert results[2:] == [False, b"1", True]
+
+
+# -- cluster -----------------------------------------------------------------------------------
+
+
+async def keys_on_every_master(backend: RedisBackend, per_node: int = 3) -> list[str]:
+    """Keys (without namespace) that land on every primary, ``per_node`` each, interleaved."""
+    client = backend.client
+    assert isinstance(client, RedisCluster)
+    await client.initialize()
+    primaries = {n.name for n in client.get_primaries()}
+    assert len(primaries) >= 3
+    found: dict[str, list[str]] = {name: [] for name in primaries}
+    i = 0
+    while any(len(v) < per_node for v in found.values()):
+        key = f"spread{i}"
+        node = client.get_node_from_key(raw(backend, key))
+        assert node is not None
+        if len(found[node.name]) < per_node:
+            found[node.name].append(key)
+        i += 1
+    keys = [k for ks in zip(*found.values(), strict=True) for k in ks]
+    return keys
+
+
+async def test_cluster_batches_span_every_master(rc: RedisBackend) -> None:
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    keys = await keys_on_every_master(rc)
+    assert len({client.keyslot(raw(rc, k)) for k in keys}) == len(keys)
+    values = {k: f"value of {k}".encode() for k in keys}
+
+    await rc.set_many(values, ttl=60)
+    assert await rc.get_many(*reversed(keys)) == [values[k] for k in reversed(keys)]
+    assert await rc.add_many({k: b"x" for k in keys[:4]} | {"fresh": b"f"}) == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert await rc.replace_many({k: b"r" for k in keys[::2]} | {"absent": b"a"}) == [
+        *([True] * len(keys[::2])),
+        False,
+    ]
+    assert await rc.execute(Batch(tuple(Incr(f"{k}:n", i) for i, k in enumerate(keys)))) == list(
+        range(len(keys))
+    )
+    assert await rc.execute(Batch(tuple(Incr(f"{k}:n", 1, 60.0) for k in keys))) == list(
+        range(1, len(keys) + 1)
+    )
+    mixed = await rc.execute(
+        Batch(
+            tuple(cmd for k in keys for cmd in (Get(k), Has(k), Touch(k, 30.0), Delete(f"{k}:n")))
+        )
+    )
+    for i, k in enumerate(keys):
+        expected = b"r" if k in keys[::2] else values[k]
+        assert mixed[4 * i : 4 * i + 4] == [expected, True, True, True]
+    assert await rc.delete_many(*keys, "fresh", "nothing") == len(keys) + 1
+    assert await rc.get_many(*keys) == [None] * len(keys)
+
+
+async def test_cluster_get_many_one_request_per_master_concurrently(
+    rc: RedisBackend, wire: Wire
+) -> None:
+    keys = await keys_on_every_master(rc, per_node=34)
+    random.Random(7).shuffle(keys)
+    await rc.set_many({k: k.encode() for k in keys})
+    await rc.get_many(*keys)  # every node has a pooled connection now
+    with wire.record():
+        got = await rc.get_many(*keys)
+    assert got == [k.encode() for k in keys]
+    sends = wire.sends
+    assert len(sends) == 3 and len(set(sends)) == 3  # one request per master
+    # Concurrent, not one node after the other: every request was written before any reply
+    # came back.
+    first_read = next(i for i, (what, _) in enumerate(wire.events) if what == "read")
+    assert all(what == "send" for what, _ in wire.events[:3]) and first_read == 3
+
+
+async def test_cluster_atomic_across_slots_is_refused(rc: RedisBackend, wire: Wire) -> None:
+    keys = await keys_on_every_master(rc, per_node=1)
+    batch = Batch(tuple(Set(k, b"v") for k in keys), atomic=True)
+    with wire.record(), pytest.raises(co.AtomicityError):
+        await rc.execute(batch)
+    assert wire.sends == []  # refused before anything was sent
+    assert await rc.get_many(*keys) == [None] * len(keys)
+
+
+async def test_cluster_atomic_with_a_hash_tag(rc: RedisBackend, wire: Wire) -> None:
+    await rc.set("{user1}:s", b"text", ttl=60)
+    await rc.set("{user1}:c", b"old")
+    await rc.client.script_flush()
+    with wire.record():
+        results = await rc.execute(
+            Batch(
+                (
+                    Set("{user1}:a", b"1", 60.0),
+                    Set("{user1}:b", b"2", 60.0),
+                    Incr("{user1}:n", 5, 60.0),
+                    Add("{user1}:a", b"x"),
+                    Replace("{user1}:b", b"3", KEEP_TTL),
+                    Get("{user1}:a"),
+                    Cas("{user1}:c", b"new", b"old", None),
+                    Incr("{user1}:s"),
+                    Touch("{user1}:b", None),
+                    Delete("{user1}:zz"),
+                    Get("{user1}:b"),
+                ),
+                atomic=True,
+            )
+        )
+    assert len(wire.sends) == 1
+    assert results[:7] == [True, True, 5, False, True, b"1", True]
+    assert isinstance(results[7], co.BackendError)
+    assert results[8:] == [True, False, b"3"]
+    assert await rc.get("{user1}:c") == b"new"
+
+
+async def test_cluster_atomic_batch_follows_a_moved_slot(
+    rc: RedisBackend, redis_cluster: servers.RedisCluster | str
+) -> None:
+    if isinstance(redis_cluster, str):
+        pytest.skip("moves a hash slot: only on the suite's own cluster")
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    await client.initialize()
+    key = "{acacheorm-moved-slot}"
+    slot = client.keyslot(raw(rc, key))
+    owner = client.get_node_from_key(raw(rc, key))
+    assert owner is not None
+    target = next(n for n in client.get_primaries() if n.name != owner.name)
+    admins = {n.name: aredis.Redis(host=n.host, port=n.port) for n in client.get_primaries()}
+
+    async def give_slot_to(node_name: str) -> None:
+        node_id = await admins[node_name].execute_command("CLUSTER", "MYID")
+        for admin in admins.values():
+            await admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+
+    try:
+        await give_slot_to(target.name)  # the slot is empty; the client does not know yet
+        batch = Batch((Set(f"{key}a", b"1"), Incr(f"{key}n", 2), Get(f"{key}a")), atomic=True)
+        assert await rc.execute(batch) == [True, 2, b"1"]
+        assert await target.execute_command("GET", raw(rc, f"{key}a")) == b"1"
+        await rc.delete_many(f"{key}a", f"{key}n")
+    finally:
+        await give_slot_to(owner.name)
+        for admin in admins.values():
+            await admin.aclose()
+    assert await rc.execute(batch) == [True, 2, b"1"]  # and back again
+
+
+async def test_cluster_clear_covers_every_master(rc: RedisBackend, redis_cluster_url: str) -> None:
+    keys = await keys_on_every_master(rc, per_node=40)
+    other = RedisBackend(redis_cluster_url, cluster=True, namespace=unique_namespace("other"))
+    async with other:
+        await other.set_many({k: b"keep" for k in keys[:9]})
+        await rc.set_many({k: b"v" for k in keys})
+        await rc.clear()
+        assert await rc.get_many(*keys) == [None] * len(keys)
+        assert await other.get_many(*keys[:9]) == [b"keep"] * 9
+        await other.clear()
+
+
+# -- clear and glob escaping -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+@pytest.mark.parametrize(
+    ("mine", "theirs"), [("ns*", "nsX"), ("n[ab]", "na"), ("q?", "qq"), ("a\\", "a")]
+)
+async def test_clear_escapes_glob_characters(
+    kind: str, mine: str, theirs: str, redis_url: str, redis_cluster_url: str
+) -> None:
+    url, cluster = (redis_url, False) if kind == "redis" else (redis_cluster_url, True)
+    suffix = unique_namespace("")
+    async with (
+        RedisBackend(url, cluster=cluster, namespace=mine + suffix) as a,
+        RedisBackend(url, cluster=cluster, namespace=theirs + suffix) as b,
+    ):
+        await a.set_many({f"k{i}": b"a" for i in range(20)})
+        await b.set_many({f"k{i}": b"b" for i in range(20)})
+        await a.clear()
+        assert await a.get_many("k0", "k19") == [None, None]
+        assert await b.get_many("k0", "k19") == [b"b", b"b"]
+        await b.clear()
+
+
+async def test_scan_escapes_globs_and_spans_every_master(either: RedisBackend) -> None:
+    backend = either
+    keys = [f"spread{i}" for i in range(60)] + ["a?[x]*1", "a?[x]*2", "a\\b", "ab[x]*3"]
+    await backend.set_many({k: b"v" for k in keys})
+    assert sorted([k async for k in backend.scan(count=5)]) == sorted(keys)
+    assert sorted([k async for k in backend.scan("a?[x]*")]) == ["a?[x]*1", "a?[x]*2"]
+    assert sorted([k async for k in backend.scan("a?")]) == ["a?[x]*1", "a?[x]*2"]  # not ab…
+    assert [k async for k in backend.scan("a\\")] == ["a\\b"]
+    client = backend.client
+    if isinstance(client, RedisCluster):
+        nodes = {client.get_node_from_key(raw(backend, k)).name for k in keys}  # type: ignore[union-attr]
+        assert len(nodes) == len(client.get_primaries())
+
+
+async def test_scan_skips_keys_it_could_not_read_back(redis_url: str) -> None:
+    async with RedisBackend(redis_url.rsplit("/", 1)[0] + "/5") as whole:  # no namespace
+        await whole.clear()
+        await whole.set("readable", b"1")
+        await whole.client.set(b"\xff\xfe not utf-8", b"2")
+        assert [k async for k in whole.scan()] == ["readable"]
+        await whole.clear()
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+async def test_refused_connection_is_unavailable() -> None:
+    port = servers.free_port()  # nothing listens there
+    async with RedisBackend(f"redis://127.0.0.1:{port}/0", timeout=2) as backend:
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            with pytest.raises(co.BackendUnavailable) as info:
+                await backend.get("k")
+        assert time.monotonic() - started < 2
+        assert info.value.__cause__ is not None
+    async with RedisBackend(f"redis+cluster://127.0.0.1:{port}", timeout=2) as backend:
+        async with asyncio.timeout(5):
+            with pytest.raises(co.BackendUnavailable):
+                await backend.get_many("a", "b")
+
+
+async def test_server_stopped_mid_run_then_back(own_server: servers.RedisServer) -> None:
+    backend = RedisBackend(own_server.url, timeout=1.0, namespace="f")
+    async with backend:
+        client = backend.client
+        await backend.set("k", b"v")
+        done = 0
+
+        async def reader() -> None:
+            nonlocal done
+            while True:
+                assert await backend.get_many("k", "k") == [b"v", b"v"]
+                done += 1
+
+        task = asyncio.create_task(reader())
+
+        async def running() -> bool:
+            return done >= 20
+
+        await eventually(running)
+        own_server.stop()
+        stopped = time.monotonic()
+        async with asyncio.timeout(1.0 + 3):
+            with pytest.raises(co.BackendUnavailable):
+                await task
+        # Within the timeout (1 s), plus slack for a loaded machine.
+        assert time.monotonic() - stopped < 1.0 + 1.0
+        with pytest.raises(co.BackendUnavailable):
+            await backend.set("k", b"w")
+
+        await asyncio.to_thread(own_server.start)  # same port, empty database
+
+        async def recovered() -> bool:
+            try:
+                await backend.set("k", b"again")
+            except co.BackendUnavailable:
+                return False
+            return True
+
+        await eventually(recovered)
+        assert backend.client is client
+        assert await backend.get("k") == b"again"
+
+
+async def test_frozen_server_times_out(own_server: servers.RedisServer) -> None:
+    backend = RedisBackend(own_server.url, timeout=0.5, namespace="f")
+    async with backend:
+        await backend.set("k", b"v")
+        assert own_server.proc is not None
+        own_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            operations: list[Callable[[], Awaitable[Any]]] = [
+                lambda: backend.get("k"),
+                lambda: backend.set_many({"a": b"1", "b": b"2"}, ttl=5),
+            ]
+            for operation in operations:
+                started = time.monotonic()
+                async with asyncio.timeout(5):
+                    with pytest.raises(co.BackendUnavailable):
+                        await operation()
+                assert time.monotonic() - started < 0.5 + 1.0  # the timeout, plus slack
+        finally:
+            own_server.proc.send_signal(signal.SIGCONT)
+
+        async def recovered() -> bool:
+            try:
+                return await backend.get("k") == b"v"
+            except co.BackendUnavailable:
+                return False
+
+        await eventually(recovered)
+
+
+# -- cancellation ------------------------------------------------------------------------------
+
+
+async def test_cancelled_gets_never_mix_up_replies(either: RedisBackend, wire: Wire) -> None:
+    backend = either
+    rng = random.Random(1234)
+    keys = [f"c{i}" for i in range(400)]
+    await backend.set_many({k: f"value of {k}".encode() * rng.randrange(1, 50) for k in keys})
+    expected = dict(zip(keys, await backend.get_many(*keys), strict=True))
+    cut_off = 0  # requests written whose reply was never read: cancelled mid-flight
+
+    for _ in range(5):
+        with wire.record():
+            tasks = {k: asyncio.create_task(backend.get(k)) for k in keys}
+            # Cancel half of them in waves, while requests go out and replies come back.
+            cancelled = rng.sample(keys, len(keys) // 2)
+            for wave in range(10):
+                for _ in range(rng.randrange(0, 6)):
+                    await asyncio.sleep(0)
+                for k in cancelled[wave::10]:
+                    tasks[k].cancel()
+            results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        cut_off += sum(1 for what, _ in wire.events if what == "send") - sum(
+            1 for what, _ in wire.events if what == "read"
+        )
+        for k, result in zip(tasks, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                assert k in cancelled
+            else:
+                assert result == expected[k], k
+        # Every later get on the same backend gets its own key's value.
+        later = await asyncio.gather(*(backend.get(k) for k in keys))
+        assert later == [expected[k] for k in keys]
+        assert await backend.get_many(*keys) == [expected[k] for k in keys]
+    assert cut_off > 0  # the test did cancel requests on the wire, not only queued ones
