@@ -27,6 +27,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port for a Cluster node: its bus port (port + 10000) must be valid and free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((HOST, port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -87,7 +102,11 @@ class RedisServer:
             *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: b"PONG" in _ask(self.port, b"PING\r\n"), f"redis-server :{self.port}")
+        try:
+            _wait(lambda: b"PONG" in _ask(self.port, b"PING\r\n"), f"redis-server :{self.port}")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -114,7 +133,7 @@ class RedisCluster:
             d.mkdir()
             self.nodes.append(
                 RedisServer(
-                    None,
+                    free_cluster_port(),
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -130,6 +149,13 @@ class RedisCluster:
         return f"redis://{HOST}:{self.nodes[0].port}/0"
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # no node left running (nor a ResourceWarning) if one fails
+            raise
+
+    def _start(self) -> None:
         for node in self.nodes:
             node.start()
         subprocess.run(

@@ -61,20 +61,11 @@ from ._signals import Signal, post_delete, post_save, pre_delete, pre_save
 from ._urls import backend_from_url
 from .backends.base import Backend
 
-try:  # TEMP while the backend is written
-    from .backends.filesystem import FileSystemBackend
-except ImportError:  # TEMP
-    pass
-try:  # TEMP while the backend is written
-    from .backends.memcached import MemcachedBackend
-except ImportError:  # TEMP
-    pass
+from .backends.filesystem import FileSystemBackend
+from .backends.memcached import MemcachedBackend
 from .backends.memory import SimpleBackend
 
-try:  # TEMP while the backend is written
-    from .backends.redis import RedisBackend
-except ImportError:  # TEMP
-    pass
+from .backends.redis import RedisBackend
 from .serializers import (
     JSONSerializer,
     MsgpackSerializer,

@@ -12,7 +12,7 @@ def backend_from_url(url: str, **options: Any) -> Backend:
     """Build a backend from a URL; ``?namespace=`` works on every scheme.
 
     ``memory://``, ``file:///var/cache/app``, ``redis://host:6379/0``, ``rediss://…``,
-    ``unix:///run/redis.sock``, ``redis+cluster://host:7000``,
+    ``unix:///run/redis.sock``, ``redis+cluster://host:7000``, ``rediss+cluster://…``,
     ``memcached://h1:11211,h2:11211``.
 
     Example::
@@ -44,7 +44,7 @@ def backend_from_url(url: str, **options: Any) -> Backend:
         if not path:
             raise ValueError(f"no path in {shown!r}")
         return FileSystemBackend(path, **options)
-    if scheme in ("redis", "rediss", "unix", "redis+cluster"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from .backends.redis import RedisBackend
 
         rest = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
