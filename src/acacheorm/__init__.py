@@ -60,11 +60,9 @@ from ._relations import ForeignKeyField
 from ._signals import Signal, post_delete, post_save, pre_delete, pre_save
 from ._urls import backend_from_url
 from .backends.base import Backend
-
 from .backends.filesystem import FileSystemBackend
 from .backends.memcached import MemcachedBackend
 from .backends.memory import SimpleBackend
-
 from .backends.redis import RedisBackend
 from .serializers import (
     JSONSerializer,
