@@ -25,7 +25,7 @@ from acacheorm.backends.base import Backend
 from tests.cli_models import Computed, Keyed, Person, old_person_model
 from tests.conftest import BACKENDS, unique_namespace
 
-STORES = [s for s in ("filesystem", "memcached", "redis") if s in BACKENDS]
+STORES = [s for s in ("filesystem", "memcached", "redis", "redis-cluster") if s in BACKENDS]
 
 
 async def run(*args: str) -> Result:
@@ -44,6 +44,9 @@ def url_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memcached://" + ",".join(f"{h}:{p}" for h, p in nodes) + f"?namespace={ns}"
     if kind == "redis":
         return f"{request.getfixturevalue('redis_url')}?namespace={ns}"
+    if kind == "redis-cluster":
+        url = str(request.getfixturevalue("redis_cluster_url"))
+        return url.replace("redis://", "redis+cluster://", 1) + f"?namespace={ns}"
     raise ValueError(kind)
 
 
