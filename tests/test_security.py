@@ -386,11 +386,6 @@ async def test_credentials_never_in_exceptions() -> None:
             assert_exception_clean(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend_from_url parses memcached:// itself and keeps user:password@ as part of "
-    "the host (MemcachedBackend.from_url refuses credentials); src/acacheorm/_urls.py",
-)
 def test_memcached_url_with_credentials_is_refused() -> None:
     url = f"memcached://{USER}:{quote(PASSWORD, safe='')}@{servers.HOST}:11211"
     with pytest.raises(ValueError) as info:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
-from ._commands import Batch
+from ._commands import READ_COMMANDS, Batch
 from ._signals import Signal
 from .backends.base import Backend
 
@@ -62,6 +62,29 @@ class BatchEvent(NamedTuple):
     duration: float
     error: BaseException | None
     merged: int
+    #: One result per command (None when the round trip failed): count hits and misses
+    #: from the ``Get`` slots that hold ``None``.
+    results: list[Any] | None = None
+
+    @property
+    def hits(self) -> int:
+        """Reads (``Get``/``Gets``/``Has``) that found their key."""
+        return sum(
+            1
+            for c, r in zip(self.batch.commands, self.results or (), strict=False)
+            if type(c) in READ_COMMANDS
+            and r not in (None, False)
+            and not isinstance(r, BaseException)
+        )
+
+    @property
+    def misses(self) -> int:
+        """Reads (``Get``/``Gets``/``Has``) that did not find their key."""
+        return sum(
+            1
+            for c, r in zip(self.batch.commands, self.results or (), strict=False)
+            if type(c) in READ_COMMANDS and r in (None, False)
+        )
 
 
 _hooks: list[Callable[[BatchEvent], None]] = []
@@ -71,7 +94,9 @@ def add_batch_hook(hook: Callable[[BatchEvent], None]) -> Callable[[BatchEvent],
     """Call ``hook(event)`` after every round trip (for metrics: OpenTelemetry, Prometheus).
 
     ``event`` has ``backend``, ``batch`` (its ``commands``), ``duration`` (seconds),
-    ``error`` (or None) and ``merged`` (how many queries shared the round trip).
+    ``error`` (or None), ``merged`` (how many queries shared the round trip), ``results``
+    and the ``hits``/``misses`` among its reads. A hook that raises is logged and ignored:
+    metrics never fail a query.
 
     Example::
 
@@ -96,8 +121,10 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
         return await backend.execute(batch)
     start = time.perf_counter()
     error: BaseException | None = None
+    results: list[Any] | None = None
     try:
-        return await backend.execute(batch)
+        results = await backend.execute(batch)
+        return results
     except BaseException as exc:
         error = exc
         raise
@@ -112,9 +139,12 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
             duration * 1000,
             f", failed: {error!r}" if error else "",
         )
-        event = BatchEvent(backend, batch, duration, error, merged)
+        event = BatchEvent(backend, batch, duration, error, merged, results)
         for hook in list(_hooks):
-            hook(event)
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("acacheorm batch hook %r failed; ignored", hook)
 
 
 class _Coalescer:

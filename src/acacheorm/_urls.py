@@ -52,14 +52,8 @@ def backend_from_url(url: str, **options: Any) -> Backend:
     if scheme == "memcached":
         from .backends.memcached import MemcachedBackend
 
-        _no_leftovers(url, query)
-        servers = []
-        for item in parts.netloc.split(","):
-            host, sep, port = item.rpartition(":")
-            if not sep or not port.isdigit():
-                raise ValueError(f"memcached servers are host:port, not {item!r} (in {shown!r})")
-            servers.append((host.strip("[]"), int(port)))
-        return MemcachedBackend(servers, **options)
+        # The backend's own parser: it knows its options and refuses credentials.
+        return MemcachedBackend.from_url(url, **options)
     raise ValueError(
         f"unsupported backend URL scheme {parts.scheme!r} in {shown!r} (memory, file, redis, "
         "rediss, unix, redis+cluster, memcached)"

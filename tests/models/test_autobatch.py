@@ -105,3 +105,22 @@ async def test_atomic_batches_are_never_merged(
         )
     )
     assert round_trips.count == n
+
+
+async def test_batch_hook_sees_hits_and_misses_and_cannot_break_queries(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    await fill(models, 5)
+    round_trips.reset()
+
+    def broken(event: co.BatchEvent) -> None:
+        raise RuntimeError("metrics backend down")
+
+    co.add_batch_hook(broken)
+    try:
+        got = await models.User.query_many(0, 1, 99, 2)
+    finally:
+        co.remove_batch_hook(broken)
+    assert [u.id if u else None for u in got] == [0, 1, None, 2]
+    [event] = round_trips.events
+    assert (event.hits, event.misses) == (3, 1)
