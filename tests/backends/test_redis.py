@@ -748,6 +748,177 @@ async def test_cluster_atomic_batch_follows_a_moved_slot(
     assert await rc.execute(batch) == [True, 2, b"1"]  # and back again
 
 
+class SlotMover:
+    """Moves one hash slot between the primaries of the suite's own cluster, behind the
+    client's back (its slot map goes stale), and puts it back afterwards."""
+
+    def __init__(self, backend: RedisBackend, key: str) -> None:
+        client = backend.client
+        assert isinstance(client, RedisCluster)
+        self.client = client
+        self.slot = client.keyslot(raw(backend, key))
+        owner = client.get_node_from_key(raw(backend, key))
+        assert owner is not None
+        self.owner = owner
+        self.target = next(n for n in client.get_primaries() if n.name != owner.name)
+        self.admins = {
+            n.name: aredis.Redis(host=n.host, port=n.port, single_connection_client=True)
+            for n in client.get_primaries()
+        }
+
+    async def node_id(self, node: Any) -> Any:
+        return await self.admins[node.name].execute_command("CLUSTER", "MYID")
+
+    async def give_to(self, node: Any) -> None:
+        node_id = await self.node_id(node)
+        for admin in self.admins.values():
+            await admin.execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", node_id)
+
+    async def start_migration(self) -> None:
+        """The owner answers ASK for keys it no longer has; the target takes them (ASKING)."""
+        target = self.admins[self.target.name]
+        owner = self.admins[self.owner.name]
+        await target.execute_command(
+            "CLUSTER", "SETSLOT", self.slot, "IMPORTING", await self.node_id(self.owner)
+        )
+        await owner.execute_command(
+            "CLUSTER", "SETSLOT", self.slot, "MIGRATING", await self.node_id(self.target)
+        )
+
+    async def on_target(self, *args: Any) -> Any:
+        """A command on the target while it imports the slot."""
+        target = self.admins[self.target.name]
+        await target.execute_command("ASKING")
+        return await target.execute_command(*args)
+
+    async def stop_migration(self) -> None:
+        for admin in self.admins.values():
+            await admin.execute_command("CLUSTER", "SETSLOT", self.slot, "STABLE")
+
+    async def aclose(self) -> None:
+        for admin in self.admins.values():
+            await admin.aclose()
+
+
+async def test_cluster_batch_follows_a_moved_slot(
+    rc: RedisBackend, redis_cluster: servers.RedisCluster | str
+) -> None:
+    if isinstance(redis_cluster, str):
+        pytest.skip("moves a hash slot: only on the suite's own cluster")
+    await rc.client.initialize()  # type: ignore[union-attr]
+    others = await keys_on_every_master(rc, per_node=2)
+    tag = "{acacheorm-moved-batch}"
+    mover = SlotMover(rc, tag)
+    target = mover.admins[mover.target.name]
+
+    def batch(round_: int) -> Batch:
+        # Commands on the moved slot between commands on every master (one of them on the
+        # moved slot's old owner): Incrs say whether anything ran twice.
+        return Batch(
+            (
+                Set(others[0], b"a"),
+                Incr(f"{tag}n", 2),
+                Incr(f"{others[1]}:n"),
+                Set(f"{tag}a", b"1", 60.0),
+                Get(others[0]),
+                Get(f"{tag}a"),
+                Incr(f"{tag}n", 3),
+                Incr(f"{tag}s"),
+                *(Incr(f"{k}:n") for k in others[2:]),
+                Get(f"{tag}n"),
+            )
+        )
+
+    try:
+        await mover.give_to(mover.target)  # the slot is empty; the client does not know yet
+        await target.set(raw(rc, f"{tag}s"), b"text")
+        results = await rc.execute(batch(1))
+        assert results[:7] == [True, 2, 1, True, b"a", b"1", 5]
+        assert isinstance(results[7], co.BackendError) and "not an integer" in str(results[7])
+        assert results[8:] == [1] * len(others[2:]) + [b"5"]
+        assert await target.get(raw(rc, f"{tag}n")) == b"5"
+        assert (await rc.execute(batch(2)))[:7] == [True, 7, 2, True, b"a", b"1", 10]
+    finally:
+        await target.delete(*(raw(rc, f"{tag}{x}") for x in "nas"))
+        await mover.give_to(mover.owner)
+        await mover.aclose()
+    await rc.set(f"{tag}s", b"text")
+    results = await rc.execute(batch(3))  # and back again
+    assert results[:7] == [True, 2, 3, True, b"a", b"1", 5]
+    assert results[8:] == [3] * len(others[2:]) + [b"5"]
+
+
+async def test_cluster_batch_follows_ask_while_a_slot_migrates(
+    rc: RedisBackend, redis_cluster: servers.RedisCluster | str
+) -> None:
+    if isinstance(redis_cluster, str):
+        pytest.skip("migrates a hash slot: only on the suite's own cluster")
+    await rc.client.initialize()  # type: ignore[union-attr]
+    others = await keys_on_every_master(rc, per_node=2)
+    tag = "{acacheorm-ask-batch}"
+    mover = SlotMover(rc, tag)
+    await rc.set_many({f"{tag}old": b"1", f"{tag}old2": b"o", f"{tag}old3": b"x"})
+    # Several free connections on every node: ASKING must go on the command's connection.
+    client = rc.client
+    await asyncio.gather(*(client.get(raw(rc, k)) for k in others for _ in range(4)))
+    await mover.start_migration()
+    try:
+        await mover.on_target("SET", raw(rc, f"{tag}new2"), b"n")
+        # The owner runs commands on keys it holds ("old…") and answers ASK for the others,
+        # which the importing node then runs, in batch order.
+        results = await rc.execute(
+            Batch(
+                (
+                    Incr(f"{tag}new", 5),
+                    Set(others[0], b"a"),
+                    Get(f"{tag}old"),
+                    *(Incr(f"{k}:n") for k in others),
+                    Set(f"{tag}old", b"2"),
+                    Incr(f"{tag}new", 1),
+                    Get(f"{tag}new"),
+                )
+            )
+        )
+        assert results == [5, True, b"1", *([1] * len(others)), True, 6, b"6"]
+        assert await mover.on_target("GET", raw(rc, f"{tag}new")) == b"6"
+        assert await client.get(raw(rc, f"{tag}old")) == b"2"
+
+        # A multi-key command over keys on both nodes gets TRYAGAIN: it is sent key by key.
+        results = await rc.execute(
+            Batch(
+                (
+                    Get(f"{tag}old2"),
+                    Get(f"{tag}new2"),
+                    Get(others[0]),
+                    Set(f"{tag}old3", b"y", 60.0),
+                    Set(f"{tag}new3", b"z", 60.0),
+                    Set(f"{tag}new4", b"q"),
+                )
+            )
+        )
+        assert results == [b"o", b"n", b"a", True, True, True]
+        assert await client.get(raw(rc, f"{tag}old3")) == b"y"
+        assert await mover.on_target("GET", raw(rc, f"{tag}new3")) == b"z"
+        # ... unless a later command of the batch touches one of its keys: the later one ran,
+        # so the reply of the earlier one could not say what the batch order says.
+        results = await rc.execute(
+            Batch((Get(f"{tag}old"), Get(f"{tag}new"), Get(others[1]), Set(f"{tag}new", b"7")))
+        )
+        for refused in results[:2]:
+            assert isinstance(refused, co.BackendError)
+            assert not isinstance(refused, co.BackendUnavailable)
+            assert "rehashing" in str(refused)
+        assert results[2:] == [None, True]
+        assert await mover.on_target("GET", raw(rc, f"{tag}new")) == b"7"
+    finally:
+        for name in ("new", "new2", "new3", "new4"):
+            with contextlib.suppress(Exception):
+                await mover.on_target("DEL", raw(rc, f"{tag}{name}"))
+        await mover.stop_migration()
+        await mover.aclose()
+    assert await rc.get_many(f"{tag}old", f"{tag}new", f"{tag}old2") == [b"2", None, b"o"]
+
+
 async def test_cluster_clear_covers_every_master(rc: RedisBackend, redis_cluster_url: str) -> None:
     keys = await keys_on_every_master(rc, per_node=40)
     other = RedisBackend(redis_cluster_url, cluster=True, namespace=unique_namespace("other"))
@@ -932,3 +1103,93 @@ async def test_cancelled_gets_never_mix_up_replies(either: RedisBackend, wire: W
         assert later == [expected[k] for k in keys]
         assert await backend.get_many(*keys) == [expected[k] for k in keys]
     assert cut_off > 0  # the test did cancel requests on the wire, not only queued ones
+
+
+async def test_cancelled_cluster_batches_never_mix_up_replies(
+    rc: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multi-node batches (one write per node, several replies read back) cancelled at
+    random while requests go out and replies come back."""
+    rng = random.Random(4321)
+    keys = await keys_on_every_master(rc, per_node=20)
+    values = {k: f"value of {k}".encode() * rng.randrange(1, 400) for k in keys}
+    await rc.set_many(values)
+    groups = [rng.sample(keys, 6) for _ in range(200)]
+    dropped = 0  # connections closed by an interrupted read or write
+    disconnect = AbstractConnection.disconnect
+
+    async def counting_disconnect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal dropped
+        if self.is_connected:
+            dropped += 1
+        return await disconnect(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "disconnect", counting_disconnect)
+    for _ in range(5):
+        tasks = [asyncio.create_task(rc.get_many(*g)) for g in groups]
+        cancelled = set(rng.sample(range(len(tasks)), len(tasks) // 2))
+        order = sorted(cancelled)
+        rng.shuffle(order)
+        for wave in range(10):
+            for _ in range(rng.randrange(0, 8)):
+                await asyncio.sleep(0)
+            for t in order[wave::10]:
+                tasks[t].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for t, (group, result) in enumerate(zip(groups, results, strict=True)):
+            if isinstance(result, asyncio.CancelledError):
+                assert t in cancelled
+            else:
+                assert result == [values[k] for k in group]
+        # Every later batch on the same backend gets its own keys' values.
+        later = await asyncio.gather(*(rc.get_many(*g) for g in groups))
+        assert later == [[values[k] for k in g] for g in groups]
+    assert dropped > 0  # reads or writes were cut off on the wire, not only queued batches
+
+
+@pytest.mark.parametrize("where", ["after the write", "between two reads", "connection error"])
+async def test_interrupted_cluster_batch_leaves_no_reply_behind(
+    rc: RedisBackend, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Whatever stops a node's reads after its write (here raised outside redis-py's own
+    handlers, which close the connection themselves) closes that connection: no later
+    batch can read a reply meant for this one."""
+    keys = await keys_on_every_master(rc, per_node=4)
+    values = {k: f"value of {k}".encode() * 100 for k in keys}
+    await rc.set_many(values)
+    assert await rc.get_many(*keys) == [values[k] for k in keys]
+    armed: dict[str, Any] = {"on": False, "conn": None, "reads": 0}
+    send = AbstractConnection.send_packed_command
+    read = AbstractConnection.read_response
+
+    async def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await send(self, *args, **kwargs)
+        if armed["on"] and armed["conn"] is None:
+            armed["conn"] = self
+            if where == "after the write":
+                raise asyncio.CancelledError
+        return result
+
+    async def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self is armed["conn"] and armed["on"]:
+            armed["reads"] += 1
+            if armed["reads"] == 2:
+                if where == "connection error":
+                    raise aredis.ConnectionError("injected")
+                raise asyncio.CancelledError
+        return await read(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
+    monkeypatch.setattr(AbstractConnection, "read_response", read_response)
+    armed["on"] = True
+    expected: type[BaseException] = (
+        co.BackendUnavailable if where == "connection error" else asyncio.CancelledError
+    )
+    with pytest.raises(expected):
+        await rc.get_many(*keys)
+    armed["on"] = False
+    assert armed["conn"] is not None and not armed["conn"].is_connected
+    for _ in range(3):
+        got = await asyncio.gather(*(rc.get_many(*keys[i:], *keys[:i]) for i in range(6)))
+        assert got == [[values[k] for k in keys[i:] + keys[:i]] for i in range(6)]
+        assert await asyncio.gather(*(rc.get(k) for k in keys)) == [values[k] for k in keys]

@@ -8,7 +8,11 @@ How a `Batch` goes on the wire (one round trip per batch; per node, concurrently
 - a batch that comes down to one Redis command is sent as that command, with no pipeline;
 - anything else is a redis-py pipeline, ``transaction=batch.atomic`` (``MULTI``/``EXEC``);
 - on Cluster an atomic batch must keep every key in one hash slot (use a ``{hash tag}``),
-  otherwise `AtomicityError` is raised before anything is sent.
+  otherwise `AtomicityError` is raised before anything is sent; it runs in ``MULTI``/``EXEC``
+  on the slot's node. A non-atomic batch of several commands is planned per hash slot, then
+  each node gets all of its commands in one write on one pooled connection, every node
+  concurrently, rather than through redis-py's cluster pipeline (~15 µs of Python per
+  command); ``MOVED`` and ``ASK`` replies are followed there (see ``_cluster_round_trip``).
 
 Write path for batches of ``Set`` with a TTL, measured on loopback (Redis 7.0.15, redis-py
 8.1.0 with hiredis, Python 3.11, 100-byte values, median of 7 runs; µs per batch):
@@ -45,7 +49,7 @@ import contextlib
 import functools
 import math
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -83,6 +87,7 @@ __all__ = ["RedisBackend"]
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _CHUNK = 1000  # keys per MGET / MSET / set-many script call
+_REDIRECTS = 16  # rounds of MOVED/ASK followed in a Cluster batch (redis-py's request TTL)
 _SCAN_COUNT = 500  # keys per SCAN step and UNLINK call in clear()
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
 
@@ -225,6 +230,20 @@ def _import_redis() -> Any:
             "RedisBackend needs redis-py: pip install 'acacheorm[redis]'"
         ) from exc
     return redis
+
+
+@functools.cache
+def _packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """hiredis' C ``pack_command``, or None without hiredis.
+
+    redis-py's asyncio connections pack in Python (~1.8 ms for 1,000 GETs, against 0.24 ms).
+    Every argument a wire carries is bytes, an int or an ASCII str, which both pack alike.
+    """
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    return pack_command
 
 
 @functools.cache
@@ -602,9 +621,15 @@ class RedisBackend(Backend):
             wire.args = wire.as_eval()
         return wire
 
-    async def _send(self, wires: list[_Wire], transaction: bool) -> list[Any]:
-        """Send ``wires`` in one round trip (a pipeline unless there is only one)."""
-        replies = await self._round_trip([w.args for w in wires], transaction)
+    async def _send(
+        self, wires: list[_Wire], transaction: bool, slots: list[int] | None = None
+    ) -> list[Any]:
+        """Send ``wires`` in one round trip (a pipeline unless there is only one).
+
+        ``slots`` (Cluster, not a transaction) gives the hash slot of each wire: the wires go
+        straight to the nodes owning them, one request per node, concurrently.
+        """
+        replies = await self._round_trip([w.args for w in wires], transaction, slots)
         from redis.exceptions import NoScriptError
 
         # The server lost its script cache: those calls did nothing, send them with the body.
@@ -612,15 +637,23 @@ class RedisBackend(Backend):
         # script call on a key that another command of the batch touches was sent as EVAL.
         again = [k for k, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if again:
-            retried = await self._round_trip([wires[k].as_eval() for k in again], False)
+            retried = await self._round_trip(
+                [wires[k].as_eval() for k in again],
+                False,
+                None if slots is None else [slots[k] for k in again],
+            )
             for k, reply in zip(again, retried, strict=True):
                 replies[k] = reply
         return replies
 
-    async def _round_trip(self, commands: list[list[Any]], transaction: bool) -> list[Any]:
+    async def _round_trip(
+        self, commands: list[list[Any]], transaction: bool, slots: list[int] | None = None
+    ) -> list[Any]:
         from redis.exceptions import ResponseError
 
         client = self._client
+        if slots is not None and len(commands) > 1:
+            return await self._cluster_round_trip(commands, slots)
         if len(commands) == 1:
             try:
                 return [await client.execute_command(*commands[0])]
@@ -663,11 +696,12 @@ class RedisBackend(Backend):
     # -- Cluster --------------------------------------------------------------------------
 
     async def _execute_cluster(self, commands: tuple[Command, ...], atomic: bool) -> list[Any]:
+        from redis.crc import key_slot  # what RedisCluster.keyslot computes for bytes
+
         client: RedisCluster = self._client  # type: ignore[assignment]
         await client.initialize()
-        keyslot = client.keyslot
         if atomic:
-            slots = {keyslot(_encode_key(c.key)) for c in commands}
+            slots = {key_slot(_encode_key(c.key)) for c in commands}
             if len(slots) > 1:
                 raise AtomicityError(
                     f"an atomic batch on Redis Cluster needs every key in one hash slot; these "
@@ -679,14 +713,238 @@ class RedisBackend(Backend):
         # Split runs by hash slot; within a slot the batch order is kept, and commands on
         # different slots touch different keys, so reordering across slots is invisible.
         by_slot: dict[int, list[int]] = {}
+        keys: list[bytes] = []
         for i, cmd in enumerate(commands):
-            by_slot.setdefault(keyslot(_encode_key(cmd.key)), []).append(i)
+            key = _encode_key(cmd.key)
+            keys.append(key)
+            slot = key_slot(key)
+            indices = by_slot.get(slot)
+            if indices is None:
+                by_slot[slot] = [i]
+            else:
+                indices.append(i)
         wires = []
+        wire_slots: list[int] = []
         inline = _repeated_keys(commands)
-        for indices in by_slot.values():
-            wires += self._plan(commands, indices, inline)
-        replies = await self._send(wires, False)
+        for slot, indices in by_slot.items():
+            if len(indices) == 1 and type(commands[indices[0]]) is Get:
+                # The common case (keys spread over many slots): a lone GET, planned inline.
+                wires.append(_Wire(["GET", keys[indices[0]]], indices))
+                wire_slots.append(slot)
+                continue
+            planned = self._plan(commands, indices, inline)
+            wires += planned
+            wire_slots += [slot] * len(planned)
+        replies = await self._send(wires, False, wire_slots)
+        from redis.exceptions import TryAgainError
+
+        if TryAgainError in map(type, replies):
+            wires, replies = await self._split_refused(
+                commands, by_slot, wires, wire_slots, replies
+            )
         return self._assemble(len(commands), wires, replies)
+
+    async def _split_refused(
+        self,
+        commands: tuple[Command, ...],
+        by_slot: dict[int, list[int]],
+        wires: list[_Wire],
+        wire_slots: list[int],
+        replies: list[Any],
+    ) -> tuple[list[_Wire], list[Any]]:
+        """Send again, key by key, the multi-key commands (MGET, MSET, set-many) refused with
+        TRYAGAIN: their slot is migrating and their keys are on two nodes for now.
+
+        They did not run, but the commands after them in the batch did; so one is split only
+        if no later command of its slot touches one of its keys (its reply would no longer
+        be what the batch order says). Otherwise its slots keep the TRYAGAIN error.
+        """
+        from redis.exceptions import TryAgainError
+
+        kept_wires: list[_Wire] = []
+        kept_replies: list[Any] = []
+        singles: list[_Wire] = []
+        single_slots: list[int] = []
+        for wire, slot, reply in zip(wires, wire_slots, replies, strict=True):
+            targets = wire.targets
+            if type(reply) is TryAgainError and len(targets) > 1:
+                keys = {commands[i].key for i in targets}
+                last = max(targets)
+                if not any(i > last and commands[i].key in keys for i in by_slot[slot]):
+                    for i in targets:
+                        planned = self._single(commands[i], i, False)
+                        singles += planned
+                        single_slots += [slot] * len(planned)
+                    continue
+            kept_wires.append(wire)
+            kept_replies.append(reply)
+        if singles:
+            # Single-key commands, never TRYAGAIN (nor script calls: nothing for NOSCRIPT).
+            kept_wires += singles
+            kept_replies += await self._cluster_round_trip([w.args for w in singles], single_slots)
+        return kept_wires, kept_replies
+
+    async def _cluster_round_trip(self, commands: list[list[Any]], slots: list[int]) -> list[Any]:
+        """Non-atomic commands on Cluster: one write per node, to every node concurrently.
+
+        redis-py's cluster pipeline spends ~15 µs of Python per command (it routes each one
+        again and packs in Python): 1,000 GETs over 1,000 slots took 15-24 ms with it, 4 ms
+        here. Each node gets all of its commands in one write on one pooled connection, and
+        its replies are read in order.
+
+        A command answered MOVED or ASK did not run: those, and only those, are sent again,
+        in batch order, to where the reply points (after MOVED the slot map learns the new
+        owner; after ASK the command follows an ``ASKING`` on the same connection, which
+        redis-py's own redirect handling does not ensure). Within a slot this keeps the
+        order of commands on one key: the owner answers MOVED to every command after the
+        slot left it, and ASK for a key only when it does not hold that key, which no later
+        command on it can then create there. A command that ran is never sent twice; one
+        still redirected after ``_REDIRECTS`` rounds keeps the error in its slot.
+        """
+        from redis.exceptions import AskError, MovedError
+
+        client: RedisCluster = self._client  # type: ignore[assignment]
+        nodes = client.nodes_manager
+        node_of = nodes.get_node_from_slot
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for k, slot in enumerate(slots):
+            node = node_of(slot)
+            group = groups.get(node.name)
+            if group is None:
+                groups[node.name] = group = (node, [])
+            group[1].append(k)
+        replies: list[Any] = [None] * len(commands)
+        errors: list[int] = []  # positions of the error replies
+        asking: set[int] = set()
+        unavailable = _unavailable_types()
+        for _ in range(_REDIRECTS):
+            calls = [
+                self._node_round_trip(client, node, commands, ks, replies, errors, asking)
+                for node, ks in groups.values()
+            ]
+            if len(calls) == 1:
+                await calls[0]
+            else:
+                await self._gather(calls)
+            if not errors:
+                return replies
+            errors.sort()
+            for k in errors:
+                if isinstance(replies[k], unavailable):  # CLUSTERDOWN: the slot map is stale
+                    client._initialize = True
+                    raise replies[k]
+            again = [k for k in errors if isinstance(replies[k], AskError)]  # or MovedError
+            if not again:
+                return replies
+            errors.clear()
+            asking.clear()
+            groups.clear()
+            moved: set[int] = set()
+            for k in again:
+                err = replies[k]
+                if isinstance(err, MovedError):
+                    if err.slot_id not in moved:
+                        moved.add(err.slot_id)
+                        await nodes.move_slot(err)
+                    node = node_of(slots[k])
+                else:
+                    node = self._node_at(client, err.host, err.port)
+                    asking.add(k)
+                group = groups.get(node.name)
+                if group is None:
+                    groups[node.name] = group = (node, [])
+                group[1].append(k)
+        return replies
+
+    @staticmethod
+    def _node_at(client: RedisCluster, host: str, port: int) -> ClusterNode:
+        """The node at ``host:port``, added to the client's nodes if new (as redis-py's
+        ``move_slot`` does): a slot may migrate to a node that owns no slot yet."""
+        from redis.asyncio.cluster import ClusterNode
+
+        nodes = client.nodes_manager
+        node = nodes.get_node(host, port)
+        if node is None:
+            node = ClusterNode(host, port, "primary", **nodes.connection_kwargs)
+            nodes.set_nodes(nodes.nodes_cache, {node.name: node})
+        return node
+
+    @staticmethod
+    async def _gather(calls: list[Coroutine[Any, Any, None]]) -> None:
+        """Run ``calls`` concurrently. On the first failure, cancel the others and wait for
+        them, so that none goes on reading without the caller's timeout around it."""
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            pending = [task for task in tasks if not task.done()]
+            if pending:
+                await asyncio.wait(pending)
+            raise
+
+    @staticmethod
+    async def _node_round_trip(
+        client: RedisCluster,
+        node: ClusterNode,
+        commands: list[list[Any]],
+        positions: list[int],
+        replies: list[Any],
+        errors: list[int],
+        asking: AbstractSet[int],
+    ) -> None:
+        """Send ``commands[k] for k in positions`` to ``node`` in one write (``ASKING`` first
+        for those in ``asking``); read the replies into ``replies[k]`` in order (an error
+        reply as the exception, its ``k`` added to ``errors``).
+
+        Whatever interrupts the reads (cancellation, timeout, a connection error) leaves the
+        connection closed, never back in the pool with replies still to come: redis-py's
+        ``send_packed_command`` and ``read_response`` close it on any exception, and so does
+        the guard below for anything raised between two reads.
+        """
+        from redis.exceptions import ResponseError
+
+        conn = node.acquire_connection()
+        unread = 0
+        try:
+            await node.disconnect_if_needed(conn)  # marked after a topology change
+            if asking:
+                wanted = [
+                    args
+                    for k in positions
+                    for args in ((["ASKING"], commands[k]) if k in asking else (commands[k],))
+                ]
+            else:
+                wanted = [commands[k] for k in positions]
+            pack = _packer()
+            if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+                packed = conn.pack_commands(wanted)
+            else:
+                packed = [pack(tuple(args)) for args in wanted]
+            unread = len(wanted)
+            await conn.send_packed_command(packed)
+            read = conn.read_response
+            for k in positions:
+                if k in asking:
+                    await read()  # +OK for ASKING
+                    unread -= 1
+                try:
+                    replies[k] = await read()
+                except ResponseError as exc:
+                    replies[k] = exc
+                    errors.append(k)
+                unread -= 1
+        except BaseException as exc:
+            if unread:
+                await conn.disconnect(nowait=True)
+            if isinstance(exc, _unavailable_types()):
+                # As redis-py does after a connection error: learn the slot map again before
+                # the next command (the node may have failed over).
+                client._initialize = True
+            raise
+        finally:
+            node.release(conn)
 
     async def _multi_exec(self, client: RedisCluster, slot: int, wires: list[_Wire]) -> list[Any]:
         """MULTI/EXEC on the node owning ``slot``, on one of its pooled connections.
