@@ -1193,3 +1193,56 @@ async def test_interrupted_cluster_batch_leaves_no_reply_behind(
         got = await asyncio.gather(*(rc.get_many(*keys[i:], *keys[:i]) for i in range(6)))
         assert got == [[values[k] for k in keys[i:] + keys[:i]] for i in range(6)]
         assert await asyncio.gather(*(rc.get(k) for k in keys)) == [values[k] for k in keys]
+
+
+async def test_cluster_batch_on_an_unknown_slot_is_unavailable_then_recovers(
+    rc: RedisBackend,
+) -> None:
+    keys = await keys_on_every_master(rc, per_node=2)
+    await rc.set_many({k: b"v" for k in keys})
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    # The client's slot map lost a slot (a partial CLUSTER SLOTS reply, a shrinking cluster).
+    del client.nodes_manager.slots_cache[client.keyslot(raw(rc, keys[0]))]
+    with pytest.raises(co.BackendUnavailable):
+        await rc.get_many(*keys)
+    assert await rc.get_many(*keys) == [b"v"] * len(keys)  # the map was learnt again
+
+
+async def test_cluster_batch_on_a_frozen_node_times_out_and_recovers(
+    redis_cluster: servers.RedisCluster | str, redis_cluster_url: str
+) -> None:
+    if isinstance(redis_cluster, str):
+        pytest.skip("freezes a node: only on the suite's own cluster")
+    backend = RedisBackend(
+        redis_cluster_url, cluster=True, namespace=unique_namespace("f"), timeout=0.5
+    )
+    async with backend:
+        keys = await keys_on_every_master(backend, per_node=5)
+        values = {k: f"value of {k}".encode() * 50 for k in keys}
+        await backend.set_many(values)
+        expected = [values[k] for k in keys]
+        owner = backend.client.get_node_from_key(raw(backend, keys[0]))  # type: ignore[union-attr]
+        frozen = next(n for n in redis_cluster.nodes if n.port == owner.port)
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)  # well within cluster-node-timeout (2 s)
+        try:
+            started = time.monotonic()
+            async with asyncio.timeout(5):
+                with pytest.raises(co.BackendUnavailable):
+                    await backend.get_many(*keys)
+            assert time.monotonic() - started < 0.5 + 1.0  # the timeout, plus slack
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+
+        async def recovered() -> bool:
+            try:
+                return await backend.get_many(*keys) == expected
+            except co.BackendUnavailable:
+                return False
+
+        await eventually(recovered)
+        # The frozen node's late replies were never read by a later batch.
+        for _ in range(5):
+            assert await backend.get_many(*reversed(keys)) == expected[::-1]
+        await backend.clear()

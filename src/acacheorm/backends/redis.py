@@ -801,18 +801,22 @@ class RedisBackend(Backend):
         command on it can then create there. A command that ran is never sent twice; one
         still redirected after ``_REDIRECTS`` rounds keeps the error in its slot.
         """
-        from redis.exceptions import AskError, MovedError
+        from redis.exceptions import AskError, MovedError, SlotNotCoveredError
 
         client: RedisCluster = self._client  # type: ignore[assignment]
         nodes = client.nodes_manager
         node_of = nodes.get_node_from_slot
         groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for k, slot in enumerate(slots):
-            node = node_of(slot)
-            group = groups.get(node.name)
-            if group is None:
-                groups[node.name] = group = (node, [])
-            group[1].append(k)
+        try:
+            for k, slot in enumerate(slots):
+                node = node_of(slot)
+                group = groups.get(node.name)
+                if group is None:
+                    groups[node.name] = group = (node, [])
+                group[1].append(k)
+        except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
+            client._initialize = True  # learn the slot map again for the next call
+            raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
         replies: list[Any] = [None] * len(commands)
         errors: list[int] = []  # positions of the error replies
         asking: set[int] = set()
