@@ -1246,3 +1246,24 @@ async def test_cluster_batch_on_a_frozen_node_times_out_and_recovers(
         for _ in range(5):
             assert await backend.get_many(*reversed(keys)) == expected[::-1]
         await backend.clear()
+
+
+async def test_cluster_batches_beyond_max_connections_wait_for_a_connection(
+    redis_cluster_url: str,
+) -> None:
+    backend = RedisBackend(
+        redis_cluster_url, cluster=True, namespace=unique_namespace(), max_connections=4
+    )
+    async with backend:
+        keys = await keys_on_every_master(backend, per_node=10)
+        await backend.set_many({k: k.encode() for k in keys})
+        groups = [keys[i:] + keys[:i] for i in range(len(keys))] * 10
+        got = await asyncio.gather(
+            *(backend.get_many(*g) for g in groups), *(backend.get(k) for k in keys)
+        )
+        assert got == [[k.encode() for k in g] for g in groups] + [k.encode() for k in keys]
+        client = backend.client
+        assert isinstance(client, RedisCluster)
+        for node in client.get_primaries():
+            assert 1 <= len(node._connections) <= 4  # never more than max_connections
+        await backend.clear()
