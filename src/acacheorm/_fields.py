@@ -107,7 +107,7 @@ class Field(Generic[T]):
             raise _not_loaded(instance, self.name) from None
 
     def __set__(self, instance: Any, value: T) -> None:
-        instance.__dict__[self.name] = self.clean(value, instance=instance)
+        instance.__dict__[self.name] = self.clean(value)
 
     # -- validation -------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class Field(Generic[T]):
             return default
         return copy.deepcopy(default)
 
-    def clean(self, value: Any, *, instance: Any = None) -> Any:
+    def clean(self, value: Any) -> Any:
         """Validate ``value`` for this field; the value to store, or `ValidationError`."""
         if value is None:
             if self.null:

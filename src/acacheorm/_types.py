@@ -18,4 +18,3 @@ class _Nothing(enum.Enum):
 
 #: "Not given", where ``None`` means something (``ttl=None`` is "never expires").
 NOTHING: Final = _Nothing.NOTHING
-NothingType = Literal[_Nothing.NOTHING]

@@ -661,13 +661,13 @@ class RedisBackend(Backend):
                 if isinstance(exc, _unavailable_types()):
                     raise
                 return [exc]
-        pipe = client.pipeline(transaction=transaction) if not self._cluster else client.pipeline()
+        # Standalone only: every multi-command Cluster call passes ``slots`` (above).
+        pipe = client.pipeline(transaction=transaction)
         for args in commands:
             pipe.execute_command(*args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         unavailable = _unavailable_types()
         for reply in replies:
-            # A cluster pipeline hands back connection errors per command.
             if isinstance(reply, unavailable):
                 raise reply
         return replies
