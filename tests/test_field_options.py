@@ -605,3 +605,11 @@ def test_pydantic_json_schema_declares_the_options() -> None:
     assert prop("naive_utc")["x-utc"] is True
     assert prop("stamps")["items"]["x-resolution"] == 1000
     json.dumps(schema.model_json_schema())  # serializable as it is
+
+
+def test_pydantic_reports_a_timestamp_rounded_out_of_range() -> None:
+    schema = co.pydantic_model(make_model(co.SimpleBackend(), "json"), partial=True)
+    last = datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    with pytest.raises(pydantic.ValidationError, match="s\n"):
+        schema.model_validate({"s": last})  # seconds: rounds past the last datetime
+    assert schema.model_validate({"us": last}).us == last

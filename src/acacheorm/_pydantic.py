@@ -240,7 +240,7 @@ def _annotation(pyd: Any, field: Field[Any]) -> Any:
             # Rounded first, then checked for max_digits: the field's own validation.
             return Annotated[
                 decimal.Decimal,
-                pyd.AfterValidator(field.validate),
+                pyd.AfterValidator(_validator(field)),
                 F(
                     json_schema_extra={
                         "x-decimal-places": field.decimal_places,
@@ -273,7 +273,7 @@ def _annotation(pyd: Any, field: Field[Any]) -> Any:
             extra["x-utc"] = True
         return Annotated[
             datetime.datetime if field.utc else pyd.AwareDatetime,
-            pyd.AfterValidator(field.validate),
+            pyd.AfterValidator(_validator(field)),
             F(json_schema_extra=extra),
         ]
     if isinstance(field, DateTimeTZField):
@@ -307,14 +307,29 @@ def _formatted(pyd: Any, field: DateTimeField | DateField | TimeField, base: Any
     if formats is None:
         return base
 
+    validate = _validator(field)
+
     def read_text(value: Any) -> Any:
-        return field.validate(value) if isinstance(value, str) else value
+        return validate(value) if isinstance(value, str) else value
 
     return Annotated[
         base,
         pyd.BeforeValidator(read_text),
         pyd.WithJsonSchema({"type": "string", "x-formats": list(formats)}, mode="validation"),
     ]
+
+
+def _validator(field: Field[Any]) -> Any:
+    """The field's own validation, for a pydantic validator: every refusal a ValueError
+    (pydantic reports those; a TypeError or an OverflowError would escape it)."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return field.validate(value)
+        except (TypeError, ArithmeticError) as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate
 
 
 def _constrained(base: Any, make_field: Any, **constraints: Any) -> Any:
