@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
-from ._exceptions import ValidationError
+from ._exceptions import ConfigurationError, ValidationError
 from ._types import NOTHING
 
 if TYPE_CHECKING:
@@ -338,12 +338,48 @@ class FloatField(Field[float]):
         return repr(value)
 
 
-class DecimalField(Field[decimal.Decimal]):
+class _CheckedOptions:
+    """A field whose own options are checked when it is defined.
+
+    ``__init__`` cannot name the field (its name is known only once the model class is
+    built), so it records what is wrong in ``_option_error``; building the model raises it as
+    a `ConfigurationError` naming ``Model.field``. A field that never becomes part of a model
+    (the item field of a ListField, a field used on its own) raises it on first use instead.
+    """
+
+    _option_error: str | None = None
+    name: str
+
+    def contribute_to_class(self, cls: type[Model]) -> None:
+        if self._option_error is not None:
+            raise ConfigurationError(f"{cls.__name__}.{self.name}: {self._option_error}")
+
+    def _check_options(self) -> None:
+        if self._option_error is not None:
+            where = f"{type(self).__name__} {self.name}" if self.name else type(self).__name__
+            raise ConfigurationError(f"{where}: {self._option_error}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The rounding modes of the decimal module, by value ("ROUND_HALF_EVEN", ...).
+_ROUNDINGS = frozenset(getattr(decimal, name) for name in dir(decimal) if name.startswith("ROUND_"))
+
+
+class DecimalField(_CheckedOptions, Field[decimal.Decimal]):
     """A ``Decimal``, stored as a string so every digit survives.
+
+    A value with more than ``decimal_places`` places is refused, or, with
+    ``auto_round=True``, rounded to ``decimal_places`` with the ``decimal`` module's
+    ``rounding`` mode (default ``ROUND_HALF_EVEN``). Bad options are a `ConfigurationError`
+    when the model is defined.
 
     Example::
 
         price = co.DecimalField(max_digits=10, decimal_places=2)
+        rate = co.DecimalField(decimal_places=2, auto_round=True, rounding=decimal.ROUND_UP)
     """
 
     python_type = decimal.Decimal
@@ -353,6 +389,8 @@ class DecimalField(Field[decimal.Decimal]):
         *,
         max_digits: int | None = None,
         decimal_places: int | None = None,
+        auto_round: bool = False,
+        rounding: str | None = None,
         null: bool = False,
         default: Any = NOTHING,
         primary_key: bool = False,
@@ -360,8 +398,13 @@ class DecimalField(Field[decimal.Decimal]):
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.max_digits = max_digits
         self.decimal_places = decimal_places
+        self.auto_round = auto_round
+        self.rounding = decimal.ROUND_HALF_EVEN if rounding is None else rounding
+        self._option_error = _decimal_option_error(max_digits, decimal_places, auto_round, rounding)
 
     def validate(self, value: Any) -> decimal.Decimal:
+        if self._option_error is not None:
+            self._check_options()
         if isinstance(value, bool):
             raise TypeError("expected Decimal, not bool")
         if isinstance(value, float):
@@ -378,7 +421,13 @@ class DecimalField(Field[decimal.Decimal]):
             places = max(0, -exponent)
             whole = max(0, len(digits) + exponent)
             if self.decimal_places is not None and places > self.decimal_places:
-                raise ValueError(f"more than {self.decimal_places} decimal places")
+                if not self.auto_round:
+                    raise ValueError(f"more than {self.decimal_places} decimal places")
+                value = self._round(value, whole)
+                _sign, digits, exponent = value.as_tuple()
+                assert isinstance(exponent, int)
+                places = max(0, -exponent)
+                whole = max(0, len(digits) + exponent)
             if self.max_digits is not None and whole + places > self.max_digits:
                 raise ValueError(f"more than {self.max_digits} digits")
             if (
@@ -392,6 +441,15 @@ class DecimalField(Field[decimal.Decimal]):
                 )
         return value  # type: ignore[no-any-return]
 
+    def _round(self, value: decimal.Decimal, whole: int) -> decimal.Decimal:
+        """``value`` rounded to ``decimal_places`` (exactly: the context holds every digit)."""
+        assert self.decimal_places is not None
+        context = decimal.Context(
+            prec=whole + self.decimal_places + 2, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
+        )
+        step = decimal.Decimal(1).scaleb(-self.decimal_places)
+        return value.quantize(step, rounding=self.rounding, context=context)
+
     def to_primitive(self, value: decimal.Decimal, binary: bool) -> str:
         return str(value)
 
@@ -401,6 +459,31 @@ class DecimalField(Field[decimal.Decimal]):
             return decimal.Decimal(primitive)
         except decimal.InvalidOperation:
             raise ValueError(f"not a decimal: {primitive!r}") from None
+
+
+def _decimal_option_error(
+    max_digits: Any, decimal_places: Any, auto_round: Any, rounding: Any
+) -> str | None:
+    """What is wrong with DecimalField options, or None."""
+    if max_digits is not None and not (_is_int(max_digits) and max_digits > 0):
+        return f"max_digits must be a positive int, not {max_digits!r}"
+    if decimal_places is not None and not (_is_int(decimal_places) and decimal_places >= 0):
+        return f"decimal_places must be an int >= 0, not {decimal_places!r}"
+    if max_digits is not None and decimal_places is not None and decimal_places > max_digits:
+        return f"decimal_places={decimal_places} is more than max_digits={max_digits}"
+    if not isinstance(auto_round, bool):
+        return f"auto_round must be a bool, not {auto_round!r}"
+    if auto_round and decimal_places is None:
+        return "auto_round=True needs decimal_places (the places to round to)"
+    if rounding is not None:
+        if not isinstance(rounding, str) or rounding not in _ROUNDINGS:
+            return (
+                f"rounding must be a rounding mode of the decimal module "
+                f"({', '.join(sorted(_ROUNDINGS))}), not {rounding!r}"
+            )
+        if not auto_round:
+            return "rounding is used only with auto_round=True"
+    return None
 
 
 class BooleanField(Field[bool]):
@@ -631,17 +714,90 @@ class EnumField(Field[E]):
         return escape_key_part(v) if isinstance(v, str) else str(v)
 
 
-class DateTimeField(Field[datetime.datetime]):
+def _formats_option_error(formats: Any) -> str | None:
+    """What is wrong with a ``formats=`` option, or None."""
+    if formats is None:
+        return None
+    if isinstance(formats, str | bytes) or not isinstance(formats, list | tuple):
+        return f"formats takes a list of strptime format strings, not {formats!r}"
+    for fmt in formats:
+        if not isinstance(fmt, str) or not fmt:
+            return f"formats: {fmt!r} is not a strptime format string"
+        try:
+            datetime.datetime.strptime("", fmt)
+        except ValueError as exc:
+            if not str(exc).startswith("time data"):  # a bad directive, a stray %
+                return f"formats: {exc}"
+    return None
+
+
+def _parse_text(
+    text: str,
+    formats: tuple[str, ...],
+    iso: Callable[[str], T],
+    from_parsed: Callable[[datetime.datetime], T],
+) -> T:
+    """``text`` read as ISO 8601, else with the first of ``formats`` that fits."""
+    try:
+        return iso(text)
+    except ValueError:
+        pass
+    for fmt in formats:
+        try:
+            parsed = datetime.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return from_parsed(parsed)
+    if formats:
+        raise ValueError(f"fits neither ISO 8601 nor the formats {list(formats)}")
+    raise ValueError("not ISO 8601 text")
+
+
+class _FormattedField(_CheckedOptions):
+    """The ``formats=`` option of the date and time fields (input only)."""
+
+    def _set_formats(self, formats: Any) -> None:
+        self._option_error = _formats_option_error(formats)
+        self.formats: tuple[str, ...] | None = (
+            None if formats is None or self._option_error is not None else tuple(formats)
+        )
+
+
+class DateTimeField(_FormattedField, Field[datetime.datetime]):
     """A ``datetime`` (naive or aware), stored as ISO 8601 text; it reads back equal.
+
+    With ``formats=[...]`` (``strptime`` formats) a ``str`` is accepted too: read as ISO 8601
+    if it is, else with the first format that fits; stored values stay ISO 8601 either way.
 
     Example::
 
         seen_at = co.DateTimeField(null=True)
+        logged_at = co.DateTimeField(formats=["%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S"])
     """
 
     python_type = datetime.datetime
 
+    def __init__(
+        self,
+        *,
+        formats: list[str] | tuple[str, ...] | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self._set_formats(formats)
+
+    def _parse(self, value: Any) -> Any:
+        """``value``, or the datetime a ``str`` reads as (with ``formats``); no other check."""
+        if self._option_error is not None:
+            self._check_options()
+        if self.formats is not None and isinstance(value, str):
+            return _parse_text(value, self.formats, datetime.datetime.fromisoformat, _same)
+        return value
+
     def validate(self, value: Any) -> datetime.datetime:
+        value = self._parse(value)
         _expect(value, datetime.datetime)
         return value  # type: ignore[no-any-return]
 
@@ -656,8 +812,15 @@ class DateTimeField(Field[datetime.datetime]):
         return escape_key_part(value.isoformat())
 
 
+def _same(value: datetime.datetime) -> datetime.datetime:
+    return value
+
+
 class DateTimeTZField(DateTimeField):
     """An aware ``datetime``; stored in UTC and read back as the same instant (in UTC).
+
+    ``formats=[...]`` as for `DateTimeField`; the text must carry an offset (ISO 8601 or a
+    format with ``%z``).
 
     Example::
 
@@ -665,6 +828,7 @@ class DateTimeTZField(DateTimeField):
     """
 
     def validate(self, value: Any) -> datetime.datetime:
+        value = self._parse(value)
         _expect(value, datetime.datetime)
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("needs an aware datetime (with tzinfo)")
@@ -685,17 +849,36 @@ class DateTimeTZField(DateTimeField):
         return escape_key_part(value.astimezone(_UTC).isoformat())
 
 
-class DateField(Field[datetime.date]):
+class DateField(_FormattedField, Field[datetime.date]):
     """A ``date`` (not a datetime), stored as ISO text.
+
+    With ``formats=[...]`` a ``str`` is accepted too (ISO 8601, else the first format that
+    fits; the date part of what it reads).
 
     Example::
 
         birthday = co.DateField(null=True)
+        issued = co.DateField(formats=["%d.%m.%Y"])
     """
 
     python_type = datetime.date
 
+    def __init__(
+        self,
+        *,
+        formats: list[str] | tuple[str, ...] | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self._set_formats(formats)
+
     def validate(self, value: Any) -> datetime.date:
+        if self._option_error is not None:
+            self._check_options()
+        if self.formats is not None and isinstance(value, str):
+            value = _parse_text(value, self.formats, datetime.date.fromisoformat, _date_part)
         if isinstance(value, datetime.datetime):
             raise TypeError("expected date, not datetime")
         _expect(value, datetime.date)
@@ -709,17 +892,44 @@ class DateField(Field[datetime.date]):
         return datetime.date.fromisoformat(primitive)
 
 
-class TimeField(Field[datetime.time]):
+def _date_part(value: datetime.datetime) -> datetime.date:
+    return value.date()
+
+
+def _time_part(value: datetime.datetime) -> datetime.time:
+    return value.timetz()
+
+
+class TimeField(_FormattedField, Field[datetime.time]):
     """A ``time`` (naive or with a fixed offset), stored as ISO text.
+
+    With ``formats=[...]`` a ``str`` is accepted too (ISO 8601, else the first format that
+    fits; the time part of what it reads, with its offset if the format has ``%z``).
 
     Example::
 
         opens_at = co.TimeField(default=datetime.time(9, 0))
+        closes_at = co.TimeField(formats=["%I:%M %p"])
     """
 
     python_type = datetime.time
 
+    def __init__(
+        self,
+        *,
+        formats: list[str] | tuple[str, ...] | None = None,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        self._set_formats(formats)
+
     def validate(self, value: Any) -> datetime.time:
+        if self._option_error is not None:
+            self._check_options()
+        if self.formats is not None and isinstance(value, str):
+            value = _parse_text(value, self.formats, datetime.time.fromisoformat, _time_part)
         _expect(value, datetime.time)
         return value  # type: ignore[no-any-return]
 
@@ -731,37 +941,107 @@ class TimeField(Field[datetime.time]):
         return datetime.time.fromisoformat(primitive)
 
 
-class TimestampField(Field[datetime.datetime]):
-    """An aware UTC ``datetime`` stored as integer microseconds since the epoch.
+#: TimestampField resolutions: stored steps per second (seconds ... microseconds).
+_RESOLUTIONS: tuple[int, ...] = tuple(10**i for i in range(7))
 
-    Accepts an aware datetime, or int/float seconds since the epoch; a naive datetime is
-    refused (its instant would be a guess).
+
+def _resolution(value: Any) -> int | str:
+    """A TimestampField ``resolution``, or what is wrong with it.
+
+    A power of ten up to 10**6; cacheorm's shorthand 0 (seconds) and 2..6 (10**n) too.
+    """
+    if _is_int(value):
+        number = int(value)
+        if number in _RESOLUTIONS:
+            return number
+        if 0 <= number <= 6:
+            return _RESOLUTIONS[number]
+    return (
+        "resolution must be 1 (seconds), 10**3 (milliseconds), 10**6 (microseconds) or "
+        f"another power of ten up to 10**6 (or the exponent 0-6), not {value!r}"
+    )
+
+
+class TimestampField(_CheckedOptions, Field[datetime.datetime]):
+    """An aware UTC ``datetime`` stored as an integer count of steps since the epoch.
+
+    ``resolution`` is the number of steps per second: ``10**6`` (the default, microseconds),
+    ``10**3`` (milliseconds), ``1`` (seconds), or another power of ten in between (the
+    exponent works too: ``resolution=3`` is ``10**3``). A value is rounded (half to even) to
+    the resolution when it is set, so it reads back equal.
+
+    Accepts an aware datetime, or int/float seconds since the epoch. A naive datetime is
+    refused (its instant would be a guess) unless ``utc=True``, which takes it as UTC.
+    Values are read back as aware UTC datetimes.
 
     Example::
 
         expires_at = co.TimestampField()
+        seen_at = co.TimestampField(resolution=10**3, utc=True)   # milliseconds
     """
 
     python_type = datetime.datetime
 
+    def __init__(
+        self,
+        *,
+        resolution: int = 10**6,
+        utc: bool = False,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        checked = _resolution(resolution)
+        if isinstance(checked, str):
+            self._option_error = checked
+            checked = 10**6
+        elif not isinstance(utc, bool):
+            self._option_error = f"utc must be a bool, not {utc!r}"
+        self.resolution = checked
+        self.utc = utc is True
+        #: microseconds per stored step
+        self._unit = 10**6 // checked
+        self._digits = len(str(self._unit)) - 1
+        #: what the schema fingerprint adds for this field: the stored integer's scale
+        self.fingerprint_extra = "" if checked == 10**6 else f"(resolution={checked})"
+
     def validate(self, value: Any) -> datetime.datetime:
+        if self._option_error is not None:
+            self._check_options()
+        unit = self._unit
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ValueError("not a finite timestamp")
-            return _EPOCH + datetime.timedelta(microseconds=round(value * 1_000_000))
+            steps = round(value * self.resolution)  # an int stays exact
+            return _EPOCH + datetime.timedelta(microseconds=steps * unit)
         _expect(value, datetime.datetime)
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("needs an aware datetime (or seconds since the epoch)")
-        return value.astimezone(_UTC)  # type: ignore[no-any-return]
+            if not self.utc:
+                raise ValueError(
+                    "needs an aware datetime (or seconds since the epoch); "
+                    "utc=True takes a naive datetime as UTC"
+                )
+            value = value.replace(tzinfo=_UTC)
+        else:
+            value = value.astimezone(_UTC)
+        if unit == 1:
+            return value  # type: ignore[no-any-return]
+        return _EPOCH + datetime.timedelta(microseconds=self.to_primitive(value, True) * unit)
 
     def to_primitive(self, value: datetime.datetime, binary: bool) -> int:
         delta = value - _EPOCH
-        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        if self._unit == 1:
+            return micros
+        return round(micros, -self._digits) // self._unit  # half to even, exactly
 
     def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
         if isinstance(primitive, bool) or not isinstance(primitive, int):
-            raise TypeError(f"expected int microseconds, not {type(primitive).__name__}")
-        return _EPOCH + datetime.timedelta(microseconds=primitive)
+            raise TypeError(f"expected int timestamp, not {type(primitive).__name__}")
+        if self._option_error is not None:
+            self._check_options()
+        return _EPOCH + datetime.timedelta(microseconds=primitive * self._unit)
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))

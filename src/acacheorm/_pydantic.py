@@ -236,6 +236,18 @@ def _annotation(pyd: Any, field: Field[Any]) -> Any:
     if isinstance(field, FloatField):
         return _constrained(float, F, ge=field.min_value, le=field.max_value)
     if isinstance(field, DecimalField):
+        if field.auto_round:
+            # Rounded first, then checked for max_digits: the field's own validation.
+            return Annotated[
+                decimal.Decimal,
+                pyd.AfterValidator(_validator(field)),
+                F(
+                    json_schema_extra={
+                        "x-decimal-places": field.decimal_places,
+                        "x-rounding": field.rounding,
+                    }
+                ),
+            ]
         return _constrained(
             decimal.Decimal, F, max_digits=field.max_digits, decimal_places=field.decimal_places
         )
@@ -250,15 +262,28 @@ def _annotation(pyd: Any, field: Field[Any]) -> Any:
         return uuid.UUID
     if isinstance(field, EnumField):
         return field.enum_cls
-    if isinstance(field, DateTimeTZField | TimestampField):
-        # TimestampField also takes seconds since the epoch; so does AwareDatetime.
-        return pyd.AwareDatetime
+    if isinstance(field, TimestampField):
+        # It also takes seconds since the epoch; so does AwareDatetime.
+        if field.resolution == 10**6 and not field.utc:
+            return pyd.AwareDatetime
+        # utc=True takes a naive datetime as UTC; the resolution rounds: the field's own
+        # validation gives the value that will be stored.
+        extra: dict[str, Any] = {"x-resolution": field.resolution}
+        if field.utc:
+            extra["x-utc"] = True
+        return Annotated[
+            datetime.datetime if field.utc else pyd.AwareDatetime,
+            pyd.AfterValidator(_validator(field)),
+            F(json_schema_extra=extra),
+        ]
+    if isinstance(field, DateTimeTZField):
+        return _formatted(pyd, field, pyd.AwareDatetime)
     if isinstance(field, DateTimeField):
-        return datetime.datetime
+        return _formatted(pyd, field, datetime.datetime)
     if isinstance(field, DateField):
-        return datetime.date
+        return _formatted(pyd, field, datetime.date)
     if isinstance(field, TimeField):
-        return datetime.time
+        return _formatted(pyd, field, datetime.time)
     if isinstance(field, JSONField):
         return pyd.JsonValue
     if isinstance(field, ListField):
@@ -273,6 +298,38 @@ def _annotation(pyd: Any, field: Field[Any]) -> Any:
     if isinstance(python_type, type) and python_type is not object:
         return python_type
     return Any
+
+
+def _formatted(pyd: Any, field: DateTimeField | DateField | TimeField, base: Any) -> Any:
+    """A date or time annotation; with ``formats``, a ``str`` is read the way the field reads
+    it (ISO 8601, else the formats), and the input schema is any string with ``x-formats``."""
+    formats = field.formats
+    if formats is None:
+        return base
+
+    validate = _validator(field)
+
+    def read_text(value: Any) -> Any:
+        return validate(value) if isinstance(value, str) else value
+
+    return Annotated[
+        base,
+        pyd.BeforeValidator(read_text),
+        pyd.WithJsonSchema({"type": "string", "x-formats": list(formats)}, mode="validation"),
+    ]
+
+
+def _validator(field: Field[Any]) -> Any:
+    """The field's own validation, for a pydantic validator: every refusal a ValueError
+    (pydantic reports those; a TypeError or an OverflowError would escape it)."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return field.validate(value)
+        except (TypeError, ArithmeticError) as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate
 
 
 def _constrained(base: Any, make_field: Any, **constraints: Any) -> Any:

@@ -58,7 +58,7 @@ class Schema:
         )
         self.attnames = {n: getattr(f, "attname", n) for n, f in fields.items()}
         self.fingerprint = _payload.fingerprint(
-            [f"{n}={type(f).__name__}" for n, f in fields.items()]
+            [f"{n}={type(f).__name__}{_stored_options(f)}" for n, f in fields.items()]
         )
         self.binary = serializer.binary
         self.header = _payload.header(serializer.tag, self.fingerprint)
@@ -290,6 +290,18 @@ class Schema:
 
     def __repr__(self) -> str:
         return f"<Schema {self.model_name} key={self.prefix}... fields={list(self.fields)}>"
+
+
+def _stored_options(field: Field[Any]) -> str:
+    """The options of ``field`` that change what is stored (a TimestampField's resolution),
+    for the schema fingerprint; empty for a field without any, so its fingerprint stays."""
+    extra = str(getattr(field, "fingerprint_extra", ""))
+    item = getattr(field, "field", None)  # a ListField's item field
+    if isinstance(item, Field):
+        inner = _stored_options(item)
+        if inner:
+            extra += f"[{type(item).__name__}{inner}]"
+    return extra
 
 
 def resolve_ttl(schema_ttl: float | None, ttl: Any) -> float | None:
