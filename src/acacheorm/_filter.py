@@ -689,7 +689,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
             sub: FilterQuery[Any] = FilterQuery(cond.field.rel_model, And((cond.inner,)))
             lines.append(
                 f"first, for {self.model.__name__}.{cond.field.name}: "
-                f"{sub._explain("related")}; then an 'in' on {cond.field.attname}"
+                f"{sub._explain('related')}; then an 'in' on {cond.field.attname}"
             )
         pks = None if related else _pk_keys(schema, self.where)
         source = ScanSource(schema) if pks is None else KeySource(schema, pks)

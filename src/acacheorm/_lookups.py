@@ -362,6 +362,11 @@ def _parse(model: type[Model], parts: list[str], value: Any, key: str) -> Condit
                     _parse(rel, rest, value, key)  # checks the value against the pk field
                 return build_lookup(target, lookup, value, key)
             return Related(model, field, _parse(rel, rest, value, key))
+        if nxt not in LOOKUPS:
+            raise TypeError(
+                f"{rel.__name__} has no field {nxt!r}, and {nxt!r} is not a lookup (in filter "
+                f"{key!r}; fields of {rel.__name__}: {_fields_list(rel)})"
+            )
     if len(rest) > 1:
         raise TypeError(
             f"{target.where()} is not a foreign key: {'__'.join(rest)!r} cannot follow it "
