@@ -395,7 +395,7 @@ async def test_memcached_refuses_filters(backend: Backend, backend_name: str) ->
         P.get(name="Coat"),
         P.filter(name="Coat").delete(),
     ):
-        with pytest.raises(co.ConfigurationError, match="cannot.*list its keys|list its keys"):
+        with pytest.raises(co.ConfigurationError, match="list its keys"):
             await query
     with pytest.raises(co.ConfigurationError, match="MemcachedBackend cannot"):
         P.filter(name="Coat").explain()
