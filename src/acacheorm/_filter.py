@@ -629,7 +629,11 @@ class FilterQuery(Query[list[M]], Generic[M]):
             yield from self._with_rows(gather)
             return found
         if mode in ("exists", "get", "get_or_none"):
-            hits = yield from self._matches(1 if mode == "exists" else 2)
+            if offset or limit is not None:  # within a slice of the ordering
+                hits = yield from self._run("list", {})
+                hits = hits[:2]
+            else:
+                hits = yield from self._matches(1 if mode == "exists" else 2)
             if mode == "exists":
                 return bool(hits)
             if not hits and mode == "get_or_none":
