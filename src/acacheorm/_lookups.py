@@ -95,7 +95,18 @@ class Lookup(Condition):
         if lookup == "isnull":
             return (lambda v: v is None) if value else (lambda v: v is not None)
         if lookup == "in":
-            return lambda v: v is not None and v in value
+            if isinstance(value, tuple):  # unhashable values: compared one by one
+                return lambda v: v is not None and any(v == x for x in value)
+
+            def member(v: Any) -> bool:
+                if v is None:
+                    return False
+                try:
+                    return v in value
+                except TypeError:  # an unhashable stored value (a JSON object)
+                    return any(v == x for x in value)
+
+            return member
         if lookup in STRING_LOOKUPS:
             folded = value.casefold()
             test: Callable[[str], bool] = {

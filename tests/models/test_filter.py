@@ -585,3 +585,16 @@ async def test_autofield_concurrent_backends(backend_factory: Any, backend_name:
             assert got == list(range(1, 41))
         finally:
             await b1.clear()
+
+
+async def test_json_and_list_values(listable: Backend) -> None:
+    class Doc(co.Model):
+        id = co.IntegerField(primary_key=True)
+        data = co.JSONField(null=True)
+        Meta = type("Meta", (), {"backend": listable, "serializer": "json"})
+
+    await Doc.insert_many({"id": 1, "data": {"a": 1}}, {"id": 2, "data": 2}, {"id": 3})
+    assert ids(await Doc.filter(data__in=[2, 3])) == [2]
+    assert ids(await Doc.filter(data={"a": 1})) == [1]
+    assert ids(await Doc.filter(data__in=[{"a": 1}])) == [1]
+    assert ids(await Doc.filter(data__isnull=True)) == [3]
