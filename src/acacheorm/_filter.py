@@ -216,6 +216,14 @@ def _pk_keys(schema: Schema, cond: And) -> list[tuple[Any, ...]] | None:
     return None
 
 
+def candidate_source(schema: Schema, where: And) -> ScanSource | KeySource:
+    """Where a filter's candidate keys come from: the keys its primary-key lookups name, or
+    every key of the model. (An index is one more source: it hands out fewer keys; rows
+    are re-checked against the whole condition whatever the source.)"""
+    pks = _pk_keys(schema, where)
+    return ScanSource(schema) if pks is None else KeySource(schema, pks)
+
+
 # -- the query -------------------------------------------------------------------------------
 
 
@@ -541,10 +549,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
         check_listable(schema)
         where = yield from self._resolve(self.where)
         assert isinstance(where, And)
-        pks = _pk_keys(schema, where)
-        source: ScanSource | KeySource = (
-            ScanSource(schema) if pks is None else KeySource(schema, pks)
-        )
+        source = candidate_source(schema, where)
         listing = source.listing()
         backend = schema.backend
         test = where.matches
@@ -695,8 +700,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 f"first, for {self.model.__name__}.{cond.field.name}: "
                 f"{sub._explain('related')}; then an 'in' on {cond.field.attname}"
             )
-        pks = None if related else _pk_keys(schema, self.where)
-        source = ScanSource(schema) if pks is None else KeySource(schema, pks)
+        source = ScanSource(schema) if related else candidate_source(schema, self.where)
         lines.append(source.describe())
         lines.append(f"keeps rows where {self.where.describe()}")
         if mode in ("list", "first", "count"):

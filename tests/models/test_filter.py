@@ -598,3 +598,27 @@ async def test_json_and_list_values(listable: Backend) -> None:
     assert ids(await Doc.filter(data={"a": 1})) == [1]
     assert ids(await Doc.filter(data__in=[{"a": 1}])) == [1]
     assert ids(await Doc.filter(data__isnull=True)) == [3]
+
+
+async def test_keys_without_a_fixed_prefix_are_refused(listable: Backend) -> None:
+    meta = {"backend": listable, "serializer": "json"}
+
+    class Loose(co.Model):
+        id = co.IntegerField(primary_key=True)
+        Meta = type("Meta", (), {**meta, "key_format": "%d"})
+
+    class Called(co.Model):
+        id = co.IntegerField(primary_key=True)
+        Meta = type("Meta", (), {**meta, "key_format": lambda pk: f"c-{pk}"})
+
+    class CalledNs(co.Model):
+        id = co.IntegerField(primary_key=True)
+        Meta = type("Meta", (), {**meta, "key_format": lambda pk: f"c-{pk}", "namespace": "own"})
+
+    for model in (Loose, Called):
+        await model.create(id=1)
+        with pytest.raises(co.ConfigurationError, match="no fixed prefix"):
+            await model.all()
+        assert (await model.get(id=1)).id == 1
+    await CalledNs.insert_many({"id": 1}, {"id": 2})
+    assert ids(await CalledNs.filter(id__gte=2)) == [2]
