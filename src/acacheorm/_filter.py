@@ -517,12 +517,18 @@ class FilterQuery(Query[list[M]], Generic[M]):
         if isinstance(cond, Related):
             rel = cond.field.rel_model
             sub: FilterQuery[Any] = FilterQuery(rel, And((cond.inner,)))
-            rows = yield from sub._run("list", {"bare": True})
             rel_schema = rel._schema
-            pks = frozenset(
-                rel_schema.pk_values(r) if rel_schema.composite else rel_schema.pk_values(r)[0]
-                for r in rows
-            )
+            found: set[Any] = set()
+
+            def gather(rows: list[Any]) -> PagePlan:
+                for r in rows:
+                    pk = rel_schema.pk_values(r)
+                    found.add(pk if rel_schema.composite else pk[0])
+                return False
+                yield  # pragma: no cover
+
+            yield from sub._with_rows(gather)
+            pks = frozenset(found)
             field = cond.field
             attname = field.attname
             return Lookup(
@@ -592,11 +598,11 @@ class FilterQuery(Query[list[M]], Generic[M]):
         schema = model._schema
         ordering = self.ordering
         offset, limit = self._offset, self._limit
-        if mode in ("list", "first", "count") and not extra.get("bare"):
+        if mode in ("list", "first", "count"):
             if mode == "first":
                 offset, limit = offset, 1 if limit is None or limit > 0 else 0
             keep = None if limit is None else offset + limit
-            if mode == "count" and not ordering and limit is None:
+            if mode == "count" and limit is None:  # the ordering does not change a count
                 total = 0
 
                 def count_page(rows: list[Any]) -> PagePlan:
@@ -623,16 +629,6 @@ class FilterQuery(Query[list[M]], Generic[M]):
             if mode == "first":
                 return rows[0] if rows else None
             return InstanceList(rows)
-        if mode == "list":  # bare: every match, unordered (related filters)
-            found: list[Any] = []
-
-            def gather(rows: list[Any]) -> PagePlan:
-                found.extend(rows)
-                return False
-                yield  # pragma: no cover
-
-            yield from self._with_rows(gather)
-            return found
         if mode in ("exists", "get", "get_or_none"):
             if offset or limit is not None:  # within a slice of the ordering
                 hits = yield from self._run("list", {})
@@ -705,7 +701,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
         lines.append(f"keeps rows where {self.where.describe()}")
         if mode in ("list", "first", "count"):
             order = ", ".join(("-" if d else "") + n for n, d in self.ordering)
-            if mode != "count" or self.ordering or self._limit is not None:
+            if mode != "count" or self._limit is not None:
                 lines.append(f"orders by {order or 'pk'} in the process")
             if self._offset:
                 lines.append(f"skips {self._offset}")
