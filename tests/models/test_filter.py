@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import acacheorm as co
-from acacheorm._commands import Incr
+from acacheorm._commands import Get, Incr
+from acacheorm._executor import Scan
 from acacheorm._types import NOTHING
 from acacheorm.backends.base import Backend
 from tests.backends.test_conformance import eventually
@@ -632,3 +633,24 @@ async def test_concurrent_filter_updates_lose_nothing(listable: Backend) -> None
     assert counts == [10] * 5
     assert {p.rating for p in await P.filter(id__lte=10)} == {5}
     assert (await P.get(id=11)).rating is None
+
+
+def test_filter_plan_is_sans_io() -> None:
+    """A filter's plan lists keys, reads a page, and filters: driven here with canned
+    results, no store involved."""
+    s = define(co.SimpleBackend())
+    P = s.Product
+    plan = P.filter(rating=4)._plan()
+    step = next(plan)
+    assert isinstance(step, Scan) and step.listing.prefix == "shop:product:"
+    one, two = P._schema.key((1,)), P._schema.key((2,))
+    # the id counter and another model's longer name are skipped without being read
+    step = plan.send([one, "shop:product:__autoincrement__", "shop:product:x:1", two])
+    [(_, batch)] = step
+    assert batch.commands == (Get(one), Get(two))
+    rows = [P(id=1, name="a", rating=4), P(id=2, name="b", rating=3)]
+    step = plan.send([[P._schema.encode(rows[0]), P._schema.encode(rows[1])]])
+    assert isinstance(step, Scan)
+    with pytest.raises(StopIteration) as stop:
+        plan.send([])
+    assert ids(stop.value.value) == [1]
