@@ -320,7 +320,8 @@ async def run(plan: Plan) -> Any:
         return stop.value
     finally:
         plan.close()
-        await close_listings(listings)
+        if listings:
+            await close_listings(listings)
 
 
 def combine(plans: list[Plan]) -> Plan:
