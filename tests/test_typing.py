@@ -64,6 +64,18 @@ async def typed_usage() -> None:
     assert_type(await user.save(), User)
     assert_type(await user.refresh(), User)
     assert_type(await User.delete_many(1, 2), int)
+    await User.create(id=5, name="Sam", height=1.8)
+    assert_type(await User.filter(name="Sam").order_by("-height").limit(5), list[User])
+    assert_type(await User.filter(User.height > 1.5).count(), int)
+    assert_type(await User.exclude(married=True).exists(), bool)
+    assert_type(await User.first(name="Sam"), User | None)
+    assert_type(await User.get(name="Sam"), User)
+    assert_type(await User.filter(name="Sam").update(height=1.7), int)
+    assert_type(
+        await User.update_or_create(name="Sam", defaults={"height": 1.7}), tuple[User, bool]
+    )
+    async for found in User.filter(married=False):
+        assert_type(found, User)
 
 
 async def test_typed_usage_runs() -> None:

@@ -17,6 +17,7 @@ Example::
 """
 
 from ._asgi import install_exception_handlers, lifespan
+from ._auto import AutoField
 from ._commands import KEEP_TTL, Batch
 from ._exceptions import (
     AtomicityError,
@@ -27,6 +28,7 @@ from ._exceptions import (
     ConflictError,
     DoesNotExist,
     KeyTooLongError,
+    MultipleObjectsReturned,
     SerializationError,
     ValidationError,
     ValueTooLargeError,
@@ -53,6 +55,7 @@ from ._fields import (
     TimestampField,
     UUIDField,
 )
+from ._filter import FilterQuery
 from ._model import CompositeKey, Model
 from ._pydantic import pydantic_model
 from ._query import Query, delete_many, insert_many, prefetch, query_many
@@ -78,6 +81,7 @@ __version__ = "0.1.0"
 __all__ = [
     "KEEP_TTL",
     "AtomicityError",
+    "AutoField",
     "Backend",
     "BackendError",
     "BackendUnavailable",
@@ -98,6 +102,7 @@ __all__ = [
     "Expression",
     "Field",
     "FileSystemBackend",
+    "FilterQuery",
     "FloatField",
     "ForeignKeyField",
     "IntegerField",
@@ -108,6 +113,7 @@ __all__ = [
     "MemcachedBackend",
     "Model",
     "MsgpackSerializer",
+    "MultipleObjectsReturned",
     "PickleSerializer",
     "ProtobufSerializer",
     "Query",

@@ -141,3 +141,6 @@ class Capabilities(NamedTuple):
     native_cas: bool = False
     max_key_length: int | None = None
     max_value_size: int | None = None
+    #: `Backend.scan` lists every live key cheaply enough for queries by field (memcached
+    #: can only dump its LRU, so it is not listable).
+    listable: bool = False

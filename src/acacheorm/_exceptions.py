@@ -3,6 +3,7 @@
 ```
 CacheORMError
 ├── DoesNotExist                 (and one subclass per model: ``User.DoesNotExist``)
+├── MultipleObjectsReturned      (``get`` by a filter matched more than one row)
 ├── ValidationError              (a value does not fit its field)
 ├── SerializationError           (a payload could not be encoded or decoded)
 ├── ConfigurationError           (a bad model Meta, a missing driver; raised at definition)
@@ -43,6 +44,18 @@ class DoesNotExist(CacheORMError):
             user = await User.get(id=1)
         except User.DoesNotExist:
             user = None
+    """
+
+
+class MultipleObjectsReturned(CacheORMError):
+    """``get`` with a filter matched more than one live row.
+
+    Example::
+
+        try:
+            user = await User.get(name="Sam")
+        except co.MultipleObjectsReturned:
+            user = await User.filter(name="Sam").order_by("id").first()
     """
 
 

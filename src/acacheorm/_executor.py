@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, NamedTuple
 
 from ._commands import READ_COMMANDS, Batch
@@ -43,7 +43,52 @@ class Sleep(NamedTuple):
     seconds: float
 
 
-Plan = Generator["Step | Emit | Sleep", Any, Any]
+class KeyListing:
+    """A `Backend.scan` in progress, read one page at a time by `Scan` steps.
+
+    The listing is opened by its first page and closed by the executor when the plan
+    ends, however it ends.
+    """
+
+    def __init__(self, backend: Backend, prefix: str, page_size: int = 500) -> None:
+        self.backend = backend
+        self.prefix = prefix
+        self.page_size = page_size
+        self._keys: AsyncIterator[str] | None = None
+        self.done = False
+
+    async def next_page(self) -> list[str]:
+        """Up to ``page_size`` more keys; an empty list once every key was listed."""
+        if self.done:
+            return []
+        if self._keys is None:
+            self._keys = aiter(self.backend.scan(self.prefix, self.page_size))
+        page: list[str] = []
+        while len(page) < self.page_size:
+            try:
+                page.append(await anext(self._keys))
+            except StopAsyncIteration:
+                self.done = True
+                break
+        return page
+
+    async def aclose(self) -> None:
+        """Stop the listing (it may be abandoned before its end)."""
+        self.done = True
+        keys, self._keys = self._keys, None
+        aclose = getattr(keys, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class Scan(NamedTuple):
+    """A plan step that reads the next page of a key listing; the plan receives the list
+    of keys, empty once the listing is over."""
+
+    listing: KeyListing
+
+
+Plan = Generator["Step | Emit | Sleep | Scan", Any, Any]
 
 
 class BatchEvent(NamedTuple):
@@ -238,28 +283,45 @@ async def run_step(step: Step) -> list[list[Any]]:
     return list(await asyncio.gather(*(execute_batch(b, batch) for b, batch in step)))
 
 
+async def perform(step: Step | Emit | Sleep | Scan, listings: list[KeyListing]) -> Any:
+    """Run one step of a plan; what the plan receives for it. Key listings read are added
+    to ``listings``, for the driver to close when the plan ends."""
+    if isinstance(step, Emit):
+        for i, instance in enumerate(step.instances):
+            kwargs = {k: (v[i] if isinstance(v, list) else v) for k, v in step.kwargs.items()}
+            await step.signal.send(step.sender, instance, **kwargs)
+        return None
+    if isinstance(step, Sleep):
+        await asyncio.sleep(step.seconds)
+        return None
+    if isinstance(step, Scan):
+        if step.listing not in listings:
+            listings.append(step.listing)
+        return await step.listing.next_page()
+    return await run_step(step)
+
+
+async def close_listings(listings: list[KeyListing]) -> None:
+    """Close the key listings a plan opened (it may have stopped before their end)."""
+    for listing in listings:
+        await listing.aclose()
+    listings.clear()
+
+
 async def run(plan: Plan) -> Any:
     """Drive a plan to completion; returns its value."""
     send: Any = None
+    listings: list[KeyListing] = []
     try:
         while True:
             step = plan.send(send)
-            if isinstance(step, Emit):
-                for i, instance in enumerate(step.instances):
-                    kwargs = {
-                        k: (v[i] if isinstance(v, list) else v) for k, v in step.kwargs.items()
-                    }
-                    await step.signal.send(step.sender, instance, **kwargs)
-                send = None
-            elif isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-                send = None
-            else:
-                send = await run_step(step)
+            send = await perform(step, listings)
     except StopIteration as stop:
         return stop.value
     finally:
         plan.close()
+        if listings:
+            await close_listings(listings)
 
 
 def combine(plans: list[Plan]) -> Plan:
@@ -273,9 +335,13 @@ def combine(plans: list[Plan]) -> Plan:
         steps: dict[int, Step | Emit | Sleep] = {}
         for i in active:
             try:
-                steps[i] = plans[i].send(sends[i])
+                step = plans[i].send(sends[i])
             except StopIteration as stop:
                 values[i] = stop.value
+                continue
+            if isinstance(step, Scan):
+                raise TypeError("a plan that lists keys cannot run in lockstep with others")
+            steps[i] = step
         active = list(steps)
         io: dict[int, Step] = {}
         sleep = 0.0

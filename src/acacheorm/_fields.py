@@ -186,6 +186,40 @@ class Field(Generic[T]):
     def __sub__(self, other: Any) -> Expression:
         return Expression(self, operator.sub, other, "-")
 
+    # -- conditions for queries by field (``User.filter(User.age >= 18)``) --------------
+    # Two fields compare by identity (fields are dict keys and set members); a field of a
+    # model compared with a value is a condition.
+
+    __hash__ = object.__hash__
+
+    def _condition(self, lookup: str, other: Any) -> Any:
+        if isinstance(other, Field) or getattr(self, "model", None) is None:
+            return NotImplemented
+        from ._lookups import field_condition
+
+        return field_condition(self, lookup, other)
+
+    def __eq__(self, other: object) -> Any:
+        return self._condition("exact", other)
+
+    def __ne__(self, other: object) -> Any:
+        from ._lookups import Not
+
+        cond = self._condition("exact", other)
+        return cond if cond is NotImplemented else Not(cond)
+
+    def __lt__(self, other: Any) -> Any:
+        return self._condition("lt", other)
+
+    def __le__(self, other: Any) -> Any:
+        return self._condition("lte", other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._condition("gt", other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._condition("gte", other)
+
     def __repr__(self) -> str:
         owner = getattr(self, "model", None)
         where = f"{owner.__name__}.{self.name}" if owner is not None and self.name else self.name

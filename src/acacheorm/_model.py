@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
 from ._fields import Field, UUIDField
+from ._relations import install_pending_reverse
 from ._schema import Schema
 from ._types import NOTHING
 from .backends.base import Backend, normalize_ttl
 from .serializers import Serializer, registry
 
 if TYPE_CHECKING:
+    from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery
+    from ._lookups import Condition
     from ._query import (
         DeleteQuery,
         GetOrCreateQuery,
@@ -95,6 +98,17 @@ _RESERVED = frozenset(
         "Meta",
         "is_sparse",
         "pydantic_model",
+        # queries by field
+        "filter",
+        "exclude",
+        "all",
+        "count",
+        "first",
+        "order_by",
+        "limit",
+        "offset",
+        "update_or_create",
+        "objects",
     }
 )
 
@@ -264,6 +278,7 @@ class ModelMeta(type):
                 contribute(cls)
         _models_by_name.setdefault(name, []).append(cls)
         _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
+        install_pending_reverse(cls)
         return cls
 
 
@@ -466,16 +481,23 @@ class Model(metaclass=ModelMeta):
         return InsertQuery(cls, instances, ttl=ttl, single=False, atomic=atomic)
 
     @classmethod
-    def get(cls, **pk: Any) -> SelectQuery[Self]:
+    def get(cls, *conditions: Condition, **pk: Any) -> SelectQuery[Self] | FilterResult[Self]:
         """The row with this primary key, or raises ``Model.DoesNotExist``.
+
+        Other keywords (or conditions) are a filter that exactly one live row must match
+        (else ``DoesNotExist`` or ``co.MultipleObjectsReturned``).
 
         Example::
 
             user = await User.get(id=1)
+            sam = await User.get(email="sam@example.com")
         """
         from ._query import SelectQuery
 
-        return SelectQuery(cls, [cls._pk_from_kwargs("get", pk)], mode="get")
+        key = cls._key_lookup(conditions, pk)
+        if key is None:
+            return cls.filter(*conditions, **pk).get()
+        return SelectQuery(cls, [key], mode="get")
 
     @classmethod
     def get_by_id(cls, pk: Any) -> SelectQuery[Self]:
@@ -490,16 +512,42 @@ class Model(metaclass=ModelMeta):
         return SelectQuery(cls, [cls._schema.normalize_pk(pk)], mode="get")
 
     @classmethod
-    def get_or_none(cls, **pk: Any) -> SelectQuery[Self | None]:
+    def get_or_none(
+        cls, *conditions: Condition, **pk: Any
+    ) -> SelectQuery[Self | None] | FilterResult[Self | None]:
         """The row with this primary key, or ``None``.
+
+        Other keywords are a filter: the one matching row, ``None`` if none matches,
+        ``co.MultipleObjectsReturned`` if several do.
 
         Example::
 
             user = await User.get_or_none(id=404)
         """
+        from ._filter import FilterResult
         from ._query import SelectQuery
 
-        return SelectQuery(cls, [cls._pk_from_kwargs("get_or_none", pk)], mode="one")
+        key = cls._key_lookup(conditions, pk)
+        if key is None:
+            return FilterResult(cls.filter(*conditions, **pk), "get_or_none")
+        return SelectQuery(cls, [key], mode="one")
+
+    @classmethod
+    def _key_lookup(cls, conditions: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The primary key when ``kwargs`` name exactly the primary key (a direct read),
+        else None (a filter)."""
+        if conditions or not kwargs:
+            return None
+        schema = cls._schema
+        if set(kwargs) == {"pk"}:
+            return schema.normalize_pk(kwargs["pk"])
+        names = set(schema.pk_names) | {schema.attnames[n] for n in schema.pk_names}
+        if not set(kwargs) <= names:
+            return None
+        try:
+            return schema.normalize_pk(kwargs)
+        except TypeError:
+            return None
 
     @classmethod
     def query(cls, **pk: Any) -> SelectQuery[Self | None]:
@@ -688,9 +736,13 @@ class Model(metaclass=ModelMeta):
             user.height = 1.9
             await user.save()
         """
+        from ._auto import auto_field
         from ._query import InsertQuery
 
         self._check_not_sparse("save")
+        auto = auto_field(self._schema)
+        if auto is not None and self.__dict__.get(auto.name) is None:
+            force_insert = True  # a new row: its id comes from the counter
         return InsertQuery(type(self), [self], ttl=ttl, single=True, replace=not force_insert)
 
     def delete_instance(self) -> DeleteQuery[bool]:
@@ -726,6 +778,132 @@ class Model(metaclass=ModelMeta):
         from ._query import LoadQuery
 
         return LoadQuery(self)
+
+    # -- queries by field ---------------------------------------------------------------
+
+    @classmethod
+    def filter(cls, *conditions: Condition, **lookups: Any) -> FilterQuery[Self]:
+        """A query for the rows matching every lookup (``age__gte=18``, ``name="Sam"``,
+        ``team__name="red"``, ``User.age > 3``); awaits to a list.
+
+        Example::
+
+            adults = await User.filter(age__gte=18).order_by("name")
+        """
+        from ._filter import FilterQuery
+
+        return FilterQuery(cls).filter(*conditions, **lookups)
+
+    @classmethod
+    def exclude(cls, *conditions: Condition, **lookups: Any) -> FilterQuery[Self]:
+        """A query for the rows that do not match all of these lookups.
+
+        Example::
+
+            humans = await User.exclude(name__endswith="bot")
+        """
+        from ._filter import FilterQuery
+
+        return FilterQuery(cls).exclude(*conditions, **lookups)
+
+    @classmethod
+    def all(cls) -> FilterQuery[Self]:
+        """A query for every live row.
+
+        Example::
+
+            users = await User.all()
+        """
+        from ._filter import FilterQuery
+
+        return FilterQuery(cls)
+
+    @classmethod
+    def count(cls, *conditions: Condition, **lookups: Any) -> FilterResult[int]:
+        """A query for the number of live rows matching these lookups.
+
+        Example::
+
+            n = await User.count(age__gte=18)
+        """
+        return cls.filter(*conditions, **lookups).count()
+
+    @classmethod
+    def first(cls, *conditions: Condition, **lookups: Any) -> FilterResult[Self | None]:
+        """A query for the first matching row by primary key, or ``None``.
+
+        Example::
+
+            coat = await Product.first(name="Coat")
+        """
+        return cls.filter(*conditions, **lookups).first()
+
+    @classmethod
+    def order_by(cls, *names: str) -> FilterQuery[Self]:
+        """A query for every row, in this order.
+
+        Example::
+
+            tallest = await User.order_by("-height").limit(3)
+        """
+        return cls.all().order_by(*names)
+
+    @classmethod
+    def limit(cls, n: int) -> FilterQuery[Self]:
+        """A query for at most ``n`` rows (by primary key).
+
+        Example::
+
+            some = await User.limit(10)
+        """
+        return cls.all().limit(n)
+
+    @classmethod
+    def offset(cls, n: int) -> FilterQuery[Self]:
+        """A query for the rows after the first ``n`` (by primary key).
+
+        Example::
+
+            rest = await User.offset(10)
+        """
+        return cls.all().offset(n)
+
+    @classmethod
+    def update_or_create(
+        cls, defaults: Mapping[str, Any] | None = None, *, ttl: Any = NOTHING, **lookups: Any
+    ) -> UpdateOrCreateQuery[tuple[Self, bool]]:
+        """``(instance, created)``: the one row matching ``lookups`` updated with
+        ``defaults`` (atomically), or a new row made of the lookups' values and
+        ``defaults``.
+
+        Example::
+
+            user, created = await User.update_or_create(
+                email="sam@example.com", defaults={"name": "Sam"}
+            )
+        """
+        from ._filter import UpdateOrCreateQuery
+
+        defaults = dict(defaults or {})
+        query = cls.filter(**lookups)
+        changes = cls._check_changes(dict(defaults)) if defaults else {}
+        schema = cls._schema
+        by_attname = {a: n for n, a in schema.attnames.items()}
+        values: dict[str, Any] = {}
+        for key, value in lookups.items():
+            if "__" in key and not key.endswith("__exact"):
+                continue
+            name = key.removesuffix("__exact")
+            if name == "pk":
+                pk = schema.normalize_pk(value)
+                values.update(zip(schema.pk_names, pk, strict=True))
+            elif name in schema.fields or name in by_attname:
+                values[name] = value
+        for key in defaults:
+            if key in values:
+                raise TypeError(f"{cls.__name__}.update_or_create(): {key!r} is given twice")
+        values.update(defaults)
+        return UpdateOrCreateQuery(cls, query, changes, values, ttl)
 
     def _check_not_sparse(self, what: str) -> None:
         if self.__dict__.get("_sparse_"):

@@ -14,14 +14,15 @@ import contextlib
 import copy
 import random
 import weakref
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
+from ._auto import assign_ids
 from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
 from ._display import InstanceList
 from ._exceptions import ConflictError
-from ._executor import Emit, Plan, Sleep, Step, combine
+from ._executor import Emit, Plan, Scan, Sleep, Step, combine
 from ._fields import Expression
 from ._relations import ForeignKeyField, parse_related
 from ._schema import Schema, resolve_ttl
@@ -88,6 +89,8 @@ class Query(Generic[R]):
             step = next(plan)
             while isinstance(step, Emit | Sleep):
                 step = plan.send(None)
+            if isinstance(step, Scan):
+                return []  # the first round trip lists keys: no batch
             return list(step)
         except StopIteration:
             return []
@@ -271,6 +274,8 @@ class InsertQuery(Query[R]):
         model = self.model
         schema = model._schema
         instances = self.instances
+        if not self.replace:
+            yield from assign_ids(schema, instances)
         if pre_save.receivers_for(model):
             yield Emit(pre_save, model, instances, {})
         cmd = Replace if self.replace else Set
@@ -323,6 +328,8 @@ class UpdateQuery(Query[R]):
         self.changes = changes
         self.ttl = KEEP_TTL if ttl is NOTHING else resolve_ttl(None, ttl)
         self.mode = mode
+        #: Only rows for which this holds when read are written (``filter().update()``).
+        self.where: Callable[[Any], bool] | None = None
 
     def _plan(self) -> Plan:
         model = self.model
@@ -342,6 +349,9 @@ class UpdateQuery(Query[R]):
                     continue
                 payload, token = item
                 obj = schema.decode(keys[i], payload)
+                if self.where is not None and not self.where(obj):
+                    results[i] = None
+                    continue
                 for name, value in self.changes[i][1].items():
                     if isinstance(value, Expression):
                         value = value.apply(getattr(obj, name))

@@ -39,14 +39,20 @@ class ForeignKeyField(Field[M], Generic[M]):
         null: bool = False,
         default: Any = NOTHING,
         primary_key: bool = False,
+        related_name: str | None = None,
     ) -> None:
         from ._model import Model
 
         if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
             raise TypeError(f"ForeignKeyField needs a model, 'self' or a model name, not {to!r}")
+        if related_name is not None and (
+            not isinstance(related_name, str) or not related_name.isidentifier()
+        ):
+            raise TypeError(f"related_name must be an identifier, not {related_name!r}")
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.to = to
         self.attname = ""
+        self.related_name = related_name
 
     def __set_name__(self, owner: type, name: str) -> None:
         super().__set_name__(owner, name)
@@ -59,6 +65,19 @@ class ForeignKeyField(Field[M], Generic[M]):
                 "with a field of that name"
             )
         setattr(cls, self.attname, RawPk(self))
+        if self.related_name is not None:
+            to = self.to
+            if to == "self":
+                install_reverse(self, cls)
+            elif isinstance(to, str):
+                from ._model import lookup_model
+
+                try:
+                    install_reverse(self, lookup_model(to))
+                except LookupError:  # defined later: installed when it is
+                    _pending_reverse.setdefault(to, []).append(self)
+            else:
+                install_reverse(self, to)
 
     @property
     def rel_model(self) -> type[Model]:
@@ -152,6 +171,44 @@ class ForeignKeyField(Field[M], Generic[M]):
         if not schema.composite:
             return schema.pk_fields[0].key_part(value)
         return escape_key_part(schema.pk_key_part(value))
+
+
+#: Reverse relations waiting for their model (``ForeignKeyField("Later", related_name=)``).
+_pending_reverse: dict[str, list[ForeignKeyField[Any]]] = {}
+
+
+def install_reverse(field: ForeignKeyField[Any], target: type[Model]) -> None:
+    """Give ``target`` the reverse query of ``field`` under its ``related_name``."""
+    from ._filter import ReverseRelation
+    from ._model import _RESERVED
+
+    name = field.related_name
+    assert name is not None
+    existing = target.__dict__.get(name)
+    if (
+        name in _RESERVED
+        or name.startswith("_")
+        or name in target._schema.fields
+        or (existing is not None and not isinstance(existing, ReverseRelation))
+        or (existing is None and hasattr(target, name))
+    ):
+        raise ConfigurationError(
+            f"{field.model.__name__}.{field.name}: related_name {name!r} clashes with an "
+            f"attribute of {target.__name__}"
+        )
+    if isinstance(existing, ReverseRelation) and existing.model.__name__ != field.model.__name__:
+        raise ConfigurationError(
+            f"{field.model.__name__}.{field.name}: related_name {name!r} is already the "
+            f"reverse relation of {existing.model.__name__}.{existing.field_name}"
+        )
+    setattr(target, name, ReverseRelation(field.model, field.name))
+
+
+def install_pending_reverse(cls: type[Model]) -> None:
+    """Install the reverse relations that were waiting for ``cls`` (by its name)."""
+    for key in (cls.__name__, f"{cls.__module__}.{cls.__name__}"):
+        for field in _pending_reverse.pop(key, []):
+            install_reverse(field, cls)
 
 
 class RawPk:

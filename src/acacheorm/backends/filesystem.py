@@ -524,7 +524,7 @@ class FileSystemBackend(Backend):
             removed = await backend.cull()
     """
 
-    capabilities = Capabilities(atomic_batch=True, native_cas=True)
+    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True)
     url_schemes = ("file",)
 
     def __init__(

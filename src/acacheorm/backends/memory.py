@@ -44,7 +44,7 @@ class SimpleBackend(Backend):
         await backend.set("k", b"v", ttl=30)
     """
 
-    capabilities = Capabilities(atomic_batch=True, native_cas=True)
+    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True)
     url_schemes = ("memory",)
 
     def __init__(

@@ -312,7 +312,10 @@ class RedisBackend(Backend):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        atomic_batch=True, native_cas=True, max_value_size=512 * 1024 * 1024
+        atomic_batch=True,
+        native_cas=True,
+        max_value_size=512 * 1024 * 1024,
+        listable=True,
     )
     url_schemes: ClassVar[tuple[str, ...]] = (
         "redis",
