@@ -263,6 +263,15 @@ class _Coalescer:
             start = end
 
 
+def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when no other callback is queued to run in this loop iteration, so no other task
+    can submit a batch before this one's I/O: the batching window would only cost a loop
+    iteration. Reads the ready queue of asyncio's own loops; any other loop (uvloop, ...)
+    answers False, which keeps the window."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
+
+
 async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     """Run one batch on one backend, merged with concurrent ones where allowed."""
     if not backend.auto_batch or batch.atomic or not batch.commands:
@@ -273,6 +282,8 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    if coalescer.window is None and _nothing_else_ready(loop):
+        return await _execute(backend, batch)  # a lone await: no window to wait for
     return await coalescer.submit(batch)
 
 

@@ -211,6 +211,21 @@ class SelectQuery(Query[R]):
         rows = schema.decode_many(keys, results)
         if self._tree:
             yield from prefetch_plan(rows, self._tree)
+        return self._result(schema, keys, rows)
+
+    async def execute(self) -> R:
+        """Run the query. Without ``select_related`` the plan is a single step, so it is run
+        here directly (the same batch through the same executor entry point, without driving
+        a generator): the hot path of every read."""
+        if self._tree:
+            return await super().execute()
+        schema = self.model._schema
+        keys = [schema.key(pk) for pk in self.pks]
+        results = await _executor.execute_batch(schema.backend, Batch(tuple(map(Get, keys))))
+        result: R = self._result(schema, keys, schema.decode_many(keys, results))
+        return result
+
+    def _result(self, schema: Schema, keys: list[str], rows: list[Any]) -> Any:
         if self.mode == "many":
             return InstanceList(rows)
         if rows[0] is None and self.mode == "get":

@@ -124,3 +124,40 @@ async def test_batch_hook_sees_hits_and_misses_and_cannot_break_queries(
     assert [u.id if u else None for u in got] == [0, 1, None, 2]
     [event] = round_trips.events
     assert (event.hits, event.misses) == (3, 1)
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """Counts event-loop iterations."""
+
+    iterations = 0
+
+    def _run_once(self) -> None:
+        self.iterations += 1
+        super()._run_once()  # type: ignore[misc]
+
+
+def test_lone_reads_on_an_idle_loop_do_not_wait_for_a_window() -> None:
+    """With nothing else ready to run, no other task can join a batching window, so a lone
+    read is sent at once: 100 sequential reads on the in-process backend take no loop
+    iteration at all, while 100 concurrent ones are still merged into one round trip."""
+
+    async def main() -> tuple[int, int]:
+        backend = co.SimpleBackend()
+        User, _, _ = define_models(backend, "msgpack")
+        await User.insert_many(*({"id": i, "name": "a", "height": 1.0} for i in range(100)))
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, _CountingLoop)
+        before = loop.iterations
+        for i in range(100):
+            assert (await User.get_by_id(i)).id == i
+        spent = loop.iterations - before
+        counter = RoundTrips()
+        co.add_batch_hook(counter)
+        try:
+            await asyncio.gather(*(User.get_by_id(i) for i in range(100)))
+        finally:
+            co.remove_batch_hook(counter)
+        return spent, counter.count
+
+    with asyncio.Runner(loop_factory=_CountingLoop) as runner:
+        assert runner.run(main()) == (0, 1)
