@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Never, Self
 
 from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
 from ._fields import Field, UUIDField
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
         GetOrCreateQuery,
         InsertQuery,
         Query,
+        RemainingTTLQuery,
         SelectQuery,
+        TouchQuery,
         UpdateQuery,
     )
 
@@ -95,6 +97,8 @@ _RESERVED = frozenset(
         "Meta",
         "is_sparse",
         "pydantic_model",
+        "touch",
+        "remaining_ttl",
     }
 )
 
@@ -297,6 +301,58 @@ def lookup_model(name: str) -> type[Model]:
     return found[0]
 
 
+class _TouchMethod:
+    """``touch``: ``Model.touch(ttl=, **pk)`` on the class, ``obj.touch(ttl=)`` on an
+    instance (the instance's primary key)."""
+
+    def __get__(self, instance: Model | None, owner: type[Model]) -> Callable[..., Any]:
+        def touch(*args: Any, ttl: Any = NOTHING, **pk: Any) -> TouchQuery[bool]:
+            """Set the row's remaining lifetime (``ttl=None``: never expires; default: the
+            model's ``Meta.ttl``) in one round trip; awaits to whether the row exists.
+
+            Example::
+
+                assert await Session.touch(id=sid, ttl=1800)   # sliding expiry
+                await session.touch(ttl=1800)
+            """
+            from ._query import TouchQuery
+
+            if args:
+                raise _positional_error(owner, "touch", args)
+            if instance is not None:
+                if pk:
+                    raise TypeError(
+                        f"{owner.__name__}.touch() on an instance takes only ttl=, "
+                        f"not {', '.join(sorted(pk))}"
+                    )
+                return TouchQuery(owner, owner._schema.pk_values(instance), ttl=ttl)
+            return TouchQuery(owner, owner._pk_from_kwargs("touch", pk), ttl=ttl)
+
+        touch.__qualname__ = f"{owner.__name__}.touch"
+        return touch
+
+
+def _positional_error(cls: type[Model], method: str, args: tuple[Any, ...]) -> TypeError:
+    """``User.get(1)``: say which keywords to use instead."""
+    schema = getattr(cls, "_schema", None)
+    if schema is None:
+        return TypeError(f"{cls.__name__}.{method}() takes keyword arguments only")
+    names = schema.pk_names
+    shown = ", ".join(f"{n}={a!r}" for n, a in zip(names, args, strict=False))
+    hint = f"{cls.__name__}.{method}({shown})"
+    if method == "update":
+        hint = f"{cls.__name__}.update({shown}, field=value)"
+    by_id = {"get": "get_by_id", "delete": "delete_by_id", "update": "set_by_id"}.get(method)
+    if by_id is not None:
+        value = args[0] if len(args) == 1 else tuple(args)
+        extra = ", {...}" if method == "update" else ""
+        hint += f" or {cls.__name__}.{by_id}({value!r}{extra})"
+    return TypeError(
+        f"{cls.__name__}.{method}() takes the primary key as keywords "
+        f"({', '.join(names)}), not positionally: use {hint}"
+    )
+
+
 class Model(metaclass=ModelMeta):
     """Base class of every model.
 
@@ -466,13 +522,15 @@ class Model(metaclass=ModelMeta):
         return InsertQuery(cls, instances, ttl=ttl, single=False, atomic=atomic)
 
     @classmethod
-    def get(cls, **pk: Any) -> SelectQuery[Self]:
+    def get(cls, *args: Never, **pk: Any) -> SelectQuery[Self]:
         """The row with this primary key, or raises ``Model.DoesNotExist``.
 
         Example::
 
             user = await User.get(id=1)
         """
+        if args:
+            raise _positional_error(cls, "get", args)
         from ._query import SelectQuery
 
         return SelectQuery(cls, [cls._pk_from_kwargs("get", pk)], mode="get")
@@ -490,25 +548,29 @@ class Model(metaclass=ModelMeta):
         return SelectQuery(cls, [cls._schema.normalize_pk(pk)], mode="get")
 
     @classmethod
-    def get_or_none(cls, **pk: Any) -> SelectQuery[Self | None]:
+    def get_or_none(cls, *args: Never, **pk: Any) -> SelectQuery[Self | None]:
         """The row with this primary key, or ``None``.
 
         Example::
 
             user = await User.get_or_none(id=404)
         """
+        if args:
+            raise _positional_error(cls, "get_or_none", args)
         from ._query import SelectQuery
 
         return SelectQuery(cls, [cls._pk_from_kwargs("get_or_none", pk)], mode="one")
 
     @classmethod
-    def query(cls, **pk: Any) -> SelectQuery[Self | None]:
+    def query(cls, *args: Never, **pk: Any) -> SelectQuery[Self | None]:
         """A query for the row with this primary key; awaits to it or ``None``.
 
         Example::
 
             user = await User.query(id=1)
         """
+        if args:
+            raise _positional_error(cls, "query", args)
         from ._query import SelectQuery
 
         return SelectQuery(cls, [cls._pk_from_kwargs("query", pk)], mode="one")
@@ -528,7 +590,11 @@ class Model(metaclass=ModelMeta):
 
     @classmethod
     def get_or_create(
-        cls, defaults: Mapping[str, Any] | None = None, *, ttl: Any = NOTHING, **pk: Any
+        cls,
+        defaults: Mapping[str, Any] | None = None,
+        *args: Never,
+        ttl: Any = NOTHING,
+        **pk: Any,
     ) -> GetOrCreateQuery[tuple[Self, bool]]:
         """``(instance, created)``; an add-if-absent write, so two racers agree.
 
@@ -537,6 +603,9 @@ class Model(metaclass=ModelMeta):
             user, created = await User.get_or_create(id=1, defaults={"name": "Sam",
                                                                      "height": 1.7})
         """
+        if args or (defaults is not None and not isinstance(defaults, Mapping)):
+            given = args if defaults is None or isinstance(defaults, Mapping) else (defaults, *args)
+            raise _positional_error(cls, "get_or_create", given)
         from ._query import GetOrCreateQuery
 
         pk_values = cls._pk_from_kwargs("get_or_create", pk)
@@ -548,7 +617,7 @@ class Model(metaclass=ModelMeta):
         return GetOrCreateQuery(cls, cls(**values), ttl=ttl)
 
     @classmethod
-    def update(cls, *, ttl: Any = NOTHING, **fields: Any) -> UpdateQuery[Self | None]:
+    def update(cls, *args: Never, ttl: Any = NOTHING, **fields: Any) -> UpdateQuery[Self | None]:
         """Change only the given fields of a stored row, atomically; keeps its TTL unless
         ``ttl=`` is given. Awaits to the updated instance, or ``None`` if there is no row.
 
@@ -557,6 +626,8 @@ class Model(metaclass=ModelMeta):
             user = await User.update(id=1, height=1.8)
             await User.update(id=1, visits=User.visits + 1)  # applied atomically
         """
+        if args:
+            raise _positional_error(cls, "update", args)
         from ._query import UpdateQuery
 
         return UpdateQuery(cls, [cls._split_update(fields)], ttl=ttl, mode="one")
@@ -641,13 +712,15 @@ class Model(metaclass=ModelMeta):
         return clean
 
     @classmethod
-    def delete(cls, **pk: Any) -> DeleteQuery[bool]:
+    def delete(cls, *args: Never, **pk: Any) -> DeleteQuery[bool]:
         """A query that deletes a row; awaits to ``True`` if it was there.
 
         Example::
 
             deleted = await User.delete(id=1)
         """
+        if args:
+            raise _positional_error(cls, "delete", args)
         from ._query import DeleteQuery
 
         return DeleteQuery(cls, [cls._pk_from_kwargs("delete", pk)], mode="one")
@@ -676,6 +749,23 @@ class Model(metaclass=ModelMeta):
 
         schema = cls._schema
         return DeleteQuery(cls, [schema.normalize_pk(pk) for pk in pks], mode="many")
+
+    touch = _TouchMethod()
+
+    @classmethod
+    def remaining_ttl(cls, *args: Never, **pk: Any) -> RemainingTTLQuery[float | None]:
+        """Seconds left before the row expires (a float), ``None`` for a row that never
+        expires; raises ``Model.DoesNotExist`` for a missing row. One round trip.
+
+        Example::
+
+            left = await Session.remaining_ttl(id=sid)
+        """
+        from ._query import RemainingTTLQuery
+
+        if args:
+            raise _positional_error(cls, "remaining_ttl", args)
+        return RemainingTTLQuery(cls, cls._pk_from_kwargs("remaining_ttl", pk))
 
     # -- instance queries -------------------------------------------------------------------
 

@@ -18,7 +18,20 @@ from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
-from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
+from ._commands import (
+    KEEP_TTL,
+    MISSING,
+    Add,
+    Batch,
+    Cas,
+    Delete,
+    Get,
+    Gets,
+    Replace,
+    Set,
+    Touch,
+    Ttl,
+)
 from ._display import InstanceList
 from ._exceptions import ConflictError
 from ._executor import Emit, Plan, Sleep, Step, combine
@@ -420,6 +433,56 @@ class DeleteQuery(Query[R]):
         if not deleted and self.mode == "get":
             raise _does_not_exist(schema, self.pks[0], keys[0])
         return bool(deleted)
+
+
+class TouchQuery(Query[R]):
+    """``touch``: set a row's remaining lifetime in one command; awaits to whether the row
+    exists.
+
+    Example::
+
+        assert await Session.touch(id=sid, ttl=1800)
+    """
+
+    def __init__(self, model: type[Model], pk: tuple[Any, ...], *, ttl: Any) -> None:
+        self.model = model
+        self.pk = pk
+        self.ttl = resolve_ttl(model._schema.ttl, ttl)
+
+    def _plan(self) -> Plan:
+        schema = self.model._schema
+        key = schema.key(self.pk)
+        result = (yield [(schema.backend, Batch((Touch(key, self.ttl),)))])[0][0]
+        return bool(_check(result))
+
+    def __repr__(self) -> str:
+        return f"<TouchQuery {self.model.__name__} {_describe_pk(self.model._schema, self.pk)}>"
+
+
+class RemainingTTLQuery(Query[R]):
+    """``remaining_ttl``: seconds left before a row expires, ``None`` if it never does;
+    ``DoesNotExist`` for a missing row.
+
+    Example::
+
+        left = await Session.remaining_ttl(id=sid)
+    """
+
+    def __init__(self, model: type[Model], pk: tuple[Any, ...]) -> None:
+        self.model = model
+        self.pk = pk
+
+    def _plan(self) -> Plan:
+        schema = self.model._schema
+        key = schema.key(self.pk)
+        result = _check((yield [(schema.backend, Batch((Ttl(key),)))])[0][0])
+        if result is MISSING:
+            raise _does_not_exist(schema, self.pk, key)
+        return result
+
+    def __repr__(self) -> str:
+        schema = self.model._schema
+        return f"<RemainingTTLQuery {self.model.__name__} {_describe_pk(schema, self.pk)}>"
 
 
 class GetOrCreateQuery(Query[R]):

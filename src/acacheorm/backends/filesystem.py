@@ -69,6 +69,7 @@ import anyio.to_thread
 
 from .._commands import (
     KEEP_TTL,
+    MISSING,
     READ_COMMANDS,
     Add,
     Batch,
@@ -83,6 +84,7 @@ from .._commands import (
     Replace,
     Set,
     Touch,
+    Ttl,
     WriteTTL,
 )
 from .._exceptions import BackendError, BackendUnavailable
@@ -421,6 +423,10 @@ def _apply(
             return False, _UNCHANGED
         # The value is unchanged, so the token (which names the value's version) is kept.
         return True, _Entry(entry.value, _expires_at(cmd.ttl, now), entry.token)
+    if isinstance(cmd, Ttl):
+        if entry is None:
+            return MISSING, _UNCHANGED
+        return (None if entry.expires == 0.0 else max(0.0, entry.expires - now)), _UNCHANGED
     raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - the union is closed
 
 
