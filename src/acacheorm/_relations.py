@@ -147,6 +147,20 @@ class ForeignKeyField(Field[M], Generic[M]):
             f.from_primitive(v, binary) for f, v in zip(schema.pk_fields, primitive, strict=True)
         )
 
+    def to_json(self, value: Any) -> Any:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            return schema.pk_fields[0].to_json(value)
+        return [f.to_json(v) for f, v in zip(schema.pk_fields, value, strict=True)]
+
+    def from_json(self, data: Any) -> Any:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            return schema.pk_fields[0].from_json(data)
+        if not isinstance(data, list | tuple) or len(data) != len(schema.pk_fields):
+            raise TypeError(f"expected a list of {len(schema.pk_fields)} key parts")
+        return tuple(f.from_json(v) for f, v in zip(schema.pk_fields, data, strict=True))
+
     def key_part(self, value: Any) -> str:
         schema = self.rel_model._schema
         if not schema.composite:
