@@ -200,10 +200,48 @@ class Field(Generic[T]):
     # -- expressions for atomic updates (``User.update(id=1, visits=User.visits + 1)``) ----
 
     def __add__(self, other: Any) -> Expression:
+        self._check_operand("+", other)
         return Expression(self, operator.add, other, "+")
 
     def __sub__(self, other: Any) -> Expression:
+        self._check_operand("-", other)
         return Expression(self, operator.sub, other, "-")
+
+    #: The operators an update expression may apply to this field's values.
+    operators: tuple[str, ...] = ()
+
+    def _where(self) -> str:
+        owner = getattr(self, "model", None)
+        return f"{owner.__name__}.{self.name}" if owner is not None else self.name or "field"
+
+    def _check_operand(self, symbol: str, operand: Any) -> None:
+        """Refuse, before any I/O, an expression that could not apply to a stored value."""
+        kind = type(self).__name__
+        if symbol not in self.operators:
+            raise TypeError(
+                f"{self._where()} {symbol} {_short_repr(operand)}: a {kind} does not support "
+                f"{symbol!r} in an update"
+            )
+        try:
+            self._check_operand_value(operand)
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise TypeError(
+                f"{self._where()} {symbol} {_short_repr(operand)}: {self._operand_problem(exc)}"
+            ) from None
+
+    #: The operand types those operators take.
+    operand_types: tuple[type, ...] = ()
+
+    def _check_operand_value(self, operand: Any) -> None:
+        types = self.operand_types
+        if isinstance(operand, bool) or not isinstance(operand, types):
+            raise TypeError(f"expected {_type_name(types)}, not {type(operand).__name__}")
+
+    def _operand_problem(self, exc: BaseException) -> str:
+        text = str(exc)
+        if isinstance(exc, ValidationError) and exc.field is not None:
+            text = text.split(": ", 1)[-1]
+        return f"{text} ({type(self).__name__})"
 
     def __repr__(self) -> str:
         owner = getattr(self, "model", None)
@@ -281,6 +319,9 @@ class IntegerField(Field[int]):
         age = co.IntegerField(min_value=0, max_value=150)
     """
 
+    operators = ("+", "-")
+    operand_types = (int,)
+
     identity = True
     python_type = int
 
@@ -321,6 +362,9 @@ class FloatField(Field[float]):
 
         height = co.FloatField(min_value=0)
     """
+
+    operators = ("+", "-")
+    operand_types = (int, float)
 
     identity = True
     python_type = float
@@ -364,6 +408,9 @@ class DecimalField(Field[decimal.Decimal]):
 
         price = co.DecimalField(max_digits=10, decimal_places=2)
     """
+
+    operators = ("+", "-")
+    operand_types = (int, decimal.Decimal)
 
     python_type = decimal.Decimal
 
@@ -450,6 +497,9 @@ class StringField(Field[str]):
         name = co.StringField(max_length=64)
     """
 
+    operators = ("+",)
+    operand_types = (str,)
+
     identity = True
     python_type = str
 
@@ -491,6 +541,9 @@ class BinaryField(Field[bytes]):
 
         avatar = co.BinaryField(null=True, max_length=65536)
     """
+
+    operators = ("+",)
+    operand_types = (bytes,)
 
     python_type = bytes
 
@@ -658,6 +711,9 @@ class DateTimeField(Field[datetime.datetime]):
         seen_at = co.DateTimeField(null=True)
     """
 
+    operators = ("+", "-")
+    operand_types = (datetime.timedelta,)
+
     python_type = datetime.datetime
 
     def validate(self, value: Any) -> datetime.datetime:
@@ -712,6 +768,9 @@ class DateField(Field[datetime.date]):
         birthday = co.DateField(null=True)
     """
 
+    operators = ("+", "-")
+    operand_types = (datetime.timedelta,)
+
     python_type = datetime.date
 
     def validate(self, value: Any) -> datetime.date:
@@ -760,6 +819,9 @@ class TimestampField(Field[datetime.datetime]):
 
         expires_at = co.TimestampField()
     """
+
+    operators = ("+", "-")
+    operand_types = (datetime.timedelta,)
 
     python_type = datetime.datetime
 
@@ -835,6 +897,9 @@ class ListField(Field[list[T]]):
         phones = co.ListField(co.StringField(), default=list)
     """
 
+    operators = ("+",)
+    operand_types = (list, tuple)
+
     python_type = list
 
     def __init__(
@@ -854,6 +919,14 @@ class ListField(Field[list[T]]):
         self.field = field
         self.max_items = max_items
         self.identity = field.identity
+
+    def _check_operand_value(self, operand: Any) -> None:
+        super()._check_operand_value(operand)
+        for i, v in enumerate(operand):
+            try:
+                self.field.clean(v)
+            except ValidationError as exc:
+                raise ValueError(f"item {i}: {str(exc).split(': ', 1)[-1]}") from None
 
     def __set_name__(self, owner: type, name: str) -> None:
         super().__set_name__(owner, name)

@@ -749,7 +749,13 @@ class Model(metaclass=ModelMeta):
                 )
             if isinstance(value, Expression):
                 if value.field is not schema.fields[name]:
-                    raise TypeError(f"{cls.__name__}.{name}: the expression is on {value.field!r}")
+                    other = value.field
+                    where = getattr(other, "model", None)
+                    on = f"{where.__name__}.{other.name}" if where is not None else repr(other)
+                    raise TypeError(
+                        f"{cls.__name__}.update({key}={value!r}): the expression is on {on}, "
+                        f"not on {cls.__name__}.{name}"
+                    )
                 clean[name] = value
             else:
                 probe = cls.__new__(cls)

@@ -68,9 +68,8 @@ def _describe_pk(schema: Schema, pk: tuple[Any, ...]) -> str:
 
 
 def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
-    return schema.model.DoesNotExist(
-        f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist (key {key!r})"
-    )
+    text = f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist"
+    return schema.model.DoesNotExist(f"{text} (key {key!r})", key=key, detail=text)
 
 
 class Query(Generic[R]):
@@ -292,9 +291,13 @@ class InsertQuery(Query[R]):
         results = (yield [(schema.backend, Batch(commands, self.atomic))])[0]
         for command, result in zip(commands, results, strict=True):
             if not _check(result) and self.replace:
+                obj = instances[[c.key for c in commands].index(command.key)]
+                text = (
+                    f"{schema.model_name} with {_describe_pk(schema, schema.pk_values(obj))} "
+                    "does not exist; save(force_insert=True) writes it anyway"
+                )
                 raise model.DoesNotExist(
-                    f"{schema.model_name} {command.key!r} does not exist; save(force_insert="
-                    "True) writes it anyway"
+                    f"{text} (key {command.key!r})", key=command.key, detail=text
                 )
         if post_save.receivers_for(model):
             yield Emit(post_save, model, instances, {"created": not self.replace})

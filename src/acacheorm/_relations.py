@@ -67,10 +67,20 @@ class ForeignKeyField(Field[M], Generic[M]):
         if isinstance(to, str):
             from ._model import lookup_model
 
-            resolved = self.model if to == "self" else lookup_model(to)
+            try:
+                resolved = self.model if to == "self" else lookup_model(to)
+            except LookupError as exc:
+                raise ConfigurationError(
+                    f"{self._where()}: ForeignKeyField({to!r}) names no model: {exc}"
+                    f"{_did_you_mean(to)}"
+                ) from None
             self.to = resolved  # type: ignore[assignment]
             return resolved
         return to
+
+    def clean(self, value: Any) -> Any:
+        self.rel_model  # noqa: B018 - an unknown model name is a ConfigurationError, not a bad value
+        return super().clean(value)
 
     # -- descriptor -------------------------------------------------------------------------
 
@@ -166,6 +176,15 @@ class ForeignKeyField(Field[M], Generic[M]):
         if not schema.composite:
             return schema.pk_fields[0].key_part(value)
         return escape_key_part(schema.pk_key_part(value))
+
+
+def _did_you_mean(name: str) -> str:
+    import difflib
+
+    from ._model import _models_by_name
+
+    close = difflib.get_close_matches(name, [n for n in _models_by_name if "." not in n], n=3)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 class RawPk:
