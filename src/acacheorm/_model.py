@@ -126,6 +126,15 @@ def _meta_options(cls_name: str, bases: tuple[type, ...], meta: Any) -> dict[str
 
 
 def _resolve_serializer(cls_name: str, value: Any) -> Serializer:
+    serializer = _find_serializer(cls_name, value)
+    try:
+        serializer.check_available()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{cls_name}.Meta.serializer {value!r}: {exc}") from exc
+    return serializer
+
+
+def _find_serializer(cls_name: str, value: Any) -> Serializer:
     if isinstance(value, Serializer):
         return value
     if isinstance(value, str):
