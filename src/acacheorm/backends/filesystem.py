@@ -50,6 +50,8 @@ is emulated with per-process POSIX locks and threads would not exclude each othe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import errno
 import fcntl
@@ -567,8 +569,19 @@ class FileSystemBackend(Backend):
         return _Location(full_key, key_bytes, digest, directory, os.path.join(directory, digest))
 
     async def _in_thread(self, func: Callable[[], _T], action: str) -> _T:
+        # A worker thread cannot be stopped. A cancelled caller (a timeout, a task group
+        # failing) therefore waits for its thread before the CancelledError goes on: no batch
+        # is still running behind an await that has ended.
+        work = asyncio.ensure_future(anyio.to_thread.run_sync(func))
         try:
-            return await anyio.to_thread.run_sync(func)
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            while not work.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((work,))
+            if not work.cancelled():
+                work.exception()  # retrieved: the caller is cancelled, the outcome is moot
+            raise
         except OSError as exc:  # the workers map what they expect; this is the backstop
             raise _os_error(exc, action) from exc
 
