@@ -314,7 +314,9 @@ class _TouchMethod:
     """``touch``: ``Model.touch(ttl=, **pk)`` on the class, ``obj.touch(ttl=)`` on an
     instance (the instance's primary key)."""
 
-    def __get__(self, instance: Model | None, owner: type[Model]) -> Callable[..., Any]:
+    def __get__(
+        self, instance: Model | None, owner: type[Model]
+    ) -> Callable[..., TouchQuery[bool]]:
         def touch(*args: Any, ttl: Any = NOTHING, **pk: Any) -> TouchQuery[bool]:
             """Set the row's remaining lifetime (``ttl=None``: never expires; default: the
             model's ``Meta.ttl``) in one round trip; awaits to whether the row exists.
@@ -812,6 +814,16 @@ class Model(metaclass=ModelMeta):
         return DeleteQuery(cls, [schema.normalize_pk(pk) for pk in pks], mode="many")
 
     touch = _TouchMethod()
+    """``Model.touch(ttl=, **pk)`` / ``obj.touch(ttl=)``: set the row's remaining lifetime
+    (``ttl=None``: never expires; without ``ttl=``: the model's ``Meta.ttl``) in one round
+    trip, without reading or rewriting the row. Awaits to whether the row exists (a missing
+    row is not created).
+
+    Example::
+
+        assert await Session.touch(id=sid, ttl=1800)   # sliding expiry
+        await session.touch(ttl=1800)
+    """
 
     @classmethod
     def remaining_ttl(cls, *args: Never, **pk: Any) -> RemainingTTLQuery[float | None]:
