@@ -77,3 +77,4 @@ def check_site(site: Path) -> None:
     # Copy buttons stay off the code unless the block is hovered (docs/stylesheets/extra.css).
     css = (site / "stylesheets" / "extra.css").read_text("utf-8")
     assert ".md-code__nav" in css and "opacity: 0" in css
+    assert ".zeroclipboard-container" in css  # the notebook cells' copy buttons too
