@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from acacheorm._commands import MISSING, Batch, Touch, Ttl
+from tests.backends.test_conformance import eventually
 from tests.models.conftest import RoundTrips
 
 
@@ -83,6 +84,15 @@ async def test_raw_ttl_command(models: SimpleNamespace) -> None:
     assert forever is None
     assert isinstance(soon, float) and 0 < soon <= 100
     assert absent is MISSING
+
+    await backend.set("brief", b"1", ttl=1)
+
+    async def expired() -> bool:
+        [left] = await backend.execute(Batch((Ttl("brief"),)))
+        assert left is MISSING or isinstance(left, float)
+        return left is MISSING
+
+    await eventually(expired)  # an expired key is missing, not "0 seconds left"
 
 
 def test_bad_calls_are_type_errors_naming_the_model(models: SimpleNamespace) -> None:
