@@ -127,3 +127,5 @@ def test_unknown_foreign_key_target_names_the_field() -> None:
     assert "did you mean 'Member'?" in message
     with pytest.raises(co.ConfigurationError, match=r"Post\.author"):
         Post.get(id=1).select_related("author")
+    with pytest.raises(LookupError):  # what resolving an unknown name always raised
+        Post.author.rel_model  # noqa: B018

@@ -70,7 +70,7 @@ class ForeignKeyField(Field[M], Generic[M]):
             try:
                 resolved = self.model if to == "self" else lookup_model(to)
             except LookupError as exc:
-                raise ConfigurationError(
+                raise _UnknownModel(
                     f"{self._where()}: ForeignKeyField({to!r}) names no model: {exc}"
                     f"{_did_you_mean(to)}"
                 ) from None
@@ -176,6 +176,10 @@ class ForeignKeyField(Field[M], Generic[M]):
         if not schema.composite:
             return schema.pk_fields[0].key_part(value)
         return escape_key_part(schema.pk_key_part(value))
+
+
+class _UnknownModel(ConfigurationError, LookupError):
+    """A foreign key names no model: a configuration error, and still a LookupError."""
 
 
 def _did_you_mean(name: str) -> str:
