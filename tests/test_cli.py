@@ -110,6 +110,53 @@ async def test_demo_on_redis(redis_url: str) -> None:
 @pytest.mark.parametrize(
     "args",
     [
+        ["demo", "--url", "redis://127.0.0.1:1/0"],  # nothing listens on port 1
+        ["demo", "--serializer", "pickle"],  # no ACACHEORM_PICKLE_KEY
+        ["demo", "--url", "gopher://nowhere"],
+    ],
+)
+async def test_demo_failures_are_one_line(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACACHEORM_PICKLE_KEY", raising=False)
+    result = await run(*args)
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    assert "create two users" not in result.output  # refused before the walk-through
+    if "pickle" in args:
+        assert "ACACHEORM_PICKLE_KEY" in errors[0]
+    elif "redis://127.0.0.1:1/0" in args:
+        assert "BackendUnavailable" in errors[0]
+
+
+async def test_demo_serializer_is_a_choice() -> None:
+    result = await run("demo", "--serializer", "xml")
+    assert result.exit_code == 2
+    assert "'xml' is not one of 'json', 'msgpack', 'pickle'" in result.output
+    help_text = (await run("demo", "--help")).output
+    assert "[json|msgpack|pickle]" in help_text
+    assert "--keep" in help_text
+
+
+async def test_demo_keep_leaves_rows_to_inspect(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/demo"
+    result = await run("demo", "--url", url, "--keep")
+    assert result.exit_code == 0, result.output
+    assert f"python -m acacheorm inspect '{url}?namespace=acacheorm-demo' user:1" in result.output
+    found = await run("inspect", f"{url}?namespace=acacheorm-demo", "user:1")
+    assert found.exit_code == 0, found.output
+    assert re.search(r"name\s+│\s+'Sam'", found.output), found.output
+    assert re.search(r"time to live\s+│\s+3,\d{3} s", found.output), found.output
+    # without --keep the demo leaves nothing behind
+    other = f"file://{tmp_path}/demo2"
+    assert (await run("demo", "--url", other)).exit_code == 0
+    gone = await run("inspect", f"{other}?namespace=acacheorm-demo", "user:1")
+    assert gone.exit_code == 1 and "no value is stored" in gone.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
         ["demo", "--bogus"],
         ["nothing-like-this"],
         ["inspect", "memory://"],
@@ -150,6 +197,20 @@ async def test_inspect_shows_envelope_and_fields(store: tuple[str, Backend]) -> 
     assert f"{fingerprint:#06x}" in out
     assert re.search(r"name\s+│\s+'p2'\s+│\s+str", out), out
     assert re.search(r"height\s+│\s+1\.52\s+│\s+float", out), out
+
+
+async def test_inspect_shows_the_remaining_ttl(store: tuple[str, Backend]) -> None:
+    url, backend = store
+    old = old_person_model(backend)
+    await old.create(id=1, name="a", height=1.0, ttl=300)
+    await old.create(id=2, name="b", height=1.0, ttl=None)
+    result = await run("inspect", url, "person:1")
+    assert result.exit_code == 0, result.output
+    match = re.search(r"time to live\s+│\s+([\d.]+) s \((\d+)m", result.output)
+    assert match, result.output
+    assert 240 < float(match.group(1)) <= 300
+    result = await run("inspect", url, "person:2")
+    assert re.search(r"time to live\s+│\s+never expires", result.output), result.output
 
 
 async def test_inspect_through_the_current_model(store: tuple[str, Backend]) -> None:
@@ -271,6 +332,47 @@ async def test_migrate_rewrites_json_rows_as_msgpack(store: tuple[str, Backend])
     assert again.exit_code == 0
     assert re.search(r"already current\s+│\s+25", again.output), again.output
     assert re.search(r"rewritten\s+│\s+0", again.output), again.output
+
+
+async def test_stats_and_migrate_show_the_listing_too(store: tuple[str, Backend]) -> None:
+    url, backend = store
+    await needs_scan(backend)
+    await write_old_people(backend, 12)
+    result = await run("stats", url, "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"listing keys.*12/12", result.output), result.output
+    assert re.search(r"reading.*12/12", result.output), result.output
+    assert "eta" in result.output
+    result = await run("migrate", url, "tests.cli_models:Person", "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"listing keys.*12/12", result.output), result.output
+    assert re.search(r"migrating.*12/12", result.output), result.output
+
+
+async def test_migrate_streams_keys_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library pulls keys from an async iterator only as batches need them."""
+    backend = co.SimpleBackend()
+    old = old_person_model(backend)
+    await old.insert_many(*({"id": i, "name": "x", "height": 1.0} for i in range(25)))
+    pulled: list[int] = []
+    seen_at_read: list[int] = []
+
+    async def keys() -> AsyncIterator[str]:
+        async for key in backend.scan("person:"):
+            pulled.append(1)
+            yield key
+
+    real_execute = co.SimpleBackend.execute
+
+    async def counting_execute(self: Backend, batch: Batch) -> list[Any]:
+        if any(isinstance(c, Gets) for c in batch.commands):
+            seen_at_read.append(len(pulled))
+        return await real_execute(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(co.SimpleBackend, "execute", counting_execute)
+    report = await _ops.migrate(backend, Person, keys(), batch_size=10)
+    assert report.scanned == 25 and report.migrated == 25
+    assert seen_at_read == [10, 20, 25]  # never more than a batch ahead
 
 
 async def test_migrate_dry_run_changes_nothing(store: tuple[str, Backend]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
+import uuid
 from typing import Any
 
 import pytest
@@ -199,3 +201,116 @@ def test_envelope_is_small() -> None:
     payload = model._schema.encode(obj)
     bare = msgpack.packb(model._schema.to_primitives(obj), use_bin_type=True)
     assert len(payload) - len(bare) <= 8
+
+
+def _json_types_only(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_types_only(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_json_types_only(v) for v in value)
+    return value is None or type(value) in (str, int, float, bool)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_to_dict_json_mode_round_trips_through_json_text(data: st.DataObject) -> None:
+    values = data.draw(ROWS["json"])
+    model = model_for("msgpack")
+    obj = model(id=1, **values)
+    as_json = obj.to_dict(mode="json")
+    assert _json_types_only(as_json)
+    text = json.dumps(as_json)  # no default=: every value is JSON data
+    for back in (model.from_dict(json.loads(text)), model.from_dict(obj.to_dict())):
+        for name in FIELDS:
+            want = getattr(obj, name)
+            got = getattr(back, name)
+            assert got == want, name
+            assert type(got) is type(want), name
+            if isinstance(want, decimal.Decimal):
+                assert str(got) == str(want)
+    assert model.from_dict(json.loads(text)).to_dict(mode="json") == as_json
+
+
+def test_to_dict_json_forms() -> None:
+    model = model_for("msgpack")
+    token = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    moment = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
+    obj = model(
+        id=1,
+        decimal=decimal.Decimal("1.10"),
+        binary=b"\x00\xff",
+        uuid=token,
+        enum=Gender.FEMALE,
+        datetime=datetime.datetime(2024, 5, 1, 12, 0),
+        datetimetz=moment,
+        date=datetime.date(2024, 5, 1),
+        time=datetime.time(9, 30),
+        timestamp=moment,
+        list_binary=[b"a"],
+        json={"a": [1, 2]},
+    )
+    d = obj.to_dict(mode="json")
+    assert d["decimal"] == "1.10"
+    assert d["binary"] == "AP8="
+    assert d["uuid"] == str(token)
+    assert d["enum"] == 2
+    assert d["datetime"] == "2024-05-01T12:00:00"
+    assert d["datetimetz"] == "2024-05-01T12:00:00+00:00"
+    assert d["date"] == "2024-05-01"
+    assert d["time"] == "09:30:00"
+    assert d["timestamp"] == "2024-05-01T12:00:00+00:00"
+    assert d["list_binary"] == ["YQ=="]
+    assert d["json"] == {"a": [1, 2]}
+    assert d["string"] is None
+    assert obj.to_dict()["binary"] == b"\x00\xff"
+    with pytest.raises(ValueError, match=r"All_msgpack\.to_dict\(\): mode is 'python' or 'json'"):
+        obj.to_dict(mode="yaml")
+
+
+def test_from_dict_refuses_what_neither_form_accepts() -> None:
+    model = model_for("msgpack")
+    with pytest.raises(co.ValidationError, match="binary"):
+        model.from_dict({"id": 1, "binary": "not base64!"})
+    with pytest.raises(co.ValidationError, match="date"):
+        model.from_dict({"id": 1, "date": "yesterday"})
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        model.from_dict({"id": 1, "nope": 1})
+    with pytest.raises(TypeError, match="takes a mapping"):
+        model.from_dict([("id", 1)])  # type: ignore[arg-type]
+
+
+def test_to_dict_json_of_foreign_keys() -> None:
+    store = co.SimpleBackend()
+
+    class Owner(co.Model):
+        id = co.UUIDField(primary_key=True)
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "json"
+
+    class Pair(co.Model):
+        a = co.ForeignKeyField(Owner)
+        b = co.DateField()
+
+        class Meta:
+            primary_key = co.CompositeKey("a", "b")
+            serializer = "json"
+            backend = store
+
+    class Item(co.Model):
+        id = co.IntegerField(primary_key=True)
+        owner = co.ForeignKeyField(Owner)
+        pair = co.ForeignKeyField(Pair, null=True)
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "json"
+
+    token = uuid.uuid4()
+    item = Item(id=1, owner=token, pair=(token, datetime.date(2024, 1, 2)))
+    d = item.to_dict(mode="json")
+    assert d == {"id": 1, "owner": str(token), "pair": [str(token), "2024-01-02"]}
+    back = Item.from_dict(json.loads(json.dumps(d)))
+    assert back.owner_id == token
+    assert back.pair_id == (token, datetime.date(2024, 1, 2))

@@ -130,10 +130,10 @@ def install_exception_handlers(app: Starlette) -> None:
     """Turn acacheorm errors raised in routes into JSON responses.
 
     - ``DoesNotExist`` (any ``Model.DoesNotExist``) → 404 ``{"detail": "User with id=1
-      does not exist (...)"}``
-    - ``ValidationError`` → 422, shaped like FastAPI's own validation errors and naming the
-      model, the field and the offending value (its repr):
-      ``{"detail": [{"type": "value_error", "loc": ["User", "name"], "msg": ...,
+      does not exist"}`` (the internal cache key is not shown)
+    - ``ValidationError`` → 422, shaped like FastAPI's own validation errors (``loc`` is
+      ``["body", field]``) and naming the model, the field and the offending value (its
+      repr): ``{"detail": [{"type": "value_error", "loc": ["body", "name"], "msg": ...,
       "model": "User", "field": "name", "value": "'xxx...'"}]}``
     - ``BackendUnavailable`` → 503 with a generic message (the server address stays in the
       log, not in the response)
@@ -169,7 +169,9 @@ def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> R
 
 
 async def _does_not_exist(request: Request, exc: Exception) -> Response:
-    return _json(404, {"detail": str(exc)})
+    # ``detail`` leaves out the stored key: it names the deployment's namespace and layout.
+    detail = exc.detail if isinstance(exc, DoesNotExist) else str(exc)
+    return _json(404, {"detail": detail})
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -179,7 +181,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         value = value[: _VALUE_REPR_LIMIT - 3] + "..."
     error = {
         "type": "value_error",
-        "loc": [part for part in (exc.model, exc.field) if part is not None],
+        # As FastAPI locates errors in request bodies: ["body", field].
+        "loc": ["body", exc.field] if exc.field is not None else ["body"],
         "msg": str(exc),
         "model": exc.model,
         "field": exc.field,

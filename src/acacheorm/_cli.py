@@ -11,8 +11,18 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from . import _ops
 from ._exceptions import CacheORMError
@@ -39,6 +49,34 @@ def _backend(url: str) -> Backend:
         return backend_from_url(url)
     except (ValueError, TypeError, CacheORMError) as exc:
         raise click.BadParameter(str(exc), param_hint="URL") from exc
+
+
+class _RateColumn(ProgressColumn):
+    """Keys per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} keys/s")
+
+
+def _progress(console: Console) -> Progress:
+    """Count, rate, elapsed time and (when the total is known) a bar and the time left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _describe_ttl(left: float | None) -> str:
+    if left is None:
+        return "never expires"
+    return f"{left:.3f} s" if left < 60 else f"{left:,.0f} s ({_ops.human_seconds(round(left))})"
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -89,13 +127,29 @@ def cli() -> None:
     help="Backend URL (memory://, file:///path, redis://…, redis+cluster://…, "
     "memcached://h:p,h:p).",
 )
-@click.option("--serializer", default="msgpack", show_default=True, help="json, msgpack or pickle.")
+@click.option(
+    "--serializer",
+    type=click.Choice(["json", "msgpack", "pickle"]),
+    default="msgpack",
+    show_default=True,
+    help="The models' serializer (pickle needs ACACHEORM_PICKLE_KEY).",
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the demo's rows in the store (namespace acacheorm-demo), to look at with "
+    "inspect and stats.",
+)
 @click.pass_context
-def demo(ctx: click.Context, url: str, serializer: str) -> None:
+def demo(ctx: click.Context, url: str, serializer: str, keep: bool) -> None:
     """Walk through models, queries and a lazy foreign key."""
-    from ._demo import run_demo
+    from ._demo import DEMO_NAMESPACE, run_demo
 
-    ctx.exit(asyncio.run(run_demo(url, serializer)))
+    try:
+        backend = backend_from_url(url, namespace=DEMO_NAMESPACE)
+    except (ValueError, TypeError, CacheORMError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from exc
+    ctx.exit(_run(run_demo(backend, serializer, keep=keep, url=url)))
 
 
 @cli.command("inspect", epilog=URL_HELP, short_help="Decode one stored row.")
@@ -137,6 +191,7 @@ def inspect_command(
     envelope.add_row("envelope", f"magic 0xAC, version {found.version}")
     envelope.add_row("serializer", _ops.describe_tag(found.tag))
     envelope.add_row("schema fingerprint", f"{found.fingerprint:#06x}")
+    envelope.add_row("time to live", _describe_ttl(found.remaining_ttl))
     if model is not None:
         schema = model._schema
         differs = [
@@ -214,18 +269,33 @@ def stats(
     """Keys and bytes per key prefix (model namespace and name), and which serializers
     wrote them.
 
-    Lists every key of the store (or of the URL's namespace), so run it against a replica
+    Lists every key of the store (or of the URL's namespace) twice, once to count them and
+    once to read them (a batch at a time, never all in memory), so run it against a replica
     or at a quiet time on a large store.
     """
     _imports(imports)
     backend = _backend(url)
 
+    console = _console()
+
     async def go() -> list[_ops.GroupStats]:
         async with backend:
-            return await _ops.collect_stats(backend, prefix, depth=depth, batch_size=batch_size)
+            with _progress(console) as bar:
+                listing = bar.add_task("listing keys", total=None)
+                total = await _ops.count_keys(
+                    backend, prefix, batch_size, lambda n: bar.advance(listing, n)
+                )
+                bar.update(listing, total=total, completed=total)
+                task = bar.add_task("reading", total=total)
+                return await _ops.collect_stats(
+                    backend,
+                    prefix,
+                    depth=depth,
+                    batch_size=batch_size,
+                    progress=lambda n: bar.advance(task, n),
+                )
 
     groups = _run(go())
-    console = _console()
     if not groups:
         console.print(f"no keys under {prefix!r} in {redact(url)}")
         ctx.exit(0)
@@ -295,19 +365,19 @@ def migrate(
 
     async def go() -> _ops.MigrationReport:
         async with backend:
-            keys = await _ops.scan_keys(backend, key_prefix, batch_size)
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
-                task = bar.add_task("checking" if dry_run else "migrating", total=len(keys))
+            with _progress(console) as bar:
+                # Count first (so the rewrite can show the time left), then stream: no list
+                # of every key is ever held.
+                listing = bar.add_task("listing keys", total=None)
+                total = await _ops.count_keys(
+                    backend, key_prefix, batch_size, lambda n: bar.advance(listing, n)
+                )
+                bar.update(listing, total=total, completed=total)
+                task = bar.add_task("checking" if dry_run else "migrating", total=total)
                 return await _ops.migrate(
                     backend,
                     model,
-                    keys,
+                    backend.scan(key_prefix, batch_size),
                     batch_size=batch_size,
                     dry_run=dry_run,
                     progress=lambda n: bar.advance(task, n),

@@ -18,6 +18,7 @@ Cas       ``bool`` (written only if the key still holds the value read with the 
 Delete    ``bool`` (whether the key existed)
 Incr      ``int``, the new value (a missing key counts as 0; ``delta`` may be negative)
 Touch     ``bool`` (whether the key existed; its TTL is now ``ttl``)
+Ttl       seconds left as a ``float``, ``None`` for a key that never expires, or `MISSING`
 ========  =====================================================================
 
 ``ttl`` is seconds as a float, ``None`` for "never expires", or `KEEP_TTL` (Cas, Replace)
@@ -47,6 +48,29 @@ Example::
 
     [(value, token)] = await backend.execute(co.Batch((Gets("k"),)))
     [written] = await backend.execute(co.Batch((Cas("k", b"new", token, co.KEEP_TTL),)))
+"""
+
+
+class _Missing(enum.Enum):
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: The result of a `Ttl` command for a key that does not exist (or has expired).
+MISSING = _Missing.MISSING
+"""The result of `Ttl` for an absent key (falsy, distinct from ``None``: no expiry).
+
+Example::
+
+    from acacheorm._commands import MISSING, Ttl
+
+    [left] = await backend.execute(co.Batch((Ttl("k"),)))
+    if left is MISSING: ...
 """
 
 TTL = float | None
@@ -105,9 +129,13 @@ class Touch(NamedTuple):
     ttl: TTL = None
 
 
-Command = Get | Gets | Has | Set | Add | Replace | Cas | Delete | Incr | Touch
+class Ttl(NamedTuple):
+    key: str
 
-READ_COMMANDS: frozenset[type] = frozenset({Get, Gets, Has})
+
+Command = Get | Gets | Has | Set | Add | Replace | Cas | Delete | Incr | Touch | Ttl
+
+READ_COMMANDS: frozenset[type] = frozenset({Get, Gets, Has, Ttl})
 
 
 class Batch(NamedTuple):

@@ -20,12 +20,29 @@ def _say(text: str) -> None:
     print(f"\n» {text}")
 
 
-async def run_demo(url: str = "memory://", serializer: str = "msgpack") -> int:
-    backend = co.backend_from_url(url, namespace="acacheorm-demo")
+DEMO_NAMESPACE = "acacheorm-demo"
+
+
+async def run_demo(
+    backend: co.Backend | str = "memory://",
+    serializer: str = "msgpack",
+    *,
+    keep: bool = False,
+    url: str | None = None,
+) -> int:
+    """The demo on ``backend`` (or a URL, in namespace ``acacheorm-demo``); ``keep`` leaves
+    its rows in the store."""
+    if isinstance(backend, str):
+        url = url or backend
+        backend = co.backend_from_url(backend, namespace=DEMO_NAMESPACE)
 
     User, Article, Collection = define_models(backend, serializer)
+    # Fail before the walk-through starts: a serializer that cannot write (pickle without
+    # a key) or a store that does not answer.
+    User._schema.encode(User(id=0, name="probe", height=1.0))
 
     async with backend:
+        await backend.has("probe")
         print(f"acacheorm {co.__version__} demo on {backend!r} with {serializer}")
         _say("create two users")
         sam = await User.create(
@@ -80,7 +97,22 @@ async def run_demo(url: str = "memory://", serializer: str = "msgpack") -> int:
             await User.get(id=2)
         except User.DoesNotExist as exc:
             print("User.DoesNotExist:", exc)
-        await backend.clear()
+        if not keep:
+            await backend.clear()
+    if keep:
+        _say("the rows are kept")
+        if isinstance(backend, co.SimpleBackend):
+            print("(memory:// lives in this process only: use --url file:///tmp/demo or redis://…)")
+        else:
+            from ._urls import redact
+
+            where = redact(url) if url else "URL"
+            sep = "&" if "?" in where else "?"
+            print(
+                f"look at them with:\n  python -m acacheorm inspect '{where}{sep}namespace="
+                f"{backend.namespace}' user:1\n  python -m acacheorm stats "
+                f"'{where}{sep}namespace={backend.namespace}'"
+            )
     print("\ndone.")
     return 0
 

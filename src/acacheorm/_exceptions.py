@@ -44,7 +44,15 @@ class DoesNotExist(CacheORMError):
             user = await User.get(id=1)
         except User.DoesNotExist:
             user = None
+
+    ``key`` is the stored key when acacheorm raised it, and ``detail`` the message without
+    it (what the FastAPI handlers answer: the key is internal).
     """
+
+    def __init__(self, *args: Any, key: str | None = None, detail: str | None = None) -> None:
+        super().__init__(*args)
+        self.key = key
+        self.detail = detail if detail is not None else (str(args[0]) if args else "")
 
 
 class MultipleObjectsReturned(CacheORMError):

@@ -19,11 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, NamedTuple
 
-from ._commands import READ_COMMANDS, Batch
+from ._commands import Batch, Get, Gets, Has
 from ._signals import Signal
 from .backends.base import Backend
 
 logger = logging.getLogger("acacheorm")
+
+# The reads whose result says hit or miss (for BatchEvent.hits/misses).
+_LOOKUPS: frozenset[type] = frozenset({Get, Gets, Has})
 
 Step = list[tuple[Backend, Batch]]
 
@@ -117,9 +120,7 @@ class BatchEvent(NamedTuple):
         return sum(
             1
             for c, r in zip(self.batch.commands, self.results or (), strict=False)
-            if type(c) in READ_COMMANDS
-            and r not in (None, False)
-            and not isinstance(r, BaseException)
+            if type(c) in _LOOKUPS and r not in (None, False) and not isinstance(r, BaseException)
         )
 
     @property
@@ -128,7 +129,7 @@ class BatchEvent(NamedTuple):
         return sum(
             1
             for c, r in zip(self.batch.commands, self.results or (), strict=False)
-            if type(c) in READ_COMMANDS and r in (None, False)
+            if type(c) in _LOOKUPS and r in (None, False)
         )
 
 
@@ -273,8 +274,11 @@ def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
-    """Run one batch on one backend, merged with concurrent ones where allowed."""
-    if not backend.auto_batch or batch.atomic or not batch.commands:
+    """Run one batch on one backend, merged with concurrent ones where allowed. A batch
+    with no command is no round trip: nothing is sent and no hook hears of it."""
+    if not batch.commands:
+        return []
+    if not backend.auto_batch or batch.atomic:
         return await _execute(backend, batch)
     loop = asyncio.get_running_loop()
     # One coalescer per backend and event loop, kept on the backend itself so it lives and

@@ -178,12 +178,33 @@ class Field(Generic[T]):
         """The text of this value inside a key (primary key fields)."""
         return str(value)
 
+    def to_json(self, value: T) -> Any:
+        """A (valid, non-None) value as data `json.dumps` accepts: UUIDs, datetimes,
+        dates, times and decimals as text, bytes as base64, enums by value.
+
+        Example::
+
+            assert User.created_at.to_json(moment) == "2024-05-01T12:00:00+00:00"
+        """
+        return self.to_primitive(value, False)
+
+    def from_json(self, data: Any) -> T:
+        """The value for what `to_json` gave (not None); raises on data of a wrong type.
+
+        Example::
+
+            assert User.token.from_json(str(token)) == token
+        """
+        return self.from_primitive(data, False)
+
     # -- expressions for atomic updates (``User.update(id=1, visits=User.visits + 1)``) ----
 
     def __add__(self, other: Any) -> Expression:
+        self._check_operand("+", other)
         return Expression(self, operator.add, other, "+")
 
     def __sub__(self, other: Any) -> Expression:
+        self._check_operand("-", other)
         return Expression(self, operator.sub, other, "-")
 
     # -- conditions for queries by field (``User.filter(User.age >= 18)``) --------------
@@ -219,6 +240,42 @@ class Field(Generic[T]):
 
     def __ge__(self, other: Any) -> Any:
         return self._condition("gte", other)
+
+    #: The operators an update expression may apply to this field's values.
+    operators: tuple[str, ...] = ()
+
+    def _where(self) -> str:
+        owner = getattr(self, "model", None)
+        return f"{owner.__name__}.{self.name}" if owner is not None else self.name or "field"
+
+    def _check_operand(self, symbol: str, operand: Any) -> None:
+        """Refuse, before any I/O, an expression that could not apply to a stored value."""
+        kind = type(self).__name__
+        if symbol not in self.operators:
+            raise TypeError(
+                f"{self._where()} {symbol} {_short_repr(operand)}: a {kind} does not support "
+                f"{symbol!r} in an update"
+            )
+        try:
+            self._check_operand_value(operand)
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise TypeError(
+                f"{self._where()} {symbol} {_short_repr(operand)}: {self._operand_problem(exc)}"
+            ) from None
+
+    #: The operand types those operators take.
+    operand_types: tuple[type, ...] = ()
+
+    def _check_operand_value(self, operand: Any) -> None:
+        types = self.operand_types
+        if isinstance(operand, bool) or not isinstance(operand, types):
+            raise TypeError(f"expected {_type_name(types)}, not {type(operand).__name__}")
+
+    def _operand_problem(self, exc: BaseException) -> str:
+        text = str(exc)
+        if isinstance(exc, ValidationError) and exc.field is not None:
+            text = text.split(": ", 1)[-1]
+        return f"{text} ({type(self).__name__})"
 
     def __repr__(self) -> str:
         owner = getattr(self, "model", None)
@@ -296,6 +353,9 @@ class IntegerField(Field[int]):
         age = co.IntegerField(min_value=0, max_value=150)
     """
 
+    operators = ("+", "-")
+    operand_types = (int,)
+
     identity = True
     python_type = int
 
@@ -336,6 +396,9 @@ class FloatField(Field[float]):
 
         height = co.FloatField(min_value=0)
     """
+
+    operators = ("+", "-")
+    operand_types = (int, float)
 
     identity = True
     python_type = float
@@ -415,6 +478,9 @@ class DecimalField(_CheckedOptions, Field[decimal.Decimal]):
         price = co.DecimalField(max_digits=10, decimal_places=2)
         rate = co.DecimalField(decimal_places=2, auto_round=True, rounding=decimal.ROUND_UP)
     """
+
+    operators = ("+", "-")
+    operand_types = (int, decimal.Decimal)
 
     python_type = decimal.Decimal
 
@@ -548,6 +614,9 @@ class StringField(Field[str]):
         name = co.StringField(max_length=64)
     """
 
+    operators = ("+",)
+    operand_types = (str,)
+
     identity = True
     python_type = str
 
@@ -589,6 +658,9 @@ class BinaryField(Field[bytes]):
 
         avatar = co.BinaryField(null=True, max_length=65536)
     """
+
+    operators = ("+",)
+    operand_types = (bytes,)
 
     python_type = bytes
 
@@ -809,6 +881,9 @@ class DateTimeField(_FormattedField, Field[datetime.datetime]):
         logged_at = co.DateTimeField(formats=["%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S"])
     """
 
+    operators = ("+", "-")
+    operand_types = (datetime.timedelta,)
+
     python_type = datetime.datetime
 
     def __init__(
@@ -894,6 +969,9 @@ class DateField(_FormattedField, Field[datetime.date]):
         birthday = co.DateField(null=True)
         issued = co.DateField(formats=["%d.%m.%Y"])
     """
+
+    operators = ("+", "-")
+    operand_types = (datetime.timedelta,)
 
     python_type = datetime.date
 
@@ -1014,6 +1092,9 @@ class TimestampField(_CheckedOptions, Field[datetime.datetime]):
         seen_at = co.TimestampField(resolution=10**3, utc=True)   # milliseconds
     """
 
+    operators = ("+", "-")
+    operand_types = (datetime.timedelta,)
+
     python_type = datetime.datetime
 
     def __init__(
@@ -1077,6 +1158,13 @@ class TimestampField(_CheckedOptions, Field[datetime.datetime]):
             self._check_options()
         return _EPOCH + datetime.timedelta(microseconds=primitive * self._unit)
 
+    def to_json(self, value: datetime.datetime) -> str:
+        return value.isoformat()
+
+    def from_json(self, data: Any) -> datetime.datetime:
+        _expect(data, str)
+        return self.validate(datetime.datetime.fromisoformat(data))
+
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
@@ -1123,6 +1211,9 @@ class ListField(Field[list[T]]):
         phones = co.ListField(co.StringField(), default=list)
     """
 
+    operators = ("+",)
+    operand_types = (list, tuple)
+
     python_type = list
 
     def __init__(
@@ -1142,6 +1233,14 @@ class ListField(Field[list[T]]):
         self.field = field
         self.max_items = max_items
         self.identity = field.identity
+
+    def _check_operand_value(self, operand: Any) -> None:
+        super()._check_operand_value(operand)
+        for i, v in enumerate(operand):
+            try:
+                self.field.clean(v)
+            except ValidationError as exc:
+                raise ValueError(f"item {i}: {str(exc).split(': ', 1)[-1]}") from None
 
     def __set_name__(self, owner: type, name: str) -> None:
         super().__set_name__(owner, name)
@@ -1173,6 +1272,15 @@ class ListField(Field[list[T]]):
         if item.identity:
             return [item.clean(v) for v in primitive]
         return [None if v is None else item.from_primitive(v, binary) for v in primitive]  # type: ignore[misc]
+
+    def to_json(self, value: list[T]) -> list[Any]:
+        item = self.field
+        return [None if v is None else item.to_json(v) for v in value]
+
+    def from_json(self, data: Any) -> list[T]:
+        _expect(data, list)
+        item = self.field
+        return [None if v is None else item.from_json(v) for v in data]  # type: ignore[misc]
 
 
 class StructField(Field[T]):

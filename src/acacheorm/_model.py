@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Never, Self
 
 from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
 from ._fields import Field, UUIDField
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
         GetOrCreateQuery,
         InsertQuery,
         Query,
+        RemainingTTLQuery,
         SelectQuery,
+        TouchQuery,
         UpdateQuery,
     )
 
@@ -109,6 +111,8 @@ _RESERVED = frozenset(
         "offset",
         "update_or_create",
         "objects",
+        "touch",
+        "remaining_ttl",
     }
 )
 
@@ -136,6 +140,15 @@ def _meta_options(cls_name: str, bases: tuple[type, ...], meta: Any) -> dict[str
 
 
 def _resolve_serializer(cls_name: str, value: Any) -> Serializer:
+    serializer = _find_serializer(cls_name, value)
+    try:
+        serializer.check_available()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{cls_name}.Meta.serializer {value!r}: {exc}") from exc
+    return serializer
+
+
+def _find_serializer(cls_name: str, value: Any) -> Serializer:
     if isinstance(value, Serializer):
         return value
     if isinstance(value, str):
@@ -312,6 +325,70 @@ def lookup_model(name: str) -> type[Model]:
     return found[0]
 
 
+class _TouchMethod:
+    """``touch``: ``Model.touch(ttl=, **pk)`` on the class, ``obj.touch(ttl=)`` on an
+    instance (the instance's primary key)."""
+
+    def __get__(
+        self, instance: Model | None, owner: type[Model]
+    ) -> Callable[..., TouchQuery[bool]]:
+        def touch(*args: Any, ttl: Any = NOTHING, **pk: Any) -> TouchQuery[bool]:
+            """Set the row's remaining lifetime (``ttl=None``: never expires; default: the
+            model's ``Meta.ttl``) in one round trip; awaits to whether the row exists.
+
+            Example::
+
+                assert await Session.touch(id=sid, ttl=1800)   # sliding expiry
+                await session.touch(ttl=1800)
+            """
+            from ._query import TouchQuery
+
+            if args:
+                raise _positional_error(owner, "touch", args)
+            if instance is not None:
+                if pk:
+                    raise TypeError(
+                        f"{owner.__name__}.touch() on an instance takes only ttl=, "
+                        f"not {', '.join(sorted(pk))}"
+                    )
+                return TouchQuery(owner, owner._schema.pk_values(instance), ttl=ttl)
+            return TouchQuery(owner, owner._pk_from_kwargs("touch", pk), ttl=ttl)
+
+        touch.__qualname__ = f"{owner.__name__}.touch"
+        return touch
+
+
+def _check_conditions(cls: type[Model], method: str, conditions: tuple[Any, ...]) -> None:
+    """Positional arguments of ``get``/``get_or_none`` are conditions (``User.age >= 18``);
+    anything else (``User.get(1)``) is a primary key given the wrong way."""
+    if conditions:
+        from ._lookups import Condition
+
+        if not all(isinstance(c, Condition) for c in conditions):
+            raise _positional_error(cls, method, conditions)
+
+
+def _positional_error(cls: type[Model], method: str, args: tuple[Any, ...]) -> TypeError:
+    """``User.get(1)``: say which keywords to use instead."""
+    schema = getattr(cls, "_schema", None)
+    if schema is None:
+        return TypeError(f"{cls.__name__}.{method}() takes keyword arguments only")
+    names = schema.pk_names
+    shown = ", ".join(f"{n}={a!r}" for n, a in zip(names, args, strict=False))
+    hint = f"{cls.__name__}.{method}({shown})"
+    if method == "update":
+        hint = f"{cls.__name__}.update({shown}, field=value)"
+    by_id = {"get": "get_by_id", "delete": "delete_by_id", "update": "set_by_id"}.get(method)
+    if by_id is not None:
+        value = args[0] if len(args) == 1 else tuple(args)
+        extra = ", {...}" if method == "update" else ""
+        hint += f" or {cls.__name__}.{by_id}({value!r}{extra})"
+    return TypeError(
+        f"{cls.__name__}.{method}() takes the primary key as keywords "
+        f"({', '.join(names)}), not positionally: use {hint}"
+    )
+
+
 class Model(metaclass=ModelMeta):
     """Base class of every model.
 
@@ -366,23 +443,69 @@ class Model(metaclass=ModelMeta):
         """True for an instance holding only its primary key (an unloaded foreign key)."""
         return bool(self.__dict__.get("_sparse_"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The field values by field name (a foreign key gives the related primary key)."""
+    def to_dict(self, mode: str = "python") -> dict[str, Any]:
+        """The field values by field name (a foreign key gives the related primary key).
+
+        ``mode="python"`` (the default) gives the Python values; ``mode="json"`` gives what
+        `json.dumps` accepts: UUIDs, datetimes, dates, times and decimals as text (ISO 8601
+        for times), bytes as base64, enums by value, lists item by item. `from_dict` takes
+        either form back.
+
+        Example::
+
+            body = json.dumps(user.to_dict(mode="json"))
+            assert User.from_dict(json.loads(body)) == user
+        """
         schema = self._schema
         d = self.__dict__
-        if d.get("_sparse_"):
-            return {n: d[schema.attnames[n]] for n in schema.pk_names}
-        return {n: d[a] for n, a in schema.attnames.items()}
+        names = schema.pk_names if d.get("_sparse_") else tuple(schema.attnames)
+        if mode == "python":
+            return {n: d[schema.attnames[n]] for n in names}
+        if mode != "json":
+            raise ValueError(
+                f"{type(self).__name__}.to_dict(): mode is 'python' or 'json', not {mode!r}"
+            )
+        fields = schema.fields
+        out: dict[str, Any] = {}
+        for n in names:
+            value = d[schema.attnames[n]]
+            out[n] = None if value is None else fields[n].to_json(value)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build an (unsaved) instance from a dict of field values; validated.
 
+        Takes the Python values, or the JSON form of `to_dict` (``mode="json"``: ISO text
+        for datetimes, base64 for bytes, ...), field by field.
+
         Example::
 
             user = User.from_dict({"id": 1, "name": "Sam", "height": 1.8})
+            same = User.from_dict(json.loads(json.dumps(user.to_dict(mode="json"))))
         """
-        return cls(**data)
+        if not isinstance(data, Mapping):
+            raise TypeError(
+                f"{cls.__name__}.from_dict() takes a mapping, not {type(data).__name__}"
+            )
+        schema = cls._schema
+        by_attname = {a: n for n, a in schema.attnames.items()}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = key if key in schema.fields else by_attname.get(key)
+            if name is None or value is None:
+                values[key] = value  # unknown keys are refused by the constructor
+                continue
+            field = schema.fields[name]
+            try:
+                field.clean(value)  # the Python form
+            except Exception as exc:
+                try:
+                    value = field.from_json(value)
+                except Exception:
+                    raise exc from None
+            values[key] = value
+        return cls(**values)
 
     @classmethod
     def pydantic_model(
@@ -492,6 +615,7 @@ class Model(metaclass=ModelMeta):
             user = await User.get(id=1)
             sam = await User.get(email="sam@example.com")
         """
+        _check_conditions(cls, "get", conditions)
         from ._query import SelectQuery
 
         key = cls._key_lookup(conditions, pk)
@@ -524,6 +648,7 @@ class Model(metaclass=ModelMeta):
 
             user = await User.get_or_none(id=404)
         """
+        _check_conditions(cls, "get_or_none", conditions)
         from ._filter import FilterResult
         from ._query import SelectQuery
 
@@ -550,13 +675,15 @@ class Model(metaclass=ModelMeta):
             return None
 
     @classmethod
-    def query(cls, **pk: Any) -> SelectQuery[Self | None]:
+    def query(cls, *args: Never, **pk: Any) -> SelectQuery[Self | None]:
         """A query for the row with this primary key; awaits to it or ``None``.
 
         Example::
 
             user = await User.query(id=1)
         """
+        if args:
+            raise _positional_error(cls, "query", args)
         from ._query import SelectQuery
 
         return SelectQuery(cls, [cls._pk_from_kwargs("query", pk)], mode="one")
@@ -576,7 +703,11 @@ class Model(metaclass=ModelMeta):
 
     @classmethod
     def get_or_create(
-        cls, defaults: Mapping[str, Any] | None = None, *, ttl: Any = NOTHING, **pk: Any
+        cls,
+        defaults: Mapping[str, Any] | None = None,
+        *args: Never,
+        ttl: Any = NOTHING,
+        **pk: Any,
     ) -> GetOrCreateQuery[tuple[Self, bool]]:
         """``(instance, created)``; an add-if-absent write, so two racers agree.
 
@@ -585,6 +716,9 @@ class Model(metaclass=ModelMeta):
             user, created = await User.get_or_create(id=1, defaults={"name": "Sam",
                                                                      "height": 1.7})
         """
+        if args or (defaults is not None and not isinstance(defaults, Mapping)):
+            given = args if defaults is None or isinstance(defaults, Mapping) else (defaults, *args)
+            raise _positional_error(cls, "get_or_create", given)
         from ._query import GetOrCreateQuery
 
         pk_values = cls._pk_from_kwargs("get_or_create", pk)
@@ -596,7 +730,7 @@ class Model(metaclass=ModelMeta):
         return GetOrCreateQuery(cls, cls(**values), ttl=ttl)
 
     @classmethod
-    def update(cls, *, ttl: Any = NOTHING, **fields: Any) -> UpdateQuery[Self | None]:
+    def update(cls, *args: Never, ttl: Any = NOTHING, **fields: Any) -> UpdateQuery[Self | None]:
         """Change only the given fields of a stored row, atomically; keeps its TTL unless
         ``ttl=`` is given. Awaits to the updated instance, or ``None`` if there is no row.
 
@@ -605,6 +739,8 @@ class Model(metaclass=ModelMeta):
             user = await User.update(id=1, height=1.8)
             await User.update(id=1, visits=User.visits + 1)  # applied atomically
         """
+        if args:
+            raise _positional_error(cls, "update", args)
         from ._query import UpdateQuery
 
         return UpdateQuery(cls, [cls._split_update(fields)], ttl=ttl, mode="one")
@@ -680,7 +816,13 @@ class Model(metaclass=ModelMeta):
                 )
             if isinstance(value, Expression):
                 if value.field is not schema.fields[name]:
-                    raise TypeError(f"{cls.__name__}.{name}: the expression is on {value.field!r}")
+                    other = value.field
+                    where = getattr(other, "model", None)
+                    on = f"{where.__name__}.{other.name}" if where is not None else repr(other)
+                    raise TypeError(
+                        f"{cls.__name__}.update({key}={value!r}): the expression is on {on}, "
+                        f"not on {cls.__name__}.{name}"
+                    )
                 clean[name] = value
             else:
                 probe = cls.__new__(cls)
@@ -689,13 +831,15 @@ class Model(metaclass=ModelMeta):
         return clean
 
     @classmethod
-    def delete(cls, **pk: Any) -> DeleteQuery[bool]:
+    def delete(cls, *args: Never, **pk: Any) -> DeleteQuery[bool]:
         """A query that deletes a row; awaits to ``True`` if it was there.
 
         Example::
 
             deleted = await User.delete(id=1)
         """
+        if args:
+            raise _positional_error(cls, "delete", args)
         from ._query import DeleteQuery
 
         return DeleteQuery(cls, [cls._pk_from_kwargs("delete", pk)], mode="one")
@@ -724,6 +868,33 @@ class Model(metaclass=ModelMeta):
 
         schema = cls._schema
         return DeleteQuery(cls, [schema.normalize_pk(pk) for pk in pks], mode="many")
+
+    touch = _TouchMethod()
+    """``Model.touch(ttl=, **pk)`` / ``obj.touch(ttl=)``: set the row's remaining lifetime
+    (``ttl=None``: never expires; without ``ttl=``: the model's ``Meta.ttl``) in one round
+    trip, without reading or rewriting the row. Awaits to whether the row exists (a missing
+    row is not created).
+
+    Example::
+
+        assert await Session.touch(id=sid, ttl=1800)   # sliding expiry
+        await session.touch(ttl=1800)
+    """
+
+    @classmethod
+    def remaining_ttl(cls, *args: Never, **pk: Any) -> RemainingTTLQuery[float | None]:
+        """Seconds left before the row expires (a float), ``None`` for a row that never
+        expires; raises ``Model.DoesNotExist`` for a missing row. One round trip.
+
+        Example::
+
+            left = await Session.remaining_ttl(id=sid)
+        """
+        from ._query import RemainingTTLQuery
+
+        if args:
+            raise _positional_error(cls, "remaining_ttl", args)
+        return RemainingTTLQuery(cls, cls._pk_from_kwargs("remaining_ttl", pk))
 
     # -- instance queries -------------------------------------------------------------------
 

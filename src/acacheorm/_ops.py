@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _payload
-from ._commands import KEEP_TTL, Batch, Cas, Gets
+from ._commands import KEEP_TTL, MISSING, Batch, Cas, Get, Gets, Ttl
 from ._exceptions import SerializationError
 from ._fields import KEY_SEPARATOR
 from .backends.base import Backend
@@ -114,13 +114,21 @@ class Inspection(NamedTuple):
     fingerprint: int
     fields: dict[str, Any]
     raw: bytes
+    #: Seconds left before the key expires, ``None`` if it never does.
+    remaining_ttl: float | None = None
 
 
 async def inspect_key(backend: Backend, key: str) -> Inspection:
-    """Read ``key`` and decode its envelope and body; `OperationError` if it cannot."""
-    value = await backend.get(key)
+    """Read ``key`` (and its remaining TTL, in the same round trip) and decode its envelope
+    and body; `OperationError` if it cannot."""
+    value, left = await backend.execute(Batch((Get(key), Ttl(key))))
+    for result in (value, left):
+        if isinstance(result, BaseException):
+            raise result
     if value is None:
         raise OperationError(f"no value is stored under {key!r} in {backend!r}")
+    if left is MISSING:  # expired between the two commands
+        left = 0.0
     try:
         tag, fingerprint, body = _payload.unwrap(value)
     except _payload.EnvelopeError as exc:
@@ -141,7 +149,22 @@ async def inspect_key(backend: Backend, key: str) -> Inspection:
         raise OperationError(
             f"the {serializer.name} body of {key!r} cannot be decoded: {exc}"
         ) from exc
-    return Inspection(key, len(value), value[1], tag, serializer, fingerprint, fields, value)
+    return Inspection(key, len(value), value[1], tag, serializer, fingerprint, fields, value, left)
+
+
+def human_seconds(seconds: float) -> str:
+    """``3725`` → ``"1h 2m 5s"``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or days:
+        parts.append(f"{hours}h")
+    if minutes or hours or days:
+        parts.append(f"{minutes}m")
+    parts.append(f"{secs}s")
+    return " ".join(parts)
 
 
 # -- stats ------------------------------------------------------------------------------------
@@ -272,10 +295,50 @@ async def scan_keys(backend: Backend, prefix: str, count: int = 500) -> list[str
     return [key async for key in backend.scan(prefix, count)]
 
 
+async def count_keys(
+    backend: Backend,
+    prefix: str,
+    count: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """How many keys are under ``prefix``, without holding them; ``progress(n)`` every
+    ``count`` keys (for a progress display of the listing)."""
+    n = pending = 0
+    async for _ in backend.scan(prefix, count):
+        n += 1
+        pending += 1
+        if pending >= count:
+            if progress is not None:
+                progress(pending)
+            pending = 0
+    if pending and progress is not None:
+        progress(pending)
+    return n
+
+
+async def _chunks(keys: Iterable[str] | AsyncIterable[str], size: int) -> AsyncIterator[list[str]]:
+    """Lists of up to ``size`` keys, pulled from ``keys`` as they are needed."""
+    chunk: list[str] = []
+    if isinstance(keys, AsyncIterable):
+        async for key in keys:
+            chunk.append(key)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    else:
+        for key in keys:
+            chunk.append(key)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
 async def migrate(
     backend: Backend,
     model: type[Model],
-    keys: Sequence[str],
+    keys: Iterable[str] | AsyncIterable[str],
     *,
     batch_size: int = 500,
     dry_run: bool = False,
@@ -289,6 +352,9 @@ async def migrate(
     ones defaulted) and encoded anew; then one round trip of ``Cas(..., KEEP_TTL)``, so each
     row keeps its remaining TTL and a row changed (or deleted) since it was read is left
     alone and counted as ``changed``. ``dry_run`` reads and decodes but writes nothing.
+
+    ``keys`` may be an async iterable (``backend.scan(prefix)``): keys are pulled a batch
+    at a time, so memory stays bounded by ``batch_size`` whatever the number of rows.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
@@ -296,8 +362,9 @@ async def migrate(
     header = schema.header
     migrated = current = changed = vanished = 0
     failed: list[tuple[str, str]] = []
-    for start in range(0, len(keys), batch_size):
-        chunk = list(keys[start : start + batch_size])
+    scanned = 0
+    async for chunk in _chunks(keys, batch_size):
+        scanned += len(chunk)
         got = await backend.execute(Batch(tuple(Gets(k) for k in chunk)))
         writes: list[Cas] = []
         for key, item in zip(chunk, got, strict=True):
@@ -331,4 +398,4 @@ async def migrate(
             migrated += len(writes)
         if progress is not None:
             progress(len(chunk))
-    return MigrationReport(len(keys), migrated, current, changed, vanished, failed, dry_run)
+    return MigrationReport(scanned, migrated, current, changed, vanished, failed, dry_run)

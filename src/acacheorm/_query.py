@@ -19,7 +19,20 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids
-from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
+from ._commands import (
+    KEEP_TTL,
+    MISSING,
+    Add,
+    Batch,
+    Cas,
+    Delete,
+    Get,
+    Gets,
+    Replace,
+    Set,
+    Touch,
+    Ttl,
+)
 from ._display import InstanceList
 from ._exceptions import ConflictError
 from ._executor import Emit, Plan, Scan, Sleep, Step, combine
@@ -56,9 +69,8 @@ def _describe_pk(schema: Schema, pk: tuple[Any, ...]) -> str:
 
 
 def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
-    return schema.model.DoesNotExist(
-        f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist (key {key!r})"
-    )
+    text = f"{schema.model_name} with {_describe_pk(schema, pk)} does not exist"
+    return schema.model.DoesNotExist(f"{text} (key {key!r})", key=key, detail=text)
 
 
 class Query(Generic[R]):
@@ -299,9 +311,13 @@ class InsertQuery(Query[R]):
         results = (yield [(schema.backend, Batch(commands, self.atomic))])[0]
         for command, result in zip(commands, results, strict=True):
             if not _check(result) and self.replace:
+                obj = instances[[c.key for c in commands].index(command.key)]
+                text = (
+                    f"{schema.model_name} with {_describe_pk(schema, schema.pk_values(obj))} "
+                    "does not exist; save(force_insert=True) writes it anyway"
+                )
                 raise model.DoesNotExist(
-                    f"{schema.model_name} {command.key!r} does not exist; save(force_insert="
-                    "True) writes it anyway"
+                    f"{text} (key {command.key!r})", key=command.key, detail=text
                 )
         if post_save.receivers_for(model):
             yield Emit(post_save, model, instances, {"created": not self.replace})
@@ -445,6 +461,56 @@ class DeleteQuery(Query[R]):
         if not deleted and self.mode == "get":
             raise _does_not_exist(schema, self.pks[0], keys[0])
         return bool(deleted)
+
+
+class TouchQuery(Query[R]):
+    """``touch``: set a row's remaining lifetime in one command; awaits to whether the row
+    exists.
+
+    Example::
+
+        assert await Session.touch(id=sid, ttl=1800)
+    """
+
+    def __init__(self, model: type[Model], pk: tuple[Any, ...], *, ttl: Any) -> None:
+        self.model = model
+        self.pk = pk
+        self.ttl = resolve_ttl(model._schema.ttl, ttl)
+
+    def _plan(self) -> Plan:
+        schema = self.model._schema
+        key = schema.key(self.pk)
+        result = (yield [(schema.backend, Batch((Touch(key, self.ttl),)))])[0][0]
+        return bool(_check(result))
+
+    def __repr__(self) -> str:
+        return f"<TouchQuery {self.model.__name__} {_describe_pk(self.model._schema, self.pk)}>"
+
+
+class RemainingTTLQuery(Query[R]):
+    """``remaining_ttl``: seconds left before a row expires, ``None`` if it never does;
+    ``DoesNotExist`` for a missing row.
+
+    Example::
+
+        left = await Session.remaining_ttl(id=sid)
+    """
+
+    def __init__(self, model: type[Model], pk: tuple[Any, ...]) -> None:
+        self.model = model
+        self.pk = pk
+
+    def _plan(self) -> Plan:
+        schema = self.model._schema
+        key = schema.key(self.pk)
+        result = _check((yield [(schema.backend, Batch((Ttl(key),)))])[0][0])
+        if result is MISSING:
+            raise _does_not_exist(schema, self.pk, key)
+        return result
+
+    def __repr__(self) -> str:
+        schema = self.model._schema
+        return f"<RemainingTTLQuery {self.model.__name__} {_describe_pk(schema, self.pk)}>"
 
 
 class GetOrCreateQuery(Query[R]):

@@ -86,10 +86,20 @@ class ForeignKeyField(Field[M], Generic[M]):
         if isinstance(to, str):
             from ._model import lookup_model
 
-            resolved = self.model if to == "self" else lookup_model(to)
+            try:
+                resolved = self.model if to == "self" else lookup_model(to)
+            except LookupError as exc:
+                raise _UnknownModel(
+                    f"{self._where()}: ForeignKeyField({to!r}) names no model: {exc}"
+                    f"{_did_you_mean(to)}"
+                ) from None
             self.to = resolved  # type: ignore[assignment]
             return resolved
         return to
+
+    def clean(self, value: Any) -> Any:
+        self.rel_model  # noqa: B018 - an unknown model name is a ConfigurationError, not a bad value
+        return super().clean(value)
 
     # -- descriptor -------------------------------------------------------------------------
 
@@ -166,6 +176,20 @@ class ForeignKeyField(Field[M], Generic[M]):
             f.from_primitive(v, binary) for f, v in zip(schema.pk_fields, primitive, strict=True)
         )
 
+    def to_json(self, value: Any) -> Any:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            return schema.pk_fields[0].to_json(value)
+        return [f.to_json(v) for f, v in zip(schema.pk_fields, value, strict=True)]
+
+    def from_json(self, data: Any) -> Any:
+        schema = self.rel_model._schema
+        if not schema.composite:
+            return schema.pk_fields[0].from_json(data)
+        if not isinstance(data, list | tuple) or len(data) != len(schema.pk_fields):
+            raise TypeError(f"expected a list of {len(schema.pk_fields)} key parts")
+        return tuple(f.from_json(v) for f, v in zip(schema.pk_fields, data, strict=True))
+
     def key_part(self, value: Any) -> str:
         schema = self.rel_model._schema
         if not schema.composite:
@@ -209,6 +233,19 @@ def install_pending_reverse(cls: type[Model]) -> None:
     for key in (cls.__name__, f"{cls.__module__}.{cls.__name__}"):
         for field in _pending_reverse.pop(key, []):
             install_reverse(field, cls)
+
+
+class _UnknownModel(ConfigurationError, LookupError):
+    """A foreign key names no model: a configuration error, and still a LookupError."""
+
+
+def _did_you_mean(name: str) -> str:
+    import difflib
+
+    from ._model import _models_by_name
+
+    close = difflib.get_close_matches(name, [n for n in _models_by_name if "." not in n], n=3)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 class RawPk:

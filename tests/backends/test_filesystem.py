@@ -686,6 +686,31 @@ async def test_loop_stays_responsive_while_a_batch_waits(
     assert await fs.get("k") == b"v"
 
 
+async def test_a_cancelled_write_is_finished_before_the_cancellation_returns(
+    fs: FileSystemBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """anyio's thread offload: cancelling the await does not abandon the worker thread; the
+    CancelledError arrives once the write has run, so nothing lands behind the caller."""
+    waiting = threading.Event()
+    real_acquire = fsmod._Locks.acquire
+
+    def acquire(self: Any, stripe: str, exclusive: bool) -> None:
+        waiting.set()
+        real_acquire(self, stripe, exclusive)
+
+    monkeypatch.setattr(fsmod._Locks, "acquire", acquire)
+    with holding(fs, "k"):
+        task = asyncio.create_task(fs.set("k", b"v"))
+        await until(waiting.is_set)  # the worker thread is blocked on the lock
+        task.cancel()
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not task.done()  # still waiting for its thread, not abandoned
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    assert await fs.get("k") == b"v"  # the write ran to its end before the cancellation
+
+
 # -- across processes ------------------------------------------------------------------------
 
 WORKER_SCRIPT = textwrap.dedent(

@@ -50,6 +50,8 @@ is emulated with per-process POSIX locks and threads would not exclude each othe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import errno
 import fcntl
@@ -69,6 +71,7 @@ import anyio.to_thread
 
 from .._commands import (
     KEEP_TTL,
+    MISSING,
     READ_COMMANDS,
     Add,
     Batch,
@@ -83,6 +86,7 @@ from .._commands import (
     Replace,
     Set,
     Touch,
+    Ttl,
     WriteTTL,
 )
 from .._exceptions import BackendError, BackendUnavailable
@@ -421,6 +425,10 @@ def _apply(
             return False, _UNCHANGED
         # The value is unchanged, so the token (which names the value's version) is kept.
         return True, _Entry(entry.value, _expires_at(cmd.ttl, now), entry.token)
+    if isinstance(cmd, Ttl):
+        if entry is None:
+            return MISSING, _UNCHANGED
+        return (None if entry.expires == 0.0 else max(0.0, entry.expires - now)), _UNCHANGED
     raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - the union is closed
 
 
@@ -561,8 +569,19 @@ class FileSystemBackend(Backend):
         return _Location(full_key, key_bytes, digest, directory, os.path.join(directory, digest))
 
     async def _in_thread(self, func: Callable[[], _T], action: str) -> _T:
+        # A worker thread cannot be stopped. A cancelled caller (a timeout, a task group
+        # failing) therefore waits for its thread before the CancelledError goes on: no batch
+        # is still running behind an await that has ended.
+        work = asyncio.ensure_future(anyio.to_thread.run_sync(func))
         try:
-            return await anyio.to_thread.run_sync(func)
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            while not work.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((work,))
+            if not work.cancelled():
+                work.exception()  # retrieved: the caller is cancelled, the outcome is moot
+            raise
         except OSError as exc:  # the workers map what they expect; this is the backstop
             raise _os_error(exc, action) from exc
 

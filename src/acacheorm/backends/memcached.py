@@ -58,6 +58,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from .._commands import (
     KEEP_TTL,
+    MISSING,
     Add,
     Batch,
     Capabilities,
@@ -71,6 +72,7 @@ from .._commands import (
     Replace,
     Set,
     Touch,
+    Ttl,
     WriteTTL,
 )
 from .._exceptions import (
@@ -819,6 +821,8 @@ class MemcachedBackend(Backend):
             return self._simple(name, line, b"TOUCHED", b"NOT_FOUND")
         if isinstance(cmd, Incr):
             return self._incr(name, key, cmd.delta, cmd.ttl)
+        if isinstance(cmd, Ttl):
+            return self._ttl(name, key)
         raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - closed union
 
     def _too_large(self, name: str, key: bytes, value: bytes) -> ValueTooLargeError | None:
@@ -859,6 +863,17 @@ class MemcachedBackend(Backend):
         if reply.code == b"NS" and mode:  # add: present; replace: absent
             return False
         return self._refused(name, reply)
+
+    def _ttl(self, name: str, key: bytes) -> _Step:
+        reply = yield _Request(b"mg %b t\r\n" % key)
+        if reply.code == b"EN":
+            return MISSING
+        if reply.code != b"HD":
+            return self._refused(name, reply)
+        left = reply.flag(b"t")
+        # Whole seconds on a clock that ticks once a second, and `exptime` adds one tick:
+        # report the lower bound (the item lives at least this long, at most a second more).
+        return None if left < 0 else float(max(0, left - 1))
 
     def _gets(self, name: str, key: bytes) -> _Step:
         reply = yield _Request(b"mg %b v c t\r\n" % key)

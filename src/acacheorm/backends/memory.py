@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import time
 from collections import OrderedDict
@@ -11,6 +12,7 @@ from typing import Any
 
 from .._commands import (
     KEEP_TTL,
+    MISSING,
     Add,
     Batch,
     Capabilities,
@@ -23,6 +25,7 @@ from .._commands import (
     Replace,
     Set,
     Touch,
+    Ttl,
 )
 from .._exceptions import BackendError, ValueTooLargeError
 from .base import Backend, check_scan_args
@@ -36,7 +39,8 @@ class SimpleBackend(Backend):
     Every batch runs without yielding to the event loop, so it is atomic with respect to
     other tasks. ``max_entries`` bounds the number of keys; the least recently used keys are
     evicted to make room, but never a key written by the same batch (a batch that writes more
-    distinct keys than the bound is refused whole, before anything is written).
+    distinct keys than the bound is refused whole, before anything is written). Expired keys
+    make room first: a live key is never evicted while an expired one holds a slot.
 
     Example::
 
@@ -59,6 +63,10 @@ class SimpleBackend(Backend):
         # key -> [value, expires_at (monotonic) or None, version]
         self._data: OrderedDict[str, list[Any]] = OrderedDict()
         self._versions = itertools.count(1)
+        # With max_entries: (expires_at, version, key) of every entry written with a TTL, so
+        # that expired entries are found and dropped before a live key is evicted. Entries
+        # overwritten since are recognised by their version (or expiry) and skipped.
+        self._expiries: list[tuple[float, int, str]] = []
 
     def _live(self, key: str, now: float) -> list[Any] | None:
         entry = self._data.get(key)
@@ -72,11 +80,35 @@ class SimpleBackend(Backend):
 
     def _store(self, key: str, value: bytes, expires: float | None) -> None:
         data = self._data
-        data[key] = [value, expires, next(self._versions)]
+        version = next(self._versions)
+        data[key] = [value, expires, version]
         data.move_to_end(key)
         if self.max_entries is not None:
+            if expires is not None:
+                self._note_expiry(expires, version, key)
+            if len(data) > self.max_entries:
+                self._drop_expired()
             while len(data) > self.max_entries:
                 data.popitem(last=False)
+
+    def _note_expiry(self, expires: float, version: int, key: str) -> None:
+        heap = self._expiries
+        heapq.heappush(heap, (expires, version, key))
+        if len(heap) > 2 * len(self._data) + 64:
+            # Mostly superseded entries: rebuild from the live data.
+            heap[:] = [(e[1], e[2], k) for k, e in self._data.items() if e[1] is not None]
+            heapq.heapify(heap)
+
+    def _drop_expired(self) -> None:
+        """Delete every expired entry (found through the expiry heap, soonest first)."""
+        heap = self._expiries
+        data = self._data
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            expires, version, key = heapq.heappop(heap)
+            entry = data.get(key)
+            if entry is not None and entry[2] == version and entry[1] == expires:
+                del data[key]
 
     async def _execute(self, batch: Batch) -> list[Any]:
         commands = batch.commands
@@ -153,7 +185,15 @@ class SimpleBackend(Backend):
                 else:
                     ttl = cmd.ttl  # type: ignore[union-attr]
                     entry[1] = None if ttl is None else now + ttl
+                    if entry[1] is not None and self.max_entries is not None:
+                        self._note_expiry(entry[1], entry[2], key)
                     append(True)
+            elif kind is Ttl:
+                entry = self._live(key, now)
+                if entry is None:
+                    append(MISSING)
+                else:
+                    append(None if entry[1] is None else max(0.0, entry[1] - now))
             else:  # pragma: no cover - the Command union is closed
                 raise TypeError(f"unknown command {cmd!r}")
         return results

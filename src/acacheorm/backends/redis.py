@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._commands import (
     KEEP_TTL,
+    MISSING,
     Add,
     Batch,
     Capabilities,
@@ -68,6 +69,7 @@ from .._commands import (
     Replace,
     Set,
     Touch,
+    Ttl,
 )
 from .._exceptions import (
     AtomicityError,
@@ -147,6 +149,14 @@ def _to_bool(reply: Any) -> bool:
 
 def _to_int(reply: Any) -> int:
     return int(reply)
+
+
+def _to_ttl(reply: Any) -> Any:
+    # PTTL: -2 for a missing key, -1 for a key without expiry, else milliseconds left.
+    ms = int(reply)
+    if ms == -2:
+        return MISSING
+    return None if ms < 0 else ms / 1000
 
 
 def _to_gets(reply: Any) -> tuple[bytes, bytes] | None:
@@ -600,6 +610,8 @@ class RedisBackend(Backend):
                     _Wire(["PERSIST", key], (), _IGNORE),
                 ]
             return [_Wire(["PEXPIRE", key, _px(cmd.ttl)], slot, conv=_to_bool)]
+        if isinstance(cmd, Ttl):
+            return [_Wire(["PTTL", key], slot, conv=_to_ttl)]
         if isinstance(cmd, Cas):
             if not isinstance(cmd.token, bytes):
                 raise TypeError(f"a Redis CAS token is the bytes read by Gets, not {cmd.token!r}")

@@ -85,6 +85,16 @@ class Serializer(abc.ABC):
     def loads(self, payload: bytes) -> dict[str, Any]:
         """Decode one payload into a dict with str keys, or raise `SerializationError`."""
 
+    def check_available(self) -> None:  # noqa: B027 - optional hook
+        """Raise `ConfigurationError` (naming the extra to install) if a library this
+        serializer needs is missing. Models call it at class definition, so a missing driver
+        is reported there rather than at the first write.
+
+        Example::
+
+            co.registry.get_by_name("msgpack").check_available()
+        """
+
     def dumps_many(self, rows: Iterable[dict[str, Any]]) -> list[bytes]:
         """Encode many rows. All or nothing: the first row that fails raises
         `SerializationError` (call `dumps` per row to find every failing one)."""

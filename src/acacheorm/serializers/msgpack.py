@@ -90,6 +90,10 @@ class MsgpackSerializer(Serializer):
     name = "msgpack"
     binary = True
 
+    def check_available(self) -> None:
+        if _msgpack is None:
+            _load()
+
     def dumps(self, data: dict[str, Any]) -> bytes:
         try:
             pack = _local.pack
