@@ -92,8 +92,10 @@ def _distinct_backends(targets: tuple[type[Model] | Backend, ...]) -> list[Backe
         if isinstance(target, Backend):
             backend = target
         elif isinstance(target, type) and issubclass(target, Model):
-            schema = getattr(target, "_schema", None)
-            if schema is None or schema.model is not target:
+            from ._model import concrete_schema
+
+            schema = concrete_schema(target)
+            if schema is None:
                 raise TypeError(f"lifespan(): {target.__name__} is abstract (it has no backend)")
             backend = schema.backend
         else:

@@ -49,7 +49,17 @@ _IMMUTABLE_DEFAULTS = (
 )
 
 
-class Field(Generic[T]):
+if TYPE_CHECKING:
+    # To a type checker a field object fits any annotation, so that the annotated style
+    # ``name: str = co.StringField()`` checks; ``user.name`` is still typed by ``__get__``.
+    _FieldBase = Any
+else:
+
+    class _FieldBase:
+        __slots__ = ()
+
+
+class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
     """Base class of every field: a typed descriptor.
 
     Options shared by every field: ``null`` (``None`` allowed), ``default`` (a value, or a
@@ -641,6 +651,22 @@ class DateTimeField(Field[datetime.datetime]):
 
     python_type = datetime.datetime
 
+    def __init__(
+        self,
+        *,
+        auto_now: bool = False,
+        auto_now_add: bool = False,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        _auto_options(self, auto_now, auto_now_add)
+
+    def now(self) -> datetime.datetime:
+        """The current time, for ``auto_now``/``auto_now_add`` (aware, in UTC)."""
+        return datetime.datetime.now(_UTC)
+
     def validate(self, value: Any) -> datetime.datetime:
         _expect(value, datetime.datetime)
         return value  # type: ignore[no-any-return]
@@ -695,6 +721,22 @@ class DateField(Field[datetime.date]):
 
     python_type = datetime.date
 
+    def __init__(
+        self,
+        *,
+        auto_now: bool = False,
+        auto_now_add: bool = False,
+        null: bool = False,
+        default: Any = NOTHING,
+        primary_key: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, primary_key=primary_key)
+        _auto_options(self, auto_now, auto_now_add)
+
+    def now(self) -> datetime.date:
+        """Today's date, for ``auto_now``/``auto_now_add``."""
+        return datetime.date.today()
+
     def validate(self, value: Any) -> datetime.date:
         if isinstance(value, datetime.datetime):
             raise TypeError("expected date, not datetime")
@@ -707,6 +749,22 @@ class DateField(Field[datetime.date]):
     def from_primitive(self, primitive: Any, binary: bool) -> datetime.date:
         _expect(primitive, str)
         return datetime.date.fromisoformat(primitive)
+
+
+def _auto_options(field: DateTimeField | DateField, auto_now: bool, auto_now_add: bool) -> None:
+    """``auto_now`` (set on every save and update) and ``auto_now_add`` (set when the row
+    is first built for an insert); either gives the field a default of the current time."""
+    for name, flag in (("auto_now", auto_now), ("auto_now_add", auto_now_add)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {flag!r}")
+    if auto_now and auto_now_add:
+        raise TypeError("auto_now and auto_now_add are exclusive (auto_now implies both)")
+    if (auto_now or auto_now_add) and field.default is not NOTHING:
+        raise TypeError("auto_now/auto_now_add set the value: they take no default")
+    field.auto_now = auto_now
+    field.auto_now_add = auto_now_add
+    if auto_now or auto_now_add:
+        field.default = field.now
 
 
 class TimeField(Field[datetime.time]):

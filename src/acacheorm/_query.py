@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import copy
 import random
+import sys
+import warnings
 import weakref
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
@@ -37,9 +39,9 @@ R = TypeVar("R")
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
 
-# One lock per (backend, key) while an update of that row runs in this process; entries go
-# away with the last holder.
-_row_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+# One lock per (event loop, backend, key) while an update of that row runs in this process;
+# entries go away with the last holder. (An asyncio.Lock belongs to one loop.)
+_row_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
 
@@ -60,29 +62,75 @@ def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
     )
 
 
-class Query(Generic[R]):
+class Query(Coroutine[Any, Any, R], Generic[R]):
     """Base class of every query: awaitable, immutable, compilable.
+
+    A query is also a coroutine object: ``asyncio.run(q)``, ``asyncio.create_task(q)`` and
+    ``TaskGroup.create_task(q)`` take it (each run is a new execution of the query).
 
     Example::
 
         q = User.query(id=1)
         print(q.compile())       # the batches it would send
         user = await q           # or: await q.execute()
+        task = asyncio.create_task(User.get(id=1))
     """
+
+    #: A write query not yet awaited, executed or compiled: warned about when collected.
+    _unsent = False
+    #: The execution driven through the coroutine protocol (a task's send/throw).
+    _coro: Coroutine[Any, Any, R] | None = None
 
     def _plan(self) -> Plan:
         raise NotImplementedError
 
     async def execute(self) -> R:
         """Run the query; its result."""
+        self._unsent = False
         result: R = await _executor.run(self._plan())
         return result
 
     def __await__(self) -> Generator[Any, None, R]:
+        self._unsent = False
         return self.execute().__await__()
+
+    # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
+
+    def send(self, value: Any) -> Any:
+        """Coroutine protocol: start or resume the execution a task drives."""
+        coro = self._coro
+        if coro is None:
+            self._unsent = False
+            coro = self._coro = self.execute()
+        try:
+            return coro.send(value)
+        except BaseException:
+            self._coro = None  # finished: the next task runs the query again
+            raise
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Coroutine protocol: raise an exception (a cancellation) inside the execution."""
+        coro = self._coro
+        if coro is None:
+            self._unsent = False
+            coro = self._coro = self.execute()
+        try:
+            if val is None and tb is None:
+                return coro.throw(typ)
+            return coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
+        except BaseException:
+            self._coro = None
+            raise
+
+    def close(self) -> None:
+        """Coroutine protocol: stop the execution a task was driving, if any."""
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
+        self._unsent = False
         plan = self._plan()
         try:
             step = next(plan)
@@ -97,7 +145,35 @@ class Query(Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
+        new.__dict__.pop("_coro", None)
+        self._unsent = False  # the copy carries the duty to run
         return new
+
+
+class _Write:
+    """Mixin of write queries: one that is collected without ever being awaited, executed
+    or compiled warns, as a never-awaited coroutine does (nothing was written)."""
+
+    _unsent: bool
+
+    def _armed(self) -> None:
+        self._unsent = True
+
+    def __del__(self) -> None:
+        if self._unsent and not sys.is_finalizing():
+            self._unsent = False
+            warnings.warn(
+                f"{self!r} was never awaited, so nothing was sent (write `await` before the call)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def _describe_rows(model: type[Model], pks: Sequence[tuple[Any, ...]]) -> str:
+    schema = model._schema
+    if len(pks) == 1:
+        return _describe_pk(schema, pks[0])
+    return f"{len(pks)} rows"
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -242,7 +318,7 @@ class LoadQuery(Query[R]):
 # -- writes ----------------------------------------------------------------------------------
 
 
-class InsertQuery(Query[R]):
+class InsertQuery(_Write, Query[R]):
     """``create``/``insert``/``insert_many``/``save``: one batch of writes.
 
     Example::
@@ -266,11 +342,23 @@ class InsertQuery(Query[R]):
         self.single = single
         self.atomic = atomic
         self.replace = replace
+        self._armed()
+
+    def __repr__(self) -> str:
+        what = "save" if self.replace else "insert"
+        schema = self.model._schema
+        rows = _describe_rows(self.model, [schema.pk_values(i) for i in self.instances])
+        return f"<InsertQuery {self.model.__name__} {what} {rows}>"
 
     def _plan(self) -> Plan:
         model = self.model
         schema = model._schema
         instances = self.instances
+        if schema.auto_now:
+            for field in schema.auto_now:
+                now = field.now()
+                for obj in instances:
+                    obj.__dict__[field.name] = now
         if pre_save.receivers_for(model):
             yield Emit(pre_save, model, instances, {})
         cmd = Replace if self.replace else Set
@@ -288,7 +376,7 @@ class InsertQuery(Query[R]):
         return instances[0] if self.single else instances
 
 
-class UpdateQuery(Query[R]):
+class UpdateQuery(_Write, Query[R]):
     """``update``/``update_many``/``set_by_id``: read, merge, compare-and-swap, retry.
 
     Each round is one multi-read and one batch of compare-and-swap writes; a row changed
@@ -300,13 +388,15 @@ class UpdateQuery(Query[R]):
         """Run the update. Updates of one row from this process take turns (a local lock per
         key), so they do not fight each other's compare-and-swap; other processes are kept
         out by the compare-and-swap itself."""
+        self._unsent = False
         schema = self.model._schema
         backend = schema.backend
+        loop = id(asyncio.get_running_loop())
         async with contextlib.AsyncExitStack() as stack:
             for key in sorted({schema.key(pk) for pk, _ in self.changes}):
-                lock = _row_locks.get((id(backend), key))
+                lock = _row_locks.get((loop, id(backend), key))
                 if lock is None:
-                    lock = _row_locks[(id(backend), key)] = asyncio.Lock()
+                    lock = _row_locks[(loop, id(backend), key)] = asyncio.Lock()
                 await stack.enter_async_context(lock)
             result: R = await _executor.run(self._plan())
             return result
@@ -323,6 +413,11 @@ class UpdateQuery(Query[R]):
         self.changes = changes
         self.ttl = KEEP_TTL if ttl is NOTHING else resolve_ttl(None, ttl)
         self.mode = mode
+        self._armed()
+
+    def __repr__(self) -> str:
+        rows = _describe_rows(self.model, [pk for pk, _ in self.changes])
+        return f"<UpdateQuery {self.model.__name__} {rows}>"
 
     def _plan(self) -> Plan:
         model = self.model
@@ -342,10 +437,14 @@ class UpdateQuery(Query[R]):
                     continue
                 payload, token = item
                 obj = schema.decode(keys[i], payload)
-                for name, value in self.changes[i][1].items():
+                changes = self.changes[i][1]
+                for name, value in changes.items():
                     if isinstance(value, Expression):
                         value = value.apply(getattr(obj, name))
                     setattr(obj, name, value)
+                for field in schema.auto_now:
+                    if field.name not in changes:
+                        obj.__dict__[field.name] = field.now()
                 todo.append((i, obj, token))
             if not todo:
                 break
@@ -381,7 +480,7 @@ class UpdateQuery(Query[R]):
         return results[0]
 
 
-class DeleteQuery(Query[R]):
+class DeleteQuery(_Write, Query[R]):
     """``delete``/``delete_by_id``/``delete_many``/``delete_instance``: one batch."""
 
     def __init__(
@@ -396,6 +495,10 @@ class DeleteQuery(Query[R]):
         self.pks = pks
         self.mode = mode
         self.instances = instances
+        self._armed()
+
+    def __repr__(self) -> str:
+        return f"<DeleteQuery {self.model.__name__} {_describe_rows(self.model, self.pks)}>"
 
     def _plan(self) -> Plan:
         model = self.model
@@ -422,13 +525,18 @@ class DeleteQuery(Query[R]):
         return bool(deleted)
 
 
-class GetOrCreateQuery(Query[R]):
+class GetOrCreateQuery(_Write, Query[R]):
     """``get_or_create``: read; if absent, add-if-absent; if someone else won, read theirs."""
 
     def __init__(self, model: type[Model], instance: Model, *, ttl: Any) -> None:
         self.model = model
         self.instance = instance
         self.ttl = resolve_ttl(model._schema.ttl, ttl)
+        self._armed()
+
+    def __repr__(self) -> str:
+        pk = _describe_pk(self.model._schema, self.model._schema.pk_values(self.instance))
+        return f"<GetOrCreateQuery {self.model.__name__} {pk}>"
 
     def _plan(self) -> Plan:
         model = self.model
@@ -456,12 +564,20 @@ class GetOrCreateQuery(Query[R]):
 # -- across models ---------------------------------------------------------------------------
 
 
-class MultiQuery(Query[R]):
+class MultiQuery(_Write, Query[R]):
     """Several plans run in lockstep: one round trip per backend per step."""
 
-    def __init__(self, plans: list[Any], assemble: Any) -> None:
+    def __init__(
+        self, plans: list[Any], assemble: Any, what: str = "", writes: bool = False
+    ) -> None:
         self._plans = plans
         self._assemble = assemble
+        self._what = what
+        if writes:
+            self._armed()
+
+    def __repr__(self) -> str:
+        return f"<MultiQuery {self._what}>" if self._what else "<MultiQuery>"
 
     def _plan(self) -> Plan:
         values = yield from combine([p() for p in self._plans])
@@ -493,6 +609,8 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
         (g, InsertQuery(model, [o for _, o in g], ttl=ttl, single=False))
         for model, g in groups.items()
     ]
+    for _, q in queries:
+        q._unsent = False  # the MultiQuery carries the duty to run
 
     def assemble(values: list[list[Any]]) -> list[Any]:
         out: list[Any] = [None] * len(instances)
@@ -501,7 +619,12 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
                 out[index] = obj
         return out
 
-    return MultiQuery([q._plan for _, q in queries], assemble)
+    return MultiQuery(
+        [q._plan for _, q in queries],
+        assemble,
+        f"co.insert_many of {len(instances)} instance(s)",
+        writes=True,
+    )
 
 
 def _model_pk(item: Any, what: str) -> tuple[type[Model], tuple[Any, ...], Model | None]:
@@ -555,8 +678,14 @@ def delete_many(*items: Any) -> MultiQuery[int]:
     queries: list[DeleteQuery[Any]] = []
     for model, g in groups.items():
         objs = [obj if obj is not None else model._sparse(pk) for _, (pk, obj) in g]
-        queries.append(DeleteQuery(model, [pk for _, (pk, _) in g], mode="many", instances=objs))
-    return MultiQuery([q._plan for q in queries], sum)
+        query: DeleteQuery[int] = DeleteQuery(
+            model, [pk for _, (pk, _) in g], mode="many", instances=objs
+        )
+        query._unsent = False  # the MultiQuery carries the duty to run
+        queries.append(query)
+    return MultiQuery(
+        [q._plan for q in queries], sum, f"co.delete_many of {len(items)} row(s)", writes=True
+    )
 
 
 def prefetch(instances: Sequence[Model | None], *paths: str) -> MultiQuery[list[Any]]:

@@ -45,12 +45,19 @@ class ForeignKeyField(Field[M], Generic[M]):
         if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
             raise TypeError(f"ForeignKeyField needs a model, 'self' or a model name, not {to!r}")
         super().__init__(null=null, default=default, primary_key=primary_key)
+        #: The related model as declared: a class, "self" or a model name.
         self.to = to
         self.attname = ""
+        #: The module whose class declared the field: a model name resolves there first.
+        self.declared_in: str | None = None
+        self._rel: type[Model] | None = None
+        self._rel_owner: type[Model] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         super().__set_name__(owner, name)
         self.attname = f"{name}_id"
+        if self.declared_in is None:  # an inherited copy keeps its declaring module
+            self.declared_in = owner.__module__
 
     def contribute_to_class(self, cls: type[Model]) -> None:
         if self.attname in cls._schema.fields:
@@ -62,15 +69,24 @@ class ForeignKeyField(Field[M], Generic[M]):
 
     @property
     def rel_model(self) -> type[Model]:
-        """The related model class (resolved on first use for "self" and names)."""
+        """The related model class. ``"self"`` is always the model the field is on (a
+        subclass's inherited copy points at the subclass); a name is resolved on first use,
+        in the declaring module first."""
+        rel = self._rel
+        if rel is not None and self._rel_owner is self.model:
+            return rel
         to = self.to
         if isinstance(to, str):
-            from ._model import lookup_model
+            if to == "self":
+                rel = self.model
+            else:
+                from ._model import lookup_model
 
-            resolved = self.model if to == "self" else lookup_model(to)
-            self.to = resolved  # type: ignore[assignment]
-            return resolved
-        return to
+                rel = lookup_model(to, self.declared_in, f"{self.model.__name__}.{self.name}")
+        else:
+            rel = to
+        self._rel, self._rel_owner = rel, self.model
+        return rel
 
     # -- descriptor -------------------------------------------------------------------------
 

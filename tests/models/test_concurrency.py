@@ -24,7 +24,7 @@ def counter_model(store: Backend) -> type[co.Model]:
     attrs: dict[str, Any] = {
         "__module__": __name__,
         "id": co.IntegerField(primary_key=True),
-        "count": co.IntegerField(default=0),
+        "visits": co.IntegerField(default=0),
         **{f"f{i}": co.IntegerField(default=0) for i in range(FIELDS)},
         "Meta": type("Meta", (), {"backend": store, "serializer": "msgpack"}),
     }
@@ -65,10 +65,10 @@ async def test_increments_are_exact(two_clients: list[Backend]) -> None:
     async def worker(t: int) -> None:
         model = models[t % len(models)]
         for _ in range(UPDATES):
-            await model.update(id=2, count=model.count + 1)
+            await model.update(id=2, visits=model.visits + 1)
 
     await asyncio.wait_for(asyncio.gather(*(worker(t) for t in range(TASKS))), 120)
-    assert (await models[0].get(id=2)).count == TASKS * UPDATES
+    assert (await models[0].get(id=2)).visits == TASKS * UPDATES
     for b in two_clients[1:]:
         await b.close()
 
@@ -80,7 +80,7 @@ def _process_worker(path: str, namespace: str, tasks: int, updates: int) -> None
 
         async def one() -> None:
             for _ in range(updates):
-                await model.update(id=3, count=model.count + 1)
+                await model.update(id=3, visits=model.visits + 1)
 
         await asyncio.gather(*(one() for _ in range(tasks)))
         await store.close()
@@ -104,4 +104,4 @@ async def test_filesystem_increments_across_two_processes(tmp_path: Path) -> Non
         for p in procs:
             await loop.run_in_executor(None, p.join, 120)
             assert p.exitcode == 0
-        assert (await model.get(id=3)).count == TASKS * UPDATES
+        assert (await model.get(id=3)).visits == TASKS * UPDATES
