@@ -497,8 +497,10 @@ class _AnnotationResolver:
             frame = sys._getframe(3)  # the frame running the class statement
         except ValueError:  # pragma: no cover - no such frame
             frame = None
-        if frame is not None and frame.f_code.co_name != "<module>":
-            self.locals.update(frame.f_locals)  # a model defined inside a function
+        if frame is not None and frame.f_code.co_filename != __file__:
+            self.globals = frame.f_globals  # the class statement's own globals
+            if frame.f_locals is not frame.f_globals:
+                self.locals.update(frame.f_locals)  # a model defined inside a function
         self.locals.update(ns)
 
     def resolve(self, fname: str, annotation: Any) -> Any:

@@ -127,6 +127,12 @@ class ForeignKeyField(Field[M], Generic[M]):
             d[self.attname] = self.clean(value)
             d.pop(self.name, None)
 
+    def clean(self, value: Any) -> Any:
+        """The raw related pk; an unresolvable related model is a `ConfigurationError`
+        (a definition problem), not a bad value."""
+        self.rel_model  # noqa: B018 - resolve first
+        return super().clean(value)
+
     def validate(self, value: Any) -> Any:
         """The raw related pk for an instance or a pk value."""
         from ._model import Model
