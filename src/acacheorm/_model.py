@@ -18,7 +18,6 @@ from ._fields import (
     BooleanField,
     DateField,
     DateTimeField,
-    DateTimeTZField,
     DecimalField,
     EnumField,
     Field,
@@ -26,11 +25,9 @@ from ._fields import (
     IntegerField,
     JSONField,
     ListField,
-    ShortUUIDField,
     StringField,
     StructField,
     TimeField,
-    TimestampField,
     UUIDField,
 )
 from ._relations import ForeignKeyField
@@ -223,30 +220,14 @@ def concrete_schema(cls: type) -> Schema | None:
     return schema if isinstance(schema, Schema) else None
 
 
-@dataclass_transform(
-    kw_only_default=True,
-    field_specifiers=(
-        Field,
-        IntegerField,
-        FloatField,
-        DecimalField,
-        BooleanField,
-        StringField,
-        BinaryField,
-        UUIDField,
-        ShortUUIDField,
-        EnumField,
-        DateTimeField,
-        DateTimeTZField,
-        DateField,
-        TimeField,
-        TimestampField,
-        JSONField,
-        ListField,
-        StructField,
-        ForeignKeyField,
-    ),
-)
+# A dataclass_transform: type checkers build each model's constructor from its annotated
+# fields (``Player(nik="a")`` and ``Player(nick=1)`` are type errors; ``player.email`` is
+# ``str | None``). The field classes are deliberately not listed as field specifiers: to a
+# checker a field object is then a default, so fields the library fills (``null=True``,
+# ``auto_now_add``, a generated key) are not wrongly required; the library itself checks
+# at run time that every required value is given. Fields declared without an annotation
+# are not part of the checked constructor.
+@dataclass_transform(kw_only_default=True)
 class ModelMeta(type):
     """Builds the frozen `Schema` of each model class at definition time."""
 
