@@ -220,6 +220,22 @@ def test_an_unsupported_bare_annotation_is_refused() -> None:
         )
 
 
+def test_a_bare_annotation_naming_something_undefined_is_refused() -> None:
+    source = (
+        "from __future__ import annotations\n"
+        "class Later(co.Model):\n    id: int = co.IntegerField(primary_key=True)\n"
+        "    when: datetime\n    owner: Owner | None\n"
+        "    class Meta:\n        backend = store\n        serializer = 'json'\n"
+    )
+    with pytest.raises(co.ConfigurationError, match=r"Later\.when: .*'datetime' names"):
+        exec(source, {"co": co, "store": store})
+    namespace = {"co": co, "store": store, "datetime": datetime.datetime}
+    exec(source, namespace)  # Owner: a model defined later, by name
+    owner_field = namespace["Later"]._schema.fields["owner"]
+    assert isinstance(owner_field, co.ForeignKeyField) and owner_field.null
+    assert owner_field.to == "Owner"
+
+
 # -- 10. pk= and auto_now ---------------------------------------------------------------------
 
 

@@ -528,7 +528,11 @@ def _unresolved_model_name(hint: Any) -> str | None:
     if text.startswith("Optional[") and text.endswith("]"):
         text = text[len("Optional[") : -1].strip()
     text = text.strip("'\"")
-    return text if text.replace(".", "").isidentifier() else None
+    # A model's name: an identifier (maybe dotted) whose last part is capitalised, as class
+    # names are; anything else undefined (a type imported only for type checkers) is an error.
+    if text.replace(".", "").isidentifier() and text.rpartition(".")[2][:1].isupper():
+        return text
+    return None
 
 
 def _unresolved_is_optional(hint: Any) -> bool:
