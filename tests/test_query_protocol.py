@@ -191,3 +191,14 @@ def test_configuration_errors() -> None:
             class Meta:
                 backend = "redis://x"
                 serializer = "json"
+
+
+async def test_one_query_object_in_two_concurrent_tasks_runs_twice() -> None:
+    await Item.create(id=20, name="twice")
+    query = Item.get(id=20)
+    first, second = asyncio.create_task(query), asyncio.create_task(query)
+    assert [(await first).name, (await second).name] == ["twice", "twice"]
+    writes = Item.update(id=20, name=Item.name + "!")
+    await asyncio.gather(asyncio.create_task(writes), asyncio.create_task(writes))
+    assert (await Item.get(id=20)).name == "twice!!"
+    assert await Item.delete(id=20)

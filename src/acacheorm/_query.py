@@ -78,8 +78,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     #: A write query not yet awaited, executed or compiled: warned about when collected.
     _unsent = False
-    #: The execution driven through the coroutine protocol (a task's send/throw).
-    _coro: Coroutine[Any, Any, R] | None = None
+    #: The executions driven through the coroutine protocol, one per task (send/throw).
+    _coros: dict[Any, Coroutine[Any, Any, R]] | None = None
 
     def _plan(self) -> Plan:
         raise NotImplementedError
@@ -96,36 +96,45 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
 
-    def send(self, value: Any) -> Any:
-        """Coroutine protocol: start or resume the execution a task drives."""
-        coro = self._coro
+    def _execution(self) -> tuple[Any, Coroutine[Any, Any, R]]:
+        """The execution the current task drives (a new one for a task that starts)."""
+        try:
+            key: Any = asyncio.current_task()
+        except RuntimeError:  # driven by hand, outside an event loop
+            key = None
+        coros = self._coros
+        if coros is None:
+            coros = self._coros = {}
+        coro = coros.get(key)
         if coro is None:
             self._unsent = False
-            coro = self._coro = self.execute()
+            coro = coros[key] = self.execute()
+        return key, coro
+
+    def send(self, value: Any) -> Any:
+        """Coroutine protocol: start or resume the execution a task drives."""
+        key, coro = self._execution()
         try:
             return coro.send(value)
         except BaseException:
-            self._coro = None  # finished: the next task runs the query again
+            self._coros.pop(key, None)  # type: ignore[union-attr]  # finished
             raise
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         """Coroutine protocol: raise an exception (a cancellation) inside the execution."""
-        coro = self._coro
-        if coro is None:
-            self._unsent = False
-            coro = self._coro = self.execute()
+        key, coro = self._execution()
         try:
             if val is None and tb is None:
                 return coro.throw(typ)
             return coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
         except BaseException:
-            self._coro = None
+            self._coros.pop(key, None)  # type: ignore[union-attr]
             raise
 
     def close(self) -> None:
-        """Coroutine protocol: stop the execution a task was driving, if any."""
-        coro, self._coro = self._coro, None
-        if coro is not None:
+        """Coroutine protocol: stop the executions tasks were driving, if any."""
+        coros, self._coros = self._coros, None
+        for coro in (coros or {}).values():
             coro.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
@@ -145,7 +154,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
-        new.__dict__.pop("_coro", None)
+        new.__dict__.pop("_coros", None)
         self._unsent = False  # the copy carries the duty to run
         return new
 
