@@ -521,7 +521,7 @@ def _unresolved_model_name(hint: Any) -> str | None:
     """A forward reference to a model (``"Author"``, ``"Author | None"``): its name."""
     if not (isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED):
         return None
-    text = hint[1].strip()
+    text: str = hint[1].strip()
     for suffix in ("| None", "|None"):
         if text.endswith(suffix):
             text = text[: -len(suffix)].strip()
