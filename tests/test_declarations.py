@@ -170,6 +170,19 @@ async def test_annotated_models_store_and_validate() -> None:
         Player(id=2, nik="kim", height=1.0)
 
 
+def test_annotating_an_inherited_field_keeps_it() -> None:
+    class Captain(Player):
+        nick: str  # for type checkers: the inherited field stays, its options too
+        armband: bool = True
+
+    assert Captain._schema.fields["nick"].max_length == 32
+    assert list(Captain._schema.fields)[-1] == "armband"
+    with pytest.raises(co.ConfigurationError, match=r"Sub\.nick: the annotation int"):
+
+        class Sub(Player):
+            nick: int
+
+
 def test_annotations_inside_a_function_see_its_locals() -> None:
     class Local(enum.IntEnum):
         A = 1

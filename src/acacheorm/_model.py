@@ -248,7 +248,13 @@ class ModelMeta(type):
             return super().__new__(mcs, name, bases, ns, **kw)  # the Model base class itself
         options = _meta_options(name, bases, meta)
         abstract = bool(meta is not None and getattr(meta, "abstract", False))
-        own = _own_fields(name, ns, order, bases)
+        inherited: dict[str, Field[Any]] = {}
+        for base in bases:
+            schema = concrete_schema(base)
+            inherited.update(
+                schema.fields if schema is not None else getattr(base, "_abstract_fields", {})
+            )
+        own = _own_fields(name, ns, order, inherited)
 
         # Fields: inherited ones first (copied, so each model owns its fields), then own ones.
         # A subclass that declares a primary key (a field or Meta.primary_key) replaces the
@@ -390,11 +396,12 @@ class ModelMeta(type):
 
 
 def _own_fields(
-    name: str, ns: dict[str, Any], order: list[str], bases: tuple[type, ...]
+    name: str, ns: dict[str, Any], order: list[str], inherited: dict[str, Field[Any]]
 ) -> dict[str, Field[Any]]:
     """The fields a class body declares, in declaration order: field objects, annotated
     field objects (the annotation checked against the field) and bare annotations of
-    supported types."""
+    supported types. A bare annotation of an inherited field (for type checkers) only
+    checks it."""
     for key, value in ns.items():
         if isinstance(value, type) and issubclass(value, Field):
             raise ConfigurationError(
@@ -418,6 +425,9 @@ def _own_fields(
                 continue
             hint = resolver.resolve(fname, annotations[fname])
             if hint is _NOT_A_FIELD:
+                continue
+            if fname not in ns and fname in inherited:
+                _check_annotation(name, fname, hint, inherited[fname])
                 continue
             if fname in ns and (
                 callable(value) or isinstance(value, property | classmethod | staticmethod)

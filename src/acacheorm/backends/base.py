@@ -82,20 +82,17 @@ class PerLoop(Generic[T]):
         self._make = make
         self._close = close
         self._spare = first
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._value: T | None = None
+        # (loop, value) of the loop used last, read and replaced as one object.
+        self._current: tuple[asyncio.AbstractEventLoop | None, T | None] = (None, None)
         self._by_loop: dict[asyncio.AbstractEventLoop, tuple[T, asyncio.Task[None]]] = {}
 
     def get(self) -> T:
         """The running loop's value (made now if this loop has none yet)."""
         loop = asyncio.get_running_loop()
-        if loop is self._loop:
-            return self._value  # type: ignore[return-value]
+        current = self._current
+        if current[0] is loop:
+            return current[1]  # type: ignore[return-value]
         return self._switch(loop)
-
-    def peek(self) -> T | None:
-        """The value of the loop used last (or the first value), without making one."""
-        return self._value if self._value is not None else self._spare
 
     def _switch(self, loop: asyncio.AbstractEventLoop) -> T:
         for old in [lp for lp in self._by_loop if lp.is_closed()]:
@@ -106,13 +103,13 @@ class PerLoop(Generic[T]):
             self._spare = None
             watcher = loop.create_task(self._watch(loop, value))
             entry = self._by_loop[loop] = (value, watcher)
-        self._loop, self._value = loop, entry[0]
+        self._current = (loop, entry[0])
         return entry[0]
 
     def _forget(self, loop: asyncio.AbstractEventLoop) -> tuple[T, asyncio.Task[None]] | None:
         entry = self._by_loop.pop(loop, None)
-        if self._loop is loop:
-            self._loop = self._value = None
+        if self._current[0] is loop:
+            self._current = (None, None)
         return entry
 
     async def _watch(self, loop: asyncio.AbstractEventLoop, value: T) -> None:
