@@ -614,12 +614,11 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
             raise TypeError(f"co.insert_many takes model instances, not {obj!r}")
         obj._check_not_sparse("insert")
     groups = _group((type(o), o) for o in instances)
-    queries: list[tuple[list[tuple[int, Any]], InsertQuery[Any]]] = [
-        (g, InsertQuery(model, [o for _, o in g], ttl=ttl, single=False))
-        for model, g in groups.items()
-    ]
-    for _, q in queries:
-        q._unsent = False  # the MultiQuery carries the duty to run
+    queries: list[tuple[list[tuple[int, Any]], InsertQuery[Any]]] = []
+    for model, g in groups.items():
+        query: InsertQuery[Any] = InsertQuery(model, [o for _, o in g], ttl=ttl, single=False)
+        query._unsent = False  # the MultiQuery carries the duty to run
+        queries.append((g, query))
 
     def assemble(values: list[list[Any]]) -> list[Any]:
         out: list[Any] = [None] * len(instances)
