@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -230,3 +231,16 @@ def running(server: RedisServer | RedisCluster | Memcached) -> Iterator[None]:
         yield
     finally:
         server.stop()
+
+
+def freeze(proc: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP a server and wait until the kernel reports it stopped: the signal is delivered
+    asynchronously, and a server still running on the other core may answer a request sent
+    right after ``send_signal`` returns."""
+    proc.send_signal(signal.SIGSTOP)
+
+    def stopped() -> bool:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+    _wait(stopped, f"process {proc.pid} stopping", timeout=5.0)

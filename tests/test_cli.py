@@ -491,3 +491,16 @@ async def test_migrate_needs_a_prefix_for_computed_keys(memory: co.SimpleBackend
 async def test_migrate_bad_batch_size_in_the_library() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         await _ops.migrate(co.SimpleBackend(), Person, [], batch_size=0)
+
+
+async def test_migrate_takes_the_typed_models_of_the_fastapi_example(tmp_path: Path) -> None:
+    from examples.fastapi_app.models import User
+
+    url = f"file://{tmp_path}/store?namespace=blog"
+    backend = co.backend_from_url(url)
+    async with backend, co.backends.override(blog=backend):  # the name the models use
+        await User.create(id=1, name="Sam", height=1.8)
+        await User.create(id=2, name="Kim", height=1.6)
+    result = await run("migrate", url, "examples.fastapi_app.models:User")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"already current\s+│\s+2", result.output), result.output

@@ -294,12 +294,61 @@ def test_lifespan_arguments_are_checked() -> None:
             backend = co.SimpleBackend()
             serializer = "json"
 
-    with pytest.raises(TypeError, match="at least one"):
-        lifespan()
     with pytest.raises(TypeError, match="model classes or backends"):
         lifespan("redis://localhost")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="abstract"):
         lifespan(Abstract)
+    with pytest.raises(TypeError, match="a URL or a backend"):
+        lifespan(main=42)  # type: ignore[arg-type]
+
+
+async def test_lifespan_without_arguments_needs_configured_backends() -> None:
+    saved = co.backends.configured()
+    co.backends.unconfigure(*saved)
+    try:
+        with pytest.raises(TypeError, match="no backend to manage"):
+            async with lifespan()(None):
+                pytest.fail("started without a backend")
+        backend = co.SimpleBackend()
+        calls: list[str] = []
+        co.backends.configure(only=backend)
+        with spied(backend, calls):
+            async with lifespan()(None):  # every configured backend
+                assert calls == [f"has {PING_KEY}"]
+            assert calls[-1] == "close"
+    finally:
+        co.backends.unconfigure(*co.backends.configured())
+        co.backends.configure(**saved)
+
+
+async def test_lifespan_configures_named_backends_then_restores() -> None:
+    class Note(co.Model):
+        id = co.IntegerField(primary_key=True)
+
+        class Meta:
+            backend = "notes"
+            serializer = "json"
+
+    backend = co.SimpleBackend()
+    calls: list[str] = []
+    assert "notes" not in co.backends.configured()
+    with spied(backend, calls):
+        async with lifespan(notes=backend)(None):
+            assert calls == [f"has {PING_KEY}"]
+            assert co.backends.get("notes") is backend
+            await Note.create(id=1)
+            assert await backend.has("note:1")
+        assert calls[-1] == "close"
+    assert "notes" not in co.backends.configured()  # put back as it was
+    with pytest.raises(co.ConfigurationError, match="'notes'"):
+        await Note.get(id=1)
+
+    # A URL is built at startup; the models of the lifespan are checked too.
+    async with lifespan(Note, notes="memory://?namespace=n")(None):
+        built = co.backends.get("notes")
+        assert built.namespace == "n"
+        await Note.create(id=2)
+        assert await built.has("note:2")
 
 
 # -- exception handlers on plain Starlette ------------------------------------------------------

@@ -171,7 +171,8 @@ def test_abstract_base_and_unknown_meta_options() -> None:
             backend = store
             serializer = "json"
 
-    assert not hasattr(SharedBase, "_schema")
+    with pytest.raises(co.ConfigurationError, match="SharedBase is abstract"):
+        SharedBase._schema  # noqa: B018
     with pytest.raises(LookupError):
         co.ForeignKeyField("SharedBase").rel_model  # noqa: B018
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
+import re
+import shutil
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import assert_type
+
+import pytest
 
 import acacheorm as co
 
@@ -80,3 +88,64 @@ async def typed_usage() -> None:
 
 async def test_typed_usage_runs() -> None:
     await typed_usage()
+
+
+# -- type checkers on sample applications (tests/typing_samples) ------------------------------
+
+SAMPLES = Path(__file__).parent / "typing_samples"
+#: The checks docs/queries.md recommends on top of --strict: a query that is never awaited.
+MYPY_FLAGS = ["--strict", "--enable-error-code", "unused-awaitable", "--enable-error-code",
+              "truthy-bool"]  # fmt: skip
+
+
+def expected_errors(path: Path, checker: str) -> set[int]:
+    lines = path.read_text().splitlines()
+    marker = re.compile(r"# error: ([\w ]+)$")
+    return {
+        number
+        for number, line in enumerate(lines, 1)
+        if (m := marker.search(line)) and checker in m.group(1).split()
+    }
+
+
+def test_mypy_checks_constructors_and_fields_of_annotated_models(tmp_path: Path) -> None:
+    mypy_api = pytest.importorskip("mypy.api")
+    files = [str(SAMPLES / "good_app.py"), str(SAMPLES / "bad_app.py")]
+    out, _err, _status = mypy_api.run(
+        [*MYPY_FLAGS, "--cache-dir", str(tmp_path), "--no-error-summary", *files]
+    )
+    errors: dict[str, set[int]] = {}
+    for line in out.splitlines():
+        m = re.match(r"(.+?):(\d+): error:", line)
+        if m:
+            errors.setdefault(Path(m.group(1)).name, set()).add(int(m.group(2)))
+    assert errors.get("good_app.py", set()) == set(), out
+    assert errors.get("bad_app.py") == expected_errors(SAMPLES / "bad_app.py", "mypy"), out
+
+
+def test_pyright_checks_constructors_and_fields_of_annotated_models() -> None:
+    pyright = shutil.which("pyright", path=str(Path(sys.executable).parent)) or shutil.which(
+        "pyright"
+    )
+    if pyright is None:
+        pytest.skip("pyright is not installed (pip install pyright)")
+    files = [SAMPLES / "good_app.py", SAMPLES / "bad_app.py", Path(__file__)]
+    try:
+        result = subprocess.run(
+            [pyright, "--outputjson", "--pythonpath", sys.executable, *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        report = json.loads(result.stdout)
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        pytest.skip("pyright could not run here (it fetches its engine on first use)")
+    errors: dict[str, set[int]] = {}
+    for diagnostic in report["generalDiagnostics"]:
+        if diagnostic["severity"] == "error":
+            line = diagnostic["range"]["start"]["line"] + 1
+            errors.setdefault(Path(diagnostic["file"]).name, set()).add(line)
+    assert errors.get("good_app.py", set()) == set(), report
+    assert errors.get("test_typing.py", set()) == set(), report  # the classic style
+    assert errors.get("bad_app.py") == expected_errors(SAMPLES / "bad_app.py", "pyright"), report

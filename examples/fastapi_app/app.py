@@ -4,10 +4,6 @@ Run it with ``uvicorn examples.fastapi_app.app:app`` (the backend comes from
 ``ACACHEORM_URL``, default ``memory://``), or build one with ``create_app(url)``.
 """
 
-# No ``from __future__ import annotations`` here: the request schemas are made inside
-# create_app, and FastAPI reads route annotations at run time, which cannot see those locals
-# unless the annotations are evaluated when each route is defined.
-
 import asyncio
 import os
 from typing import Any
@@ -17,10 +13,35 @@ from fastapi import FastAPI, HTTPException, Query, Response, status
 
 import acacheorm as co
 
-from .models import define_models
+from .models import BACKEND, Article, Collection, User
 
 #: At most this many ids in one ``GET /articles?ids=...``.
 MAX_IDS = 100
+
+# Request and response bodies, from the models' fields.
+UserIn = User.pydantic_model(name="UserIn", exclude=["created_at"])
+UserPatch = User.pydantic_model(name="UserPatch", partial=True, exclude=["id", "created_at"])
+UserOut = User.pydantic_model(name="User")
+ArticleIn = Article.pydantic_model(name="ArticleIn")
+ArticlePatch = Article.pydantic_model(name="ArticlePatch", partial=True, exclude=["id"])
+ArticleOut = Article.pydantic_model(name="Article")
+ArticleWithAuthor = pydantic.create_model(
+    "ArticleWithAuthor",
+    __base__=Article.pydantic_model(name="ArticleFields", exclude=["author"]),
+    author_id=(int, ...),
+    author=(UserOut | None, ...),  # None when the author's row is gone
+)
+CollectionIn = Collection.pydantic_model(name="CollectionIn")
+CollectionOut = Collection.pydantic_model(name="Collection")
+
+
+def with_author(article: Article) -> Any:
+    author = article.author
+    return ArticleWithAuthor(
+        **{k: v for k, v in article.to_dict().items() if k != "author"},
+        author_id=article.author_id,
+        author=None if author.is_sparse else UserOut.model_validate(author),
+    )
 
 
 def create_app(url: str | None = None) -> FastAPI:
@@ -33,39 +54,13 @@ def create_app(url: str | None = None) -> FastAPI:
     """
     url = url or os.environ.get("ACACHEORM_URL", "memory://")
     backend = co.backend_from_url(url)
-    User, Article, Collection = define_models(backend)
-
-    # Request and response bodies, from the models' fields.
-    UserIn = User.pydantic_model(name="UserIn", exclude=["created_at"])
-    UserPatch = User.pydantic_model(name="UserPatch", partial=True, exclude=["id", "created_at"])
-    UserOut = User.pydantic_model(name="User")
-    ArticleIn = Article.pydantic_model(name="ArticleIn")
-    ArticlePatch = Article.pydantic_model(name="ArticlePatch", partial=True, exclude=["id"])
-    ArticleOut = Article.pydantic_model(name="Article")
-    ArticleWithAuthor = pydantic.create_model(
-        "ArticleWithAuthor",
-        __base__=Article.pydantic_model(name="ArticleFields", exclude=["author"]),
-        author_id=(int, ...),
-        author=(UserOut | None, ...),  # None when the author's row is gone
-    )
-    CollectionIn = Collection.pydantic_model(name="CollectionIn")
-    CollectionOut = Collection.pydantic_model(name="Collection")
-
     app = FastAPI(
         title="acacheorm example",
-        lifespan=co.lifespan(User, Article, Collection),  # checks and closes the backend
+        # Configures the models' named backend at startup, checks it, closes it at shutdown.
+        lifespan=co.lifespan(**{BACKEND: backend}),
     )
     co.install_exception_handlers(app)  # DoesNotExist → 404, ValidationError → 422, ...
     app.state.backend = backend
-    app.state.models = (User, Article, Collection)
-
-    def with_author(article: Any) -> Any:
-        author = article.author
-        return ArticleWithAuthor(
-            **{k: v for k, v in article.to_dict().items() if k != "author"},
-            author_id=article.author_id,
-            author=None if author.is_sparse else UserOut.model_validate(author),
-        )
 
     # -- users ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Example::
     user = await User.get(id=1)
 """
 
+from . import backends
 from ._asgi import install_exception_handlers, lifespan
 from ._auto import AutoField
 from ._commands import KEEP_TTL, Batch
@@ -133,6 +134,7 @@ __all__ = [
     "__version__",
     "add_batch_hook",
     "backend_from_url",
+    "backends",
     "delete_many",
     "insert_many",
     "install_exception_handlers",

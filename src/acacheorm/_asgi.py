@@ -47,54 +47,96 @@ _VALUE_REPR_LIMIT = 200
 
 def lifespan(
     *models_or_backends: type[Model] | Backend,
+    **named: str | Backend,
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A lifespan for ``FastAPI(lifespan=...)`` / ``Starlette(lifespan=...)``.
 
-    At startup it checks every distinct backend the given models (or backends) use with one
-    cheap read, so a server that is down fails startup with `BackendUnavailable` instead of
-    the first request; at shutdown it closes each distinct backend once. Nothing connects
-    before startup. To combine it with a lifespan of your own, enter it inside yours:
-    ``async with co.lifespan(User)(app): yield``.
+    Keywords configure named backends at startup (a URL or a backend object, as
+    `acacheorm.backends.configure` takes them) for models whose ``Meta.backend`` is a name;
+    the previous configuration is put back at shutdown. At startup it checks every distinct
+    backend (the named ones, and those of the given models or backends; with no argument at
+    all, every configured backend) with one cheap read, so a server that is down fails
+    startup with `BackendUnavailable` instead of the first request; at shutdown it closes
+    each of them once. Nothing connects before startup. To combine it with a lifespan of
+    your own, enter it inside yours: ``async with co.lifespan(main=url)(app): yield``.
 
     Example::
 
+        app = FastAPI(lifespan=co.lifespan(main=os.environ["REDIS_URL"]))
         app = FastAPI(lifespan=co.lifespan(User, Article, Collection))
 
         @contextlib.asynccontextmanager
         async def app_lifespan(app):
-            async with co.lifespan(User, Article)(app):
+            async with co.lifespan(main="redis://127.0.0.1:6379/0")(app):
                 yield
     """
-    backends = _distinct_backends(models_or_backends)
+    from . import backends as registry
+
+    for name, value in named.items():
+        if not isinstance(value, str | Backend):
+            raise TypeError(f"lifespan({name}=...) takes a URL or a backend, not {value!r}")
+    if models_or_backends:
+        _distinct_backends(models_or_backends, resolve=False)  # wrong arguments fail now
 
     @contextlib.asynccontextmanager
     async def run(app: Any) -> AsyncIterator[None]:
+        before = registry.configured()
+        registry.configure(**named)
         try:
-            await _check(backends)
+            targets: tuple[Any, ...] = (
+                *models_or_backends,
+                *(registry.get(n) for n in named),
+            )
+            if not targets:
+                targets = tuple(registry.configured().values())
+            backends = _distinct_backends(targets)
         except BaseException:
-            await _close_all(backends)
+            _restore(registry, named, before)
             raise
         try:
-            yield
+            try:
+                await _check(backends)
+            except BaseException:
+                await _close_all(backends)
+                raise
+            try:
+                yield
+            finally:
+                await _close_all(backends)
         finally:
-            await _close_all(backends)
+            _restore(registry, named, before)
 
     return run
 
 
-def _distinct_backends(targets: tuple[type[Model] | Backend, ...]) -> list[Backend]:
-    from ._model import Model
+def _restore(registry: Any, named: dict[str, Any], before: dict[str, Backend]) -> None:
+    for name in named:
+        if name in before:
+            registry.configure(**{name: before[name]})
+        else:
+            registry.unconfigure(name)
+
+
+def _distinct_backends(
+    targets: tuple[type[Model] | Backend, ...], resolve: bool = True
+) -> list[Backend]:
+    from ._model import Model, concrete_schema
 
     if not targets:
-        raise TypeError("lifespan() needs at least one model or backend")
+        raise TypeError(
+            "lifespan() has no backend to manage: pass models, backends or name=url "
+            "keywords, or configure backends with co.backends.configure first"
+        )
     found: dict[int, Backend] = {}
     for target in targets:
         if isinstance(target, Backend):
             backend = target
         elif isinstance(target, type) and issubclass(target, Model):
-            schema = getattr(target, "_schema", None)
-            if schema is None or schema.model is not target:
+            schema = concrete_schema(target)
+            if schema is None:
                 raise TypeError(f"lifespan(): {target.__name__} is abstract (it has no backend)")
+            if not resolve:
+                continue
             backend = schema.backend
         else:
             raise TypeError(f"lifespan() takes model classes or backends, not {target!r}")

@@ -49,7 +49,17 @@ _IMMUTABLE_DEFAULTS = (
 )
 
 
-class Field(Generic[T]):
+if TYPE_CHECKING:
+    # To a type checker a field object fits any annotation, so that the annotated style
+    # ``name: str = co.StringField()`` checks; ``user.name`` is still typed by ``__get__``.
+    _FieldBase = Any
+else:
+
+    class _FieldBase:
+        __slots__ = ()
+
+
+class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
     """Base class of every field: a typed descriptor.
 
     Options shared by every field: ``null`` (``None`` allowed), ``default`` (a value, or a
@@ -890,12 +900,15 @@ class DateTimeField(_FormattedField, Field[datetime.datetime]):
         self,
         *,
         formats: list[str] | tuple[str, ...] | None = None,
+        auto_now: bool = False,
+        auto_now_add: bool = False,
         null: bool = False,
         default: Any = NOTHING,
         primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
         self._set_formats(formats)
+        _auto_options(self, auto_now, auto_now_add)
 
     def _parse(self, value: Any) -> Any:
         """``value``, or the datetime a ``str`` reads as (with ``formats``); no other check."""
@@ -904,6 +917,10 @@ class DateTimeField(_FormattedField, Field[datetime.datetime]):
         if self.formats is not None and isinstance(value, str):
             return _parse_text(value, self.formats, datetime.datetime.fromisoformat, _same)
         return value
+
+    def now(self) -> datetime.datetime:
+        """The current time, for ``auto_now``/``auto_now_add`` (aware, in UTC)."""
+        return datetime.datetime.now(_UTC)
 
     def validate(self, value: Any) -> datetime.datetime:
         value = self._parse(value)
@@ -979,12 +996,19 @@ class DateField(_FormattedField, Field[datetime.date]):
         self,
         *,
         formats: list[str] | tuple[str, ...] | None = None,
+        auto_now: bool = False,
+        auto_now_add: bool = False,
         null: bool = False,
         default: Any = NOTHING,
         primary_key: bool = False,
     ) -> None:
         super().__init__(null=null, default=default, primary_key=primary_key)
         self._set_formats(formats)
+        _auto_options(self, auto_now, auto_now_add)
+
+    def now(self) -> datetime.date:
+        """Today's date, for ``auto_now``/``auto_now_add``."""
+        return datetime.date.today()
 
     def validate(self, value: Any) -> datetime.date:
         if self._option_error is not None:
@@ -1010,6 +1034,22 @@ def _date_part(value: datetime.datetime) -> datetime.date:
 
 def _time_part(value: datetime.datetime) -> datetime.time:
     return value.timetz()
+
+
+def _auto_options(field: DateTimeField | DateField, auto_now: bool, auto_now_add: bool) -> None:
+    """``auto_now`` (set on every save and update) and ``auto_now_add`` (set when the row
+    is first built for an insert); either gives the field a default of the current time."""
+    for name, flag in (("auto_now", auto_now), ("auto_now_add", auto_now_add)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {flag!r}")
+    if auto_now and auto_now_add:
+        raise TypeError("auto_now and auto_now_add are exclusive (auto_now implies both)")
+    if (auto_now or auto_now_add) and field.default is not NOTHING:
+        raise TypeError("auto_now/auto_now_add set the value: they take no default")
+    field.auto_now = auto_now
+    field.auto_now_add = auto_now_add
+    if auto_now or auto_now_add:
+        field.default = field.now
 
 
 class TimeField(_FormattedField, Field[datetime.time]):

@@ -661,7 +661,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 )
                 update.ttl = ttl
                 update.where = resolved[0].matches if resolved else None
-                results = yield from update._plan()
+                results = yield from update._steps()
                 changed += sum(1 for r in results if r is not None)
                 return False
 
@@ -678,7 +678,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 nonlocal deleted
                 pks = [schema.pk_values(r) for r in rows]
                 query: DeleteQuery[int] = DeleteQuery(model, pks, mode="many", instances=rows)
-                deleted += yield from query._plan()
+                deleted += yield from query._steps()
                 return False
 
             yield from self._with_rows(delete_page)
@@ -835,7 +835,7 @@ class UpdateOrCreateQuery(Query[R]):
                     mode="many",
                 )
                 update.where = where.matches
-                [result] = yield from update._plan()
+                [result] = yield from update._steps()
                 if result is not None:
                     return result, False
                 continue  # deleted or changed meanwhile: look again

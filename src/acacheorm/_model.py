@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
+import sys
+import types
+import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Never, Self
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, ClassVar, Never, Self, dataclass_transform
 
 from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
-from ._fields import Field, UUIDField
-from ._relations import install_pending_reverse
-from ._schema import Schema
+from ._fields import (
+    BinaryField,
+    BooleanField,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    EnumField,
+    Field,
+    FloatField,
+    IntegerField,
+    JSONField,
+    ListField,
+    StringField,
+    StructField,
+    TimeField,
+    UUIDField,
+)
+from ._relations import ForeignKeyField, install_pending_reverse
+from ._schema import NamedSchema, Schema
 from ._types import NOTHING
 from .backends.base import Backend, normalize_ttl
 from .serializers import Serializer, registry
@@ -72,7 +94,11 @@ class CompositeKey:
         return f"CompositeKey{self.names!r}"
 
 
-_RESERVED = frozenset(
+#: Keywords that writes take (``create(..., ttl=60)``): a field of that name would be
+#: swallowed by the keyword.
+_WRITE_KEYWORDS = frozenset({"ttl", "defaults", "atomic", "force_insert"})
+
+_RESERVED = _WRITE_KEYWORDS | frozenset(
     {
         "pk",
         "save",
@@ -88,6 +114,7 @@ _RESERVED = frozenset(
         "get_by_id",
         "get_or_none",
         "get_or_create",
+        "update_or_create",
         "query",
         "query_many",
         "update",
@@ -96,11 +123,6 @@ _RESERVED = frozenset(
         "delete",
         "delete_by_id",
         "delete_many",
-        "DoesNotExist",
-        "Meta",
-        "is_sparse",
-        "pydantic_model",
-        # queries by field
         "filter",
         "exclude",
         "all",
@@ -109,10 +131,14 @@ _RESERVED = frozenset(
         "order_by",
         "limit",
         "offset",
-        "update_or_create",
-        "objects",
         "touch",
         "remaining_ttl",
+        "objects",
+        "DoesNotExist",
+        "MultipleObjectsReturned",
+        "Meta",
+        "is_sparse",
+        "pydantic_model",
     }
 )
 
@@ -164,32 +190,105 @@ def _find_serializer(cls_name: str, value: Any) -> Serializer:
     )
 
 
+class _Namespace(dict[str, Any]):
+    """A class body's namespace that remembers the order in which names are declared,
+    annotation-only names (``name: str``) included, so fields keep their declaration order
+    whichever style declares them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: dict[str, None] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "__annotations__" and isinstance(value, dict) and not value:
+            value = _Annotations(self.order)
+        self.order.setdefault(key, None)
+        super().__setitem__(key, value)
+
+
+class _Annotations(dict[str, Any]):
+    def __init__(self, order: dict[str, None]) -> None:
+        super().__init__()
+        self._order = order
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._order.setdefault(key, None)
+        super().__setitem__(key, value)
+
+
+class _AbstractSchema:
+    """``_schema`` of an abstract model: any use says the model is abstract."""
+
+    def __get__(self, instance: object, owner: type) -> Schema:
+        raise ConfigurationError(
+            f"{owner.__name__} is abstract (Meta.abstract = True, or the co.Model base class): "
+            "it has no backend or key, so it cannot run queries or build instances; use a "
+            "concrete subclass"
+        )
+
+
+def concrete_schema(cls: type) -> Schema | None:
+    """The schema of a concrete model class, ``None`` for an abstract one."""
+    schema = cls.__dict__.get("_schema")
+    return schema if isinstance(schema, Schema) else None
+
+
+# A dataclass_transform: type checkers build each model's constructor from its annotated
+# fields (``Player(nik="a")`` and ``Player(nick=1)`` are type errors; ``player.email`` is
+# ``str | None``). The field classes are deliberately not listed as field specifiers: to a
+# checker a field object is then a default, so fields the library fills (``null=True``,
+# ``auto_now_add``, a generated key) are not wrongly required; the library itself checks
+# at run time that every required value is given. Fields declared without an annotation
+# are not part of the checked constructor.
+@dataclass_transform(kw_only_default=True)
 class ModelMeta(type):
     """Builds the frozen `Schema` of each model class at definition time."""
 
     _schema: Schema
     _meta_options: dict[str, Any]
 
+    @classmethod
+    def __prepare__(
+        mcs, name: str, bases: tuple[type, ...], /, **kw: Any
+    ) -> MutableMapping[str, object]:
+        return _Namespace()
+
     def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> Any:
+        order = list(getattr(ns, "order", ns))
+        ns = dict(ns)
         meta = ns.pop("Meta", None)
         if not any(isinstance(b, ModelMeta) for b in bases):
             return super().__new__(mcs, name, bases, ns, **kw)  # the Model base class itself
         options = _meta_options(name, bases, meta)
         abstract = bool(meta is not None and getattr(meta, "abstract", False))
+        inherited: dict[str, Field[Any]] = {}
+        for base in bases:
+            schema = concrete_schema(base)
+            inherited.update(
+                schema.fields if schema is not None else getattr(base, "_abstract_fields", {})
+            )
+        own = _own_fields(name, ns, order, inherited)
 
         # Fields: inherited ones first (copied, so each model owns its fields), then own ones.
+        # A subclass that declares a primary key (a field or Meta.primary_key) replaces the
+        # inherited one: an inherited pk field becomes a plain field (an implicit ``id`` goes).
+        own_pk = any(f.primary_key for f in own.values())
+        own_composite = meta is not None and "primary_key" in vars(meta)
+        if own_pk and not own_composite:
+            options.pop("primary_key", None)
         fields: dict[str, Field[Any]] = {}
         for base in reversed(bases):
-            schema = getattr(base, "_schema", None)
+            schema = concrete_schema(base)
             parent_fields = (
                 schema.fields if schema is not None else getattr(base, "_abstract_fields", {})
             )
             for fname, field in parent_fields.items():
-                fields[fname] = _copy_field(field)
-        own = {k: v for k, v in ns.items() if isinstance(v, Field)}
-        for fname in own:
-            if fname in _RESERVED or fname.startswith("_"):
-                raise ConfigurationError(f"{name}: a field cannot be named {fname!r} (reserved)")
+                copied = _copy_field(field)
+                if (own_pk or own_composite) and copied.primary_key:
+                    if getattr(field, "_implicit_pk", False):
+                        continue
+                    copied.primary_key = False
+                fields[fname] = copied
         fields.update(own)  # an overridden field keeps its place
         ns.update(fields)  # inherited field copies become attributes of this class too
 
@@ -211,6 +310,7 @@ class ModelMeta(type):
         )
         if abstract:
             cls._abstract_fields = fields
+            cls._schema = _AbstractSchema()
             return cls
 
         # Primary key: explicit field(s), a CompositeKey, or an implicit UUID ``id``.
@@ -242,6 +342,7 @@ class ModelMeta(type):
                     f"{name}: field 'id' is not a primary key, and no other field is"
                 )
             field = UUIDField(primary_key=True, default=uuid.uuid4)
+            field._implicit_pk = True
             field.__set_name__(cls, "id")
             field.model = cls
             cls.id = field
@@ -250,9 +351,21 @@ class ModelMeta(type):
 
         backend = options.get("backend")
         if backend is None:
-            raise ConfigurationError(f"{name}.Meta.backend is missing (a co.*Backend instance)")
-        if not isinstance(backend, Backend):
-            raise ConfigurationError(f"{name}.Meta.backend must be a backend, not {backend!r}")
+            raise ConfigurationError(
+                f"{name}.Meta.backend is missing (a co.*Backend instance, or the name of one "
+                "configured with co.backends.configure)"
+            )
+        if isinstance(backend, str):
+            if not backend or "://" in backend:
+                raise ConfigurationError(
+                    f"{name}.Meta.backend must be a backend or the name of one configured at "
+                    f"start-up, not {backend!r} (configure a URL under a name: "
+                    "co.backends.configure(main=url), then backend = 'main')"
+                )
+        elif not isinstance(backend, Backend):
+            raise ConfigurationError(
+                f"{name}.Meta.backend must be a backend or a backend name, not {backend!r}"
+            )
         if options.get("serializer") is None:
             raise ConfigurationError(f"{name}.Meta.serializer is missing (e.g. 'msgpack')")
         serializer = _resolve_serializer(name, options["serializer"])
@@ -273,7 +386,7 @@ class ModelMeta(type):
         if isinstance(key_format, str):
             _check_key_format(name, key_format, len(pk_names))
 
-        cls._schema = Schema(
+        cls._schema = (NamedSchema if isinstance(backend, str) else Schema)(
             model=cls,
             name=model_name,
             namespace=namespace,
@@ -285,6 +398,7 @@ class ModelMeta(type):
             ttl=ttl,
             key_format=key_format,
         )
+        cls._settable = frozenset(cls._schema.attnames) | frozenset(cls._schema.attnames.values())
         for field in fields.values():
             contribute = getattr(field, "contribute_to_class", None)
             if contribute is not None:
@@ -293,6 +407,285 @@ class ModelMeta(type):
         _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
         install_pending_reverse(cls)
         return cls
+
+
+def _own_fields(
+    name: str, ns: dict[str, Any], order: list[str], inherited: dict[str, Field[Any]]
+) -> dict[str, Field[Any]]:
+    """The fields a class body declares, in declaration order: field objects, annotated
+    field objects (the annotation checked against the field) and bare annotations of
+    supported types. A bare annotation of an inherited field (for type checkers) only
+    checks it."""
+    for key, value in ns.items():
+        if isinstance(value, type) and issubclass(value, Field):
+            raise ConfigurationError(
+                f"{name}.{key} = {value.__name__} is the field class, not a field: "
+                f"call it, {key} = co.{value.__name__}(...)"
+            )
+    annotations = ns.get("__annotations__") or {}
+    if not annotations and "__annotate__" in ns:  # Python 3.14: annotations are lazy
+        import annotationlib  # type: ignore[import-not-found, unused-ignore]
+
+        annotations = annotationlib.call_annotate_function(  # pragma: no cover
+            ns["__annotate__"], annotationlib.Format.FORWARDREF
+        )
+    resolver = _AnnotationResolver(name, ns)
+    own: dict[str, Field[Any]] = {}
+    for fname in [*order, *(k for k in annotations if k not in order)]:
+        value = ns.get(fname)
+        annotated = fname in annotations
+        if not isinstance(value, Field):
+            if not annotated or fname.startswith("_"):
+                continue
+            hint = resolver.resolve(fname, annotations[fname])
+            if hint is _NOT_A_FIELD:
+                continue
+            if fname not in ns and fname in inherited:
+                _check_annotation(name, fname, hint, inherited[fname])
+                continue
+            if fname in ns and (
+                callable(value) or isinstance(value, property | classmethod | staticmethod)
+            ):
+                continue  # an annotated method or property is not a field
+            value = _field_for(name, fname, hint, ns.get(fname, _NO_DEFAULT))
+        elif annotated:
+            hint = resolver.resolve(fname, annotations[fname])
+            if hint is _NOT_A_FIELD:
+                raise ConfigurationError(
+                    f"{name}.{fname}: a field cannot be annotated ClassVar/Final"
+                )
+            _check_annotation(name, fname, hint, value)
+        if fname in _RESERVED or fname.startswith("_"):
+            why = (
+                f"writes take {fname}= as a keyword"
+                if fname in _WRITE_KEYWORDS
+                else "the model uses that name"
+                if fname in _RESERVED
+                else "names starting with '_' are the model's own"
+            )
+            raise ConfigurationError(f"{name}: a field cannot be named {fname!r} ({why})")
+        own[fname] = value
+    return own
+
+
+# -- annotated declarations ----------------------------------------------------------------
+
+_NOT_A_FIELD: Any = object()
+_NO_DEFAULT: Any = object()
+_UNRESOLVED = "unresolved"
+
+#: A bare annotation's type → the field it declares.
+_FIELD_FOR_TYPE: dict[Any, Callable[..., Field[Any]]] = {
+    int: IntegerField,
+    float: FloatField,
+    str: StringField,
+    bool: BooleanField,
+    bytes: BinaryField,
+    decimal.Decimal: DecimalField,
+    uuid.UUID: UUIDField,
+    datetime.datetime: DateTimeField,
+    datetime.date: DateField,
+    datetime.time: TimeField,
+}
+
+
+class _AnnotationResolver:
+    """Evaluates a class body's annotations (strings under ``from __future__ import
+    annotations``) in the module's globals, the class body and the enclosing function."""
+
+    def __init__(self, cls_name: str, ns: dict[str, Any]) -> None:
+        self.cls_name = cls_name
+        module = sys.modules.get(ns.get("__module__", ""))
+        self.globals = dict(vars(module)) if module is not None else {}
+        self.locals: dict[str, Any] = {}
+        try:
+            frame = sys._getframe(3)  # the frame running the class statement
+        except ValueError:  # pragma: no cover - no such frame
+            frame = None
+        if frame is not None and frame.f_code.co_filename != __file__:
+            self.globals = frame.f_globals  # the class statement's own globals
+            if frame.f_locals is not frame.f_globals:
+                self.locals.update(frame.f_locals)  # a model defined inside a function
+        self.locals.update(ns)
+
+    def resolve(self, fname: str, annotation: Any) -> Any:
+        if isinstance(annotation, str):
+            if annotation.replace("typing.", "").startswith(("ClassVar", "Final")):
+                return _NOT_A_FIELD
+            try:
+                annotation = eval(annotation, self.globals, self.locals)
+            except NameError:
+                return (_UNRESOLVED, annotation)
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"{self.cls_name}.{fname}: cannot read the annotation {annotation!r}: {exc}"
+                ) from None
+        origin = typing.get_origin(annotation)
+        if annotation is ClassVar or origin is ClassVar:
+            return _NOT_A_FIELD
+        if annotation is typing.Final or origin is typing.Final:
+            return _NOT_A_FIELD
+        return annotation
+
+
+def _split_optional(hint: Any) -> tuple[Any, bool]:
+    """``X | None`` / ``Optional[X]`` → ``(X, True)``; anything else → ``(hint, False)``."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _split_optional(typing.get_args(hint)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != len(typing.get_args(hint)):
+            inner = args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
+            return inner, True
+    return hint, False
+
+
+def _unresolved_model_name(hint: Any) -> str | None:
+    """A forward reference to a model (``"Author"``, ``"Author | None"``): its name."""
+    if not (isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED):
+        return None
+    text: str = hint[1].strip()
+    for suffix in ("| None", "|None"):
+        if text.endswith(suffix):
+            text = text[: -len(suffix)].strip()
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = text[len("Optional[") : -1].strip()
+    text = text.strip("'\"")
+    # A model's name: an identifier (maybe dotted) whose last part is capitalised, as class
+    # names are; anything else undefined (a type imported only for type checkers) is an error.
+    if text.replace(".", "").isidentifier() and text.rpartition(".")[2][:1].isupper():
+        return text
+    return None
+
+
+def _unresolved_is_optional(hint: Any) -> bool:
+    text: str = hint[1].replace(" ", "")
+    return text.endswith("|None") or text.startswith("Optional[")
+
+
+def _field_for(cls_name: str, fname: str, hint: Any, default: Any) -> Field[Any]:
+    """The field a bare annotation declares (``bio: str | None = None``)."""
+    options: dict[str, Any] = {}
+    if default is not _NO_DEFAULT:
+        options["default"] = default
+    model_name = _unresolved_model_name(hint)
+    if model_name is not None:
+        to = "self" if model_name == cls_name else model_name
+        return ForeignKeyField(to, null=_unresolved_is_optional(hint), **options)
+    if isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED:
+        raise ConfigurationError(
+            f"{cls_name}.{fname}: the annotation {hint[1]!r} names something undefined"
+        )
+    inner, null = _split_optional(hint)
+    try:
+        return _make_field(inner, null, options)
+    except _Unsupported:
+        raise ConfigurationError(
+            f"{cls_name}.{fname}: {_hint_name(hint)} is not a type a bare annotation can "
+            "declare (int, float, str, bool, bytes, Decimal, UUID, datetime, date, time, an "
+            "Enum, list[T], dict[str, Any], a model); assign a field: "
+            f"{fname}: ... = co.SomeField(...)"
+        ) from None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _make_field(hint: Any, null: bool, options: dict[str, Any]) -> Field[Any]:
+    if null:
+        options["null"] = True
+    factory = _FIELD_FOR_TYPE.get(hint)
+    if factory is not None:
+        return factory(**options)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return EnumField(hint, **options)
+    if isinstance(hint, type) and issubclass(hint, Model) and hint is not Model:
+        return ForeignKeyField(hint, **options)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is list or origin is list:
+        if not args:
+            raise _Unsupported
+        item, item_null = _split_optional(args[0])
+        return ListField(_make_field(item, item_null, {}), **options)
+    if hint is dict or origin is dict:
+        if args and args[0] is not str:
+            raise _Unsupported
+        return JSONField(**options)
+    raise _Unsupported
+
+
+def _hint_name(hint: Any) -> str:
+    if isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED:
+        return repr(hint[1])
+    if isinstance(hint, type):
+        return hint.__qualname__
+    return repr(hint).replace("typing.", "")
+
+
+def _check_annotation(cls_name: str, fname: str, hint: Any, field: Field[Any]) -> None:
+    """An annotation must say what the field holds (``age: str = co.IntegerField()`` is
+    an error), ``X | None`` exactly when the field is ``null=True``."""
+    if isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED:
+        if isinstance(field, ForeignKeyField) and _unresolved_is_optional(hint) != field.null:
+            _mismatch(cls_name, fname, hint, field, nullable=True)
+        return  # a forward reference (a model defined later): nothing more to check
+    inner, null = _split_optional(hint)
+    if inner is Any:
+        return
+    if null != field.null:
+        _mismatch(cls_name, fname, hint, field, nullable=True)
+    if not _fits(inner, field):
+        _mismatch(cls_name, fname, hint, field)
+
+
+def _fits(hint: Any, field: Field[Any]) -> bool:
+    if hint is Any or isinstance(field, JSONField | StructField):
+        return True
+    if isinstance(field, ForeignKeyField):
+        to = field.to
+        if isinstance(to, str):
+            return isinstance(hint, type) and issubclass(hint, Model)
+        return hint is to
+    if isinstance(field, ListField):
+        origin = typing.get_origin(hint)
+        if hint is list:
+            return True
+        if origin is not list:
+            return False
+        item, item_null = _split_optional(typing.get_args(hint)[0])
+        return (item_null or not field.field.null) and _fits(item, field.field)
+    expected = field.python_type
+    if isinstance(expected, tuple):
+        return hint in expected
+    return hint is expected
+
+
+def _mismatch(
+    cls_name: str, fname: str, hint: Any, field: Field[Any], nullable: bool = False
+) -> None:
+    if nullable:
+        detail = (
+            "the field is null=True: annotate it 'X | None'"
+            if field.null
+            else "the annotation allows None: give the field null=True"
+        )
+    else:
+        detail = f"the field holds {_field_type_name(field)}"
+    raise ConfigurationError(
+        f"{cls_name}.{fname}: the annotation {_hint_name(hint)} does not match "
+        f"{type(field).__name__} ({detail})"
+    )
+
+
+def _field_type_name(field: Field[Any]) -> str:
+    if isinstance(field, ForeignKeyField):
+        to = field.to
+        return f"a {to if isinstance(to, str) else to.__name__}"
+    t = field.python_type
+    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
 
 
 def _check_key_format(name: str, key_format: str, arity: int) -> None:
@@ -316,13 +709,26 @@ def _copy_field(field: Field[Any]) -> Field[Any]:
     return new
 
 
-def lookup_model(name: str) -> type[Model]:
+def lookup_model(name: str, module: str | None = None, where: str = "") -> type[Model]:
+    """The model called ``name`` (or ``"module.Name"``) for a foreign key declared in
+    ``module``: a model of that name in ``module`` first (its latest definition, for a
+    notebook that redefines it); else the only module that has one. Two other modules with
+    one is a `ConfigurationError` naming both."""
     found = _models_by_name.get(name, [])
     if not found:
         raise LookupError(f"no model named {name!r} is defined")
-    if len(found) > 1 and len({id(m) for m in found}) > 1:
-        return found[-1]  # the most recent definition (redefinition in a notebook)
-    return found[0]
+    if module is not None:
+        local = [m for m in found if m.__module__ == module]
+        if local:
+            return local[-1]
+    modules = {m.__module__: m for m in found}  # the latest definition per module
+    if len(modules) > 1:
+        names = " and ".join(f"{m.__module__}.{m.__qualname__}" for m in modules.values())
+        raise ConfigurationError(
+            f"{where + ': ' if where else ''}the model name {name!r} is ambiguous ({names}); "
+            "pass the class, or 'module.Name'"
+        )
+    return found[-1]
 
 
 class _TouchMethod:
@@ -407,27 +813,46 @@ class Model(metaclass=ModelMeta):
     """
 
     _schema: ClassVar[Schema]
+    _settable: ClassVar[frozenset[str]] = frozenset()
     DoesNotExist: ClassVar[type[DoesNotExist]]
 
     def __init__(self, **kwargs: Any) -> None:
         schema = self._schema
+        if "pk" in kwargs:
+            kwargs = _expand_pk(schema, kwargs, f"{type(self).__name__}()")
         fields = schema.fields
-        unknown = [k for k in kwargs if k not in fields and k not in schema.attnames.values()]
+        attnames = schema.attnames
+        unknown = [k for k in kwargs if k not in fields and k not in schema.attnames_set]
         if unknown:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s): "
-                f"{', '.join(repr(k) for k in unknown)}"
+                f"{', '.join(repr(k) for k in unknown)} (fields: {', '.join(fields)})"
             )
+        d = self.__dict__
         for name, field in fields.items():
-            attname = schema.attnames[name]
+            attname = attnames[name]
             if name in kwargs:
-                setattr(self, name, kwargs[name])
+                field.__set__(self, kwargs[name])
             elif attname in kwargs:
-                setattr(self, attname, kwargs[attname])
+                field.__set__(self, kwargs[attname])
             elif field.has_default():
-                self.__dict__[attname] = field.clean(field.get_default())
+                d[attname] = field.clean(field.get_default())
             else:
                 raise ValidationError("a value is required", model=type(self).__name__, field=name)
+
+    if not TYPE_CHECKING:  # a type checker keeps reporting unknown attributes itself
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in type(self)._settable:
+                object.__setattr__(self, name, value)
+                return
+            if name[:1] == "_" or hasattr(type(self), name):
+                object.__setattr__(self, name, value)  # private state, a property, ...
+                return
+            raise AttributeError(
+                f"{type(self).__name__} has no field {name!r} (fields: "
+                f"{', '.join(self._schema.fields)}); nothing else is stored"
+            )
 
     # -- instance state ---------------------------------------------------------------------
 
@@ -555,12 +980,17 @@ class Model(metaclass=ModelMeta):
     @classmethod
     def _pk_from_kwargs(cls, method: str, kwargs: dict[str, Any]) -> tuple[Any, ...]:
         schema = cls._schema
+        if "pk" in kwargs:
+            if len(kwargs) == 1:
+                return schema.normalize_pk(kwargs["pk"])
+            kwargs = _expand_pk(schema, kwargs, f"{cls.__name__}.{method}()")
         allowed = set(schema.pk_names) | {schema.attnames[n] for n in schema.pk_names}
         extra = set(kwargs) - allowed
         if extra:
             raise TypeError(
                 f"{cls.__name__}.{method}() takes only the primary key "
-                f"({', '.join(schema.pk_names)}); {', '.join(sorted(extra))} are not filters"
+                f"({', '.join(schema.pk_names)}, or pk=); {', '.join(sorted(extra))} are not "
+                "filters"
             )
         return schema.normalize_pk(kwargs)
 
@@ -786,6 +1216,8 @@ class Model(metaclass=ModelMeta):
     @classmethod
     def _split_update(cls, fields: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         schema = cls._schema
+        if "pk" in fields:
+            fields = _expand_pk(schema, fields, f"{cls.__name__}.update()")
         pk_part = {}
         for n in schema.pk_names:
             for k in (n, schema.attnames[n]):
@@ -1092,6 +1524,32 @@ class Model(metaclass=ModelMeta):
             d[schema.attnames[n]] = v
         d["_sparse_"] = state
         return obj
+
+
+setattr(Model, "_schema", _AbstractSchema())  # noqa: B010 - the base class is abstract
+
+
+def _expand_pk(schema: Schema, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``pk=value`` → the primary key's field names (a tuple or dict for a composite key)."""
+    out = dict(kwargs)
+    value = out.pop("pk")
+    for n in schema.pk_names:
+        if n in out or schema.attnames[n] in out:
+            raise TypeError(f"{where}: the primary key is given twice (pk= and {n}=)")
+    if schema.composite:
+        if isinstance(value, Mapping):
+            value = tuple(
+                value[n] if n in value else value[schema.attnames[n]] for n in schema.pk_names
+            )
+        if not isinstance(value, tuple | list) or len(value) != len(schema.pk_names):
+            raise TypeError(
+                f"{where}: pk= of {schema.model_name} is a tuple of "
+                f"({', '.join(schema.pk_names)}), not {value!r}"
+            )
+        out.update(zip(schema.pk_names, value, strict=True))
+    else:
+        out[schema.pk_names[0]] = value
+    return out
 
 
 def _as_instance(cls: type[Model], row: Mapping[str, Any] | Model) -> Model:

@@ -93,8 +93,10 @@ def pydantic_model(
 
     if not (isinstance(model_cls, type) and issubclass(model_cls, Model)):
         raise TypeError(f"pydantic_model() needs a model class, not {model_cls!r}")
-    schema = getattr(model_cls, "_schema", None)
-    if schema is None or schema.model is not model_cls:
+    from ._model import concrete_schema
+
+    schema = concrete_schema(model_cls)
+    if schema is None:
         raise TypeError(f"{model_cls.__name__} is abstract; it has no fields of its own to map")
     if isinstance(exclude, str):
         raise TypeError("exclude takes field names (a list), not a single str")

@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import copy
 import random
+import sys
+import warnings
 import weakref
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
@@ -51,9 +53,9 @@ R = TypeVar("R")
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
 
-# One lock per (backend, key) while an update of that row runs in this process; entries go
-# away with the last holder.
-_row_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+# One lock per (event loop, backend, key) while an update of that row runs in this process;
+# entries go away with the last holder. (An asyncio.Lock belongs to one loop.)
+_row_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
 
@@ -73,29 +75,89 @@ def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
     return schema.model.DoesNotExist(f"{text} (key {key!r})", key=key, detail=text)
 
 
-class Query(Generic[R]):
+class Query(Coroutine[Any, Any, R], Generic[R]):
     """Base class of every query: awaitable, immutable, compilable.
+
+    A query is also a coroutine object: ``asyncio.run(q)``, ``asyncio.create_task(q)`` and
+    ``TaskGroup.create_task(q)`` take it (each run is a new execution of the query).
 
     Example::
 
         q = User.query(id=1)
         print(q.compile())       # the batches it would send
         user = await q           # or: await q.execute()
+        task = asyncio.create_task(User.get(id=1))
     """
+
+    #: A write query not yet awaited, executed or compiled: warned about when collected.
+    _unsent = False
+    #: The executions driven through the coroutine protocol, one per task (send/throw).
+    _coros: dict[Any, Coroutine[Any, Any, R]] | None = None
 
     def _plan(self) -> Plan:
         raise NotImplementedError
 
+    def _steps(self) -> Plan:
+        """This query's plan, run as a part of another plan (so it counts as sent)."""
+        self._unsent = False
+        return self._plan()
+
     async def execute(self) -> R:
         """Run the query; its result."""
+        self._unsent = False
         result: R = await _executor.run(self._plan())
         return result
 
     def __await__(self) -> Generator[Any, None, R]:
+        self._unsent = False
         return self.execute().__await__()
+
+    # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
+
+    def _execution(self) -> tuple[Any, Coroutine[Any, Any, R]]:
+        """The execution the current task drives (a new one for a task that starts)."""
+        try:
+            key: Any = asyncio.current_task()
+        except RuntimeError:  # driven by hand, outside an event loop
+            key = None
+        coros = self._coros
+        if coros is None:
+            coros = self._coros = {}
+        coro = coros.get(key)
+        if coro is None:
+            self._unsent = False
+            coro = coros[key] = self.execute()
+        return key, coro
+
+    def send(self, value: Any) -> Any:
+        """Coroutine protocol: start or resume the execution a task drives."""
+        key, coro = self._execution()
+        try:
+            return coro.send(value)
+        except BaseException:
+            self._coros.pop(key, None)  # type: ignore[union-attr]  # finished
+            raise
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Coroutine protocol: raise an exception (a cancellation) inside the execution."""
+        key, coro = self._execution()
+        try:
+            if val is None and tb is None:
+                return coro.throw(typ)
+            return coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
+        except BaseException:
+            self._coros.pop(key, None)  # type: ignore[union-attr]
+            raise
+
+    def close(self) -> None:
+        """Coroutine protocol: stop the executions tasks were driving, if any."""
+        coros, self._coros = self._coros, None
+        for coro in (coros or {}).values():
+            coro.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
+        self._unsent = False
         plan = self._plan()
         try:
             step = next(plan)
@@ -112,7 +174,35 @@ class Query(Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
+        new.__dict__.pop("_coros", None)
+        self._unsent = False  # the copy carries the duty to run
         return new
+
+
+class _Write:
+    """Mixin of write queries: one that is collected without ever being awaited, executed
+    or compiled warns, as a never-awaited coroutine does (nothing was written)."""
+
+    _unsent: bool
+
+    def _armed(self) -> None:
+        self._unsent = True
+
+    def __del__(self) -> None:
+        if self._unsent and not sys.is_finalizing():
+            self._unsent = False
+            warnings.warn(
+                f"{self!r} was never awaited, so nothing was sent (write `await` before the call)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def _describe_rows(model: type[Model], pks: Sequence[tuple[Any, ...]]) -> str:
+    schema = model._schema
+    if len(pks) == 1:
+        return _describe_pk(schema, pks[0])
+    return f"{len(pks)} rows"
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -272,7 +362,7 @@ class LoadQuery(Query[R]):
 # -- writes ----------------------------------------------------------------------------------
 
 
-class InsertQuery(Query[R]):
+class InsertQuery(_Write, Query[R]):
     """``create``/``insert``/``insert_many``/``save``: one batch of writes.
 
     Example::
@@ -296,11 +386,23 @@ class InsertQuery(Query[R]):
         self.single = single
         self.atomic = atomic
         self.replace = replace
+        self._armed()
+
+    def __repr__(self) -> str:
+        what = "save" if self.replace else "insert"
+        schema = self.model._schema
+        rows = _describe_rows(self.model, [schema.pk_values(i) for i in self.instances])
+        return f"<InsertQuery {self.model.__name__} {what} {rows}>"
 
     def _plan(self) -> Plan:
         model = self.model
         schema = model._schema
         instances = self.instances
+        if schema.auto_now:
+            for field in schema.auto_now:
+                now = field.now()
+                for obj in instances:
+                    obj.__dict__[field.name] = now
         if not self.replace:
             yield from assign_ids(schema, instances)
         if pre_save.receivers_for(model):
@@ -324,7 +426,7 @@ class InsertQuery(Query[R]):
         return instances[0] if self.single else instances
 
 
-class UpdateQuery(Query[R]):
+class UpdateQuery(_Write, Query[R]):
     """``update``/``update_many``/``set_by_id``: read, merge, compare-and-swap, retry.
 
     Each round is one multi-read and one batch of compare-and-swap writes; a row changed
@@ -336,13 +438,15 @@ class UpdateQuery(Query[R]):
         """Run the update. Updates of one row from this process take turns (a local lock per
         key), so they do not fight each other's compare-and-swap; other processes are kept
         out by the compare-and-swap itself."""
+        self._unsent = False
         schema = self.model._schema
         backend = schema.backend
+        loop = id(asyncio.get_running_loop())
         async with contextlib.AsyncExitStack() as stack:
             for key in sorted({schema.key(pk) for pk, _ in self.changes}):
-                lock = _row_locks.get((id(backend), key))
+                lock = _row_locks.get((loop, id(backend), key))
                 if lock is None:
-                    lock = _row_locks[(id(backend), key)] = asyncio.Lock()
+                    lock = _row_locks[(loop, id(backend), key)] = asyncio.Lock()
                 await stack.enter_async_context(lock)
             result: R = await _executor.run(self._plan())
             return result
@@ -361,6 +465,11 @@ class UpdateQuery(Query[R]):
         self.mode = mode
         #: Only rows for which this holds when read are written (``filter().update()``).
         self.where: Callable[[Any], bool] | None = None
+        self._armed()
+
+    def __repr__(self) -> str:
+        rows = _describe_rows(self.model, [pk for pk, _ in self.changes])
+        return f"<UpdateQuery {self.model.__name__} {rows}>"
 
     def _plan(self) -> Plan:
         model = self.model
@@ -383,10 +492,14 @@ class UpdateQuery(Query[R]):
                 if self.where is not None and not self.where(obj):
                     results[i] = None
                     continue
-                for name, value in self.changes[i][1].items():
+                changes = self.changes[i][1]
+                for name, value in changes.items():
                     if isinstance(value, Expression):
                         value = value.apply(getattr(obj, name))
                     setattr(obj, name, value)
+                for field in schema.auto_now:
+                    if field.name not in changes:
+                        obj.__dict__[field.name] = field.now()
                 todo.append((i, obj, token))
             if not todo:
                 break
@@ -422,7 +535,7 @@ class UpdateQuery(Query[R]):
         return results[0]
 
 
-class DeleteQuery(Query[R]):
+class DeleteQuery(_Write, Query[R]):
     """``delete``/``delete_by_id``/``delete_many``/``delete_instance``: one batch."""
 
     def __init__(
@@ -437,6 +550,10 @@ class DeleteQuery(Query[R]):
         self.pks = pks
         self.mode = mode
         self.instances = instances
+        self._armed()
+
+    def __repr__(self) -> str:
+        return f"<DeleteQuery {self.model.__name__} {_describe_rows(self.model, self.pks)}>"
 
     def _plan(self) -> Plan:
         model = self.model
@@ -463,7 +580,7 @@ class DeleteQuery(Query[R]):
         return bool(deleted)
 
 
-class TouchQuery(Query[R]):
+class TouchQuery(_Write, Query[R]):
     """``touch``: set a row's remaining lifetime in one command; awaits to whether the row
     exists.
 
@@ -476,6 +593,7 @@ class TouchQuery(Query[R]):
         self.model = model
         self.pk = pk
         self.ttl = resolve_ttl(model._schema.ttl, ttl)
+        self._armed()
 
     def _plan(self) -> Plan:
         schema = self.model._schema
@@ -513,13 +631,18 @@ class RemainingTTLQuery(Query[R]):
         return f"<RemainingTTLQuery {self.model.__name__} {_describe_pk(schema, self.pk)}>"
 
 
-class GetOrCreateQuery(Query[R]):
+class GetOrCreateQuery(_Write, Query[R]):
     """``get_or_create``: read; if absent, add-if-absent; if someone else won, read theirs."""
 
     def __init__(self, model: type[Model], instance: Model, *, ttl: Any) -> None:
         self.model = model
         self.instance = instance
         self.ttl = resolve_ttl(model._schema.ttl, ttl)
+        self._armed()
+
+    def __repr__(self) -> str:
+        pk = _describe_pk(self.model._schema, self.model._schema.pk_values(self.instance))
+        return f"<GetOrCreateQuery {self.model.__name__} {pk}>"
 
     def _plan(self) -> Plan:
         model = self.model
@@ -547,12 +670,20 @@ class GetOrCreateQuery(Query[R]):
 # -- across models ---------------------------------------------------------------------------
 
 
-class MultiQuery(Query[R]):
+class MultiQuery(_Write, Query[R]):
     """Several plans run in lockstep: one round trip per backend per step."""
 
-    def __init__(self, plans: list[Any], assemble: Any) -> None:
+    def __init__(
+        self, plans: list[Any], assemble: Any, what: str = "", writes: bool = False
+    ) -> None:
         self._plans = plans
         self._assemble = assemble
+        self._what = what
+        if writes:
+            self._armed()
+
+    def __repr__(self) -> str:
+        return f"<MultiQuery {self._what}>" if self._what else "<MultiQuery>"
 
     def _plan(self) -> Plan:
         values = yield from combine([p() for p in self._plans])
@@ -580,10 +711,11 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
             raise TypeError(f"co.insert_many takes model instances, not {obj!r}")
         obj._check_not_sparse("insert")
     groups = _group((type(o), o) for o in instances)
-    queries: list[tuple[list[tuple[int, Any]], InsertQuery[Any]]] = [
-        (g, InsertQuery(model, [o for _, o in g], ttl=ttl, single=False))
-        for model, g in groups.items()
-    ]
+    queries: list[tuple[list[tuple[int, Any]], InsertQuery[Any]]] = []
+    for model, g in groups.items():
+        query: InsertQuery[Any] = InsertQuery(model, [o for _, o in g], ttl=ttl, single=False)
+        query._unsent = False  # the MultiQuery carries the duty to run
+        queries.append((g, query))
 
     def assemble(values: list[list[Any]]) -> list[Any]:
         out: list[Any] = [None] * len(instances)
@@ -592,7 +724,12 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
                 out[index] = obj
         return out
 
-    return MultiQuery([q._plan for _, q in queries], assemble)
+    return MultiQuery(
+        [q._plan for _, q in queries],
+        assemble,
+        f"co.insert_many of {len(instances)} instance(s)",
+        writes=True,
+    )
 
 
 def _model_pk(item: Any, what: str) -> tuple[type[Model], tuple[Any, ...], Model | None]:
@@ -646,8 +783,14 @@ def delete_many(*items: Any) -> MultiQuery[int]:
     queries: list[DeleteQuery[Any]] = []
     for model, g in groups.items():
         objs = [obj if obj is not None else model._sparse(pk) for _, (pk, obj) in g]
-        queries.append(DeleteQuery(model, [pk for _, (pk, _) in g], mode="many", instances=objs))
-    return MultiQuery([q._plan for q in queries], sum)
+        query: DeleteQuery[int] = DeleteQuery(
+            model, [pk for _, (pk, _) in g], mode="many", instances=objs
+        )
+        query._unsent = False  # the MultiQuery carries the duty to run
+        queries.append(query)
+    return MultiQuery(
+        [q._plan for q in queries], sum, f"co.delete_many of {len(items)} row(s)", writes=True
+    )
 
 
 def prefetch(instances: Sequence[Model | None], *paths: str) -> MultiQuery[list[Any]]:

@@ -50,13 +50,20 @@ class ForeignKeyField(Field[M], Generic[M]):
         ):
             raise TypeError(f"related_name must be an identifier, not {related_name!r}")
         super().__init__(null=null, default=default, primary_key=primary_key)
+        #: The related model as declared: a class, "self" or a model name.
         self.to = to
         self.attname = ""
         self.related_name = related_name
+        #: The module whose class declared the field: a model name resolves there first.
+        self.declared_in: str | None = None
+        self._rel: type[Model] | None = None
+        self._rel_owner: type[Model] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         super().__set_name__(owner, name)
         self.attname = f"{name}_id"
+        if self.declared_in is None:  # an inherited copy keeps its declaring module
+            self.declared_in = owner.__module__
 
     def contribute_to_class(self, cls: type[Model]) -> None:
         if self.attname in cls._schema.fields:
@@ -81,25 +88,32 @@ class ForeignKeyField(Field[M], Generic[M]):
 
     @property
     def rel_model(self) -> type[Model]:
-        """The related model class (resolved on first use for "self" and names)."""
+        """The related model class. ``"self"`` is always the model the field is on (a
+        subclass's inherited copy points at the subclass); a name is resolved on first use,
+        in the declaring module first."""
+        rel = self._rel
+        if rel is not None and self._rel_owner is getattr(self, "model", None):
+            return rel
         to = self.to
         if isinstance(to, str):
-            from ._model import lookup_model
+            if to == "self":
+                rel = self.model
+            else:
+                from ._model import lookup_model
 
-            try:
-                resolved = self.model if to == "self" else lookup_model(to)
-            except LookupError as exc:
-                raise _UnknownModel(
-                    f"{self._where()}: ForeignKeyField({to!r}) names no model: {exc}"
-                    f"{_did_you_mean(to)}"
-                ) from None
-            self.to = resolved  # type: ignore[assignment]
-            return resolved
-        return to
-
-    def clean(self, value: Any) -> Any:
-        self.rel_model  # noqa: B018 - an unknown model name is a ConfigurationError, not a bad value
-        return super().clean(value)
+                try:
+                    rel = lookup_model(to, self.declared_in, self._where())
+                except ConfigurationError:
+                    raise  # an ambiguous name: the message names both models
+                except LookupError as exc:
+                    raise _UnknownModel(
+                        f"{self._where()}: ForeignKeyField({to!r}) names no model: {exc}"
+                        f"{_did_you_mean(to)}"
+                    ) from None
+        else:
+            rel = to
+        self._rel, self._rel_owner = rel, getattr(self, "model", None)
+        return rel
 
     # -- descriptor -------------------------------------------------------------------------
 
@@ -139,6 +153,12 @@ class ForeignKeyField(Field[M], Generic[M]):
         else:
             d[self.attname] = self.clean(value)
             d.pop(self.name, None)
+
+    def clean(self, value: Any) -> Any:
+        """The raw related pk; an unresolvable related model is a `ConfigurationError`
+        (a definition problem), not a bad value."""
+        self.rel_model  # noqa: B018 - resolve first
+        return super().clean(value)
 
     def validate(self, value: Any) -> Any:
         """The raw related pk for an instance or a pk value."""

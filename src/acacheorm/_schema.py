@@ -29,7 +29,7 @@ class Schema:
         fields: dict[str, Field[Any]],
         pk_names: tuple[str, ...],
         composite: bool,
-        backend: Backend,
+        backend: Backend | str,
         serializer: Serializer,
         ttl: float | None,
         key_format: str | Callable[..., str] | None,
@@ -49,7 +49,12 @@ class Schema:
         )
         self._single_key_part = self.pk_fields[0].key_part
         self.composite = composite
-        self.backend = backend
+        #: The name of a backend configured at start-up (``Meta.backend = "main"``), or None.
+        self.backend_name: str | None = None
+        if isinstance(backend, str):
+            self.backend_name = backend  # a NamedSchema looks it up on each use
+        else:
+            self.backend = backend
         self.serializer = serializer
         self.ttl = ttl
         self.key_format = key_format
@@ -57,6 +62,10 @@ class Schema:
             f"{name}{KEY_SEPARATOR}" if key_format is None else ""
         )
         self.attnames = {n: getattr(f, "attname", n) for n, f in fields.items()}
+        self.attnames_set = frozenset(self.attnames.values())
+        self._set_dict = _dict_setter(model)
+        #: Fields set to the current time by every write (``auto_now=True``).
+        self.auto_now = tuple(f for f in fields.values() if getattr(f, "auto_now", False))
         self.fingerprint = _payload.fingerprint(
             [f"{n}={type(f).__name__}{_stored_options(f)}" for n, f in fields.items()]
         )
@@ -212,7 +221,7 @@ class Schema:
         for name, attname in self._renamed:
             data[attname] = data.pop(name)
         obj = object.__new__(self.model)
-        obj.__dict__ = data
+        self._set_dict(obj, data)
         return obj
 
     def decode_many(self, keys: list[str], payloads: list[Any]) -> list[Model | None]:
@@ -241,6 +250,7 @@ class Schema:
         binary = self.binary
         model = self.model
         new = object.__new__
+        set_dict = self._set_dict
         out: list[Model | None] = []
         append = out.append
         for key, payload in zip(keys, payloads, strict=True):
@@ -266,7 +276,7 @@ class Schema:
             for name, attname in renamed:
                 data[attname] = data.pop(name)
             obj = new(model)
-            obj.__dict__ = data
+            set_dict(obj, data)
             append(obj)
         return out
 
@@ -285,7 +295,7 @@ class Schema:
             else:
                 raise SerializationError(f"stored row has no value for field {name!r}")
         obj = self.model.__new__(self.model)
-        obj.__dict__ = values
+        self._set_dict(obj, values)
         return obj
 
     def __repr__(self) -> str:
@@ -302,6 +312,28 @@ def _stored_options(field: Field[Any]) -> str:
         if inner:
             extra += f"[{type(item).__name__}{inner}]"
     return extra
+
+
+class NamedSchema(Schema):
+    """A schema whose backend is named (``Meta.backend = "main"``): the name is looked up
+    in `acacheorm.backends` on every use, so models can be imported before the backend is
+    configured, and ``co.backends.override`` swaps it."""
+
+    @property
+    def backend(self) -> Backend:  # type: ignore[override]
+        from .backends import get
+
+        assert self.backend_name is not None
+        return get(self.backend_name, self.model_name)
+
+
+def _dict_setter(model: type) -> Callable[[Any, dict[str, Any]], None]:
+    """Sets an instance's whole ``__dict__`` (the C descriptor, not ``Model.__setattr__``)."""
+    for klass in model.__mro__:
+        descriptor = klass.__dict__.get("__dict__")
+        if descriptor is not None:
+            return descriptor.__set__  # type: ignore[no-any-return]
+    raise TypeError(f"{model.__name__} instances have no __dict__")  # pragma: no cover
 
 
 def resolve_ttl(schema_ttl: float | None, ttl: Any) -> float | None:

@@ -558,7 +558,7 @@ async def test_stalled_node_times_out_and_its_late_reply_is_never_read(
     assert node.proc is not None
     async with MemcachedBackend([node.address], timeout=0.5, pool_size=1) as backend:
         await backend.set_many({"k1": b"v1", "k2": b"v2"})
-        node.proc.send_signal(signal.SIGSTOP)
+        servers.freeze(node.proc)
         try:
             async with asyncio.timeout(5):
                 started = time.monotonic()
@@ -611,7 +611,7 @@ async def test_cancelled_in_flight_requests_leave_no_reply_behind(
     keys = [f"f{i}" for i in range(60)]
     async with MemcachedBackend([node.address], timeout=10, pool_size=3) as backend:
         await backend.set_many({k: k.encode() for k in keys})
-        node.proc.send_signal(signal.SIGSTOP)  # requests now sit unanswered on the wire
+        servers.freeze(node.proc)  # requests now sit unanswered on the wire
         try:
             tasks = [asyncio.create_task(backend.get(k)) for k in keys]
             await asyncio.sleep(0.2)  # the first three hold the connections, sent and waiting

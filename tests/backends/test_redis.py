@@ -1044,7 +1044,7 @@ async def test_frozen_server_times_out(own_server: servers.RedisServer) -> None:
     async with backend:
         await backend.set("k", b"v")
         assert own_server.proc is not None
-        own_server.proc.send_signal(signal.SIGSTOP)
+        servers.freeze(own_server.proc)
         try:
             operations: list[Callable[[], Awaitable[Any]]] = [
                 lambda: backend.get("k"),
@@ -1225,7 +1225,7 @@ async def test_cluster_batch_on_a_frozen_node_times_out_and_recovers(
         owner = backend.client.get_node_from_key(raw(backend, keys[0]))  # type: ignore[union-attr]
         frozen = next(n for n in redis_cluster.nodes if n.port == owner.port)
         assert frozen.proc is not None
-        frozen.proc.send_signal(signal.SIGSTOP)  # well within cluster-node-timeout (2 s)
+        servers.freeze(frozen.proc)  # well within cluster-node-timeout (2 s)
         try:
             started = time.monotonic()
             async with asyncio.timeout(5):

@@ -486,7 +486,7 @@ async def test_scan_skips_keys_of_other_models(listable: Backend) -> None:
 async def test_reserved_names_and_relation_options() -> None:
     backend = co.SimpleBackend()
     for name in ("filter", "exclude", "all", "count", "first", "order_by", "objects"):
-        with pytest.raises(co.ConfigurationError, match="reserved"):
+        with pytest.raises(co.ConfigurationError, match="cannot be named"):
             type(
                 "Bad",
                 (co.Model,),

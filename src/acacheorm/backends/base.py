@@ -8,11 +8,13 @@ here on top of those, so every backend behaves alike.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import datetime
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from .._commands import (
     KEEP_TTL,
@@ -30,6 +32,8 @@ from .._commands import (
 )
 
 TTLArg = int | float | datetime.timedelta | None
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -50,6 +54,87 @@ def normalize_ttl(ttl: Any) -> float | None:
     if not math.isfinite(ttl) or ttl <= 0:
         raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
     return float(ttl)
+
+
+class PerLoop(Generic[T]):
+    """One value per event loop (a client, a pool): made on first use in a loop, and closed
+    when that loop shuts down.
+
+    Connections belong to the loop that opened them, so a backend made at import time and
+    used from a second ``asyncio.run`` (or pytest-asyncio's loop per test) needs new ones
+    there. A watcher task per loop closes that loop's value when the loop cancels its
+    remaining tasks at shutdown (``asyncio.run``, ``asyncio.Runner`` and pytest-asyncio do),
+    so nothing is left attached to a closed loop. ``first`` is the value the first loop
+    uses (made before any loop runs).
+
+    Example::
+
+        clients = PerLoop(lambda: make_client(), lambda c: c.aclose())
+        client = clients.get()          # inside a coroutine: this loop's client
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], T],
+        close: Callable[[T], Awaitable[None]],
+        first: T | None = None,
+    ) -> None:
+        self._make = make
+        self._close = close
+        self._spare = first
+        # (loop, value) of the loop used last, read and replaced as one object.
+        self._current: tuple[asyncio.AbstractEventLoop | None, T | None] = (None, None)
+        self._by_loop: dict[asyncio.AbstractEventLoop, tuple[T, asyncio.Task[None]]] = {}
+
+    def get(self) -> T:
+        """The running loop's value (made now if this loop has none yet)."""
+        loop = asyncio.get_running_loop()
+        current = self._current
+        if current[0] is loop:
+            return current[1]  # type: ignore[return-value]
+        return self._switch(loop)
+
+    def _switch(self, loop: asyncio.AbstractEventLoop) -> T:
+        for old in [lp for lp in self._by_loop if lp.is_closed()]:
+            del self._by_loop[old]  # closed without cancelling its tasks: nothing to await
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            value = self._spare if self._spare is not None else self._make()
+            self._spare = None
+            watcher = loop.create_task(self._watch(loop, value))
+            entry = self._by_loop[loop] = (value, watcher)
+        self._current = (loop, entry[0])
+        return entry[0]
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> tuple[T, asyncio.Task[None]] | None:
+        entry = self._by_loop.pop(loop, None)
+        if self._current[0] is loop:
+            self._current = (None, None)
+        return entry
+
+    async def _watch(self, loop: asyncio.AbstractEventLoop, value: T) -> None:
+        try:
+            await loop.create_future()  # until the loop cancels its tasks at shutdown
+        except asyncio.CancelledError:
+            entry = self._by_loop.get(loop)
+            if entry is not None and entry[0] is value:
+                self._forget(loop)
+                with contextlib.suppress(Exception):
+                    await self._close(value)
+            raise
+
+    async def close(self) -> None:
+        """Close the running loop's value (if it has one); the next use makes a new one."""
+        loop = asyncio.get_running_loop()
+        entry = self._forget(loop)
+        if entry is None:
+            return
+        value, watcher = entry
+        watcher.cancel()
+        try:
+            await self._close(value)
+        finally:
+            await asyncio.wait({watcher})
 
 
 def _check_key(key: Any) -> str:

@@ -83,7 +83,7 @@ from .._exceptions import (
     ConflictError,
     ValueTooLargeError,
 )
-from .base import DEFAULT_TIMEOUT, Backend, check_scan_args
+from .base import DEFAULT_TIMEOUT, Backend, PerLoop, check_scan_args
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection, MemcachePool
@@ -475,9 +475,14 @@ class _Node:
         self.port = port
         self.weight = weight
         self.pool_size = pool_size
+
         # aiomcache's pool keeps exactly ``minsize`` connections (it opens new ones only
         # below minsize), so min and max are the same number.
-        self.pool: MemcachePool = MemcachePool(host, port, minsize=pool_size, maxsize=pool_size)
+        def make() -> MemcachePool:
+            return MemcachePool(host, port, minsize=pool_size, maxsize=pool_size)
+
+        # A pool per event loop (its connections belong to the loop that opened them).
+        self._pools: PerLoop[MemcachePool] = PerLoop(make, MemcachePool.clear, make())
         self.round_trips = 0
         self.checked = False
         self._generation = 0
@@ -485,6 +490,11 @@ class _Node:
     @property
     def name(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def pool(self) -> MemcachePool:
+        """The running event loop's pool."""
+        return self._pools.get()
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -498,7 +508,8 @@ class _Node:
         connection on release and opens a fresh one when it is next needed.
         """
         generation = self._generation
-        conn = await self.pool.acquire()
+        pool = self._pools.get()
+        conn = await pool.acquire()
         clean = False
         try:
             yield conn
@@ -507,11 +518,11 @@ class _Node:
             if not clean or generation != self._generation:
                 conn.reader.set_exception(ConnectionAbortedError("discarded by acacheorm"))
                 conn.writer.close()
-            self.pool.release(conn)
+            pool.release(conn)
 
     async def close(self) -> None:
         self._generation += 1  # connections in use now are closed when they come back
-        await self.pool.clear()
+        await self._pools.close()
 
 
 # -- the backend ----------------------------------------------------------------------------

@@ -78,7 +78,7 @@ from .._exceptions import (
     CacheORMError,
     ConfigurationError,
 )
-from .base import DEFAULT_TIMEOUT, Backend
+from .base import DEFAULT_TIMEOUT, Backend, PerLoop
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -392,6 +392,23 @@ class RedisBackend(Backend):
         self._in_flight: asyncio.Semaphore | None = None
         if isinstance(limit, int) and 0 < limit < 2**31 - 1:
             self._in_flight = asyncio.Semaphore(limit)
+        # A client built here gets a twin per event loop (connections belong to a loop).
+        self._loops: PerLoop[tuple[Redis | RedisCluster, asyncio.Semaphore | None]] | None = None
+        if self._owns_client:
+            assert isinstance(url_or_client, str)
+            url, options = url_or_client, dict(client_options)
+
+            def make() -> tuple[Redis | RedisCluster, asyncio.Semaphore | None]:
+                twin = self._client_from_url(url, cluster, timeout, options)
+                return twin, None if limit_ is None else asyncio.Semaphore(limit_)
+
+            limit_ = limit if self._in_flight is not None else None
+            self._loops = PerLoop(make, lambda pair: pair[0].aclose(), (client, self._in_flight))
+
+    def _use_loop(self) -> None:
+        """Point ``_client``/``_in_flight`` at the running loop's client."""
+        if self._loops is not None:
+            self._client, self._in_flight = self._loops.get()
 
     @staticmethod
     def _client_from_url(
@@ -467,12 +484,17 @@ class RedisBackend(Backend):
 
     @property
     def client(self) -> Redis | RedisCluster:
-        """The underlying redis-py client (for commands acacheorm does not wrap)."""
+        """The underlying redis-py client (for commands acacheorm does not wrap): the
+        running event loop's own client, when the backend built it from a URL."""
+        try:
+            self._use_loop()
+        except RuntimeError:  # no running loop: the client used last
+            pass
         return self._client
 
     async def _close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        if self._loops is not None:
+            await self._loops.close()
 
     def __repr__(self) -> str:
         ns = f" namespace={self.namespace!r}" if self.namespace else ""
@@ -495,6 +517,7 @@ class RedisBackend(Backend):
     # -- batches ------------------------------------------------------------------------
 
     async def _execute(self, batch: Batch) -> list[Any]:
+        self._use_loop()
         commands = batch.commands
         atomic = batch.atomic and len(commands) > 1
         with self._map_errors():
@@ -1024,6 +1047,7 @@ class RedisBackend(Backend):
     # -- clear ----------------------------------------------------------------------------
 
     async def _clear(self) -> None:
+        self._use_loop()
         client = self._client
         if not self._prefix:
             with self._map_errors():
@@ -1093,6 +1117,7 @@ class RedisBackend(Backend):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive int, not {count!r}")
+        self._use_loop()
         pattern = _glob_escape(_encode_key(self._prefix + prefix)) + b"*"
         cut = len(_encode_key(self._prefix))
         nodes: list[ClusterNode | None] = [None]
