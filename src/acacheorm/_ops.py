@@ -116,8 +116,13 @@ class Inspection(NamedTuple):
     raw: bytes
 
 
-async def inspect_key(backend: Backend, key: str) -> Inspection:
-    """Read ``key`` and decode its envelope and body; `OperationError` if it cannot."""
+async def inspect_key(backend: Backend, key: str, model: type[Model] | None = None) -> Inspection:
+    """Read ``key`` and decode its envelope and body; `OperationError` if it cannot.
+
+    With ``model``, only the serializers that model reads (its own and
+    ``Meta.read_serializers``) may decode the body, as on any read of the model: a stored
+    payload never picks another registered serializer (an unsigned pickle, say).
+    """
     value = await backend.get(key)
     if value is None:
         raise OperationError(f"no value is stored under {key!r} in {backend!r}")
@@ -128,7 +133,13 @@ async def inspect_key(backend: Backend, key: str) -> Inspection:
             f"the value under {key!r} ({len(value)} bytes, starting {value[:8].hex(' ')}) is "
             f"not an acacheorm envelope: {exc}"
         ) from exc
-    serializer = registry.get_by_tag(tag)
+    if model is not None and tag not in model._schema.readers:
+        raise OperationError(
+            f"the value under {key!r} was written by {describe_tag(tag)}, which "
+            f"{model.__name__} does not read (not its serializer, not in its "
+            "Meta.read_serializers); it was not decoded"
+        )
+    serializer = registry.get_by_tag(tag) if model is None else model._schema.readers[tag]
     if serializer is None:
         raise OperationError(
             f"the value under {key!r} was written by serializer tag {tag:#06x}, which is not "
