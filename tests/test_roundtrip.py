@@ -199,3 +199,25 @@ def test_envelope_is_small() -> None:
     payload = model._schema.encode(obj)
     bare = msgpack.packb(model._schema.to_primitives(obj), use_bin_type=True)
     assert len(payload) - len(bare) <= 8
+
+
+async def test_protobuf_json_field_too_deep_for_the_parser_is_refused_at_write() -> None:
+    """A JSONField held in a google.protobuf.Value nests two or three messages per level, and
+    protobuf's parsers read 100: a deeper value would be written and never read again."""
+    model = model_for("protobuf")
+    schema = model._schema
+    store = schema.backend
+    key = schema.key((1,))
+    deep: Any = 1
+    for i in range(60):
+        deep = [deep] if i % 2 else {"k": deep}
+    with pytest.raises(co.SerializationError, match="field json: nested deeper") as info:
+        await model.create(id=1, json=deep)
+    assert (info.value.key, info.value.model) == (key, model.__name__)
+    assert await store.get(key) is None
+    shallow: Any = 1
+    for i in range(20):
+        shallow = [shallow] if i % 2 else {"k": shallow}
+    await model.create(id=1, json=shallow)
+    assert (await model.get(id=1)).json == shallow
+    await store.delete(key)

@@ -722,3 +722,36 @@ async def test_a_json_model_never_unpickles_a_planted_payload(
     finally:
         co.registry.unregister("pickle-unsafe")
         co.registry.unregister("pickle-other")
+
+
+# Namespaces that a plain "<namespace>:<key>" would mix up: the first with the key
+# "<rest>:<key>" is the second with "<key>".
+ALIASING_NAMESPACES = [("app", "app:sessions"), ("x\\", "x\\:y"), ("a:b", "a:b:c")]
+
+
+async def test_namespaces_never_alias(backend_factory: Any) -> None:
+    run = unique_namespace("alias")
+    tried = 0
+    for short, long in ALIASING_NAMESPACES:
+        rest = long[len(short) + 1 :]
+        one = backend_factory(run + short)
+        two = backend_factory(run + long)
+        async with one, two:
+            await two.set("tok1", b"long")
+            await one.set(f"{rest}:tok1", b"short")
+            assert await two.get("tok1") == b"long", (short, long)
+            assert await one.get(f"{rest}:tok1") == b"short", (short, long)
+            try:
+                assert [k async for k in two.scan()] == ["tok1"]
+                assert [k async for k in one.scan()] == [f"{rest}:tok1"]
+            except NotImplementedError:
+                pass
+            await one.clear()  # the shorter namespace's clear() leaves the longer alone
+            assert await two.get("tok1") == b"long", (short, long)
+            assert await one.get(f"{rest}:tok1") is None
+            await one.set(f"{rest}:tok1", b"short")
+            await two.clear()
+            assert await one.get(f"{rest}:tok1") == b"short"
+            await one.clear()
+            tried += 1
+    assert tried == len(ALIASING_NAMESPACES)

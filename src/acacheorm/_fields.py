@@ -224,7 +224,10 @@ class Expression:
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested too deeply to print is refused for just that
+        text = f"<a deeply nested {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -808,7 +811,8 @@ def _check_json(value: Any, path: str = "", depth: int = 0) -> Any:
             _check_text(value)
         return value
     if depth >= MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels (at {path or 'top'})")
+        where = path if len(path) <= 60 else path[:57] + "..."
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels (at {where or 'top'})")
     if isinstance(value, list | tuple):
         return [_check_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):

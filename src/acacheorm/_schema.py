@@ -314,9 +314,16 @@ class Schema:
         for name, field in self.fields.items():
             if name in data:
                 v = data[name]
-                if v is not None:
-                    v = field.from_primitive(v, binary)
-                values[self.attnames[name]] = field.clean(v)
+                try:
+                    if v is not None:
+                        v = field.from_primitive(v, binary)
+                    values[self.attnames[name]] = field.clean(v)
+                except ValidationError as exc:
+                    raise SerializationError(f"stored value does not fit: {exc}") from exc
+                except Exception as exc:
+                    raise SerializationError(
+                        f"stored value of field {name!r} does not fit: {type(exc).__name__}: {exc}"
+                    ) from exc
             elif field.has_default():
                 values[self.attnames[name]] = field.get_default()
             else:

@@ -49,6 +49,17 @@ class JSONSerializer(Serializer):
             raise SerializationError(
                 f"invalid json payload: a JSON object was expected, got {type(data).__name__}"
             )
+        # A "\\udxxx" escape is how JSON text can carry a lone surrogate, which no str field
+        # may hold (this serializer never writes one: it writes UTF-8). Only payloads holding
+        # such an escape, rare, are encoded again to find one.
+        if b"\\ud" in payload or b"\\uD" in payload:
+            try:
+                _encode(data).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SerializationError(
+                    "invalid json payload: it holds a lone surrogate (a \\ud800-\\udfff escape "
+                    "that is not half of a pair), which is not text"
+                ) from exc
         return data
 
     def __repr__(self) -> str:
