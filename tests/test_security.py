@@ -710,9 +710,13 @@ async def test_a_json_model_never_unpickles_a_planted_payload(
                     await read()
                 assert (info.value.key, info.value.model) == (key, "Account"), (what, how)
                 tried += 1
-            # the inspection tool, given the model, refuses it as well
+            # the inspection tool, given the model, refuses it as well, and without a model
+            # it never loads an unsigned pickle
             with pytest.raises(_ops.OperationError, match="does not read"):
                 await _ops.inspect_key(backend, key, Account)
+            if payload[2:4] == unsafe.tag.to_bytes(2, "big"):
+                with pytest.raises(_ops.OperationError, match="unsigned pickle"):
+                    await _ops.inspect_key(backend, key)
             assert await backend.get(key) == payload, f"{what}: the planted row was rewritten"
         assert tried == len(planted) * len(reads)
         assert loads_calls == [] and not marker.exists(), "a planted pickle was loaded"

@@ -121,7 +121,8 @@ async def inspect_key(backend: Backend, key: str, model: type[Model] | None = No
 
     With ``model``, only the serializers that model reads (its own and
     ``Meta.read_serializers``) may decode the body, as on any read of the model: a stored
-    payload never picks another registered serializer (an unsigned pickle, say).
+    payload never picks another registered serializer (an unsigned pickle, say). Without
+    one, any registered serializer but an unsigned pickle may.
     """
     value = await backend.get(key)
     if value is None:
@@ -140,6 +141,12 @@ async def inspect_key(backend: Backend, key: str, model: type[Model] | None = No
             "Meta.read_serializers); it was not decoded"
         )
     serializer = registry.get_by_tag(tag) if model is None else model._schema.readers[tag]
+    if model is None and getattr(serializer, "unsafe_allow_unsigned", False):
+        raise OperationError(
+            f"the value under {key!r} is tagged as {describe_tag(tag)}, an unsigned pickle: "
+            "loading it would run whatever code its writer chose, so it is only decoded "
+            "through a model that reads that serializer (--model MODULE:Model)"
+        )
     if serializer is None:
         raise OperationError(
             f"the value under {key!r} was written by serializer tag {tag:#06x}, which is not "
