@@ -902,6 +902,8 @@ class ListField(Field[list[T]]):
         item = self.field
         if item.identity:
             return [item.clean(v) for v in primitive]
+        if not item.null and None in primitive:
+            raise TypeError("an item may not be None")
         return [None if v is None else item.from_primitive(v, binary) for v in primitive]  # type: ignore[misc]
 
 

@@ -38,6 +38,7 @@ def person_model(store: Backend, serializer: str) -> Any:
         "gender": co.EnumField(Gender, default=Gender.UNKNOWN),
         "seen": co.DateTimeTZField(null=True),
         "extra": co.JSONField(null=True),
+        "stamps": co.ListField(co.DateTimeTZField(), default=list),
         "Meta": type("Meta", (), {"backend": store, "serializer": serializer, "name": "person"}),
     }
     return type("Person", (co.Model,), attrs)
@@ -55,6 +56,7 @@ GOOD: dict[str, Any] = {
     "gender": 0,
     "seen": None,
     "extra": {"a": [1]},
+    "stamps": ["2026-01-01T00:00:00+00:00"],
 }
 
 # (field, forged value): each is well framed, of the wrong type or None where not allowed
@@ -87,6 +89,10 @@ FORGED: list[tuple[str, Any]] = [
     ("grid", [1]),
     ("grid", ["x"]),
     ("grid", [[True]]),
+    ("stamps", [None]),
+    ("stamps", ["not a date"]),
+    ("stamps", [5]),
+    ("stamps", "2026-01-01T00:00:00+00:00"),
     ("gender", True),
     ("gender", "0"),
     ("gender", 0.0),
@@ -129,7 +135,7 @@ async def test_forged_values_never_become_an_instance(serializer: str) -> None:
             with pytest.raises(co.SerializationError):
                 schema.decode(key, payload)
             assert await store.get(key) == payload, f"{field}={value!r}: it was written back"
-        assert len(forged) >= 36
+        assert len(forged) >= 40
 
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
