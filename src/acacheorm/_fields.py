@@ -794,20 +794,20 @@ MAX_JSON_DEPTH = 256
 
 
 def _check_text(text: str) -> None:
-    """Refuse a lone surrogate (``"\\ud800"``): no serializer can encode it as UTF-8."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"a lone surrogate {text[exc.start]!r} at index {exc.start} is not text "
-                "that can be stored (not valid UTF-8)"
-            ) from None
+    """Refuse a lone surrogate (``"\\ud800"``): no serializer can encode it as UTF-8. (Callers
+    skip ASCII text, ``str.isascii()`` being O(1).)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"a lone surrogate {text[exc.start]!r} at index {exc.start} is not text "
+            "that can be stored (not valid UTF-8)"
+        ) from None
 
 
 def _check_json(value: Any, path: str = "", depth: int = 0) -> Any:
     if isinstance(value, _JSON_SCALARS):
-        if isinstance(value, str):
+        if isinstance(value, str) and not value.isascii():
             _check_text(value)
         return value
     if depth >= MAX_JSON_DEPTH:
@@ -820,7 +820,8 @@ def _check_json(value: Any, path: str = "", depth: int = 0) -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"JSON object keys are str, not {type(k).__name__} at {path}")
-            _check_text(k)
+            if not k.isascii():
+                _check_text(k)
             out[k] = _check_json(v, f"{path}.{k}", depth + 1)
         return out
     raise TypeError(f"{type(value).__name__} is not JSON data (at {path or 'top'})")
@@ -953,7 +954,8 @@ def _check_json_or_bytes(value: Any, depth: int = 0) -> None:
     if isinstance(value, bytes):
         return
     if isinstance(value, str):
-        _check_text(value)
+        if not value.isascii():
+            _check_text(value)
         return
     if isinstance(value, list | tuple | dict) and depth >= MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
@@ -965,7 +967,8 @@ def _check_json_or_bytes(value: Any, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError("dict keys must be str")
-            _check_text(k)
+            if not k.isascii():
+                _check_text(k)
             _check_json_or_bytes(v, depth + 1)
         return
     if not isinstance(value, _JSON_SCALARS):
