@@ -13,6 +13,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import acacheorm as co
 from acacheorm import _ops, _payload
@@ -393,3 +395,55 @@ def test_payload_header_is_what_the_model_writes() -> None:
     Person = person_model(co.SimpleBackend(), "json")
     tag, fingerprint, _ = _payload.unwrap(Person._schema.encode(Person(id=1, name="a", height=1)))
     assert Person._schema.header == _payload.header(tag, fingerprint)
+
+
+primitives = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.sampled_from(["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00", "1", "0"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_decoded_row_holds_only_valid_values(serializer: str, data: st.DataObject) -> None:
+    """Whatever a well-framed payload holds, a row that decodes holds values its fields
+    accept (the same values validation would give), and the key it was read from."""
+    Person = MODELS.get(serializer) or MODELS.setdefault(
+        serializer, person_model(co.SimpleBackend(), serializer)
+    )
+    schema = Person._schema
+    forged = data.draw(st.dictionaries(st.sampled_from(sorted(GOOD)), primitives, max_size=4))
+    row = {**GOOD, **forged}
+    if serializer == "json":
+        body = json.dumps(row, default=lambda b: b.hex()).encode()
+    else:
+        body = msgpack.packb(row, use_bin_type=True)
+    key = schema.key((row["id"],)) if type(row["id"]) is int else "person:1"
+    try:
+        obj = schema.decode(key, schema.header + body)
+    except co.SerializationError as exc:
+        assert (exc.key, exc.model) == (key, "Person")
+        return
+    for name, field in schema.fields.items():
+        value = getattr(obj, name)
+        assert field.clean(value) == value, name
+        if value is not None:
+            assert isinstance(value, field.python_type), name
+        if isinstance(field, co.ListField) and field.field.python_type in (str, float):
+            assert all(type(x) is field.field.python_type for x in value), name
+        if isinstance(value, bool | int) and field.python_type in (int, float):
+            assert type(value) is field.python_type, name
+    assert schema.key_of(obj) == key
+
+
+MODELS: dict[str, Any] = {}
