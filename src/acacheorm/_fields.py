@@ -592,7 +592,9 @@ class ShortUUIDField(UUIDField):
 
 
 class EnumField(Field[E]):
-    """A member of ``enum_cls``, stored by value (a member's value is accepted too).
+    """A member of ``enum_cls``, stored by value (a member's value is accepted too). In a
+    primary key, the members' values must differ as text (``1`` and ``"1"`` would share a
+    key): such an Enum is a `ConfigurationError` when the model is defined.
 
     Example::
 
