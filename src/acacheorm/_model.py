@@ -201,7 +201,10 @@ def _check_key_clash(cls: type[Model]) -> None:
     schema = cls._schema
     if schema.key_format is not None:
         return  # keys come from the format: the prefix alone says nothing
-    models = _models_by_prefix.setdefault(schema.backend, {})
+    try:
+        models = _models_by_prefix.setdefault(schema.backend, {})
+    except TypeError:  # a backend class that is not hashable or weakly referable
+        return
     previous = models.get(schema.prefix)
     other = previous() if previous is not None else None
     if other is not None and other.__module__ != cls.__module__:
