@@ -22,6 +22,7 @@ class Person(co.Model):
     class Meta:
         backend = co.SimpleBackend()
         serializer = "msgpack"
+        read_serializers = ("json",)  # what OldPerson wrote: migrate reads those rows
         name = "person"
 
 

@@ -24,7 +24,12 @@ class Colour(enum.Enum):
 
 
 def model(cls_name: str, module: str = __name__, **attrs: Any) -> Any:
-    meta = attrs.pop("Meta", None) or type("Meta", (), {"backend": store, "serializer": "json"})
+    # Models of other (pretend) modules get a namespace of their own: two modules' models of
+    # one name on one backend would share keys (a KeyClashWarning).
+    options: dict[str, Any] = {"backend": store, "serializer": "json"}
+    if module != __name__:
+        options["namespace"] = module
+    meta = attrs.pop("Meta", None) or type("Meta", (), options)
     return type(cls_name, (co.Model,), {"__module__": module, "Meta": meta, **attrs})
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import decimal
+import enum
 import uuid
+import warnings
 from typing import Any
 
 import pytest
@@ -253,3 +255,214 @@ def test_unknown_field_option_is_type_error() -> None:
         co.StringField(maxlength=3)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         co.IntegerField(primary_key=True, null=True)
+
+
+# -- keys of namespaces and names never overlap ------------------------------------------------
+
+
+def _model_in(module: str, cls_name: str, store: co.Backend, **meta: Any) -> Any:
+    attrs = {
+        "__module__": module,
+        "id": co.IntegerField(primary_key=True),
+        "Meta": type("Meta", (), {"backend": store, "serializer": "json", **meta}),
+    }
+    return type(cls_name, (co.Model,), attrs)
+
+
+def test_namespace_and_name_are_escaped_in_keys() -> None:
+    store = co.SimpleBackend()
+
+    def pair_model(namespace: str, name: str) -> Any:
+        attrs = {
+            "__module__": __name__,
+            "a": co.StringField(),
+            "b": co.StringField(),
+            "Meta": type(
+                "Meta",
+                (),
+                {
+                    "backend": store,
+                    "serializer": "json",
+                    "namespace": namespace,
+                    "name": name,
+                    "primary_key": co.CompositeKey("a", "b"),
+                },
+            ),
+        }
+        return type(f"P{len(namespace)}{len(name)}", (co.Model,), attrs)
+
+    # without escaping each pair would write the same key "app:s:x:1"
+    one = pair_model("app", "s")
+    two = pair_model("app:s", "x")
+    three = pair_model("", "app:s:x")
+    keys = {one._schema.key(("x", "1")), two._schema.key(("1", "")), three._schema.key(("1", ""))}
+    assert len(keys) == 3
+    assert two._schema.prefix == "app\\:s:x:" and three._schema.prefix == "app\\:s\\:x:"
+    assert (
+        _model_in(__name__, "Plainly", store, namespace="blog")._schema.prefix
+        == "plainly:"[:0] + "blog:plainly:"
+    )
+
+
+def test_a_key_clash_between_modules_is_warned() -> None:
+    store = co.SimpleBackend()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = _model_in("shop.models", "Session", store)
+        # the same module again (a re-run notebook cell): a redefinition, not a clash
+        again = _model_in("shop.models", "Session", store)
+        # another name, another backend, a key_format: other keys
+        _model_in("auth.models", "Session", store, name="auth_session")
+        _model_in("auth.models", "Session", co.SimpleBackend())
+        _model_in("auth.models", "Session", store, key_format="session.%d")
+    with pytest.warns(co.KeyClashWarning) as record:
+        clash = _model_in("auth.models", "Session", store)
+    message = str(record[0].message)
+    assert "auth.models.Session" in message and "shop.models.Session" in message
+    assert "'session:'" in message
+    assert clash._schema.prefix == again._schema.prefix == first._schema.prefix
+    # same key through the namespace and the name is a clash too
+    with pytest.warns(co.KeyClashWarning):
+        _model_in("billing.models", "Other", store, name="session")
+
+
+# -- Enum primary keys ------------------------------------------------------------------------
+
+
+class Mixed(enum.Enum):
+    ONE = 1
+    ONE_TEXT = "1"
+    TWO = 2
+
+
+class Clean(enum.Enum):
+    ONE = 1
+    TEXT = "one"
+
+
+def test_enum_primary_key_whose_values_collide_as_text_is_refused() -> None:
+    store = co.SimpleBackend()
+    with pytest.raises(co.ConfigurationError) as info:
+
+        class Tagged(co.Model):
+            kind = co.EnumField(Mixed, primary_key=True)
+
+            class Meta:
+                backend = store
+                serializer = "json"
+
+    message = str(info.value)
+    assert "Tagged.kind" in message and "Mixed.ONE" in message and "Mixed.ONE_TEXT" in message
+    with pytest.raises(co.ConfigurationError, match=r"Slot\.kind"):
+
+        class Slot(co.Model):
+            kind = co.EnumField(Mixed)
+            n = co.IntegerField()
+
+            class Meta:
+                backend = store
+                serializer = "json"
+                primary_key = co.CompositeKey("kind", "n")
+
+    class Fine(co.Model):  # not in the key: any Enum; in the key: distinct texts
+        id = co.EnumField(Clean, primary_key=True)
+        other = co.EnumField(Mixed, default=Mixed.ONE)
+
+        class Meta:
+            backend = store
+            serializer = "json"
+
+    assert Fine._schema.key((Clean.ONE,)) != Fine._schema.key((Clean.TEXT,))
+
+
+# -- values no serializer could store are refused when set ------------------------------------
+
+LONE = ["\ud800", "a\udc80b", "\udfff" * 3, "ok\ud83d"]
+
+
+def test_lone_surrogates_are_refused_on_assignment() -> None:
+    store = co.SimpleBackend()
+
+    class Note(co.Model):
+        key = co.StringField(primary_key=True)
+        text = co.StringField(default="")
+        tags = co.ListField(co.StringField(), default=list)
+        data = co.JSONField(default=dict)
+        point = co.StructField(lambda p: p, lambda v: v, default=None, null=True)
+
+        class Meta:
+            backend = store
+            serializer = "json"
+
+    tried = 0
+    for bad in LONE:
+        for kwargs in (
+            {"key": bad},
+            {"text": bad},
+            {"tags": ["fine", bad]},
+            {"data": {"k": [bad]}},
+            {"data": {bad: 1}},
+            {"point": {"x": bad}},
+        ):
+            with pytest.raises(co.ValidationError, match="surrogate"):
+                Note(**{"key": "k", **kwargs})
+            tried += 1
+        note = Note(key="k")
+        with pytest.raises(co.ValidationError, match=r"Note\.text"):
+            note.text = bad
+        with pytest.raises(co.ValidationError):
+            Note.get(key=bad)
+        with pytest.raises(co.ValidationError):
+            Note.update(key="k", text=bad)
+        tried += 3
+    assert tried == 9 * len(LONE)
+    # a pair is text, and so is every other character
+    note = Note(key="\U0001f600", text="\U0001f600 ünï \x00", data={"é": "\u200b"})
+    assert note.text == "\U0001f600 ünï \x00"
+
+
+async def test_a_stored_json_lone_surrogate_is_a_serialization_error() -> None:
+    async with co.SimpleBackend() as store:
+
+        class Memo(co.Model):
+            id = co.IntegerField(primary_key=True)
+            text = co.StringField()
+
+            class Meta:
+                backend = store
+                serializer = "json"
+
+        header = Memo._schema.header
+        await store.set("memo:1", header + b'{"id":1,"text":"\\ud800"}')
+        with pytest.raises(co.SerializationError, match="surrogate"):
+            await Memo.get(id=1)
+        await store.set("memo:1", header + b'{"id":1,"text":"\\ud83d\\ude00 \\\\ud800"}')
+        assert (await Memo.get(id=1)).text == "\U0001f600 \\ud800"
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def test_json_nesting_deeper_than_the_limit_is_a_validation_error() -> None:
+    from acacheorm._fields import MAX_JSON_DEPTH
+
+    class Blob(co.Model):
+        id = co.IntegerField(primary_key=True)
+        data = co.JSONField(null=True)
+        shape = co.StructField(lambda v: v, lambda v: v, null=True)
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "json"
+
+    ok = Blob(id=1, data=_nested(MAX_JSON_DEPTH), shape=_nested(MAX_JSON_DEPTH))
+    assert Blob._schema.decode("blob:1", Blob._schema.encode(ok)).data == ok.data
+    for depth in (MAX_JSON_DEPTH + 1, 600, 5000):
+        with pytest.raises(co.ValidationError, match=r"Blob\.data: nested deeper"):
+            Blob(id=1, data=_nested(depth))
+        with pytest.raises(co.ValidationError, match=r"Blob\.shape"):
+            Blob(id=1, shape=_nested(depth))

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import acacheorm as co
+from acacheorm import _payload
 from acacheorm.backends.base import Backend
 from acacheorm.backends.memcached import MemcachedBackend
 from acacheorm.backends.redis import RedisBackend
@@ -640,3 +641,121 @@ async def test_model_namespaces_on_one_backend_are_separate(
         assert [r.v for r in await B.query_many(*range(200))] == [f"b{i}" for i in range(200)]
         await store.clear()
         assert await A.query_many(0, 199) == [None, None]
+
+
+# -- a stored payload never picks its serializer ----------------------------------------------
+
+
+class _CreatesFile:
+    """Unpickling this creates a file (and records it): proof that a pickle was loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+async def test_a_json_model_never_unpickles_a_planted_payload(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app registers an unsigned pickle serializer (for an in-process model); bytes
+    planted in the shared store, tagged as that serializer, must not make a JSON model's
+    read unpickle them."""
+    from acacheorm import _ops
+
+    unsafe = co.registry.register(
+        "pickle-unsafe", PickleSerializer(unsafe_allow_unsigned=True, name="pickle-unsafe")
+    )
+    signed = co.registry.register(
+        "pickle-other", PickleSerializer(secret_key=b"o" * 32, name="pickle-other")
+    )
+    loads_calls: list[int] = []
+    real_loads = pickle.loads
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        loads_calls.append(1)
+        return real_loads(*args, **kwargs)
+
+    monkeypatch.setattr(pickle, "loads", spy)
+    try:
+        Account = _model("Account", backend, "json", admin=co.BooleanField(default=False))
+        schema = Account._schema
+        account = await Account.create(id=1, name="Sam")
+        key = schema.key((1,))
+        marker = tmp_path / "pwned"
+        hostile = pickle.dumps(_CreatesFile(marker), protocol=5)
+        body = {"id": 1, "name": "Sam", "admin": True}
+        planted = {
+            "unsigned pickle": _payload.header(unsafe.tag, schema.fingerprint) + hostile,
+            "unsigned, as a row": _payload.header(unsafe.tag, schema.fingerprint)
+            + pickle.dumps(body),
+            "the pickle preset's tag": _payload.header(3, schema.fingerprint) + hostile,
+            "a signed pickle": _payload.header(signed.tag, schema.fingerprint) + signed.dumps(body),
+            "msgpack": _payload.header(2, schema.fingerprint) + co.MsgpackSerializer().dumps(body),
+        }
+        reads: dict[str, Callable[[], Awaitable[Any]]] = {
+            "get": lambda: Account.get(id=1),
+            "query_many": lambda: Account.query_many(1, 2),
+            "update": lambda: Account.update(id=1, name="x"),
+            "refresh": account.refresh,
+            "get_or_create": lambda: Account.get_or_create(id=1, defaults={"name": "y"}),
+            "co.query_many": lambda: co.query_many((Account, 1)),
+        }
+        tried = 0
+        for what, payload in planted.items():
+            await backend.set(key, payload)
+            for how, read in reads.items():
+                with pytest.raises(co.SerializationError, match="does not read") as info:
+                    await read()
+                assert (info.value.key, info.value.model) == (key, "Account"), (what, how)
+                tried += 1
+            # the inspection tool, given the model, refuses it as well, and without a model
+            # it never loads an unsigned pickle
+            with pytest.raises(_ops.OperationError, match="does not read"):
+                await _ops.inspect_key(backend, key, Account)
+            if payload[2:4] == unsafe.tag.to_bytes(2, "big"):
+                with pytest.raises(_ops.OperationError, match="unsigned pickle"):
+                    await _ops.inspect_key(backend, key)
+            assert await backend.get(key) == payload, f"{what}: the planted row was rewritten"
+        assert tried == len(planted) * len(reads)
+        assert loads_calls == [] and not marker.exists(), "a planted pickle was loaded"
+        # the spy works: the unsigned serializer does unpickle when asked directly
+        unsafe.loads(pickle.dumps({"id": 1}))
+        assert loads_calls == [1]
+    finally:
+        co.registry.unregister("pickle-unsafe")
+        co.registry.unregister("pickle-other")
+
+
+# Namespaces that a plain "<namespace>:<key>" would mix up: the first with the key
+# "<rest>:<key>" is the second with "<key>".
+ALIASING_NAMESPACES = [("app", "app:sessions"), ("x\\", "x\\:y"), ("a:b", "a:b:c")]
+
+
+async def test_namespaces_never_alias(backend_factory: Any) -> None:
+    run = unique_namespace("alias")
+    tried = 0
+    for short, long in ALIASING_NAMESPACES:
+        rest = long[len(short) + 1 :]
+        one = backend_factory(run + short)
+        two = backend_factory(run + long)
+        async with one, two:
+            await two.set("tok1", b"long")
+            await one.set(f"{rest}:tok1", b"short")
+            assert await two.get("tok1") == b"long", (short, long)
+            assert await one.get(f"{rest}:tok1") == b"short", (short, long)
+            try:
+                assert [k async for k in two.scan()] == ["tok1"]
+                assert [k async for k in one.scan()] == [f"{rest}:tok1"]
+            except NotImplementedError:
+                pass
+            await one.clear()  # the shorter namespace's clear() leaves the longer alone
+            assert await two.get("tok1") == b"long", (short, long)
+            assert await one.get(f"{rest}:tok1") is None
+            await one.set(f"{rest}:tok1", b"short")
+            await two.clear()
+            assert await one.get(f"{rest}:tok1") == b"short"
+            await one.clear()
+            tried += 1
+    assert tried == len(ALIASING_NAMESPACES)

@@ -996,3 +996,46 @@ def test_derived_tags_are_stable() -> None:
     assert [derive_tag(n) for n in ("json", "msgpack", "pickle")] == [1, 2, 3]
     assert derive_tag("orjson") == 54746
     assert derive_tag("protobuf.acacheorm_test.Everything") == 37565
+
+
+def _struct_nest(depth: int) -> Any:
+    value: Any = 1
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def _node_chain(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"label": "leaf", "children": []}
+    for _ in range(depth):
+        node = {"label": "x", "children": [node]}
+    return node
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("extra", {"deep": _struct_nest(60)}),  # Struct: two or three messages per level
+        ("anything", _struct_nest(80)),  # Value
+        ("items", [_struct_nest(70)]),  # ListValue
+        ("tree", _node_chain(120)),  # a recursive message type
+        ("values", [1, _struct_nest(300)]),
+    ],
+)
+def test_protobuf_refuses_at_write_what_its_parser_cannot_read(field: str, value: Any) -> None:
+    s = ProtobufSerializer(Everything)
+    with pytest.raises(SerializationError, match=rf"field {field}: nested deeper"):
+        s.dumps({"text": "t", field: value})
+
+
+def test_protobuf_nesting_within_the_parser_limit_round_trips() -> None:
+    s = ProtobufSerializer(Everything)
+    for row in (
+        {"extra": {"deep": _struct_nest(30)}},
+        {"tree": _node_chain(97)},
+        {"text": "x" * 1000, "tags": ["y" * 100] * 50},  # large but flat: no parse-back
+    ):
+        assert {k: v for k, v in s.loads(s.dumps(row)).items() if k in row} == row
+    # a message type that cannot nest is never parsed back, however large
+    assert not ProtobufSerializer(Legacy)._may_nest_too_deep
+    assert ProtobufSerializer(Everything)._may_nest_too_deep

@@ -178,7 +178,7 @@ def inspect_command(
 
     async def go() -> tuple[_ops.Inspection, Any]:
         async with backend:
-            found = await _ops.inspect_key(backend, key)
+            found = await _ops.inspect_key(backend, key, model)
         row = None if model is None else model._schema.decode(key, found.raw)
         return found, row
 

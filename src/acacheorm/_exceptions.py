@@ -196,3 +196,18 @@ class AtomicityError(BackendError):
         with pytest.raises(co.AtomicityError):
             await User.insert_many(*rows, atomic=True)  # keys on several cluster slots
     """
+
+
+class KeyClashWarning(UserWarning):
+    """Two live models of different modules store their rows under the same keys on one
+    backend (same namespace and name), so each would read and overwrite the other's rows.
+    Warned when the second model is defined; give one of them another ``Meta.name`` or
+    ``Meta.namespace``. A model redefined in its own module (a re-run notebook cell) is not
+    a clash.
+
+    Example::
+
+        import warnings
+
+        warnings.simplefilter("error", co.KeyClashWarning)  # make it fail loudly
+    """

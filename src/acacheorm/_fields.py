@@ -325,7 +325,10 @@ class Expression:
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested too deeply to print is refused for just that
+        text = f"<a deeply nested {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -647,6 +650,8 @@ class StringField(Field[str]):
 
     def validate(self, value: Any) -> str:
         _expect(value, str)
+        if not value.isascii():
+            _check_text(value)
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"longer than max_length={self.max_length}")
         if self.min_length is not None and len(value) < self.min_length:
@@ -786,7 +791,9 @@ class ShortUUIDField(UUIDField):
 
 
 class EnumField(Field[E]):
-    """A member of ``enum_cls``, stored by value (a member's value is accepted too).
+    """A member of ``enum_cls``, stored by value (a member's value is accepted too). In a
+    primary key, the members' values must differ as text (``1`` and ``"1"`` would share a
+    key): such an Enum is a `ConfigurationError` when the model is defined.
 
     Example::
 
@@ -806,7 +813,7 @@ class EnumField(Field[E]):
         super().__init__(null=null, default=default, primary_key=primary_key)
         self.enum_cls = enum_cls
         self.python_type = enum_cls
-        self._by_value = {m.value: m for m in enum_cls.__members__.values()}
+        self._by_value = {m.value: (m, type(m.value)) for m in enum_cls.__members__.values()}
 
     def validate(self, value: Any) -> E:
         if isinstance(value, self.enum_cls):
@@ -821,9 +828,22 @@ class EnumField(Field[E]):
 
     def from_primitive(self, primitive: Any, binary: bool) -> E:
         try:
-            return self._by_value[primitive]
+            member, value_type = self._by_value[primitive]
         except (KeyError, TypeError):
-            return self.enum_cls(primitive)
+            member = self.enum_cls(primitive)
+            value_type = type(member.value)
+        # 1.0 and True find the member whose value is 1: only a value of its own type is it
+        if value_type is not type(primitive) and not (
+            isinstance(primitive, int)
+            and not isinstance(primitive, bool)
+            and issubclass(value_type, int)
+            and not issubclass(value_type, bool)
+        ):
+            raise TypeError(
+                f"stored {type(primitive).__name__} {primitive!r} for a "
+                f"{value_type.__name__} value of {self.enum_cls.__name__}"
+            )
+        return member
 
     def key_part(self, value: E) -> str:
         v = value.value
@@ -958,6 +978,10 @@ class DateTimeTZField(DateTimeField):
         _expect(value, datetime.datetime)
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("needs an aware datetime (with tzinfo)")
+        try:
+            value.astimezone(_UTC)  # stored in UTC: 9999-12-31T23:00-05:00 has no UTC year
+        except OverflowError:
+            raise ValueError("out of the datetime range once converted to UTC") from None
         return value  # type: ignore[no-any-return]
 
     def to_primitive(self, value: datetime.datetime, binary: bool) -> str:
@@ -1208,18 +1232,41 @@ class TimestampField(_CheckedOptions, Field[datetime.datetime]):
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
+#: How deep a `JSONField` value (or a `StructField`'s primitive) may nest: lists and dicts
+#: inside each other. Deeper values are refused when set, and when read back.
+MAX_JSON_DEPTH = 256
 
-def _check_json(value: Any, path: str = "") -> Any:
+
+def _check_text(text: str) -> None:
+    """Refuse a lone surrogate (``"\\ud800"``): no serializer can encode it as UTF-8. (Callers
+    skip ASCII text, ``str.isascii()`` being O(1).)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"a lone surrogate {text[exc.start]!r} at index {exc.start} is not text "
+            "that can be stored (not valid UTF-8)"
+        ) from None
+
+
+def _check_json(value: Any, path: str = "", depth: int = 0) -> Any:
     if isinstance(value, _JSON_SCALARS):
+        if isinstance(value, str) and not value.isascii():
+            _check_text(value)
         return value
+    if depth >= MAX_JSON_DEPTH:
+        where = path if len(path) <= 60 else path[:57] + "..."
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels (at {where or 'top'})")
     if isinstance(value, list | tuple):
-        return [_check_json(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_check_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"JSON object keys are str, not {type(k).__name__} at {path}")
-            out[k] = _check_json(v, f"{path}.{k}")
+            if not k.isascii():
+                _check_text(k)
+            out[k] = _check_json(v, f"{path}.{k}", depth + 1)
         return out
     raise TypeError(f"{type(value).__name__} is not JSON data (at {path or 'top'})")
 
@@ -1311,6 +1358,8 @@ class ListField(Field[list[T]]):
         item = self.field
         if item.identity:
             return [item.clean(v) for v in primitive]
+        if not item.null and None in primitive:
+            raise TypeError("an item may not be None")
         return [None if v is None else item.from_primitive(v, binary) for v in primitive]  # type: ignore[misc]
 
     def to_json(self, value: list[T]) -> list[Any]:
@@ -1349,7 +1398,11 @@ class StructField(Field[T]):
 
     def validate(self, value: Any) -> T:
         try:
-            _check_json_or_bytes(self.serializer(value))
+            primitive = self.serializer(value)
+        except Exception as exc:  # the user's function: whatever it raises means "does not fit"
+            raise TypeError(f"serializer cannot convert it: {type(exc).__name__}: {exc}") from None
+        try:
+            _check_json_or_bytes(primitive)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"serializer cannot convert it: {exc}") from None
         return value  # type: ignore[no-any-return]
@@ -1361,18 +1414,26 @@ class StructField(Field[T]):
         return self.deserializer(primitive)
 
 
-def _check_json_or_bytes(value: Any) -> None:
+def _check_json_or_bytes(value: Any, depth: int = 0) -> None:
     if isinstance(value, bytes):
         return
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_text(value)
+        return
+    if isinstance(value, list | tuple | dict) and depth >= MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, list | tuple):
         for v in value:
-            _check_json_or_bytes(v)
+            _check_json_or_bytes(v, depth + 1)
         return
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError("dict keys must be str")
-            _check_json_or_bytes(v)
+            if not k.isascii():
+                _check_text(k)
+            _check_json_or_bytes(v, depth + 1)
         return
     if not isinstance(value, _JSON_SCALARS):
         raise TypeError(f"{type(value).__name__} is not a primitive")

@@ -9,10 +9,12 @@ import sys
 import types
 import typing
 import uuid
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar, Never, Self, dataclass_transform
 
-from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
+from ._exceptions import ConfigurationError, DoesNotExist, KeyClashWarning, ValidationError
 from ._fields import (
     BinaryField,
     BooleanField,
@@ -60,6 +62,7 @@ META_OPTIONS = frozenset(
         "namespace",
         "key_format",
         "abstract",
+        "read_serializers",
     }
 )
 
@@ -165,16 +168,16 @@ def _meta_options(cls_name: str, bases: tuple[type, ...], meta: Any) -> dict[str
     return options
 
 
-def _resolve_serializer(cls_name: str, value: Any) -> Serializer:
-    serializer = _find_serializer(cls_name, value)
+def _resolve_serializer(cls_name: str, value: Any, option: str = "serializer") -> Serializer:
+    serializer = _find_serializer(cls_name, value, option)
     try:
         serializer.check_available()
     except ConfigurationError as exc:
-        raise ConfigurationError(f"{cls_name}.Meta.serializer {value!r}: {exc}") from exc
+        raise ConfigurationError(f"{cls_name}.Meta.{option} {value!r}: {exc}") from exc
     return serializer
 
 
-def _find_serializer(cls_name: str, value: Any) -> Serializer:
+def _find_serializer(cls_name: str, value: Any, option: str) -> Serializer:
     if isinstance(value, Serializer):
         return value
     if isinstance(value, str):
@@ -182,12 +185,99 @@ def _find_serializer(cls_name: str, value: Any) -> Serializer:
             return registry.get_by_name(value)
         except KeyError:
             raise ConfigurationError(
-                f"{cls_name}.Meta.serializer: unknown serializer {value!r} "
+                f"{cls_name}.Meta.{option}: unknown serializer {value!r} "
                 f"(registered: {', '.join(sorted(registry.names()))})"
             ) from None
     raise ConfigurationError(
-        f"{cls_name}.Meta.serializer must be a registered name or a Serializer, not {value!r}"
+        f"{cls_name}.Meta.{option} must be a registered name or a Serializer, not {value!r}"
     )
+
+
+def _resolve_read_serializers(
+    cls_name: str, value: Any, serializer: Serializer
+) -> tuple[Serializer, ...]:
+    """``Meta.read_serializers``: the serializers (besides its own) whose payloads a model
+    reads, resolved now; two different serializers with one tag are refused."""
+    if value is None:
+        return ()
+    if isinstance(value, str | Serializer) or not isinstance(value, list | tuple):
+        raise ConfigurationError(
+            f"{cls_name}.Meta.read_serializers must be a list or tuple of serializer names "
+            f"or Serializer instances, not {value!r}"
+        )
+    out: list[Serializer] = []
+    by_tag = {serializer.tag: serializer}
+    for item in value:
+        resolved = _resolve_serializer(cls_name, item, "read_serializers")
+        other = by_tag.get(resolved.tag)
+        if other is not None and other is not resolved:
+            raise ConfigurationError(
+                f"{cls_name}.Meta.read_serializers: {resolved!r} has the tag "
+                f"{resolved.tag:#06x} of {other!r}, so their payloads cannot be told apart"
+            )
+        if other is None:
+            by_tag[resolved.tag] = resolved
+            out.append(resolved)
+    return tuple(out)
+
+
+def _check_enum_keys(cls_name: str, fields: dict[str, Field[Any]], pk_names: Any) -> None:
+    """An EnumField in a primary key whose members' values are the same text (``1`` and
+    ``"1"``) would store two members under one key: refused at definition."""
+    for name in pk_names:
+        field = fields[name]
+        if not isinstance(field, EnumField):
+            continue
+        seen: dict[str, Any] = {}
+        for member in field.enum_cls:
+            text = field.key_part(member)
+            if text in seen:
+                raise ConfigurationError(
+                    f"{cls_name}.{name}: the members {seen[text]!r} and {member!r} of "
+                    f"{field.enum_cls.__name__} have values that read the same as text "
+                    f"({text!r}), so as part of the primary key they would be stored under "
+                    "one key; give them distinct values"
+                )
+            seen[text] = member
+
+
+#: Live models by backend and key prefix, to warn when two modules' models share keys.
+_models_by_prefix: weakref.WeakKeyDictionary[Backend, dict[str, weakref.ref[type[Model]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+#: The same for models whose ``Meta.backend`` is a name configured at start-up.
+_models_by_backend_name: dict[str, dict[str, weakref.ref[type[Model]]]] = {}
+
+
+def _check_key_clash(cls: type[Model]) -> None:
+    """Warn (`KeyClashWarning`) when a live model of another module stores its rows under
+    the same key prefix on the same backend: the two would read and overwrite each other's
+    rows. A model redefined in its own module (a re-run notebook cell) replaces the old one."""
+    schema = cls._schema
+    if schema.key_format is not None:
+        return  # keys come from the format: the prefix alone says nothing
+    if schema.backend_name is not None:  # a named backend: the name is the backend
+        models = _models_by_backend_name.setdefault(schema.backend_name, {})
+    else:
+        try:
+            models = _models_by_prefix.setdefault(schema.backend, {})
+        except TypeError:  # a backend class that is not hashable or weakly referable
+            return
+    previous = models.get(schema.prefix)
+    other = previous() if previous is not None else None
+    if other is not None and other.__module__ != cls.__module__:
+        warnings.warn(
+            f"{cls.__module__}.{cls.__qualname__} and {other.__module__}."
+            f"{other.__qualname__} store their rows under the same keys "
+            f"({schema.prefix!r}...) on {schema.backend_name or schema.backend!r}: each reads "
+            "and overwrites the other's rows. Give one of them another Meta.name or Meta.namespace",
+            KeyClashWarning,
+            stacklevel=3,
+        )
+        return  # the first model keeps the prefix: a third module's model is warned too
+    models[schema.prefix] = weakref.ref(cls)
 
 
 class _Namespace(dict[str, Any]):
@@ -369,6 +459,10 @@ class ModelMeta(type):
         if options.get("serializer") is None:
             raise ConfigurationError(f"{name}.Meta.serializer is missing (e.g. 'msgpack')")
         serializer = _resolve_serializer(name, options["serializer"])
+        read_serializers = _resolve_read_serializers(
+            name, options.get("read_serializers"), serializer
+        )
+        _check_enum_keys(name, fields, pk_names)
         try:
             ttl = normalize_ttl(options.get("ttl"))
         except (TypeError, ValueError) as exc:
@@ -397,12 +491,14 @@ class ModelMeta(type):
             serializer=serializer,
             ttl=ttl,
             key_format=key_format,
+            read_serializers=read_serializers,
         )
         cls._settable = frozenset(cls._schema.attnames) | frozenset(cls._schema.attnames.values())
         for field in fields.values():
             contribute = getattr(field, "contribute_to_class", None)
             if contribute is not None:
                 contribute(cls)
+        _check_key_clash(cls)
         _models_by_name.setdefault(name, []).append(cls)
         _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
         install_pending_reverse(cls)

@@ -118,9 +118,15 @@ class Inspection(NamedTuple):
     remaining_ttl: float | None = None
 
 
-async def inspect_key(backend: Backend, key: str) -> Inspection:
+async def inspect_key(backend: Backend, key: str, model: type[Model] | None = None) -> Inspection:
     """Read ``key`` (and its remaining TTL, in the same round trip) and decode its envelope
-    and body; `OperationError` if it cannot."""
+    and body; `OperationError` if it cannot.
+
+    With ``model``, only the serializers that model reads (its own and
+    ``Meta.read_serializers``) may decode the body, as on any read of the model: a stored
+    payload never picks another registered serializer (an unsigned pickle, say). Without
+    one, any registered serializer but an unsigned pickle may.
+    """
     value, left = await backend.execute(Batch((Get(key), Ttl(key))))
     for result in (value, left):
         if isinstance(result, BaseException):
@@ -136,7 +142,19 @@ async def inspect_key(backend: Backend, key: str) -> Inspection:
             f"the value under {key!r} ({len(value)} bytes, starting {value[:8].hex(' ')}) is "
             f"not an acacheorm envelope: {exc}"
         ) from exc
-    serializer = registry.get_by_tag(tag)
+    if model is not None and tag not in model._schema.readers:
+        raise OperationError(
+            f"the value under {key!r} was written by {describe_tag(tag)}, which "
+            f"{model.__name__} does not read (not its serializer, not in its "
+            "Meta.read_serializers); it was not decoded"
+        )
+    serializer = registry.get_by_tag(tag) if model is None else model._schema.readers[tag]
+    if model is None and getattr(serializer, "unsafe_allow_unsigned", False):
+        raise OperationError(
+            f"the value under {key!r} is tagged as {describe_tag(tag)}, an unsigned pickle: "
+            "loading it would run whatever code its writer chose, so it is only decoded "
+            "through a model that reads that serializer (--model MODULE:Model)"
+        )
     if serializer is None:
         raise OperationError(
             f"the value under {key!r} was written by serializer tag {tag:#06x}, which is not "

@@ -8,8 +8,10 @@ bytes 4-5  schema fingerprint          which field layout the body has
 bytes 6-   the serializer's body
 ```
 
-Six bytes in all. A reader picks the serializer by its tag (so a model that changed
-serializer still reads old rows) and takes the fast path when the fingerprint is its own.
+Six bytes in all. A reader picks the serializer by its tag among those its model reads (its
+own and ``Meta.read_serializers``, so a model that changed serializer still reads old rows,
+and a payload can never choose any other registered serializer) and takes the fast path
+when the fingerprint is its own.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from .._commands import (
     Set,
     Touch,
 )
+from .._fields import escape_key_part
 
 TTLArg = int | float | datetime.timedelta | None
 
@@ -168,8 +169,10 @@ class Backend(abc.ABC):
     """Base class of every backend.
 
     Subclasses set `capabilities` and implement `_execute`, `_clear` and `_close`.
-    ``namespace`` is a prefix applied to every key this backend stores; `clear` removes only
-    keys under it. ``auto_batch`` lets the executor merge concurrent queries into one batch.
+    ``namespace`` is a prefix applied to every key this backend stores (``app:``; a ``:``
+    or ``\\`` inside it is escaped with ``\\``, so no two namespaces overlap); `clear`
+    removes only keys under it. ``auto_batch`` lets the executor merge concurrent queries
+    into one batch.
 
     Example::
 
@@ -196,7 +199,10 @@ class Backend(abc.ABC):
         self.namespace = namespace
         self.timeout = timeout
         self.auto_batch = auto_batch
-        self._prefix = f"{namespace}:" if namespace else ""
+        # A ":" (and the escape character) inside the namespace is escaped, as in a key part:
+        # namespace "app" with key "sessions:1" and namespace "app:sessions" with key "1" are
+        # two keys, and clear() of "app" never reaches "app:sessions".
+        self._prefix = f"{escape_key_part(namespace)}:" if namespace else ""
 
     # -- what a concrete backend implements ------------------------------------------------
 

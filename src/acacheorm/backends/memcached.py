@@ -599,7 +599,7 @@ class MemcachedBackend(Backend):
         self.hashing = hashing
         self._nodes = [_Node(h, p, w, pool_size) for h, p, w in parsed]
         self.servers = tuple((n.host, n.port) for n in self._nodes)
-        self._wire_prefix = self._make_wire_prefix(namespace)
+        self._wire_prefix = self._make_wire_prefix(self._prefix[:-1])  # escaped namespace
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemcachedBackend:

@@ -4,8 +4,9 @@ A serializer turns one row, already converted by the fields to a dict of primiti
 (``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``list`` and ``dict[str, ...]``,
 nested), into bytes and back. It never sees a model.
 
-Every stored payload carries the 16-bit ``tag`` of the serializer that wrote it, so a reader
-can pick the right one with `registry.get_by_tag` even after a model changed serializer.
+Every stored payload carries the 16-bit ``tag`` of the serializer that wrote it, so a model
+that changed serializer picks the right one among the serializers it reads (its own and
+``Meta.read_serializers``); a model never decodes with a serializer it did not list.
 Tags 1-3 belong to the presets (json, msgpack, pickle); any other name gets a tag derived
 from the name with CRC-32, in the upper half of the range (0x8000-0xFFFF), so it can never
 collide with a preset. Tag 0 means "no tag" and is never valid.
@@ -205,8 +206,8 @@ class SerializerRegistry:
 
 #: the process-wide registry that ``Meta.serializer = "name"`` looks names up in
 registry: Final = SerializerRegistry()
-"""The process-wide `SerializerRegistry`: ``Meta.serializer = "name"`` looks names up here,
-and reads find the serializer of a stored payload here by its tag.
+"""The process-wide `SerializerRegistry`: ``Meta.serializer = "name"`` (and the names in
+``Meta.read_serializers``) are looked up here when a model is defined.
 
 Example::
 

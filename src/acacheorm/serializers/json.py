@@ -14,6 +14,7 @@ __all__ = ["JSONSerializer"]
 # NaN and +/-Infinity are allowed (Python writes and reads them back, as `NaN`/`Infinity`).
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode
 _decode = json.JSONDecoder().decode
+_BACKSLASH = ord("\\")
 
 
 class JSONSerializer(Serializer):
@@ -49,6 +50,19 @@ class JSONSerializer(Serializer):
             raise SerializationError(
                 f"invalid json payload: a JSON object was expected, got {type(data).__name__}"
             )
+        # A "\\udxxx" escape is how JSON text can carry a lone surrogate, which no str field
+        # may hold (this serializer never writes one: it writes UTF-8). Only payloads holding
+        # such an escape, rare, are encoded again to find one; most hold no backslash at all,
+        # which one memchr tells (an int operand: a bytes one takes the slower substring
+        # search, 10x the time, measured).
+        if _BACKSLASH in payload and (b"\\ud" in payload or b"\\uD" in payload):
+            try:
+                _encode(data).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SerializationError(
+                    "invalid json payload: it holds a lone surrogate (a \\ud800-\\udfff escape "
+                    "that is not half of a pair), which is not text"
+                ) from exc
         return data
 
     def __repr__(self) -> str:

@@ -61,6 +61,9 @@ _STRUCT = "google.protobuf.Struct"
 _VALUE = "google.protobuf.Value"
 _LIST_VALUE = "google.protobuf.ListValue"
 _MAX_EXACT = 2**53  # largest magnitude up to which every int is exactly a double
+#: How deeply nested messages protobuf's parsers read (upb, C++ and pure Python alike): a
+#: deeper message is written without complaint and then refused by every read.
+PARSE_DEPTH_LIMIT = 100
 _F32 = struct.Struct("<f")
 
 
@@ -527,6 +530,22 @@ def _map_handlers(
     return set_scalar_map, get_scalar_map
 
 
+def _static_depth(descriptor: Descriptor, stack: tuple[str, ...]) -> int | None:
+    """How many levels of messages a message of this type can nest (itself included), or
+    None if there is no bound (a recursive type, Struct, Value or ListValue)."""
+    name = descriptor.full_name
+    if name in stack or name in (_STRUCT, _VALUE, _LIST_VALUE):
+        return None
+    deepest = 0
+    for field in descriptor.fields:
+        if field.message_type is not None:
+            depth = _static_depth(field.message_type, (*stack, name))
+            if depth is None:
+                return None
+            deepest = max(deepest, depth)
+    return deepest + 1
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -587,6 +606,10 @@ class ProtobufSerializer(Serializer):
         self.name = name if name is not None else f"protobuf.{descriptor.full_name}"
         self.tag = derive_tag(self.name)
         self._codec = _codec(descriptor, {})
+        # Only messages that can nest deeper than the parsers read (Struct/Value/ListValue,
+        # a recursive message) have their larger bodies parsed back before they are written.
+        depth = _static_depth(descriptor, ())
+        self._may_nest_too_deep = depth is None or depth > PARSE_DEPTH_LIMIT
 
     def dumps(self, data: dict[str, Any]) -> bytes:
         if not isinstance(data, dict):
@@ -597,6 +620,9 @@ class ProtobufSerializer(Serializer):
         try:
             self._codec.fill(msg, data)
             body = msg.SerializeToString(deterministic=True)
+            # each level of nesting takes at least two bytes (a tag and a length)
+            if self._may_nest_too_deep and len(body) >= 2 * (PARSE_DEPTH_LIMIT - 1):
+                self._check_readable(body, data)
             return _varint(len(body)) + body
         except _FieldError as exc:
             where = exc.where()
@@ -608,6 +634,28 @@ class ProtobufSerializer(Serializer):
             raise SerializationError(
                 f"protobuf {self.full_name} cannot encode this row: {exc}"
             ) from exc
+
+    def _check_readable(self, body: bytes, data: dict[str, Any]) -> None:
+        """Parse ``body`` back; a `_FieldError` naming the field if no reader could."""
+        try:
+            self.message_class().ParseFromString(body)
+            return
+        except Exception as exc:
+            error = _FieldError(
+                f"nested deeper than protobuf's parsers read ({PARSE_DEPTH_LIMIT} levels of "
+                "messages; each list or dict inside a Struct or Value takes two or three), "
+                f"so it could never be read back: {exc}"
+            )
+            cause = exc
+        for name, value in data.items():  # which field: each one alone in a message
+            alone = self.message_class()
+            self._codec.setters[name](alone, value)
+            try:
+                self.message_class().ParseFromString(alone.SerializeToString())
+            except Exception:
+                error.path.append(name)
+                break
+        raise error from cause
 
     def loads(self, payload: bytes) -> dict[str, Any]:
         msg = self.message_class()
