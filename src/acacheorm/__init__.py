@@ -63,6 +63,7 @@ from .backends.base import Backend
 from .backends.filesystem import FileSystemBackend
 from .backends.memcached import MemcachedBackend
 from .backends.memory import SimpleBackend
+from .backends.near import NearCache
 from .backends.redis import RedisBackend
 from .serializers import (
     JSONSerializer,
@@ -108,6 +109,7 @@ __all__ = [
     "MemcachedBackend",
     "Model",
     "MsgpackSerializer",
+    "NearCache",
     "PickleSerializer",
     "ProtobufSerializer",
     "Query",
