@@ -550,11 +550,9 @@ def _written_value(cmd: Command, result: Any) -> tuple[bytes, float | None] | No
     """(value, ttl) a successful write left under its key, if known; None: drop the entry."""
     if result is not True:
         return None
-    kind = type(cmd)
-    if kind is Set or kind is Add:
-        return cmd.value, cmd.ttl  # type: ignore[union-attr]
-    if kind is Replace or kind is Cas:
-        if cmd.ttl is KEEP_TTL:  # type: ignore[union-attr]
+    if isinstance(cmd, Set | Add | Replace | Cas):
+        ttl = cmd.ttl
+        if ttl is KEEP_TTL:
             return None
-        return cmd.value, cmd.ttl  # type: ignore[union-attr,return-value]
+        return cmd.value, ttl
     return None  # Delete, Incr, Touch: dropped
