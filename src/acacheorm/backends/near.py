@@ -174,6 +174,7 @@ class NearCache:
         self._misses = 0
         self._invalidations = 0
         self._evictions = 0
+        self._received = 0  # keys named by invalidation messages, held or not
         self._backend: Backend | None = None
         self._tracker: _Tracker | None = None
         # Whether reads may be answered here, and in which loop (tracked backends only: the
@@ -301,6 +302,7 @@ class NearCache:
         data = self._data
         pending = self._pending
         for key in keys:
+            self._received += 1
             token = pending.pop(key, None)
             if token is not None:
                 token.dead = True
