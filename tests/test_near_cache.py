@@ -642,3 +642,80 @@ async def test_stats_count_hits_misses_and_invalidations() -> None:
     s = near.stats()
     assert (s.hits, s.misses, s.invalidations, s.entries, s.bytes) == (2, 1, 1, 0, 0)
     assert "entries=0" in repr(near)
+
+
+async def test_cluster_slot_migration_keeps_invalidations_flowing(
+    hosts: Hosts, request: pytest.FixtureRequest
+) -> None:
+    _needs("redis-cluster")
+    if isinstance(request.getfixturevalue("redis_cluster"), str):
+        pytest.skip("migrates a hash slot: only on the suite's own cluster")
+    from acacheorm.backends.redis import RedisBackend
+    from tests.backends.test_redis import SlotMover, raw
+
+    ns = unique_namespace()
+    a = hosts.make("redis-cluster", ns, near_cache=co.NearCache())
+    b = hosts.make("redis-cluster", ns)
+    assert isinstance(b, RedisBackend)
+    assert await _near(a).wait_ready()
+    key = "{acacheorm-near-migration}k"
+    await b.set(key, b"v1")
+    await _fill(a, key)
+    await b.client.initialize()  # type: ignore[union-attr]
+    mover = SlotMover(b, key)
+    sessions = _tracker(a).sessions
+    try:
+        await mover.start_migration()
+        owner = mover.admins[mover.owner.name]
+        await owner.execute_command(
+            "MIGRATE", mover.target.host, mover.target.port, "", 0, 5000, "KEYS", raw(b, key)
+        )
+        await mover.give_to(mover.target)
+
+        async def dropped() -> bool:
+            return a.full_key(key) not in _near(a)._data
+
+        await eventually(dropped, "the migrated key invalidated")
+        await b.set(key, b"v2")  # on the new owner
+
+        async def seen() -> bool:
+            return await a.get(key) == b"v2"
+
+        await eventually(seen, "a write on the new owner seen")
+        await _fill(a, key)
+        await b.set(key, b"v3")
+
+        async def seen_again() -> bool:
+            return await a.get(key) == b"v3"
+
+        await eventually(seen_again, "the new owner's invalidation received")
+        assert _tracker(a).sessions == sessions  # the primaries did not change
+    finally:
+        await b.delete(key)
+        await mover.give_to(mover.owner)
+        await mover.aclose()
+
+
+@pytest.mark.parametrize("kind", REDIS_KINDS)
+async def test_model_reads_auto_batched_and_select_related(kind: str, hosts: Hosts) -> None:
+    backend = hosts.make(kind, unique_namespace(), near_cache=co.NearCache())
+    assert await _near(backend).wait_ready()
+    user_model, article_model, _ = define_models(backend, "msgpack")
+    for i in range(1, 6):
+        await user_model.create(id=i, name=f"u{i}", height=1.5)
+        await article_model.create(id=i, author=i, title=f"t{i}")
+    await _fill(backend, *(f"user:{i}" for i in (1, 2, 3)))
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        users = await asyncio.gather(*(user_model.get_by_id(i) for i in range(1, 6)))
+        sent = [c.key for e in events if not e.near_hits for c in e.batch.commands]
+        events.clear()
+        articles = await article_model.query_many(1, 2, 3, 4, 5).select_related("author")
+    finally:
+        co.remove_batch_hook(events.append)
+    assert [u.name for u in users] == [f"u{i}" for i in range(1, 6)]
+    # Three answered in the process before any round trip; only the misses went out.
+    assert sorted(sent) == ["user:4", "user:5"]
+    assert [a.author.name for a in articles] == [f"u{i}" for i in range(1, 6)]
+    assert sum(e.near_hits for e in events) >= 3  # the authors held before
