@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import acacheorm as co
-from acacheorm._commands import Get
+from acacheorm._commands import Get, Set
 from acacheorm._demo import define_models
 from acacheorm._executor import execute_batch
 from acacheorm.backends.base import Backend
@@ -187,6 +187,21 @@ async def test_partial_hits_send_only_the_misses() -> None:
     assert got == [b"1", b"2", b"3"]
     assert [e.near_hits for e in events] == [1]
     assert _near(backend).stats().entries == 3
+
+
+async def test_mixed_batches_answer_reads_of_keys_they_do_not_write() -> None:
+    backend = co.SimpleBackend(near_cache=co.NearCache())
+    await backend.set_many({"a": b"1", "b": b"2"})
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        batch = co.Batch((Get("a"), Set("b", b"new"), Get("b"), Get("zz")))
+        got = await execute_batch(backend, batch)
+    finally:
+        co.remove_batch_hook(events.append)
+    assert got == [b"1", True, b"new", None]
+    assert [e.near_hits for e in events] == [1]  # "a" only: "b" is written by the batch
+    assert [type(c).__name__ for c in events[0].batch.commands] == ["Get", "Set", "Get", "Get"]
 
 
 async def test_lru_bounds_by_entries_and_bytes() -> None:

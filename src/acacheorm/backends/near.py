@@ -439,8 +439,10 @@ class NearCache:
         on the backend. Returns the results and how many were answered here."""
         self._ensure_running()
         commands = batch.commands
-        if batch.atomic or any(type(c) not in _READS for c in commands):
+        if batch.atomic:
             return await self._run_writes(batch, send), 0
+        if any(type(c) not in _READS for c in commands):
+            return await self._run_mixed(batch, send)
         serving = self._may_serve()
         n = len(commands)
         results: list[Any] = [None] * n
@@ -500,6 +502,38 @@ class NearCache:
         for i, result in zip(others, other_results, strict=True):
             results[i] = result
         return results, hits
+
+    async def _run_mixed(
+        self, batch: Batch, send: Callable[[Batch], Awaitable[list[Any]]]
+    ) -> tuple[list[Any], int]:
+        """Reads and writes merged in one batch (automatic batching): reads of keys that no
+        write of the batch touches are answered here when held (commands on different keys
+        may run in any order), the rest is sent. Misses are not held: their expiry is not
+        read on this path."""
+        commands = batch.commands
+        reads = sum(1 for c in commands if type(c) is Get or type(c) is Has)
+        written = {c[0] for c in commands if type(c) not in _READS}
+        now = _monotonic()
+        local: dict[int, Any] = {}
+        if self._may_serve():
+            for i, cmd in enumerate(commands):
+                kind = type(cmd)
+                if (kind is Get or kind is Has) and cmd[0] not in written:
+                    entry = self._lookup(cmd[0], now)
+                    if entry is not None:
+                        local[i] = entry[0] if kind is Get else True
+        self._hits += len(local)
+        self._misses += reads - len(local)
+        if not local:
+            return await self._run_writes(batch, send), 0
+        rest = [i for i in range(len(commands)) if i not in local]
+        sent = await self._run_writes(Batch(tuple(commands[i] for i in rest)), send)
+        results: list[Any] = [None] * len(commands)
+        for i, value in local.items():
+            results[i] = value
+        for i, value in zip(rest, sent, strict=True):
+            results[i] = value
+        return results, len(local)
 
     async def _run_writes(
         self, batch: Batch, send: Callable[[Batch], Awaitable[list[Any]]]
