@@ -48,7 +48,7 @@ _INF = math.inf
 #: Bytes counted per entry on top of its key and value (the dict slot, the entry tuple, the
 #: key and bytes object headers): what ``tracemalloc`` measures for a small entry on CPython
 #: 3.11 (see benchmarks, "near cache memory per entry").
-ENTRY_OVERHEAD = 200
+ENTRY_OVERHEAD = 270
 
 _READS = (Get, Has, Gets)
 
