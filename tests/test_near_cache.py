@@ -734,3 +734,101 @@ async def test_model_reads_auto_batched_and_select_related(kind: str, hosts: Hos
     assert sorted(sent) == ["user:4", "user:5"]
     assert [a.author.name for a in articles] == [f"u{i}" for i in range(1, 6)]
     assert sum(e.near_hits for e in events) >= 3  # the authors held before
+
+
+async def test_cluster_failover_re_establishes_tracking(tmp_path: Path) -> None:
+    """A replica joins a primary and takes over (CLUSTER FAILOVER): the set of primaries
+    changes, every channel is opened again, and the new primary's invalidations arrive."""
+    _needs("redis-cluster")
+    import redis.asyncio as aredis
+
+    cluster = servers.RedisCluster()
+    workdir = tmp_path / "replica"
+    workdir.mkdir()
+    replica = servers.RedisServer(
+        servers.free_cluster_port(),
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        workdir=workdir,
+    )
+    backends: list[Backend] = []
+    admins: list[Any] = []
+    try:
+        cluster.start()
+        replica.start()
+        master = cluster.nodes[0]
+        admin = aredis.Redis(host=servers.HOST, port=replica.port)
+        admin_master = aredis.Redis(host=servers.HOST, port=master.port)
+        admins += [admin, admin_master]
+        master_id = (await admin_master.execute_command("CLUSTER", "MYID")).decode()
+        ns = unique_namespace()
+        a = co.RedisBackend(
+            cluster.url,
+            cluster=True,
+            namespace=ns,
+            near_cache=co.NearCache(heartbeat=0.1, heartbeat_timeout=1.0),
+        )
+        b = co.RedisBackend(cluster.url, cluster=True, namespace=ns)
+        backends += [a, b]
+        assert await _near(a).wait_ready()
+        await b.client.initialize()  # type: ignore[union-attr]
+        key = next(
+            f"k{i}"
+            for i in range(1000)
+            if b.client.get_node_from_key(b.full_key(f"k{i}")).port == master.port  # type: ignore[union-attr]
+        )
+        await b.set(key, b"v1")
+        await _fill(a, key)
+
+        await admin.execute_command("CLUSTER", "MEET", servers.HOST, master.port)
+
+        async def joined() -> bool:
+            nodes = (await admin.execute_command("CLUSTER", "NODES")).decode()
+            return master_id in nodes and nodes.count("master") >= 4
+
+        await eventually(joined, "the new node joined")
+        await admin.execute_command("CLUSTER", "REPLICATE", master_id)
+
+        async def in_sync() -> bool:
+            info = await admin.info("replication")
+            return info.get("master_link_status") == "up"
+
+        await eventually(in_sync, "the replica in sync")
+        sessions = _tracker(a).sessions
+        await admin.execute_command("CLUSTER", "FAILOVER")
+
+        async def promoted() -> bool:
+            info = await admin.info("replication")
+            return info.get("role") == "master"
+
+        await eventually(promoted, "the replica promoted")
+        new_name = f"{servers.HOST}:{replica.port}"
+
+        async def re_established() -> bool:
+            return _tracker(a).sessions > sessions and new_name in _tracker(a)._tracked
+
+        await eventually(re_established, "tracking on the new primary")
+        await b.set(key, b"v2")  # MOVED to the new primary
+
+        async def seen() -> bool:
+            return await a.get(key) == b"v2"
+
+        await eventually(seen, "the write on the new primary seen")
+        await _fill(a, key)
+        await b.set(key, b"v3")
+
+        async def invalidated() -> bool:
+            return await a.get(key) == b"v3"
+
+        await eventually(invalidated, "the new primary's invalidation received")
+    finally:
+        for backend in backends:
+            await backend.close()
+        for admin_client in admins:
+            await admin_client.aclose()
+        replica.stop()
+        cluster.stop()
