@@ -311,6 +311,11 @@ async def test_two_hosts_see_each_others_writes(
     user_b, _, _ = define_models(b, "msgpack")
     await user_a.create(id=7, name="Sam", height=1.8)
     assert (await user_b.get_by_id(7)).name == "Sam"
+    await _fill(b, "user:7")
+    awaiting = user_b.get_by_id(7).__await__()
+    with pytest.raises(StopIteration) as done:
+        awaiting.send(None)  # held: answered without a round trip or a yield
+    assert done.value.value.name == "Sam"
     await user_a.update(id=7, name="Max")
 
     async def renamed() -> bool:
