@@ -170,6 +170,7 @@ class RedisTracker:
         near = self._backend.near_cache
         assert near is not None
         delay = 0.05
+        quiet = False  # after one warning, failed attempts to reconnect log at debug level
         while True:
             sessions = self.sessions
             try:
@@ -178,16 +179,21 @@ class RedisTracker:
                 near._channel_down()
                 raise
             except Exception as exc:
-                logger.warning(
-                    "near cache of %r: invalidation channel lost (%s: %s); serving nothing "
+                up = self.sessions != sessions
+                logger.log(
+                    logging.DEBUG if quiet and not up else logging.WARNING,
+                    "near cache of %r: invalidation channel %s (%s: %s); serving nothing "
                     "locally until it is back",
                     self._backend,
+                    "lost" if up else "not established",
                     type(exc).__name__,
                     exc,
                 )
+                quiet = True
             near._channel_down()
             if self.sessions != sessions:
                 delay = 0.05  # it was up: start the backoff over
+                quiet = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -280,6 +286,7 @@ class RedisTracker:
                 readers.append(asyncio.ensure_future(self._read(conn, queues[name])))
             near._channel_up(asyncio.get_running_loop())
             self.sessions += 1
+            logger.debug("near cache of %r: invalidation channel up", backend)
             while True:
                 done, _ = await asyncio.wait(
                     readers, timeout=near.heartbeat, return_when=asyncio.FIRST_COMPLETED
