@@ -252,7 +252,9 @@ async def test_entries_expire_with_the_row(kind: str, hosts: Hosts) -> None:
     _near(reader).clear()
     await _fill(reader, "k")
     entry = _near(reader)._data[reader.full_key("k")]
-    assert entry[1] <= before + ttl + 0.05
+    # Never past the row's own expiry: memcached's clock ticks once a second and its items
+    # may live up to a second longer than their TTL.
+    assert entry[1] <= before + ttl + (1.0 if kind == "memcached" else 0.01)
     assert await reader.get("k") == b"v"
     assert _near(reader).stats().hits >= 1
 
