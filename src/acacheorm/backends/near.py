@@ -18,6 +18,11 @@ How it stays fresh depends on the backend it is given to:
 Entries never outlive the row's TTL: a miss is read together with the key's remaining time to
 live (``Backend._near_get``) and the entry expires when the row does, or sooner.
 
+It hooks in where batches meet the backend (`Backend.execute`, and the executor for reads
+answered before automatic batching), not in the models' write-row step: there it sees every
+read and write, of models and of the raw byte API alike, with its keys and its outcome, and
+backends know keys and bytes, which is all it holds.
+
 The fill race: a read may be in flight while the key changes (an invalidation arrives, or a
 write of this process starts). Each read and write in flight holds a token for its key; an
 invalidation or an overlapping write kills the token, and a reply whose token died (or that
