@@ -838,3 +838,21 @@ async def test_cluster_failover_re_establishes_tracking(tmp_path: Path) -> None:
             await admin_client.aclose()
         replica.stop()
         cluster.stop()
+
+
+@pytest.mark.parametrize("kind", REDIS_KINDS)
+async def test_a_key_of_another_type_fails_only_its_slot(
+    kind: str, hosts: Hosts, request: pytest.FixtureRequest
+) -> None:
+    backend = hosts.make(kind, unique_namespace("{w}"), near_cache=co.NearCache())
+    assert await _near(backend).wait_ready()
+    plain = await _plain_client(kind, request)
+    try:
+        await plain.hset(backend.full_key("h"), "field", "1")
+        await backend.set("s", b"x")
+        results = await backend.execute(co.Batch((Get("h"), Get("s"))))
+    finally:
+        await plain.aclose()
+    assert isinstance(results[0], co.BackendError) and "WRONGTYPE" in str(results[0])
+    assert results[1] == b"x"
+    assert backend.full_key("h") not in _near(backend)._data

@@ -44,12 +44,19 @@ logger = logging.getLogger("acacheorm.near")
 _ids = itertools.count(1)
 _CHUNK = 1000
 
-# Each key's value and PTTL, read atomically: an entry then expires when the row does.
+# Each key's value and PTTL, read atomically: an entry then expires when the row does. A
+# key holding another type gets its error (WRONGTYPE, as a lone GET) in its own slot.
 GET_PTTL_LUA = """\
 local out = {}
 for i = 1, #KEYS do
-  out[2 * i - 1] = redis.call('GET', KEYS[i])
-  out[2 * i] = redis.call('PTTL', KEYS[i])
+  local value = redis.pcall('GET', KEYS[i])
+  if type(value) == 'table' and value.err then
+    out[2 * i - 1] = value
+    out[2 * i] = -2
+  else
+    out[2 * i - 1] = value
+    out[2 * i] = redis.call('PTTL', KEYS[i])
+  end
 end
 return out
 """
@@ -107,6 +114,11 @@ async def read_with_ttl(backend: RedisBackend, keys: list[str]) -> list[tuple[An
             continue
         for j, i in enumerate(wire.targets):
             value, pttl = reply[2 * j], reply[2 * j + 1]
+            if isinstance(value, Exception):
+                err = BackendError(f"redis GET: {value}")
+                err.__cause__ = value
+                out[i] = (err, 0.0)
+                continue
             # PTTL: -1 no expiry, -2 missing; counted from before the request was sent.
             out[i] = (value, None if pttl == -1 else max(0.0, pttl / 1000))
     return out
