@@ -452,6 +452,57 @@ async def test_read_overlapping_an_invalidation_is_not_stored(
     proxy.clear()
 
 
+async def _script_calls(backend: Backend) -> int:
+    """How many script calls (the near cache's reads) the server has run."""
+    stats = await backend.client.info("commandstats")  # type: ignore[union-attr]
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_fill_race_with_a_real_write(
+    request: pytest.FixtureRequest, hosts: Hosts
+) -> None:
+    """The reader's data connections go through a proxy that delays replies while its
+    tracking connection stays direct: a write by another client lands after the read ran on
+    the server, its invalidation overtakes the read's (old) reply, and that reply must not
+    be held."""
+    _needs("redis")
+    url = request.getfixturevalue("redis_url")
+    parts = urlsplit(url)
+    async with FaultProxy((parts.hostname or "127.0.0.1", parts.port or 6379)) as proxy:
+        ns = unique_namespace()
+        reader = hosts.make("redis", ns, near_cache=co.NearCache())
+        writer = hosts.make("redis", ns)
+        near = _near(reader)
+        assert await near.wait_ready()  # tracking: a direct connection
+        await _set_and_settle(reader, writer, "k", b"old")
+        pool = reader.client.connection_pool  # type: ignore[union-attr]
+        pool.connection_kwargs["port"] = proxy.port  # data: through the proxy from now on
+        await pool.disconnect()
+        await reader.get("warm-up")  # a pooled connection through the proxy, handshake done
+        scripts = await _script_calls(writer)
+        proxy.latency(1.0)  # far longer than an invalidation takes on loopback
+        read = asyncio.ensure_future(reader.get("k"))
+
+        async def ran() -> bool:  # the read ran on the server; its reply is held back
+            return await _script_calls(writer) > scripts
+
+        await eventually(ran, "the read run on the server")
+        received = near._received
+        await writer.set("k", b"new")
+
+        async def heard() -> bool:
+            return near._received > received
+
+        await eventually(heard, "the invalidation, ahead of the read's reply")
+        assert not read.done()
+        assert await read == b"old"
+        assert reader.full_key("k") not in near._data
+        proxy.clear()
+        assert await reader.get("k") == b"new"
+        pool.connection_kwargs["port"] = parts.port or 6379
+        await pool.disconnect()
+
+
 async def test_read_spanning_a_lost_channel_is_not_stored(
     proxied: tuple[Backend, Backend, FaultProxy],
 ) -> None:
