@@ -455,12 +455,11 @@ async def test_read_overlapping_an_invalidation_is_not_stored(
 async def _script_calls(backend: Backend) -> int:
     """How many script calls (the near cache's reads) the server has run."""
     stats = await backend.client.info("commandstats")  # type: ignore[union-attr]
-    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    names = ("cmdstat_evalsha", "cmdstat_eval")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in names)
 
 
-async def test_fill_race_with_a_real_write(
-    request: pytest.FixtureRequest, hosts: Hosts
-) -> None:
+async def test_fill_race_with_a_real_write(request: pytest.FixtureRequest, hosts: Hosts) -> None:
     """The reader's data connections go through a proxy that delays replies while its
     tracking connection stays direct: a write by another client lands after the read ran on
     the server, its invalidation overtakes the read's (old) reply, and that reply must not
