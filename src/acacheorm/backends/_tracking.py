@@ -136,6 +136,10 @@ class RedisTracker:
         self._tracked: frozenset[str] = frozenset()  # Cluster: node names with a channel
         #: Sessions established so far (a new one after every loss).
         self.sessions = 0
+        # Set when a read lands on a node without a channel (the client followed a MOVED to
+        # a primary this session does not know): check the topology now, not at the next
+        # heartbeat.
+        self._wake: asyncio.Event | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -174,7 +178,11 @@ class RedisTracker:
             node = cluster.nodes_manager.get_node_from_slot(key_slot(_encode_key(key)))
         except Exception:
             return False
-        return node.name in self._tracked
+        if node.name in self._tracked:
+            return True
+        if self._wake is not None:
+            self._wake.set()
+        return False
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -300,12 +308,21 @@ class RedisTracker:
             self.sessions += 1
             logger.debug("near cache of %r: invalidation channel up", backend)
             while True:
-                done, _ = await asyncio.wait(
-                    readers, timeout=near.heartbeat, return_when=asyncio.FIRST_COMPLETED
-                )
+                wake = self._wake = asyncio.Event()
+                woken = asyncio.ensure_future(wake.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        [*readers, woken],
+                        timeout=near.heartbeat,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    woken.cancel()
+                    self._wake = None
                 for task in done:
-                    task.result()  # raises what ended the connection
-                    raise _ChannelLost("tracking connection closed")
+                    if task is not woken:
+                        task.result()  # raises what ended the connection
+                        raise _ChannelLost("tracking connection closed")
                 async with asyncio.timeout(near.heartbeat_timeout):
                     for conn in conns.values():
                         await conn.send_command("PING")
