@@ -210,7 +210,7 @@ class RedisTracker:
         near = self._backend.near_cache
         assert near is not None
         delay = 0.05
-        quiet = False  # after one warning, failed attempts to reconnect log at debug level
+        quiet = False  # after a warning, failed attempts to reconnect log at debug level
         while True:
             sessions = self.sessions
             try:
@@ -233,7 +233,6 @@ class RedisTracker:
             near._channel_down()
             if self.sessions != sessions:
                 delay = 0.05  # it was up: start the backoff over
-                quiet = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
