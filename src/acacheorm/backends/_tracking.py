@@ -25,6 +25,7 @@ the near cache serve and fill again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.connection import AbstractConnection
 
+    from .near import NearCache
     from .redis import RedisBackend
 
 logger = logging.getLogger("acacheorm.near")
@@ -160,13 +162,22 @@ class RedisTracker:
         # a primary this session does not know): check the topology now, not at the next
         # heartbeat.
         self._wake: asyncio.Event | None = None
+        self._generation = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self._task = loop.create_task(self._supervise(), name=f"{self.client_name} tracking")
+        self._generation += 1
+        self._task = loop.create_task(
+            self._supervise(self._generation), name=f"{self.client_name} tracking"
+        )
+
+    def _current(self, generation: int) -> bool:
+        """Whether a supervisor of this generation still owns the near cache (one left
+        behind in another event loop must not touch it)."""
+        return generation == self._generation
 
     async def stop(self) -> None:
         task = self._task
@@ -181,8 +192,17 @@ class RedisTracker:
         await asyncio.wait([task])
 
     def abandon(self) -> None:
+        """Give up a channel that belongs to another event loop: it is cancelled there if
+        that loop still runs, and may no longer change the near cache either way."""
+        task = self._task
         self._task = None
         self.loop = None
+        self._generation += 1
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(task.cancel)
 
     def may_fill(self, key: str) -> bool:
         """Whether a value read for ``key`` may be held: on Cluster, only if the node that
@@ -206,18 +226,22 @@ class RedisTracker:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, generation: int) -> None:
         near = self._backend.near_cache
         assert near is not None
+        try:
+            await self._supervise_sessions(near, generation)
+        finally:
+            if self._current(generation):
+                near._channel_down()
+
+    async def _supervise_sessions(self, near: NearCache, generation: int) -> None:
         delay = 0.05
         quiet = False  # after a warning, failed attempts to reconnect log at debug level
         while True:
             sessions = self.sessions
             try:
-                await self._session()
-            except asyncio.CancelledError:
-                near._channel_down()
-                raise
+                await self._session(generation)
             except Exception as exc:
                 up = self.sessions != sessions
                 logger.log(
@@ -230,6 +254,8 @@ class RedisTracker:
                     exc,
                 )
                 quiet = True
+            if not self._current(generation):
+                return
             near._channel_down()
             if self.sessions != sessions:
                 delay = 0.05  # it was up: start the backoff over
@@ -294,7 +320,7 @@ class RedisTracker:
         await conn.send_command("CLUSTER", "NODES")
         return _parse_masters(await self._reply(conn))
 
-    async def _session(self) -> None:
+    async def _session(self, generation: int) -> None:
         backend = self._backend
         near = backend.near_cache
         assert near is not None
@@ -323,6 +349,8 @@ class RedisTracker:
             for name, conn in conns.items():
                 queues[name] = asyncio.Queue()
                 readers.append(asyncio.ensure_future(self._read(conn, queues[name])))
+            if not self._current(generation):
+                return
             near._channel_up(asyncio.get_running_loop())
             self.sessions += 1
             logger.debug("near cache of %r: invalidation channel up", backend)
@@ -358,8 +386,9 @@ class RedisTracker:
         except TimeoutError as exc:
             raise _ChannelLost(f"no answer within {near.heartbeat_timeout}s") from exc
         finally:
-            near._channel_down()
-            self._tracked = frozenset()
+            if self._current(generation):
+                near._channel_down()
+                self._tracked = frozenset()
             for task in readers:
                 task.cancel()
             if readers:
