@@ -88,6 +88,7 @@ class Backend(abc.ABC):
     Subclasses set `capabilities` and implement `_execute`, `_clear` and `_close`.
     ``namespace`` is a prefix applied to every key this backend stores; `clear` removes only
     keys under it. ``auto_batch`` lets the executor merge concurrent queries into one batch.
+    ``near_cache`` (a `NearCache`) answers reads of keys held in the process.
 
     Example::
 
