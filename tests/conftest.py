@@ -80,7 +80,19 @@ def unique_namespace(prefix: str = "t") -> str:
 def make_backend(
     name: str, request: pytest.FixtureRequest, tmp_path: Path, namespace: str, **options: Any
 ) -> Backend:
-    """Build a fresh backend of kind ``name`` against the session's servers."""
+    """Build a fresh backend of kind ``name`` against the session's servers.
+
+    ``ACACHEORM_TEST_NEAR_CACHE=1`` gives every backend a near cache (on Memcached and the
+    filesystem with ``max_ttl`` from ``ACACHEORM_TEST_NEAR_MAX_TTL``, default 0.05 s), so
+    the whole suite runs through it.
+    """
+    if os.environ.get("ACACHEORM_TEST_NEAR_CACHE") and "near_cache" not in options:
+        from acacheorm.backends.near import NearCache
+
+        max_ttl = None
+        if name in ("memcached", "filesystem"):
+            max_ttl = float(os.environ.get("ACACHEORM_TEST_NEAR_MAX_TTL", "0.05"))
+        options["near_cache"] = NearCache(max_ttl=max_ttl)
     if name == "memory":
         from acacheorm.backends.memory import SimpleBackend
 

@@ -68,6 +68,7 @@ from .backends.base import Backend
 from .backends.filesystem import FileSystemBackend
 from .backends.memcached import MemcachedBackend
 from .backends.memory import SimpleBackend
+from .backends.near import NearCache
 from .backends.redis import RedisBackend
 from .serializers import (
     JSONSerializer,
@@ -117,6 +118,7 @@ __all__ = [
     "Model",
     "MsgpackSerializer",
     "MultipleObjectsReturned",
+    "NearCache",
     "PickleSerializer",
     "ProtobufSerializer",
     "Query",

@@ -149,6 +149,11 @@ async def _check(backends: list[Backend]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+    # A near cache serves once its invalidation channel is up: open it now, not on the
+    # first request (startup does not fail if it is slow: reads go to the server meanwhile).
+    nears = [b.near_cache for b in backends if b.near_cache is not None]
+    if nears:
+        await asyncio.gather(*(near.wait_ready() for near in nears))
 
 
 async def _close_all(backends: list[Backend]) -> None:

@@ -113,6 +113,9 @@ class BatchEvent(NamedTuple):
     #: One result per command (None when the round trip failed): count hits and misses
     #: from the ``Get`` slots that hold ``None``.
     results: list[Any] | None = None
+    #: Reads answered by the backend's near cache, without a round trip (all of them, and
+    #: ``duration`` about zero, for a batch answered entirely in the process).
+    near_hits: int = 0
 
     @property
     def hits(self) -> int:
@@ -141,7 +144,8 @@ def add_batch_hook(hook: Callable[[BatchEvent], None]) -> Callable[[BatchEvent],
 
     ``event`` has ``backend``, ``batch`` (its ``commands``), ``duration`` (seconds),
     ``error`` (or None), ``merged`` (how many queries shared the round trip), ``results``
-    and the ``hits``/``misses`` among its reads. A hook that raises is logged and ignored:
+    and the ``hits``/``misses`` among its reads (``near_hits``: those answered by a near
+    cache, also for a batch that needed no round trip). A hook that raises is logged and ignored:
     metrics never fail a query.
 
     Example::
@@ -162,9 +166,39 @@ def remove_batch_hook(hook: Callable[[BatchEvent], None]) -> None:
     _hooks.remove(hook)
 
 
+def _report(
+    backend: Backend,
+    batch: Batch,
+    start: float,
+    error: BaseException | None,
+    merged: int,
+    results: list[Any] | None,
+    near_hits: int,
+) -> None:
+    duration = time.perf_counter() - start
+    logger.debug(
+        "%r %r: %d commands, %d merged, %.3f ms%s%s",
+        backend,
+        batch,
+        len(batch.commands),
+        merged,
+        duration * 1000,
+        f", {near_hits} from the near cache" if near_hits else "",
+        f", failed: {error!r}" if error else "",
+    )
+    event = BatchEvent(backend, batch, duration, error, merged, results, near_hits)
+    for hook in list(_hooks):
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("acacheorm batch hook %r failed; ignored", hook)
+
+
 async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]:
     if not _hooks and not logger.isEnabledFor(logging.DEBUG):
         return await backend.execute(batch)
+    if backend.near_cache is not None:
+        return await _execute_near(backend, batch, merged)
     start = time.perf_counter()
     error: BaseException | None = None
     results: list[Any] | None = None
@@ -191,6 +225,21 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
                 hook(event)
             except Exception:
                 logger.exception("acacheorm batch hook %r failed; ignored", hook)
+
+
+async def _execute_near(backend: Backend, batch: Batch, merged: int) -> list[Any]:
+    start = time.perf_counter()
+    error: BaseException | None = None
+    results: list[Any] | None = None
+    near_hits = 0
+    try:
+        results, near_hits = await backend._execute_near(batch)
+        return results
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _report(backend, batch, start, error, merged, results, near_hits)
 
 
 class _Coalescer:
@@ -278,6 +327,14 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     with no command is no round trip: nothing is sent and no hook hears of it."""
     if not batch.commands:
         return []
+    near = backend.near_cache
+    if near is not None and not batch.atomic:
+        # Reads all held in the process: answered now, without a round trip or a yield.
+        local = near.answer(backend._prefix, batch.commands)
+        if local is not None:
+            if _hooks or logger.isEnabledFor(logging.DEBUG):
+                _report(backend, batch, time.perf_counter(), None, 1, local, len(local))
+            return local
     if not backend.auto_batch or batch.atomic:
         return await _execute(backend, batch)
     loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ import datetime
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from .._commands import (
     KEEP_TTL,
@@ -31,6 +31,9 @@ from .._commands import (
     Touch,
 )
 from .._fields import escape_key_part
+
+if TYPE_CHECKING:
+    from .near import NearCache, _Tracker
 
 TTLArg = int | float | datetime.timedelta | None
 
@@ -172,7 +175,7 @@ class Backend(abc.ABC):
     ``namespace`` is a prefix applied to every key this backend stores (``app:``; a ``:``
     or ``\\`` inside it is escaped with ``\\``, so no two namespaces overlap); `clear`
     removes only keys under it. ``auto_batch`` lets the executor merge concurrent queries
-    into one batch.
+    into one batch. ``near_cache`` (a `NearCache`) answers reads of keys held in the process.
 
     Example::
 
@@ -184,6 +187,8 @@ class Backend(abc.ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: URL schemes this backend is built from by `backend_from_url`.
     url_schemes: ClassVar[tuple[str, ...]] = ()
+    #: The `NearCache` in front of this backend, if it was given one.
+    near_cache: NearCache | None = None
 
     def __init__(
         self,
@@ -191,6 +196,7 @@ class Backend(abc.ABC):
         namespace: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,
         auto_batch: bool = True,
+        near_cache: NearCache | None = None,
     ) -> None:
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
@@ -203,6 +209,30 @@ class Backend(abc.ABC):
         # namespace "app" with key "sessions:1" and namespace "app:sessions" with key "1" are
         # two keys, and clear() of "app" never reaches "app:sessions".
         self._prefix = f"{escape_key_part(namespace)}:" if namespace else ""
+        if near_cache is not None:
+            from .near import NearCache
+
+            if not isinstance(near_cache, NearCache):
+                raise TypeError(f"near_cache must be a NearCache, not {type(near_cache).__name__}")
+            # The tracker only keeps a reference to the backend: it may be made before the
+            # subclass has set up its connections.
+            near_cache._bind(self, self._near_tracker(), local=self._near_local)
+            self.near_cache = near_cache
+
+    #: Whether this backend's storage belongs to this object alone (its own writes are then
+    #: every change a near cache must follow).
+    _near_local: ClassVar[bool] = False
+
+    def _near_tracker(self) -> _Tracker | None:
+        """The invalidation channel a near cache follows (None: there is none)."""
+        return None
+
+    async def _near_get(self, keys: list[str]) -> list[tuple[Any, float | None]]:
+        """Read full ``keys`` for a near cache: per key ``(value, remaining)``, the value (or
+        None, or a `BackendError`) and its remaining time to live in seconds (None: never
+        expires; 0: unknown, not to be held). One round trip."""
+        results = await self._execute(Batch(tuple(Get(k) for k in keys)))
+        return [(r, 0.0) for r in results]
 
     # -- what a concrete backend implements ------------------------------------------------
 
@@ -234,7 +264,24 @@ class Backend(abc.ABC):
                 tuple(new(type(c), (prefix + c[0], *c[1:])) for c in batch.commands),
                 batch.atomic,
             )
+        near = self.near_cache
+        if near is not None:
+            return (await near.run(self, batch, self._execute))[0]
         return await self._execute(batch)
+
+    async def _execute_near(self, batch: Batch) -> tuple[list[Any], int]:
+        """`execute` through the near cache; also how many reads it answered."""
+        near = self.near_cache
+        if near is None or not batch.commands:
+            return await self.execute(batch), 0
+        prefix = self._prefix
+        if prefix:
+            new = tuple.__new__
+            batch = Batch(
+                tuple(new(type(c), (prefix + c[0], *c[1:])) for c in batch.commands),
+                batch.atomic,
+            )
+        return await near.run(self, batch, self._execute)
 
     async def _one(self, cmd: Command) -> Any:
         result = (await self.execute(Batch((cmd,))))[0]
@@ -331,7 +378,14 @@ class Backend(abc.ABC):
 
     async def clear(self) -> None:
         """Remove every key under this backend's namespace (everything without one)."""
-        await self._clear()
+        near = self.near_cache
+        if near is not None:
+            near.clear()
+        try:
+            await self._clear()
+        finally:
+            if near is not None:
+                near.clear()
 
     async def scan(self, prefix: str = "", count: int = 500) -> AsyncIterator[str]:
         """Every stored key that starts with ``prefix``, without the namespace prefix.
@@ -362,7 +416,12 @@ class Backend(abc.ABC):
 
     async def close(self) -> None:
         """Close connections this backend created (never a client it was given)."""
-        await self._close()
+        near = self.near_cache
+        try:
+            if near is not None:
+                await near._close()
+        finally:
+            await self._close()
 
     aclose = close
 

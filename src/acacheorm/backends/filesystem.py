@@ -65,7 +65,7 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import anyio.to_thread
 
@@ -91,6 +91,9 @@ from .._commands import (
 )
 from .._exceptions import BackendError, BackendUnavailable
 from .base import DEFAULT_TIMEOUT, Backend, check_scan_args
+
+if TYPE_CHECKING:
+    from .near import NearCache
 
 __all__ = ["FORMAT_VERSION", "FileSystemBackend"]
 
@@ -543,8 +546,11 @@ class FileSystemBackend(Backend):
         fsync: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT,
         auto_batch: bool = True,
+        near_cache: NearCache | None = None,
     ) -> None:
-        super().__init__(namespace=namespace, timeout=timeout, auto_batch=auto_batch)
+        super().__init__(
+            namespace=namespace, timeout=timeout, auto_batch=auto_batch, near_cache=near_cache
+        )
         fspath = os.fspath(path)
         if not isinstance(fspath, str) or not fspath:
             raise TypeError(f"path must be a non-empty str or os.PathLike[str]: {path!r}")
@@ -590,6 +596,34 @@ class FileSystemBackend(Backend):
 
     async def _clear(self) -> None:
         await self._in_thread(self._clear_sync, "clear")
+
+    async def _near_get(self, keys: list[str]) -> list[tuple[Any, float | None]]:
+        return await self._in_thread(lambda: self._near_get_sync(keys), "batch")
+
+    def _near_get_sync(self, keys: list[str]) -> list[tuple[Any, float | None]]:
+        """Each key's value and remaining TTL, under its stripe's shared lock."""
+        locks = _Locks(self._lock_dir, self.timeout)
+        out: list[tuple[Any, float | None]] = []
+        try:
+            for key in keys:
+                loc = self._locate(key)
+                stripe = loc.digest[:2]
+                locks.acquire(stripe, False)
+                try:
+                    now = _now()
+                    entry = self._load(loc, now)
+                except OSError as exc:
+                    out.append((_os_error(exc, f"Get {key!r}"), 0.0))
+                    continue
+                finally:
+                    locks.release(stripe)
+                if entry is None:
+                    out.append((None, 0.0))
+                else:
+                    out.append((entry.value, entry.expires - now if entry.expires else None))
+        finally:
+            locks.close()
+        return out
 
     async def cull(self) -> int:
         """Remove expired entries, unreadable files and stray temporary files.

@@ -88,6 +88,8 @@ from .base import DEFAULT_TIMEOUT, Backend, PerLoop, check_scan_args
 if TYPE_CHECKING:
     from aiomcache.pool import Connection, MemcachePool
 
+    from .near import NearCache
+
 __all__ = ["HASHINGS", "KetamaRing", "MemcachedBackend"]
 
 DEFAULT_PORT = 11211
@@ -572,8 +574,11 @@ class MemcachedBackend(Backend):
         auto_batch: bool = True,
         max_value_size: int = DEFAULT_ITEM_SIZE,
         hashing: str = "ketama_weighted",
+        near_cache: NearCache | None = None,
     ) -> None:
-        super().__init__(namespace=namespace, timeout=timeout, auto_batch=auto_batch)
+        super().__init__(
+            namespace=namespace, timeout=timeout, auto_batch=auto_batch, near_cache=near_cache
+        )
         try:
             import aiomcache.pool  # noqa: F401 - fail early and clearly
         except ImportError as exc:
@@ -982,6 +987,20 @@ class MemcachedBackend(Backend):
         return ConflictError(f"incr of {name!r} kept losing to other writers")
 
     # -- clear and close ------------------------------------------------------------------
+
+    async def _near_get(self, keys: list[str]) -> list[tuple[Any, float | None]]:
+        # Read as Gets (``mg <key> v c t``): the value and the seconds it has left, in the
+        # same round trip, so a near cache never holds it past its expiry.
+        results = await self._execute(Batch(tuple(Gets(k) for k in keys)))
+        out: list[tuple[Any, float | None]] = []
+        for result in results:
+            if result is None or isinstance(result, BaseException):
+                out.append((result, 0.0))
+                continue
+            value, token = result
+            # memcached's clock ticks once a second: up to a second less may be left.
+            out.append((value, None if token.ttl < 0 else token.ttl - 1.0))
+        return out
 
     async def _clear(self) -> None:
         clear = self._clear_node if self._wire_prefix else self._flush_node

@@ -8,7 +8,7 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._commands import (
     KEEP_TTL,
@@ -30,6 +30,9 @@ from .._commands import (
 from .._exceptions import BackendError, ValueTooLargeError
 from .base import Backend, check_scan_args
 
+if TYPE_CHECKING:
+    from .near import NearCache
+
 _WRITES = (Set, Add, Replace, Cas, Incr)
 
 
@@ -50,11 +53,20 @@ class SimpleBackend(Backend):
 
     capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True)
     url_schemes = ("memory",)
+    # Its storage is this object's own: a near cache follows its writes and needs no max_ttl.
+    _near_local = True
 
     def __init__(
-        self, *, max_entries: int | None = None, namespace: str = "", auto_batch: bool = True
+        self,
+        *,
+        max_entries: int | None = None,
+        namespace: str = "",
+        auto_batch: bool = True,
+        near_cache: NearCache | None = None,
     ) -> None:
-        super().__init__(namespace=namespace, timeout=None, auto_batch=auto_batch)
+        super().__init__(
+            namespace=namespace, timeout=None, auto_batch=auto_batch, near_cache=near_cache
+        )
         if max_entries is not None and (
             isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
         ):
@@ -197,6 +209,18 @@ class SimpleBackend(Backend):
             else:  # pragma: no cover - the Command union is closed
                 raise TypeError(f"unknown command {cmd!r}")
         return results
+
+    async def _near_get(self, keys: list[str]) -> list[tuple[Any, float | None]]:
+        now = time.monotonic()
+        out: list[tuple[Any, float | None]] = []
+        for key in keys:
+            entry = self._live(key, now)
+            if entry is None:
+                out.append((None, 0.0))
+            else:
+                self._data.move_to_end(key)
+                out.append((entry[0], None if entry[1] is None else entry[1] - now))
+        return out
 
     async def _clear(self) -> None:
         if not self._prefix:

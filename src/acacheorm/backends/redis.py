@@ -85,6 +85,8 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.commands.core import AsyncScript
 
+    from .near import NearCache, _Tracker
+
 __all__ = ["RedisBackend"]
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -343,9 +345,12 @@ class RedisBackend(Backend):
         namespace: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,
         auto_batch: bool = True,
+        near_cache: NearCache | None = None,
         **client_options: Any,
     ) -> None:
-        super().__init__(namespace=namespace, timeout=timeout, auto_batch=auto_batch)
+        super().__init__(
+            namespace=namespace, timeout=timeout, auto_batch=auto_batch, near_cache=near_cache
+        )
         redis = _import_redis()
         from redis.asyncio.cluster import RedisCluster
 
@@ -513,6 +518,24 @@ class RedisBackend(Backend):
             if err is None:
                 raise
             raise err from exc
+
+    # -- near cache (see near.py and _tracking.py) ------------------------------------------
+
+    def _near_tracker(self) -> _Tracker:
+        from ._tracking import RedisTracker
+
+        return RedisTracker(self)
+
+    async def _near_get(self, keys: list[str]) -> list[tuple[Any, float | None]]:
+        from ._tracking import read_with_ttl
+
+        with self._map_errors():
+            async with asyncio.timeout(self.timeout):
+                if self._in_flight is None:
+                    return await read_with_ttl(self, keys)
+                async with self._in_flight:
+                    return await read_with_ttl(self, keys)
+        raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
     # -- batches ------------------------------------------------------------------------
 
