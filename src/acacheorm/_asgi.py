@@ -51,9 +51,10 @@ def lifespan(
     """A lifespan for ``FastAPI(lifespan=...)`` / ``Starlette(lifespan=...)``.
 
     At startup it checks every distinct backend the given models (or backends) use with one
-    cheap read, so a server that is down fails startup with `BackendUnavailable` instead of
-    the first request; at shutdown it closes each distinct backend once. Nothing connects
-    before startup. To combine it with a lifespan of your own, enter it inside yours:
+    cheap read (a round trip like any other: batch hooks and logging see it), so a server
+    that is down fails startup with `BackendUnavailable` instead of the first request; at
+    shutdown it closes each distinct backend once. Nothing connects before startup. To
+    combine it with a lifespan of your own, enter it inside yours:
     ``async with co.lifespan(User)(app): yield``.
 
     Example::
@@ -103,6 +104,7 @@ def _distinct_backends(targets: tuple[type[Model] | Backend, ...]) -> list[Backe
 
 
 async def _check(backends: list[Backend]) -> None:
+    # The raw byte API runs through the executor: batch hooks and logging see the ping.
     results = await asyncio.gather(*(b.has(PING_KEY) for b in backends), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
