@@ -17,11 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 import acacheorm as co
-from acacheorm import _ops
 from acacheorm.__main__ import main
-from acacheorm._cli import cli
 from acacheorm._commands import Batch, Gets, Set
 from acacheorm.backends.base import Backend
+from acacheorm.cli import _ops, cli
 from tests.cli_models import Computed, Keyed, Person, old_person_model
 from tests.conftest import BACKENDS, unique_namespace
 
@@ -446,7 +445,7 @@ def memory(monkeypatch: pytest.MonkeyPatch) -> co.SimpleBackend:
     def builder(url: str, **options: Any) -> Backend:
         return backend
 
-    monkeypatch.setattr("acacheorm._cli.backend_from_url", builder)
+    monkeypatch.setattr("acacheorm.cli.backend_from_url", builder)
     return backend
 
 

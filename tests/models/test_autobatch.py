@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import acacheorm as co
-from acacheorm._demo import define_models
+from acacheorm.cli._demo import define_models
 from tests.models.conftest import RoundTrips
 
 

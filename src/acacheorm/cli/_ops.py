@@ -1,7 +1,7 @@
 """The operations behind ``python -m acacheorm inspect|stats|migrate``, free of any CLI.
 
 Each works on a backend (bytes, keys, TTLs) and, for ``migrate``, a model's schema; none
-prints. The click commands in ``_cli`` render what these return.
+prints. The click commands in ``acacheorm.cli`` render what these return.
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ import importlib
 import os
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from . import _payload
-from ._commands import KEEP_TTL, MISSING, Batch, Cas, Get, Gets, Ttl
-from ._exceptions import SerializationError
-from ._fields import KEY_SEPARATOR
-from .backends.base import Backend
-from .serializers import Serializer, registry
-
-if TYPE_CHECKING:
-    from ._model import Model
+from .. import _payload
+from .._commands import KEEP_TTL, MISSING, Batch, Cas, Get, Gets, Ttl
+from .._exceptions import SerializationError
+from .._fields import KEY_SEPARATOR
+from .._model import Model
+from ..backends.base import Backend
+from ..serializers import Serializer, registry
 
 
 class OperationError(Exception):
@@ -61,8 +59,6 @@ def import_module(name: str) -> None:
 
 def import_model(spec: str) -> type[Model]:
     """``"myapp.models:User"`` → the model class, or `OperationError` saying what it is."""
-    from ._model import Model
-
     obj = import_object(spec)
     if not (isinstance(obj, type) and issubclass(obj, Model) and "_schema" in obj.__dict__):
         raise OperationError(f"{spec} is not a concrete acacheorm model: {obj!r}")
