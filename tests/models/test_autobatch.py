@@ -229,3 +229,16 @@ async def test_a_raw_failure_reaches_only_its_caller(
     assert isinstance(results[0], co.BackendError)
     assert results[1] == b"fine"
     assert round_trips.count == 1
+
+
+async def test_merged_raw_calls_on_one_key_keep_their_order(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    backend = models.backend
+    counts = await asyncio.gather(*(backend.incr("raw:hits") for _ in range(30)))
+    assert counts == list(range(1, 31))  # in call order, none lost
+    assert round_trips.count == 1
+    first, second, value = await asyncio.gather(
+        backend.add("raw:once", b"a"), backend.add("raw:once", b"b"), backend.get("raw:once")
+    )
+    assert (first, second, value) == (True, False, b"a")
