@@ -434,59 +434,6 @@ async def test_migrate_reports_unreadable_rows(store: tuple[str, Backend]) -> No
     assert await backend.get("person:99") == b"garbage, not an envelope"
 
 
-# -- the in-process store, through a shared backend ------------------------------------------
-
-
-@pytest.fixture
-def memory(monkeypatch: pytest.MonkeyPatch) -> co.SimpleBackend:
-    """memory:// URLs of the CLI all reach this one in-process store."""
-    backend = co.SimpleBackend(namespace="mem")
-
-    def builder(url: str, **options: Any) -> Backend:
-        return backend
-
-    monkeypatch.setattr("acacheorm.cli.backend_from_url", builder)
-    return backend
-
-
-async def test_migrate_keeps_each_rows_remaining_ttl(memory: co.SimpleBackend) -> None:
-    old = old_person_model(memory)
-    await old.insert_many(*({"id": i, "name": "x", "height": 1.0} for i in range(3)), ttl=300)
-    await old.create(id=3, name="forever", height=1.0, ttl=None)
-    expiry = {k: entry[1] for k, entry in memory._data.items()}
-    await asyncio.sleep(0.01)  # a rewrite that set a new TTL of the same length would move expiry
-    result = await run("migrate", "memory://", "tests.cli_models:Person")
-    assert result.exit_code == 0, result.output
-    assert re.search(r"rewritten\s+│\s+4", result.output), result.output
-    assert {k: entry[1] for k, entry in memory._data.items()} == expiry
-    assert expiry["mem:person:3"] is None
-
-
-async def test_inspect_and_stats_on_memory(memory: co.SimpleBackend) -> None:
-    await write_old_people(memory, 4)
-    result = await run("inspect", "memory://", "person:0")
-    assert result.exit_code == 0 and "json (tag 0x0001)" in result.output
-    result = await run("stats", "memory://")
-    assert re.search(r"│ person\s+│\s+4 │", result.output), result.output
-
-
-def test_model_key_prefix() -> None:
-    assert _ops.model_key_prefix(Person) == "person:"
-    assert _ops.model_key_prefix(Keyed) == "keyed."
-    with pytest.raises(_ops.OperationError, match="--prefix"):
-        _ops.model_key_prefix(Computed)
-
-
-async def test_migrate_needs_a_prefix_for_computed_keys(memory: co.SimpleBackend) -> None:
-    result = await run("migrate", "memory://", "tests.cli_models:Computed")
-    assert result.exit_code == 2
-    assert "--prefix" in result.output
-    await memory.set("c1", Computed._schema.encode(Computed(id=1)))
-    result = await run("migrate", "memory://", "tests.cli_models:Computed", "--prefix", "c")
-    assert result.exit_code == 0, result.output
-    assert re.search(r"already current\s+│\s+1", result.output), result.output
-
-
 def test_migrate_plan_reads_then_swaps_only_what_needs_it() -> None:
     """The migration of one batch, as a plan walked with canned results (no server): one
     read with tokens, then compare-and-swap writes keeping the TTL, for the stale rows only."""
@@ -583,6 +530,59 @@ async def test_cli_round_trips_reach_batch_hooks(memory: co.SimpleBackend) -> No
         assert event.hits == 1
     finally:
         co.remove_batch_hook(hook)
+
+
+# -- the in-process store, through a shared backend ------------------------------------------
+
+
+@pytest.fixture
+def memory(monkeypatch: pytest.MonkeyPatch) -> co.SimpleBackend:
+    """memory:// URLs of the CLI all reach this one in-process store."""
+    backend = co.SimpleBackend(namespace="mem")
+
+    def builder(url: str, **options: Any) -> Backend:
+        return backend
+
+    monkeypatch.setattr("acacheorm.cli.backend_from_url", builder)
+    return backend
+
+
+async def test_migrate_keeps_each_rows_remaining_ttl(memory: co.SimpleBackend) -> None:
+    old = old_person_model(memory)
+    await old.insert_many(*({"id": i, "name": "x", "height": 1.0} for i in range(3)), ttl=300)
+    await old.create(id=3, name="forever", height=1.0, ttl=None)
+    expiry = {k: entry[1] for k, entry in memory._data.items()}
+    await asyncio.sleep(0.01)  # a rewrite that set a new TTL of the same length would move expiry
+    result = await run("migrate", "memory://", "tests.cli_models:Person")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"rewritten\s+│\s+4", result.output), result.output
+    assert {k: entry[1] for k, entry in memory._data.items()} == expiry
+    assert expiry["mem:person:3"] is None
+
+
+async def test_inspect_and_stats_on_memory(memory: co.SimpleBackend) -> None:
+    await write_old_people(memory, 4)
+    result = await run("inspect", "memory://", "person:0")
+    assert result.exit_code == 0 and "json (tag 0x0001)" in result.output
+    result = await run("stats", "memory://")
+    assert re.search(r"│ person\s+│\s+4 │", result.output), result.output
+
+
+def test_model_key_prefix() -> None:
+    assert _ops.model_key_prefix(Person) == "person:"
+    assert _ops.model_key_prefix(Keyed) == "keyed."
+    with pytest.raises(_ops.OperationError, match="--prefix"):
+        _ops.model_key_prefix(Computed)
+
+
+async def test_migrate_needs_a_prefix_for_computed_keys(memory: co.SimpleBackend) -> None:
+    result = await run("migrate", "memory://", "tests.cli_models:Computed")
+    assert result.exit_code == 2
+    assert "--prefix" in result.output
+    await memory.set("c1", Computed._schema.encode(Computed(id=1)))
+    result = await run("migrate", "memory://", "tests.cli_models:Computed", "--prefix", "c")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"already current\s+│\s+1", result.output), result.output
 
 
 async def test_migrate_bad_batch_size_in_the_library() -> None:

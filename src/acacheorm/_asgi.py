@@ -51,10 +51,9 @@ def lifespan(
     """A lifespan for ``FastAPI(lifespan=...)`` / ``Starlette(lifespan=...)``.
 
     At startup it checks every distinct backend the given models (or backends) use with one
-    cheap read (a round trip like any other: batch hooks and logging see it), so a server
-    that is down fails startup with `BackendUnavailable` instead of the first request; at
-    shutdown it closes each distinct backend once. Nothing connects before startup. To
-    combine it with a lifespan of your own, enter it inside yours:
+    cheap read, so a server that is down fails startup with `BackendUnavailable` instead of
+    the first request; at shutdown it closes each distinct backend once. Nothing connects
+    before startup. To combine it with a lifespan of your own, enter it inside yours:
     ``async with co.lifespan(User)(app): yield``.
 
     Example::
