@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 import acacheorm as co
-from acacheorm._demo import Gender, define_models
+from acacheorm.cli._demo import Gender, define_models
 from tests import servers as srv
 
 TTL = 3600

@@ -27,7 +27,7 @@ import tracemalloc
 from typing import Any
 
 import acacheorm as co
-from acacheorm._demo import define_models
+from acacheorm.cli._demo import define_models
 from benchmarks.cases import RawMemory, RawRedis, Servers, codec, orm_row, raw_row
 
 

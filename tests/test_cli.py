@@ -17,11 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 import acacheorm as co
-from acacheorm import _ops
 from acacheorm.__main__ import main
-from acacheorm._cli import cli
-from acacheorm._commands import Batch, Gets, Set
+from acacheorm._commands import KEEP_TTL, Batch, Cas, Gets, Set
 from acacheorm.backends.base import Backend
+from acacheorm.cli import _ops, cli
 from tests.cli_models import Computed, Keyed, Person, old_person_model
 from tests.conftest import BACKENDS, unique_namespace
 
@@ -435,6 +434,104 @@ async def test_migrate_reports_unreadable_rows(store: tuple[str, Backend]) -> No
     assert await backend.get("person:99") == b"garbage, not an envelope"
 
 
+def test_migrate_plan_reads_then_swaps_only_what_needs_it() -> None:
+    """The migration of one batch, as a plan walked with canned results (no server): one
+    read with tokens, then compare-and-swap writes keeping the TTL, for the stale rows only."""
+    backend = co.SimpleBackend()
+    old = old_person_model(backend)
+    schema = Person._schema
+    keys = [f"person:{i}" for i in range(1, 7)]
+    stale = {
+        k: old._schema.encode(old(id=i, name=f"p{i}", height=1.0))
+        for i, k in [(1, keys[0]), (2, keys[1]), (6, keys[5])]
+    }
+    fresh = {k: schema.encode(schema.decode(k, v)) for k, v in stale.items()}
+    current = schema.encode(Person(id=3, name="new", height=2.0))
+
+    plan = _ops.migrate_plan(backend, Person, keys)
+    [(target, batch)] = next(plan)
+    assert target is backend and batch.commands == tuple(Gets(k) for k in keys)
+    [(target, batch)] = plan.send(
+        [
+            [
+                (stale[keys[0]], "t1"),
+                (stale[keys[1]], "t2"),
+                (current, "t3"),
+                None,  # deleted since it was listed
+                co.BackendError("node down"),
+                (stale[keys[5]], "t6"),
+            ]
+        ]
+    )
+    assert target is backend
+    assert batch.commands == (
+        Cas(keys[0], fresh[keys[0]], "t1", KEEP_TTL),
+        Cas(keys[1], fresh[keys[1]], "t2", KEEP_TTL),
+        Cas(keys[5], fresh[keys[5]], "t6", KEEP_TTL),
+    )
+    with pytest.raises(StopIteration) as stop:
+        plan.send([[True, False, co.BackendError("too slow")]])
+    assert stop.value.value == _ops.MigrationReport(
+        scanned=6,
+        migrated=1,
+        current=1,
+        changed=1,
+        vanished=1,
+        failed=[(keys[4], "read failed: node down"), (keys[5], "write failed: too slow")],
+        dry_run=False,
+    )
+
+    dry = _ops.migrate_plan(backend, Person, keys[:2], dry_run=True)
+    next(dry)
+    with pytest.raises(StopIteration) as stop:  # no write step at all
+        dry.send([[(stale[keys[0]], "t1"), (current, "t3")]])
+    assert stop.value.value == _ops.MigrationReport(2, 1, 1, 0, 0, [], True)
+
+
+async def test_cli_round_trips_reach_batch_hooks(memory: co.SimpleBackend) -> None:
+    """inspect, stats and migrate send their batches through the executor: a batch hook
+    sees each of their round trips."""
+    await write_old_people(memory, 12)
+    events: list[co.BatchEvent] = []
+
+    def hook(event: co.BatchEvent) -> None:
+        if event.backend is memory:
+            events.append(event)
+
+    def batches() -> list[tuple[str, int]]:
+        out = []
+        for event in events:
+            [kind] = {type(c).__name__ for c in event.batch.commands} or {"-"}
+            out.append((kind, len(event.batch.commands)))
+        events.clear()
+        return out
+
+    co.add_batch_hook(hook)
+    try:
+        assert (
+            await run("migrate", "memory://", "tests.cli_models:Person", "--batch-size", "5")
+        ).exit_code == 0
+        assert batches() == [
+            ("Gets", 5),
+            ("Cas", 5),
+            ("Gets", 5),
+            ("Cas", 5),
+            ("Gets", 2),
+            ("Cas", 2),
+        ]
+        assert (await run("migrate", "memory://", "tests.cli_models:Person")).exit_code == 0
+        assert batches() == [("Gets", 12)]  # every row current: nothing to write
+        assert (await run("stats", "memory://", "--batch-size", "5")).exit_code == 0
+        assert batches() == [("Get", 5), ("Get", 5), ("Get", 2)]
+        result = await run("inspect", "memory://", "person:0")
+        assert result.exit_code == 0
+        [event] = events
+        assert [type(c).__name__ for c in event.batch.commands] == ["Get", "Ttl"]
+        assert event.hits == 1
+    finally:
+        co.remove_batch_hook(hook)
+
+
 # -- the in-process store, through a shared backend ------------------------------------------
 
 
@@ -446,7 +543,7 @@ def memory(monkeypatch: pytest.MonkeyPatch) -> co.SimpleBackend:
     def builder(url: str, **options: Any) -> Backend:
         return backend
 
-    monkeypatch.setattr("acacheorm._cli.backend_from_url", builder)
+    monkeypatch.setattr("acacheorm.cli.backend_from_url", builder)
     return backend
 
 

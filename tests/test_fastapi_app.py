@@ -89,6 +89,10 @@ async def service(service_url: str) -> AsyncIterator[Service]:
         with spied(backend, svc.calls):
             # ASGITransport does not run the lifespan; run it around the client, as a server.
             async with app.router.lifespan_context(app):
+                assert [type(c).__name__ for e in svc.round_trips for c in e.batch.commands] == [
+                    "Has"
+                ]  # the startup ping
+                svc.round_trips.clear()  # from here on, the requests' round trips
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                     svc.client = c
@@ -266,6 +270,21 @@ async def test_lifespan_pings_at_startup_and_closes_once(service_url: str) -> No
                 assert (await c.post("/users", json=SAM)).status_code == 201
             await backend.clear()
         assert calls == [f"has {PING_KEY}", "close"]
+
+
+async def test_lifespan_ping_goes_through_the_executor() -> None:
+    """Batch hooks see the startup check like any other round trip."""
+    backend = co.SimpleBackend()
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        async with lifespan(backend)(None):
+            [event] = events
+    finally:
+        co.remove_batch_hook(events.append)
+    assert event.backend is backend and event.error is None
+    assert [(type(c).__name__, c.key) for c in event.batch.commands] == [("Has", PING_KEY)]
+    assert (event.hits, event.misses) == (0, 1)
 
 
 async def test_lifespan_fails_startup_when_the_server_is_down() -> None:

@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 import pytest
 
 import acacheorm as co
-from acacheorm._demo import define_models
 from acacheorm.backends.base import Backend
 from acacheorm.backends.memcached import MemcachedBackend
 from acacheorm.backends.redis import RedisBackend
+from acacheorm.cli._demo import define_models
 from tests.conftest import BACKENDS, unique_namespace
 from tests.faultproxy import FaultProxy
 

@@ -16,10 +16,10 @@ import pytest
 
 import acacheorm as co
 from acacheorm._commands import Get, Set
-from acacheorm._demo import define_models
 from acacheorm._executor import execute_batch
 from acacheorm.backends.base import Backend
 from acacheorm.backends.near import ENTRY_OVERHEAD
+from acacheorm.cli._demo import define_models
 from tests import servers
 from tests.conftest import BACKENDS, make_backend, unique_namespace
 from tests.faultproxy import FaultProxy

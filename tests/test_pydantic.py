@@ -15,9 +15,9 @@ import pydantic
 import pytest
 
 import acacheorm as co
-from acacheorm._demo import Gender, define_models
 from acacheorm._fields import _short_encode
 from acacheorm._pydantic import pydantic_model
+from acacheorm.cli._demo import Gender, define_models
 
 
 class Colour(enum.Enum):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import acacheorm as co
-from acacheorm._demo import Gender
+from acacheorm.cli._demo import Gender
 
 SERIALIZERS = ["json", "msgpack", "pickle", "protobuf"]
 

@@ -662,7 +662,7 @@ async def test_a_json_model_never_unpickles_a_planted_payload(
     """An app registers an unsigned pickle serializer (for an in-process model); bytes
     planted in the shared store, tagged as that serializer, must not make a JSON model's
     read unpickle them."""
-    from acacheorm import _ops
+    from acacheorm.cli import _ops
 
     unsafe = co.registry.register(
         "pickle-unsafe", PickleSerializer(unsafe_allow_unsigned=True, name="pickle-unsafe")

@@ -34,10 +34,10 @@ from typing import Any
 import pytest
 
 import acacheorm as co
-from acacheorm._demo import define_models
 from acacheorm.backends.base import Backend
 from acacheorm.backends.memcached import MemcachedBackend
 from acacheorm.backends.redis import RedisBackend
+from acacheorm.cli._demo import define_models
 from tests import servers
 from tests.conftest import BACKENDS
 

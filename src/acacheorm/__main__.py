@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import click
 
-        from ._cli import cli
+        from .cli import cli
     except ImportError as exc:
         print(
             f"the acacheorm command line needs click and rich ({exc}): "

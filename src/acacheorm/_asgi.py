@@ -145,6 +145,7 @@ def _distinct_backends(
 
 
 async def _check(backends: list[Backend]) -> None:
+    # The raw byte API runs through the executor: batch hooks and logging see the ping.
     results = await asyncio.gather(*(b.has(PING_KEY) for b in backends), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids
+from ._cas import read_versions, write_unchanged
 from ._commands import (
     KEEP_TTL,
     MISSING,
     Add,
     Batch,
-    Cas,
     Delete,
     Get,
-    Gets,
     Replace,
     Set,
     Touch,
@@ -480,7 +479,7 @@ class UpdateQuery(_Write, Query[R]):
         pending = list(range(len(keys)))
         attempt = 0
         while pending:
-            got = (yield [(backend, Batch(tuple(Gets(keys[i]) for i in pending)))])[0]
+            got = yield from read_versions(backend, [keys[i] for i in pending])
             todo: list[tuple[int, Model, Any]] = []
             for i, item in zip(pending, got, strict=True):
                 item = _check(item)
@@ -505,10 +504,8 @@ class UpdateQuery(_Write, Query[R]):
                 break
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [obj for _, obj, _ in todo], {})
-            commands = tuple(
-                Cas(keys[i], schema.encode(obj), token, self.ttl) for i, obj, token in todo
-            )
-            written = (yield [(backend, Batch(commands))])[0]
+            writes = [(keys[i], schema.encode(obj), token) for i, obj, token in todo]
+            written = yield from write_unchanged(backend, writes, self.ttl)
             pending = []
             saved = []
             for (i, obj, _), ok in zip(todo, written, strict=True):

@@ -1071,8 +1071,13 @@ async def test_frozen_server_times_out(own_server: servers.RedisServer) -> None:
 # -- cancellation ------------------------------------------------------------------------------
 
 
-async def test_cancelled_gets_never_mix_up_replies(either: RedisBackend, wire: Wire) -> None:
+async def test_cancelled_gets_never_mix_up_replies(
+    either: RedisBackend, wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
     backend = either
+    # One request per get, so that cancelling a caller cuts its request on the wire (gets
+    # merged by automatic batching run in a task no single caller cancels).
+    monkeypatch.setattr(backend, "auto_batch", False)
     rng = random.Random(1234)
     keys = [f"c{i}" for i in range(400)]
     await backend.set_many({k: f"value of {k}".encode() * rng.randrange(1, 50) for k in keys})
@@ -1111,6 +1116,8 @@ async def test_cancelled_cluster_batches_never_mix_up_replies(
     """Multi-node batches (one write per node, several replies read back) cancelled at
     random while requests go out and replies come back."""
     rng = random.Random(4321)
+    # One batch per get_many, so that cancelling a caller cuts its batch on the wire.
+    monkeypatch.setattr(rc, "auto_batch", False)
     keys = await keys_on_every_master(rc, per_node=20)
     values = {k: f"value of {k}".encode() * rng.randrange(1, 400) for k in keys}
     await rc.set_many(values)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import acacheorm as co
-from acacheorm._demo import define_models
 from acacheorm.backends.base import Backend
+from acacheorm.cli._demo import define_models
 
 
 @pytest.fixture

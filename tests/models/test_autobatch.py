@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import acacheorm as co
-from acacheorm._demo import define_models
+from acacheorm.cli._demo import define_models
 from tests.models.conftest import RoundTrips
 
 
@@ -161,3 +161,84 @@ def test_lone_reads_on_an_idle_loop_do_not_wait_for_a_window() -> None:
 
     with asyncio.Runner(loop_factory=_CountingLoop) as runner:
         assert runner.run(main()) == (0, 1)
+
+
+# -- the raw byte API goes through the executor too -------------------------------------------
+
+
+async def test_batch_hooks_see_raw_calls_with_hits_and_misses(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    backend = models.backend
+    await backend.set("raw:1", b"one", ttl=60)
+    assert await backend.get("raw:1") == b"one"
+    assert await backend.get("raw:absent") is None
+    assert await backend.get_many("raw:1", "raw:absent", "raw:1") == [b"one", None, b"one"]
+    assert await backend.has("raw:absent") is False
+    assert await backend.incr("raw:n", 2) == 2
+    assert await backend.delete("raw:1") is True
+    kinds = [[type(c).__name__ for c in e.batch.commands] for e in round_trips.events]
+    assert kinds == [["Set"], ["Get"], ["Get"], ["Get"] * 3, ["Has"], ["Incr"], ["Delete"]]
+    assert [(e.hits, e.misses) for e in round_trips.events] == [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (2, 1),
+        (0, 1),
+        (0, 0),
+        (0, 0),
+    ]
+    assert all(e.error is None and e.merged == 1 for e in round_trips.events)
+
+
+async def test_concurrent_raw_gets_are_one_round_trip(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    backend = models.backend
+    await backend.set_many({f"raw:{i}": str(i).encode() for i in range(50)})
+    round_trips.reset()
+    values = await asyncio.gather(*(backend.get(f"raw:{i}") for i in range(50)))
+    assert values == [str(i).encode() for i in range(50)]
+    [event] = round_trips.events
+    assert event.merged == 50 and (event.hits, event.misses) == (50, 0)
+
+
+async def test_raw_calls_and_queries_share_a_round_trip(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    await fill(models, 3)
+    backend = models.backend
+    round_trips.reset()
+    user, raw, missing = await asyncio.gather(
+        models.User.get_by_id(1), backend.get("user:2"), backend.get("raw:none")
+    )
+    assert user.id == 1 and raw is not None and missing is None
+    [event] = round_trips.events
+    assert event.merged == 3 and (event.hits, event.misses) == (2, 1)
+
+
+async def test_a_raw_failure_reaches_only_its_caller(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    backend = models.backend
+    await backend.set_many({"raw:text": b"not a number", "raw:ok": b"fine"})
+    round_trips.reset()
+    results = await asyncio.gather(
+        backend.incr("raw:text"), backend.get("raw:ok"), return_exceptions=True
+    )
+    assert isinstance(results[0], co.BackendError)
+    assert results[1] == b"fine"
+    assert round_trips.count == 1
+
+
+async def test_merged_raw_calls_on_one_key_keep_their_order(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    backend = models.backend
+    counts = await asyncio.gather(*(backend.incr("raw:hits") for _ in range(30)))
+    assert counts == list(range(1, 31))  # in call order, none lost
+    assert round_trips.count == 1
+    first, second, value = await asyncio.gather(
+        backend.add("raw:once", b"a"), backend.add("raw:once", b"b"), backend.get("raw:once")
+    )
+    assert (first, second, value) == (True, False, b"a")

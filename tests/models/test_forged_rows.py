@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import acacheorm as co
-from acacheorm import _ops, _payload
+from acacheorm import _payload
 from acacheorm.backends.base import Backend
+from acacheorm.cli import _ops
 
 
 class Gender(enum.IntEnum):

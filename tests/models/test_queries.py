@@ -10,7 +10,7 @@ import pytest
 
 import acacheorm as co
 from acacheorm._commands import Get, Set
-from acacheorm._demo import Gender
+from acacheorm.cli._demo import Gender
 from tests.backends.test_conformance import eventually
 from tests.models.conftest import RoundTrips
 

@@ -1,8 +1,9 @@
 """The backend interface: bytes, keys and TTLs in batches; never models.
 
 A concrete backend implements `Backend._execute` (one round trip for a whole `Batch`),
-`Backend._clear` and `Backend._close`. Everything else, the raw byte API included, is built
-here on top of those, so every backend behaves alike.
+`Backend._clear` and `Backend._close`. Everything else is built here on top of those, so
+every backend behaves alike; the raw byte API sends its batches through the executor, as
+queries do, so batch hooks, logging and automatic batching see that traffic too.
 """
 
 from __future__ import annotations
@@ -163,6 +164,19 @@ def check_scan_args(prefix: Any, count: Any) -> None:
         raise ValueError(f"count must be a positive int, not {count!r}")
 
 
+# The executor's entry point, which the raw byte API sends its batches through. The executor
+# imports this module, so it is looked up on first use (then it costs a global read).
+_run_batch: Callable[[Backend, Batch], Awaitable[list[Any]]] | None = None
+
+
+def _load_executor() -> Callable[[Backend, Batch], Awaitable[list[Any]]]:
+    global _run_batch
+    from .._executor import execute_batch
+
+    _run_batch = execute_batch
+    return execute_batch
+
+
 def _pairs(mapping: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     items = mapping.items() if isinstance(mapping, Mapping) else mapping
     return [(_check_key(k), _check_value(v)) for k, v in items]
@@ -254,7 +268,12 @@ class Backend(abc.ABC):
         return self._prefix + key
 
     async def execute(self, batch: Batch) -> list[Any]:
-        """Run a batch; returns one result per command, a `BackendError` in a failed slot."""
+        """Run a batch; returns one result per command, a `BackendError` in a failed slot.
+
+        This is the transport: the executor calls it for every round trip of queries and of
+        the raw byte API. Called directly, a batch skips batch hooks, logging and automatic
+        batching (backend tests and tools that need exactly one round trip do that).
+        """
         if not batch.commands:
             return []
         prefix = self._prefix
@@ -284,13 +303,13 @@ class Backend(abc.ABC):
         return await near.run(self, batch, self._execute)
 
     async def _one(self, cmd: Command) -> Any:
-        result = (await self.execute(Batch((cmd,))))[0]
+        result = (await (_run_batch or _load_executor())(self, Batch((cmd,))))[0]
         if isinstance(result, BaseException):
             raise result
         return result
 
     async def _many(self, cmds: tuple[Command, ...]) -> list[Any]:
-        results = await self.execute(Batch(cmds))
+        results = await (_run_batch or _load_executor())(self, Batch(cmds))
         for result in results:
             if isinstance(result, BaseException):
                 raise result

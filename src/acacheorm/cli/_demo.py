@@ -104,7 +104,7 @@ async def run_demo(
         if isinstance(backend, co.SimpleBackend):
             print("(memory:// lives in this process only: use --url file:///tmp/demo or redis://…)")
         else:
-            from ._urls import redact
+            from .._urls import redact
 
             where = redact(url) if url else "URL"
             sep = "&" if "?" in where else "?"

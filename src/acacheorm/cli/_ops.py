@@ -1,7 +1,7 @@
 """The operations behind ``python -m acacheorm inspect|stats|migrate``, free of any CLI.
 
 Each works on a backend (bytes, keys, TTLs) and, for ``migrate``, a model's schema; none
-prints. The click commands in ``_cli`` render what these return.
+prints. The click commands in ``acacheorm.cli`` render what these return.
 """
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
-from . import _payload
-from ._commands import KEEP_TTL, MISSING, Batch, Cas, Get, Gets, Ttl
-from ._exceptions import SerializationError
-from ._fields import KEY_SEPARATOR
-from .backends.base import Backend
-from .serializers import Serializer, registry
-
-if TYPE_CHECKING:
-    from ._model import Model
+from .. import _executor, _payload
+from .._cas import read_versions, write_unchanged
+from .._commands import KEEP_TTL, MISSING, Batch, Get, Ttl
+from .._exceptions import SerializationError
+from .._executor import Plan
+from .._fields import KEY_SEPARATOR
+from .._model import Model
+from ..backends.base import Backend
+from ..serializers import Serializer, registry
 
 
 class OperationError(Exception):
@@ -61,8 +61,6 @@ def import_module(name: str) -> None:
 
 def import_model(spec: str) -> type[Model]:
     """``"myapp.models:User"`` → the model class, or `OperationError` saying what it is."""
-    from ._model import Model
-
     obj = import_object(spec)
     if not (isinstance(obj, type) and issubclass(obj, Model) and "_schema" in obj.__dict__):
         raise OperationError(f"{spec} is not a concrete acacheorm model: {obj!r}")
@@ -127,7 +125,7 @@ async def inspect_key(backend: Backend, key: str, model: type[Model] | None = No
     payload never picks another registered serializer (an unsigned pickle, say). Without
     one, any registered serializer but an unsigned pickle may.
     """
-    value, left = await backend.execute(Batch((Get(key), Ttl(key))))
+    value, left = await _executor.execute_batch(backend, Batch((Get(key), Ttl(key))))
     for result in (value, left):
         if isinstance(result, BaseException):
             raise result
@@ -353,6 +351,59 @@ async def _chunks(keys: Iterable[str] | AsyncIterable[str], size: int) -> AsyncI
         yield chunk
 
 
+def migrate_plan(
+    backend: Backend, model: type[Model], keys: Sequence[str], *, dry_run: bool = False
+) -> Plan:
+    """The plan that migrates the rows under ``keys`` (one batch of `migrate`); its value
+    is the `MigrationReport` of these keys.
+
+    One round trip reads the rows with their version tokens (`read_versions`, as an update
+    does); each row whose envelope is not already the model's (serializer tag and schema
+    fingerprint) is decoded the way any read decodes an old row (by its envelope's
+    serializer, unknown fields dropped, missing ones defaulted) and encoded anew; one round
+    trip writes them back only where unchanged (`write_unchanged`, as an update does), with
+    ``KEEP_TTL``. A row changed or deleted since it was read is left alone and counted as
+    ``changed``, not retried: it holds someone else's newer write. A failed slot, read or
+    write, is reported in ``failed`` and the other rows go on. ``dry_run`` reads and
+    decodes but writes nothing.
+    """
+    schema = model._schema
+    header = schema.header
+    current = vanished = migrated = changed = 0
+    failed: list[tuple[str, str]] = []
+    writes: list[tuple[str, bytes, Any]] = []
+    got = yield from read_versions(backend, keys)
+    for key, item in zip(keys, got, strict=True):
+        if isinstance(item, BaseException):
+            failed.append((key, f"read failed: {item}"))
+            continue
+        if item is None:
+            vanished += 1
+            continue
+        payload, token = item
+        if payload[:6] == header:
+            current += 1
+            continue
+        try:
+            new = schema.encode(schema.decode(key, payload))
+        except SerializationError as exc:
+            failed.append((key, str(exc)))
+            continue
+        writes.append((key, new, token))
+    if dry_run:
+        migrated = len(writes)
+    elif writes:
+        results = yield from write_unchanged(backend, writes, KEEP_TTL)
+        for (key, _, _), ok in zip(writes, results, strict=True):
+            if isinstance(ok, BaseException):
+                failed.append((key, f"write failed: {ok}"))
+            elif ok:
+                migrated += 1
+            else:
+                changed += 1
+    return MigrationReport(len(keys), migrated, current, changed, vanished, failed, dry_run)
+
+
 async def migrate(
     backend: Backend,
     model: type[Model],
@@ -364,56 +415,29 @@ async def migrate(
 ) -> MigrationReport:
     """Rewrite the rows under ``keys`` with ``model``'s current serializer and schema.
 
-    Per batch of ``batch_size`` keys: one round trip of ``Gets``; each row whose envelope is
-    not already the model's (serializer tag and schema fingerprint) is decoded the way any
-    read decodes an old row (by its envelope's serializer, unknown fields dropped, missing
-    ones defaulted) and encoded anew; then one round trip of ``Cas(..., KEEP_TTL)``, so each
-    row keeps its remaining TTL and a row changed (or deleted) since it was read is left
-    alone and counted as ``changed``. ``dry_run`` reads and decodes but writes nothing.
+    Per batch of ``batch_size`` keys, the executor runs a `migrate_plan`: one round trip of
+    ``Gets``, then one of ``Cas(..., KEEP_TTL)`` for the rows to rewrite, so each row keeps
+    its remaining TTL and a row changed (or deleted) since it was read is left alone and
+    counted as ``changed``. Batch hooks and logging see every round trip. ``dry_run`` reads
+    and decodes but writes nothing.
 
     ``keys`` may be an async iterable (``backend.scan(prefix)``): keys are pulled a batch
     at a time, so memory stays bounded by ``batch_size`` whatever the number of rows.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-    schema = model._schema
-    header = schema.header
-    migrated = current = changed = vanished = 0
-    failed: list[tuple[str, str]] = []
-    scanned = 0
+    total = MigrationReport(0, 0, 0, 0, 0, [], dry_run)
     async for chunk in _chunks(keys, batch_size):
-        scanned += len(chunk)
-        got = await backend.execute(Batch(tuple(Gets(k) for k in chunk)))
-        writes: list[Cas] = []
-        for key, item in zip(chunk, got, strict=True):
-            if isinstance(item, BaseException):
-                failed.append((key, f"read failed: {item}"))
-                continue
-            if item is None:
-                vanished += 1
-                continue
-            payload, token = item
-            if payload[:6] == header:
-                current += 1
-                continue
-            try:
-                row = schema.decode(key, payload)
-                new = schema.encode(row)
-            except SerializationError as exc:
-                failed.append((key, str(exc)))
-                continue
-            writes.append(Cas(key, new, token, KEEP_TTL))
-        if writes and not dry_run:
-            results = await backend.execute(Batch(tuple(writes)))
-            for cmd, ok in zip(writes, results, strict=True):
-                if isinstance(ok, BaseException):
-                    failed.append((cmd.key, f"write failed: {ok}"))
-                elif ok:
-                    migrated += 1
-                else:
-                    changed += 1
-        elif dry_run:
-            migrated += len(writes)
+        part = await _executor.run(migrate_plan(backend, model, chunk, dry_run=dry_run))
+        total = MigrationReport(
+            total.scanned + part.scanned,
+            total.migrated + part.migrated,
+            total.current + part.current,
+            total.changed + part.changed,
+            total.vanished + part.vanished,
+            total.failed + part.failed,
+            dry_run,
+        )
         if progress is not None:
             progress(len(chunk))
-    return MigrationReport(scanned, migrated, current, changed, vanished, failed, dry_run)
+    return total

@@ -1,6 +1,7 @@
 """The ``python -m acacheorm`` command line: click commands rendering with rich.
 
-Needs the ``cli`` extra (``pip install 'acacheorm[cli]'``). The work itself is in ``_ops``.
+Needs the ``cli`` extra (``pip install 'acacheorm[cli]'``). The work itself is in ``_ops``;
+``python -m acacheorm`` and the ``acacheorm`` script run `cli` (see ``acacheorm.__main__``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .._exceptions import CacheORMError
+from .._urls import backend_from_url, redact
+from ..backends.base import Backend
 from . import _ops
-from ._exceptions import CacheORMError
-from ._urls import backend_from_url, redact
-from .backends.base import Backend
 
 T = TypeVar("T")
 
