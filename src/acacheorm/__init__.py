@@ -27,6 +27,7 @@ from ._exceptions import (
     ConfigurationError,
     ConflictError,
     DoesNotExist,
+    IntegrityError,
     KeyTooLongError,
     MultipleObjectsReturned,
     SerializationError,
@@ -56,6 +57,7 @@ from ._fields import (
     UUIDField,
 )
 from ._filter import FilterQuery
+from ._index import CASCADE, DO_NOTHING, RESTRICT, SET_NULL, OnDelete
 from ._model import CompositeKey, Model
 from ._pydantic import pydantic_model
 from ._query import Query, delete_many, insert_many, prefetch, query_many
@@ -79,7 +81,11 @@ from .serializers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CASCADE",
+    "DO_NOTHING",
     "KEEP_TTL",
+    "RESTRICT",
+    "SET_NULL",
     "AtomicityError",
     "AutoField",
     "Backend",
@@ -106,6 +112,7 @@ __all__ = [
     "FloatField",
     "ForeignKeyField",
     "IntegerField",
+    "IntegrityError",
     "JSONField",
     "JSONSerializer",
     "KeyTooLongError",
@@ -114,6 +121,7 @@ __all__ = [
     "Model",
     "MsgpackSerializer",
     "MultipleObjectsReturned",
+    "OnDelete",
     "PickleSerializer",
     "ProtobufSerializer",
     "Query",

@@ -105,9 +105,71 @@ class Touch(NamedTuple):
     ttl: TTL = None
 
 
-Command = Get | Gets | Has | Set | Add | Replace | Cas | Delete | Incr | Touch
+class IndexTerm(NamedTuple):
+    """One index entry of a row: ``kind`` is ``"eq"`` (``value`` a canonical str: the rows
+    holding exactly that value), ``"num"`` (``value`` a float score, ordered) or ``"lex"``
+    (``value`` a str, ordered by its UTF-8 bytes)."""
+
+    field: str
+    kind: str
+    value: str | float
+
+
+class IndexedWrite(NamedTuple):
+    """Write (or delete) a row and its index entries atomically, in one step.
+
+    ``index`` names the row's index bucket (every key of that bucket derives from it);
+    ``mode`` is ``"set"``, ``"add"``, ``"replace"``, ``"cas"`` (``token`` from `Gets`) or
+    ``"delete"`` (``value`` unused). ``terms`` are the row's new entries: the backend keeps
+    the row's previous entries itself and removes them, so no write needs the old row.
+    ``unique`` are the canonical ``field + "\\x00" + value`` strings no other live row of the
+    index may hold: if one does, nothing is written and the slot holds an `IntegrityError`.
+    The result is a bool as for the plain command of the same mode.
+    """
+
+    key: str
+    index: str
+    mode: str
+    value: bytes = b""
+    ttl: WriteTTL = None
+    token: Any = None
+    terms: tuple[IndexTerm, ...] = ()
+    unique: tuple[str, ...] = ()
+
+
+class IndexRead(NamedTuple):
+    """Read one index bucket (``key`` names it, as ``IndexedWrite.index``) without reading
+    rows; only live rows are listed or counted.
+
+    ``op`` ``"eq"``: the rows whose ``field`` entry is one of ``values`` (canonical strs).
+    ``op`` ``"range"``: ``kind`` ``"num"`` or ``"lex"``, between ``lo`` and ``hi`` (``None``:
+    unbounded; ``lo_open``/``hi_open`` exclude the bound), in value order (``desc``
+    reversed), skipping ``offset`` and keeping ``count`` (``None``: all).
+    Result: ``[(row_key, value), ...]`` (``value`` the score for ranges, ``None`` for
+    ``eq``), or with ``count_only`` the number of rows.
+    """
+
+    key: str
+    op: str
+    field: str
+    values: tuple[str, ...] = ()
+    kind: str = "num"
+    lo: Any = None
+    hi: Any = None
+    lo_open: bool = False
+    hi_open: bool = False
+    desc: bool = False
+    offset: int = 0
+    count: int | None = None
+    count_only: bool = False
+
+
+Command = (
+    Get | Gets | Has | Set | Add | Replace | Cas | Delete | Incr | Touch | IndexedWrite | IndexRead
+)
 
 READ_COMMANDS: frozenset[type] = frozenset({Get, Gets, Has})
+INDEX_COMMANDS: frozenset[type] = frozenset({IndexedWrite, IndexRead})
 
 
 class Batch(NamedTuple):
@@ -144,3 +206,8 @@ class Capabilities(NamedTuple):
     #: `Backend.scan` lists every live key cheaply enough for queries by field (memcached
     #: can only dump its LRU, so it is not listable).
     listable: bool = False
+    #: Runs `IndexedWrite` and `IndexRead` (secondary indexes, unique values).
+    indexes: bool = False
+    #: Index buckets per model: rows of an indexed model are spread over this many hash
+    #: slots (Redis Cluster), each holding its rows' index entries; 1 elsewhere.
+    index_buckets: int = 1

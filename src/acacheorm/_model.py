@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ._exceptions import ConfigurationError, DoesNotExist, ValidationError
 from ._fields import Field, UUIDField
+from ._index import setup_indexes
 from ._relations import install_pending_reverse
 from ._schema import Schema
 from ._types import NOTHING
@@ -279,6 +280,7 @@ class ModelMeta(type):
         _models_by_name.setdefault(name, []).append(cls)
         _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
         install_pending_reverse(cls)
+        setup_indexes(cls)
         return cls
 
 

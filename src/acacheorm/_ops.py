@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _payload
-from ._commands import KEEP_TTL, Batch, Cas, Gets
+from ._commands import KEEP_TTL, Batch, Cas, Command, Gets
 from ._exceptions import SerializationError
 from ._fields import KEY_SEPARATOR
+from ._index import spec_of
+from ._writes import write_row
 from .backends.base import Backend
 from .serializers import Serializer, registry
 
@@ -294,12 +296,13 @@ async def migrate(
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
     schema = model._schema
     header = schema.header
+    indexed = spec_of(schema) is not None
     migrated = current = changed = vanished = 0
     failed: list[tuple[str, str]] = []
     for start in range(0, len(keys), batch_size):
         chunk = list(keys[start : start + batch_size])
         got = await backend.execute(Batch(tuple(Gets(k) for k in chunk)))
-        writes: list[Cas] = []
+        writes: list[Command] = []
         for key, item in zip(chunk, got, strict=True):
             if isinstance(item, BaseException):
                 failed.append((key, f"read failed: {item}"))
@@ -308,7 +311,9 @@ async def migrate(
                 vanished += 1
                 continue
             payload, token = item
-            if payload[:6] == header:
+            # An indexed model's rows are all written again: that (re)builds their index
+            # entries, for rows stored before the index was declared.
+            if payload[:6] == header and not indexed:
                 current += 1
                 continue
             try:
@@ -317,7 +322,11 @@ async def migrate(
             except SerializationError as exc:
                 failed.append((key, str(exc)))
                 continue
-            writes.append(Cas(key, new, token, KEEP_TTL))
+            writes.append(
+                write_row(schema, "cas", key, row, KEEP_TTL, token)
+                if indexed
+                else Cas(key, new, token, KEEP_TTL)
+            )
         if writes and not dry_run:
             results = await backend.execute(Batch(tuple(writes)))
             for cmd, ok in zip(writes, results, strict=True):

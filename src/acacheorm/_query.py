@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids
-from ._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Replace, Set
+from ._commands import KEEP_TTL, Batch, Get, Gets
 from ._display import InstanceList
 from ._exceptions import ConflictError
 from ._executor import Emit, Plan, Scan, Sleep, Step, combine
@@ -28,6 +28,7 @@ from ._relations import ForeignKeyField, parse_related
 from ._schema import Schema, resolve_ttl
 from ._signals import post_delete, post_save, pre_delete, pre_save
 from ._types import NOTHING
+from ._writes import checked, delete_rows, has_dependents, on_delete_plan, write_row, write_rows
 from .backends.base import Backend
 
 if TYPE_CHECKING:
@@ -293,12 +294,10 @@ class InsertQuery(Query[R]):
             yield from assign_ids(schema, instances)
         if pre_save.receivers_for(model):
             yield Emit(pre_save, model, instances, {})
-        cmd = Replace if self.replace else Set
-        ttl = self.ttl
-        commands = tuple(cmd(schema.key_of(i), schema.encode(i), ttl) for i in instances)
+        commands = write_rows(schema, "replace" if self.replace else "set", instances, self.ttl)
         results = (yield [(schema.backend, Batch(commands, self.atomic))])[0]
         for command, result in zip(commands, results, strict=True):
-            if not _check(result) and self.replace:
+            if not checked(schema, command, result) and self.replace:
                 raise model.DoesNotExist(
                     f"{schema.model_name} {command.key!r} does not exist; save(force_insert="
                     "True) writes it anyway"
@@ -377,13 +376,13 @@ class UpdateQuery(Query[R]):
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [obj for _, obj, _ in todo], {})
             commands = tuple(
-                Cas(keys[i], schema.encode(obj), token, self.ttl) for i, obj, token in todo
+                write_row(schema, "cas", keys[i], obj, self.ttl, token) for i, obj, token in todo
             )
             written = (yield [(backend, Batch(commands))])[0]
             pending = []
             saved = []
-            for (i, obj, _), ok in zip(todo, written, strict=True):
-                if _check(ok):
+            for (i, obj, _), command, ok in zip(todo, commands, written, strict=True):
+                if checked(schema, command, ok):
                     results[i] = obj
                     saved.append(obj)
                 else:
@@ -434,7 +433,11 @@ class DeleteQuery(Query[R]):
         keys = [schema.key(pk) for pk in self.pks]
         # The same row twice counts once.
         unique = list(dict.fromkeys(keys))
-        results = (yield [(schema.backend, Batch(tuple(Delete(k) for k in unique)))])[0]
+        if has_dependents(schema):
+            yield from on_delete_plan(
+                schema, list({k: pk for k, pk in zip(keys, self.pks, strict=True)}.values())
+            )
+        results = (yield [(schema.backend, Batch(delete_rows(schema, unique)))])[0]
         deleted = {k for k, r in zip(unique, results, strict=True) if _check(r)}
         if instances is not None and post_delete.receivers_for(model):
             gone = [obj for obj, key in zip(instances, keys, strict=True) if key in deleted]
@@ -466,11 +469,8 @@ class GetOrCreateQuery(Query[R]):
                 return schema.decode(key, payload), False
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [self.instance], {})
-            added = _check(
-                (yield [(backend, Batch((Add(key, schema.encode(self.instance), self.ttl),)))])[0][
-                    0
-                ]
-            )
+            command = write_row(schema, "add", key, self.instance, self.ttl)
+            added = checked(schema, command, (yield [(backend, Batch((command,)))])[0][0])
             if added:
                 if post_save.receivers_for(model):
                     yield Emit(post_save, model, [self.instance], {"created": True})

@@ -40,7 +40,9 @@ class ForeignKeyField(Field[M], Generic[M]):
         default: Any = NOTHING,
         primary_key: bool = False,
         related_name: str | None = None,
+        on_delete: Any = None,
     ) -> None:
+        from ._index import DO_NOTHING, OnDelete
         from ._model import Model
 
         if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
@@ -49,7 +51,17 @@ class ForeignKeyField(Field[M], Generic[M]):
             not isinstance(related_name, str) or not related_name.isidentifier()
         ):
             raise TypeError(f"related_name must be an identifier, not {related_name!r}")
+        if on_delete is None:
+            on_delete = DO_NOTHING
+        if not isinstance(on_delete, OnDelete):
+            raise TypeError(
+                "on_delete must be co.CASCADE, co.RESTRICT, co.SET_NULL or co.DO_NOTHING, "
+                f"not {on_delete!r}"
+            )
+        if on_delete is OnDelete.SET_NULL and not null:
+            raise TypeError("on_delete=co.SET_NULL needs null=True")
         super().__init__(null=null, default=default, primary_key=primary_key)
+        self.on_delete = on_delete
         self.to = to
         self.attname = ""
         self.related_name = related_name

@@ -20,14 +20,17 @@ from .._commands import (
     Gets,
     Has,
     Incr,
+    IndexedWrite,
+    IndexRead,
     Replace,
     Set,
     Touch,
 )
 from .._exceptions import BackendError, ValueTooLargeError
+from ._memindex import MemoryIndexes
 from .base import Backend, check_scan_args
 
-_WRITES = (Set, Add, Replace, Cas, Incr)
+_WRITES = (Set, Add, Replace, Cas, Incr, IndexedWrite)
 
 
 class SimpleBackend(Backend):
@@ -44,7 +47,7 @@ class SimpleBackend(Backend):
         await backend.set("k", b"v", ttl=30)
     """
 
-    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True)
+    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True, indexes=True)
     url_schemes = ("memory",)
 
     def __init__(
@@ -59,6 +62,7 @@ class SimpleBackend(Backend):
         # key -> [value, expires_at (monotonic) or None, version]
         self._data: OrderedDict[str, list[Any]] = OrderedDict()
         self._versions = itertools.count(1)
+        self._indexes = MemoryIndexes(self._live)
 
     def _live(self, key: str, now: float) -> list[Any] | None:
         entry = self._data.get(key)
@@ -154,11 +158,24 @@ class SimpleBackend(Backend):
                     ttl = cmd.ttl  # type: ignore[union-attr]
                     entry[1] = None if ttl is None else now + ttl
                     append(True)
+            elif kind is IndexedWrite:
+                append(
+                    self._indexes.write(
+                        cmd,  # type: ignore[arg-type]
+                        self._prefix + cmd.index,  # type: ignore[union-attr]
+                        now,
+                        self._store,
+                        data.__delitem__,
+                    )
+                )
+            elif kind is IndexRead:
+                append(self._indexes.read(cmd, self._prefix, now))  # type: ignore[arg-type]
             else:  # pragma: no cover - the Command union is closed
                 raise TypeError(f"unknown command {cmd!r}")
         return results
 
     async def _clear(self) -> None:
+        self._indexes.clear(self._prefix)
         if not self._prefix:
             self._data.clear()
             return
