@@ -163,10 +163,13 @@ class IndexSpec:
         """The name every key of bucket ``b`` derives from (its hash tag included)."""
         return f"~ix:{self.base}:{{{self.tag}.{b}}}"
 
+    def tagged(self) -> bool:
+        """Whether row keys carry their bucket's hash tag (Redis Cluster)."""
+        return self.schema.backend.capabilities.index_buckets > 1
+
     def index_of(self, key: str) -> str:
         """The bucket name of a row key."""
-        n = self.buckets()
-        if n == 1:
+        if not self.tagged():
             return self.bucket_name(0)
         start = key.rfind("{")
         b = int(key[start + 1 : -1].rsplit(".", 1)[1])
@@ -291,10 +294,9 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
     plain_key_of = schema.key_of
 
     def tagged(key: str) -> str:
-        n = spec.buckets()
-        if n == 1:
+        if not spec.tagged():
             return key
-        return f"{key}{{{spec.tag}.{spec.bucket_of(key, n)}}}"
+        return f"{key}{{{spec.tag}.{spec.bucket_of(key, spec.buckets())}}}"
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010

@@ -65,6 +65,8 @@ from .._commands import (
     Gets,
     Has,
     Incr,
+    IndexedWrite,
+    IndexRead,
     Replace,
     Set,
     Touch,
@@ -76,6 +78,7 @@ from .._exceptions import (
     CacheORMError,
     ConfigurationError,
 )
+from . import _index_lua
 from .base import DEFAULT_TIMEOUT, Backend
 
 if TYPE_CHECKING:
@@ -316,6 +319,7 @@ class RedisBackend(Backend):
         native_cas=True,
         max_value_size=512 * 1024 * 1024,
         listable=True,
+        indexes=True,
     )
     url_schemes: ClassVar[tuple[str, ...]] = (
         "redis",
@@ -360,6 +364,8 @@ class RedisBackend(Backend):
                 f"not {type(url_or_client).__name__}"
             )
         self._cluster = isinstance(client, RedisCluster)
+        if self._cluster:  # rows of an indexed model spread over buckets (hash slots)
+            self.__dict__["capabilities"] = self.capabilities._replace(index_buckets=16)
         if isinstance(client, RedisCluster):
             decodes = client.get_encoder().decode_responses
         else:
@@ -373,6 +379,8 @@ class RedisBackend(Backend):
         self._set_many = client.register_script(_SET_MANY_LUA)
         self._cas = client.register_script(_CAS_LUA)
         self._incr_ttl = client.register_script(_INCR_TTL_LUA)
+        self._index_write = client.register_script(_index_lua.WRITE_LUA)
+        self._index_read = client.register_script(_index_lua.READ_LUA)
         # redis-py fails a command at once ("Too many connections") when the pool is used up,
         # 100 per node on Cluster by default; concurrent batches beyond it wait here instead.
         if isinstance(client, RedisCluster):
@@ -607,6 +615,16 @@ class RedisBackend(Backend):
             mode: Any = "K" if ttl is KEEP_TTL else "N" if ttl is None else _px(ttl)
             argv = [cmd.token, cmd.value, mode]
             return [self._script_wire(self._cas, [key], argv, slot, _ONE, inline, _to_bool)]
+        if isinstance(cmd, IndexedWrite):
+            argv = _index_lua.write_args(cmd, self._prefix)
+            wire = self._script_wire(
+                self._index_write, [key], argv, slot, _ONE, inline, _index_lua.write_result
+            )
+            return [wire]
+        if isinstance(cmd, IndexRead):
+            argv = _index_lua.read_args(cmd)
+            conv = _index_lua.read_result(cmd, len(self._prefix))
+            return [self._script_wire(self._index_read, [key], argv, slot, _ONE, inline, conv)]
         raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - closed union
 
     @staticmethod
