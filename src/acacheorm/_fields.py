@@ -1272,3 +1272,6 @@ def escape_key_part(text: str) -> str:
     if KEY_SEPARATOR in text:
         text = text.replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
     return text
+
+
+Field.__init__ = _index_options(Field.__init__)  # type: ignore[method-assign]
