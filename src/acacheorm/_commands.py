@@ -118,7 +118,7 @@ class IndexTerm(NamedTuple):
 class IndexedWrite(NamedTuple):
     """Write (or delete) a row and its index entries atomically, in one step.
 
-    ``index`` names the row's index bucket (every key of that bucket derives from it);
+    ``bucket`` names the row's index bucket (every key of that bucket derives from it);
     ``mode`` is ``"set"``, ``"add"``, ``"replace"``, ``"cas"`` (``token`` from `Gets`) or
     ``"delete"`` (``value`` unused). ``terms`` are the row's new entries: the backend keeps
     the row's previous entries itself and removes them, so no write needs the old row.
@@ -128,7 +128,7 @@ class IndexedWrite(NamedTuple):
     """
 
     key: str
-    index: str
+    bucket: str
     mode: str
     value: bytes = b""
     ttl: WriteTTL = None
@@ -138,13 +138,13 @@ class IndexedWrite(NamedTuple):
 
 
 class IndexRead(NamedTuple):
-    """Read one index bucket (``key`` names it, as ``IndexedWrite.index``) without reading
+    """Read one index bucket (``key`` names it, as ``IndexedWrite.bucket``) without reading
     rows; only live rows are listed or counted.
 
     ``op`` ``"eq"``: the rows whose ``field`` entry is one of ``values`` (canonical strs).
     ``op`` ``"range"``: ``kind`` ``"num"`` or ``"lex"``, between ``lo`` and ``hi`` (``None``:
     unbounded; ``lo_open``/``hi_open`` exclude the bound), in value order (``desc``
-    reversed), skipping ``offset`` and keeping ``count`` (``None``: all).
+    reversed), skipping ``offset`` and keeping ``limit`` (``None``: all).
     Result: ``[(row_key, value), ...]`` (``value`` the score for ranges, ``None`` for
     ``eq``), or with ``count_only`` the number of rows.
     """
@@ -160,7 +160,7 @@ class IndexRead(NamedTuple):
     hi_open: bool = False
     desc: bool = False
     offset: int = 0
-    count: int | None = None
+    limit: int | None = None
     count_only: bool = False
 
 

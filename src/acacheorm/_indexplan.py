@@ -187,7 +187,7 @@ def ordered_plan(
 
     while True:
         wanted = [
-            (b, buckets[b]._replace(offset=len(fetched[b]), count=k - len(fetched[b])))
+            (b, buckets[b]._replace(offset=len(fetched[b]), limit=k - len(fetched[b])))
             for b in range(n)
             if not exhausted[b] and len(fetched[b]) < k
         ]
@@ -196,9 +196,9 @@ def ordered_plan(
             for (b, cmd), result in zip(wanted, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
-                got = [(key, float(v) if f.ordered == "num" else v) for key, v in result]
-                fetched[b].extend(got)
-                if len(got) < (cmd.count or 0):
+                rows = [(key, float(v) if f.ordered == "num" else v) for key, v in result]
+                fetched[b].extend(rows)
+                if len(rows) < (cmd.limit or 0):
                     exhausted[b] = True
         open_ends = [fetched[b][-1][1] for b in range(n) if not exhausted[b] and fetched[b]]
         bound: Any = None

@@ -1,6 +1,6 @@
 """Secondary indexes on Redis: `IndexedWrite` and `IndexRead` as Lua scripts.
 
-Keys of one index bucket ``B`` (``IndexedWrite.index``, hash tag included, so on Cluster
+Keys of one index bucket ``B`` (``IndexedWrite.bucket``, hash tag included, so on Cluster
 every key of a bucket, and every row key tagged with it, is in one slot):
 
 =====================  ==================================================================
@@ -214,7 +214,7 @@ def write_args(cmd: IndexedWrite, prefix: str) -> list[Any]:
     terms = [[t.field, t.kind, t.value] for t in cmd.terms]
     token = cmd.token if cmd.mode == "cas" else b""
     return [
-        (prefix + cmd.index).encode(),
+        (prefix + cmd.bucket).encode(),
         cmd.mode,
         cmd.value,
         mode,
@@ -248,7 +248,7 @@ def read_args(cmd: IndexRead) -> list[Any]:
         lo = _num(cmd.lo, cmd.lo_open, True).encode()
         hi = _num(cmd.hi, cmd.hi_open, False).encode()
         kind = "num"
-    count = -1 if cmd.count is None else cmd.count
+    count = -1 if cmd.limit is None else cmd.limit
     return [*head, kind, lo, hi, "1" if cmd.desc else "0", cmd.offset, count]
 
 

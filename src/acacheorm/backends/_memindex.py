@@ -155,7 +155,7 @@ class MemoryIndexes:
                         else:
                             found.append((key[cut:], None))
                 return count if cmd.count_only else found
-            skip, left = cmd.offset, cmd.count
+            skip, left = cmd.offset, cmd.limit
             count = 0
             out: list[tuple[str, Any]] = []
             for value, key in self._walk(bucket, cmd):

@@ -162,7 +162,7 @@ class SimpleBackend(Backend):
                 append(
                     self._indexes.write(
                         cmd,  # type: ignore[arg-type]
-                        self._prefix + cmd.index,  # type: ignore[union-attr]
+                        self._prefix + cmd.bucket,  # type: ignore[union-attr]
                         now,
                         self._store,
                         data.__delitem__,
