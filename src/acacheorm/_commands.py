@@ -20,6 +20,9 @@ Incr      ``int``, the new value (a missing key counts as 0; ``delta`` may be ne
 Touch     ``bool`` (whether the key existed; its TTL is now ``ttl``)
 ========  =====================================================================
 
+`IndexedWrite` gives a ``bool`` as its mode's plain command, or an `IntegrityError` (a unique
+value taken); `IndexRead` gives ``[(key, value), ...]`` or, with ``count_only``, an ``int``.
+
 ``ttl`` is seconds as a float, ``None`` for "never expires", or `KEEP_TTL` (Cas, Replace)
 for "keep the key's remaining time to live".
 """

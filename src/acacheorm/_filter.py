@@ -876,8 +876,8 @@ class UpdateOrCreateQuery(Query[R]):
 
     The update is atomic per row (compare-and-swap, re-checking the lookups); a create is an
     add-if-absent of the new row's key, so two racers creating the same primary key agree.
-    Two racers whose lookups do not name the primary key can both create (there is no
-    unique constraint yet).
+    Two racers whose lookups do not name the primary key can both create, unless a
+    ``unique=True`` field refuses the second (`IntegrityError`).
     """
 
     def __init__(
