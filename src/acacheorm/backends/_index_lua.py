@@ -30,14 +30,14 @@ from typing import Any
 from .._commands import KEEP_TTL, IndexedWrite, IndexRead
 from .._exceptions import IntegrityError
 
-# KEYS[1] the row key. ARGV: 1 bucket, 2 mode, 3 value, 4 ttl ('K' keep, 'N' none, or PX),
-# 5 token (cas), 6 the row's new entries (JSON: [[field, kind, value], ...]),
-# 7 the unique values (JSON list).
+# KEYS[r] the row keys (one slot). ARGV, 7 per row: bucket, mode, value, ttl ('K' keep,
+# 'N' none, or PX), token (cas), the row's new entries (JSON: [[field, kind, value], ...]),
+# the unique values (JSON list). Reply per row: 1 written, 0 not (mode), or
+# {'U', unique value, holder}.
 WRITE_LUA = """\
-local key, b, mode = KEYS[1], ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function drop(k)
+local function drop(b, k)
   local old = redis.call('HGET', b .. ':t', k)
   if old then
     local e = cjson.decode(old)
@@ -56,63 +56,77 @@ local function drop(k)
       if redis.call('GET', uk) == k then redis.call('DEL', uk) end
     end
     redis.call('HDEL', b .. ':t', k)
-  end
-  redis.call('ZREM', b .. ':x', k)
-end
--- reclaim a few expired rows' entries
-local stale = redis.call('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 4)
-for _, k in ipairs(stale) do
-  if redis.call('EXISTS', k) == 0 then drop(k) else redis.call('ZREM', b .. ':x', k) end
-end
-local exists = redis.call('EXISTS', key) == 1
-if mode == 'delete' then
-  drop(key)
-  if exists then redis.call('DEL', key) return 1 end
-  return 0
-end
-if mode == 'add' and exists then return 0 end
-if (mode == 'replace' or mode == 'cas') and not exists then return 0 end
-if mode == 'cas' and redis.call('GET', key) ~= ARGV[5] then return 0 end
-local uniques = cjson.decode(ARGV[7])
-for i, u in ipairs(uniques) do
-  local holder = redis.call('GET', b .. ':u:' .. u)
-  if holder and holder ~= key and redis.call('EXISTS', holder) == 1 then
-    return {'U', u, holder}
+    redis.call('ZREM', b .. ':x', k)
   end
 end
-local ttl = ARGV[4]
-if ttl == 'K' then
-  redis.call('SET', key, ARGV[3], 'KEEPTTL')
-elseif ttl == 'N' then
-  redis.call('SET', key, ARGV[3])
-else
-  redis.call('SET', key, ARGV[3], 'PX', ttl)
+local swept = {}
+local function sweep(b)
+  if swept[b] then return end
+  swept[b] = true
+  local stale = redis.call('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 8)
+  for _, k in ipairs(stale) do
+    if redis.call('EXISTS', k) == 0 then drop(b, k) else redis.call('ZREM', b .. ':x', k) end
+  end
 end
-drop(key)
-local pttl = redis.call('PTTL', key)
-local exp = 'inf'
-if pttl >= 0 then exp = now + pttl end
-redis.call('ZADD', b .. ':x', exp, key)
-local terms = cjson.decode(ARGV[6])
-for _, term in ipairs(terms) do
-  local f, kind, v = term[1], term[2], term[3]
-  if kind == 'eq' then
-    redis.call('ZADD', b .. ':e:' .. f .. ':' .. v, exp, key)
-  elseif kind == 'num' then
-    redis.call('ZADD', b .. ':n:' .. f, v, key)
+local function write(key, a)
+  local b, mode = ARGV[a + 1], ARGV[a + 2]
+  sweep(b)
+  local exists = redis.call('EXISTS', key) == 1
+  if mode == 'delete' then
+    drop(b, key)
+    if exists then redis.call('DEL', key) return 1 end
+    return 0
+  end
+  if mode == 'add' and exists then return 0 end
+  if (mode == 'replace' or mode == 'cas') and not exists then return 0 end
+  if mode == 'cas' and redis.call('GET', key) ~= ARGV[a + 5] then return 0 end
+  local uniques = cjson.decode(ARGV[a + 7])
+  for _, u in ipairs(uniques) do
+    local holder = redis.call('GET', b .. ':u:' .. u)
+    if holder and holder ~= key and redis.call('EXISTS', holder) == 1 then
+      return {'U', u, holder}
+    end
+  end
+  local ttl = ARGV[a + 4]
+  if ttl == 'K' then
+    redis.call('SET', key, ARGV[a + 3], 'KEEPTTL')
+  elseif ttl == 'N' then
+    redis.call('SET', key, ARGV[a + 3])
   else
-    redis.call('ZADD', b .. ':l:' .. f, 0, v .. '\\0' .. key)
+    redis.call('SET', key, ARGV[a + 3], 'PX', ttl)
   end
-end
-for _, u in ipairs(uniques) do
-  if pttl >= 0 then
-    redis.call('SET', b .. ':u:' .. u, key, 'PX', pttl)
-  else
-    redis.call('SET', b .. ':u:' .. u, key)
+  drop(b, key)
+  local pttl = -1
+  if ttl ~= 'N' then pttl = redis.call('PTTL', key) end
+  local exp = 'inf'
+  if pttl >= 0 then exp = now + pttl end
+  redis.call('ZADD', b .. ':x', exp, key)
+  local terms = cjson.decode(ARGV[a + 6])
+  for _, term in ipairs(terms) do
+    local f, kind, v = term[1], term[2], term[3]
+    if kind == 'eq' then
+      redis.call('ZADD', b .. ':e:' .. f .. ':' .. v, exp, key)
+    elseif kind == 'num' then
+      redis.call('ZADD', b .. ':n:' .. f, v, key)
+    else
+      redis.call('ZADD', b .. ':l:' .. f, 0, v .. '\\0' .. key)
+    end
   end
+  for _, u in ipairs(uniques) do
+    if pttl >= 0 then
+      redis.call('SET', b .. ':u:' .. u, key, 'PX', pttl)
+    else
+      redis.call('SET', b .. ':u:' .. u, key)
+    end
+  end
+  redis.call('HSET', b .. ':t', key, '[' .. ARGV[a + 6] .. ',' .. ARGV[a + 7] .. ']')
+  return 1
 end
-redis.call('HSET', b .. ':t', key, cjson.encode({terms, uniques}))
-return 1
+local out = {}
+for r = 1, #KEYS do
+  out[r] = write(KEYS[r], (r - 1) * 7)
+end
+return out
 """
 
 # KEYS[1] the bucket. ARGV: 1 op, 2 field, 3 count_only ('1'/'0'), then for 'eq' the values;

@@ -138,6 +138,7 @@ _ONE = 0  # one slot: conv(reply)
 _EACH = 1  # MGET: one slot per element of the reply
 _ALL_TRUE = 2  # MSET / set-many script: True in every slot
 _IGNORE = 3  # a helper command (PERSIST after EXISTS): no slot of its own
+_EACH_CONV = 4  # one slot per element of the reply: conv(element)
 
 
 def _identity(reply: Any) -> Any:
@@ -529,7 +530,7 @@ class RedisBackend(Backend):
             i = indices[pos]
             cmd = commands[i]
             kind = type(cmd)
-            if kind is Get or kind is Set:
+            if kind is Get or kind is Set or kind is IndexedWrite:
                 end = pos + 1
                 while end < n and type(commands[indices[end]]) is kind:
                     end += 1
@@ -540,6 +541,8 @@ class RedisBackend(Backend):
                             self._mget(commands, run)
                             if kind is Get
                             else self._mset(commands, run, inline)
+                            if kind is Set
+                            else self._index_writes(commands, run, inline)
                         )
                     pos = end
                     continue
@@ -616,16 +619,37 @@ class RedisBackend(Backend):
             argv = [cmd.token, cmd.value, mode]
             return [self._script_wire(self._cas, [key], argv, slot, _ONE, inline, _to_bool)]
         if isinstance(cmd, IndexedWrite):
-            argv = _index_lua.write_args(cmd, self._prefix)
-            wire = self._script_wire(
-                self._index_write, [key], argv, slot, _ONE, inline, _index_lua.write_result
-            )
-            return [wire]
+            return [self._index_writes([cmd], [0], inline, slot)]
         if isinstance(cmd, IndexRead):
             argv = _index_lua.read_args(cmd)
             conv = _index_lua.read_result(cmd, len(self._prefix))
             return [self._script_wire(self._index_read, [key], argv, slot, _ONE, inline, conv)]
         raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - closed union
+
+    def _index_writes(
+        self,
+        commands: Sequence[Command],
+        run: Sequence[int],
+        inline: bool | AbstractSet[int],
+        targets: Sequence[int] | None = None,
+    ) -> _Wire:
+        """Rows of indexed models (one slot): one call of the index write script."""
+        keys: list[bytes] = []
+        argv: list[Any] = []
+        for i in run:
+            cmd = commands[i]
+            assert isinstance(cmd, IndexedWrite)
+            keys.append(_encode_key(cmd.key))
+            argv += _index_lua.write_args(cmd, self._prefix)
+        return self._script_wire(
+            self._index_write,
+            keys,
+            argv,
+            run if targets is None else targets,
+            _EACH_CONV,
+            inline,
+            _index_lua.write_result,
+        )
 
     @staticmethod
     def _script_wire(
@@ -712,6 +736,9 @@ class RedisBackend(Backend):
             elif mode == _ALL_TRUE:
                 for t in wire.targets:
                     results[t] = True
+            elif mode == _EACH_CONV:
+                for t, value in zip(wire.targets, reply, strict=True):
+                    results[t] = wire.conv(value)
         return results
 
     # -- Cluster --------------------------------------------------------------------------
