@@ -118,6 +118,14 @@ class IndexTerm(NamedTuple):
     value: str | float
 
 
+class _NotRead(enum.Enum):
+    NOT_READ = "NOT_READ"
+
+
+#: In an `IndexRead` result: a row the backend did not read along with the index.
+NOT_READ = _NotRead.NOT_READ
+
+
 class IndexedWrite(NamedTuple):
     """Write (or delete) a row and its index entries atomically, in one step.
 
@@ -149,7 +157,10 @@ class IndexRead(NamedTuple):
     unbounded; ``lo_open``/``hi_open`` exclude the bound), in value order (``desc``
     reversed), skipping ``offset`` and keeping ``limit`` (``None``: all).
     Result: ``[(row_key, value), ...]`` (``value`` the score for ranges, ``None`` for
-    ``eq``), or with ``count_only`` the number of rows.
+    ``eq``), or with ``count_only`` the number of rows. With ``rows=n`` a backend may add
+    each listed row's stored value (``None`` if gone) for the first ``n`` rows, and
+    `NOT_READ` for the others: ``(row_key, value, payload)``; the reader gets the rest
+    (and every row of a backend that adds none) with `Get`.
     """
 
     key: str
@@ -165,6 +176,7 @@ class IndexRead(NamedTuple):
     offset: int = 0
     limit: int | None = None
     count_only: bool = False
+    rows: int = 0
 
 
 Command = (

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids, counter_key
-from ._commands import KEEP_TTL, Batch, Get, IndexRead
+from ._commands import KEEP_TTL, NOT_READ, Batch, Get, IndexRead
 from ._display import InstanceList
 from ._exceptions import ConfigurationError, MultipleObjectsReturned, SerializationError
 from ._executor import Emit, KeyListing, Plan, Scan
@@ -611,7 +611,15 @@ class FilterQuery(Query[list[M]], Generic[M]):
             keys = yield from source.next_keys(listing)
             if not keys:
                 return
-            payloads = (yield [(backend, Batch(tuple(Get(k) for k in keys)))])[0]
+            if isinstance(source, IndexSource):
+                payloads = source.prefetched(keys)
+                missing = [i for i, p in enumerate(payloads) if p is NOT_READ]
+                if missing:
+                    batch = Batch(tuple(Get(keys[i]) for i in missing))
+                    for i, got in zip(missing, (yield [(backend, batch)])[0], strict=True):
+                        payloads[i] = got
+            else:
+                payloads = (yield [(backend, Batch(tuple(Get(k) for k in keys)))])[0]
             rows = schema.decode_many(keys, payloads)
             matched = []
             for key, obj in zip(keys, rows, strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._commands import Batch, Get, IndexRead
+from ._commands import NOT_READ, Batch, Get, IndexRead
 from ._executor import Plan
 from ._index import IndexedField, IndexSpec, canonical, exact_score, score
 from ._lookups import And, Lookup
@@ -100,29 +100,41 @@ class IndexSource:
         self.read = read
         self.text = text
         self.keys: list[str] | None = None
+        self.rows: dict[str, Any] = {}
 
     def listing(self) -> None:
         return None
 
     def next_keys(self, listing: Any) -> Plan:
         if self.keys is None:
-            cmds = fan_out(self.spec, self.read)
+            # The first rows of each bucket come with the index read where the backend can
+            # (Redis, memory): a small selection costs one round trip.
+            cmds = [c._replace(rows=PAGE) for c in fan_out(self.spec, self.read)]
             results = (yield [(self.schema.backend, Batch(tuple(cmds)))])[0]
             keys: dict[str, None] = {}
+            rows = self.rows
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-                for key, _ in result:
-                    keys[key] = None
+                for item in result:
+                    keys[item[0]] = None
+                    if len(item) == 3 and item[2] is not NOT_READ:
+                        rows[item[0]] = item[2]
             self.keys = list(keys)
         page, self.keys = self.keys[:PAGE], self.keys[PAGE:]
         return page
 
+    def prefetched(self, keys: list[str]) -> list[Any]:
+        """The rows read along with the index for these keys (`NOT_READ` for the others)."""
+        rows = self.rows
+        return [rows.pop(k, NOT_READ) for k in keys]
+
     def describe(self) -> str:
         return (
             f"index: {self.schema.model_name}.{self.text} (one index read per bucket, "
-            f"{self.spec.buckets()} bucket(s), in one round trip per node), then one multi-get "
-            f"round trip per {PAGE} selected rows"
+            f"{self.spec.buckets()} bucket(s), in one round trip per node, with the first {PAGE} "
+            f"rows of each bucket where the backend can), then one multi-get round trip per "
+            f"{PAGE} other selected rows"
         )
 
 

@@ -144,8 +144,11 @@ async def test_indexed_reads_count_round_trips(indexed: Backend, round_trips: Ro
     round_trips.reset()
     got = await Player.filter(nick="n3")
     assert sorted(p.id for p in got) == list(range(3, 80, 4))
-    assert round_trips.count <= 2
-    assert sum(isinstance(c, Get) for c in round_trips.commands()) == 20
+    gets = sum(isinstance(c, Get) for c in round_trips.commands())
+    if isinstance(indexed, co.FileSystemBackend):  # rows are read apart from the index
+        assert (round_trips.count, gets) == (2, 20)
+    else:  # the rows come with the index read
+        assert (round_trips.count, gets) == (1, 0)
     round_trips.reset()
     top = await Player.filter(score__gte=10).order_by("-score").limit(5)
     assert [p.id for p in top] == [79, 78, 77, 76, 75]

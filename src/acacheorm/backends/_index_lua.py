@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._commands import KEEP_TTL, IndexedWrite, IndexRead
+from .._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
 from .._exceptions import IntegrityError
 
 # KEYS[r] the row keys (one slot). ARGV, 7 per row: bucket, mode, value, ttl ('K' keep,
@@ -129,37 +129,51 @@ end
 return out
 """
 
-# KEYS[1] the bucket. ARGV: 1 op, 2 field, 3 count_only ('1'/'0'), then for 'eq' the values;
-# for 'range'/'prefix': 4 kind, 5 lo, 6 hi (Redis range syntax), 7 desc, 8 offset,
-# 9 count (-1: all). Replies: a count, or a flat list key, value, key, value, ...
+# KEYS[1] the bucket. ARGV: 1 op, 2 field, 3 count_only ('1'/'0'), 4 rows (how many of the
+# first rows listed come with their value), then for 'eq' the values; for 'range'/'prefix':
+# 5 kind, 6 lo, 7 hi (Redis range syntax), 8 desc, 9 offset, 10 count (-1: all).
+# Replies: a count, or a flat list key, value[, row] per row ('' for a row not included).
 READ_LUA = """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
+local cap, fetched = tonumber(ARGV[4]), 0
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local function emit(k, v)
+  out[#out + 1] = k
+  out[#out + 1] = v
+  if cap > 0 then
+    if fetched < cap then
+      fetched = fetched + 1
+      out[#out + 1] = redis.call('GET', k)
+    else
+      out[#out + 1] = ''
+    end
+  end
+end
 if op == 'eq' then
-  local total, out = 0, {}
-  for i = 4, #ARGV do
+  local total = 0
+  for i = 5, #ARGV do
     local k = b .. ':e:' .. field .. ':' .. ARGV[i]
     if count_only then
       total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
     else
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')) do
-        out[#out + 1] = m
-        out[#out + 1] = ''
+        emit(m, '')
       end
     end
   end
   if count_only then return total end
   return out
 end
-local kind, lo, hi, desc = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
-local skip, left = tonumber(ARGV[8]), tonumber(ARGV[9])
+local kind, lo, hi, desc = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
+local skip, left = tonumber(ARGV[9]), tonumber(ARGV[10])
 local zkey, by = b .. ':n:' .. field, 'BYSCORE'
 if kind == 'lex' then zkey, by = b .. ':l:' .. field, 'BYLEX' end
 local a, z = lo, hi
 if desc then a, z = hi, lo end
 local xkey = b .. ':x'
-local total, out, pos = 0, {}, 0
+local total, pos = 0, 0
 while left ~= 0 do
   local args = {'ZRANGE', zkey, a, z, by}
   if desc then args[#args + 1] = 'REV' end
@@ -183,10 +197,7 @@ while left ~= 0 do
         skip = skip - 1
       else
         total = total + 1
-        if not count_only then
-          out[#out + 1] = k
-          out[#out + 1] = v
-        end
+        if not count_only then emit(k, v) end
         if left > 0 then
           left = left - 1
           if left == 0 then break end
@@ -200,6 +211,10 @@ end
 if count_only then return total end
 return out
 """
+
+
+#: In an `IndexRead` result with ``rows``: the row was not included (beyond ``rows``).
+_NOT_READ = NOT_READ
 
 
 def _num(v: float | None, open_: bool, low: bool) -> str:
@@ -250,7 +265,7 @@ def write_result(reply: Any) -> Any:
 
 def read_args(cmd: IndexRead) -> list[Any]:
     """ARGV of `READ_LUA` for ``cmd``."""
-    head: list[Any] = [cmd.op, cmd.field, "1" if cmd.count_only else "0"]
+    head: list[Any] = [cmd.op, cmd.field, "1" if cmd.count_only else "0", cmd.rows]
     if cmd.op == "eq":
         return [*head, *cmd.values]
     if cmd.op == "prefix":
@@ -272,9 +287,10 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
     def convert(reply: Any) -> Any:
         if cmd.count_only:
             return int(reply)
-        out = []
+        out: list[Any] = []
         num = cmd.op == "range" and cmd.kind == "num"
-        for i in range(0, len(reply), 2):
+        step = 3 if cmd.rows else 2
+        for i in range(0, len(reply), step):
             key = reply[i].decode()[cut:]
             v = reply[i + 1]
             if cmd.op == "eq":
@@ -283,7 +299,11 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
                 value = float(v)
             else:
                 value = v.decode()
-            out.append((key, value))
+            if step == 3:
+                row = reply[i + 2]
+                out.append((key, value, _NOT_READ if row == b"" else row))
+            else:
+                out.append((key, value))
         return out
 
     return convert

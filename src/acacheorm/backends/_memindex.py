@@ -16,7 +16,7 @@ from typing import Any
 
 from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
-from .._commands import KEEP_TTL, IndexedWrite, IndexRead, IndexTerm
+from .._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead, IndexTerm
 from .._exceptions import IntegrityError
 
 _SWEEP = 4  # expired rows reclaimed per write
@@ -71,6 +71,12 @@ class _Bucket:
                 del self.unique[u]
         if exp != float("inf"):
             self.expiry.discard((exp, key))
+
+
+def _item(cmd: IndexRead, key: str, value: Any, entry: list[Any], n: int) -> tuple[Any, ...]:
+    if not cmd.rows:
+        return (key, value)
+    return (key, value, entry[0] if n < cmd.rows else NOT_READ)
 
 
 class MemoryIndexes:
@@ -148,12 +154,13 @@ class MemoryIndexes:
                 found: list[tuple[str, Any]] = []
                 for text in cmd.values:
                     for key in bucket.eq.get((cmd.field, text), ()):
-                        if self._live(key, now) is None:
+                        entry = self._live(key, now)
+                        if entry is None:
                             dead.append(key)
                         elif cmd.count_only:
                             count += 1
                         else:
-                            found.append((key[cut:], None))
+                            found.append(_item(cmd, key[cut:], None, entry, len(found)))
                 return count if cmd.count_only else found
             skip, left = cmd.offset, cmd.limit
             count = 0
@@ -161,7 +168,8 @@ class MemoryIndexes:
             for value, key in self._walk(bucket, cmd):
                 if left is not None and left <= 0:
                     break
-                if self._live(key, now) is None:
+                entry = self._live(key, now)
+                if entry is None:
                     dead.append(key)
                     continue
                 if skip:
@@ -170,7 +178,7 @@ class MemoryIndexes:
                 if cmd.count_only:
                     count += 1
                 else:
-                    out.append((key[cut:], value))
+                    out.append(_item(cmd, key[cut:], value, entry, len(out)))
                 if left is not None:
                     left -= 1
             return count if cmd.count_only else out
