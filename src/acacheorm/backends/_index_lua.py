@@ -4,7 +4,8 @@ Keys of one index bucket ``B`` (``IndexedWrite.bucket``, hash tag included, so o
 every key of a bucket, and every row key tagged with it, is in one slot):
 
 =====================  ==================================================================
-``B:x``                sorted set: row key -> expiry (ms since the epoch, ``inf`` if none)
+``B:x``                sorted set: row key -> expiry (ms since the epoch) of the rows that
+                       have one
 ``B:t``                hash: row key -> its entries (JSON), so writes and deletes replace
                        them without the client reading the row
 ``B:e:<field>:<val>``  sorted set: row key -> expiry: ``ZRANGEBYSCORE (now +inf`` lists the
@@ -71,7 +72,7 @@ end
 local function write(key, a)
   local b, mode = ARGV[a + 1], ARGV[a + 2]
   sweep(b)
-  local exists = redis.call('EXISTS', key) == 1
+  local exists = mode ~= 'set' and redis.call('EXISTS', key) == 1
   if mode == 'delete' then
     drop(b, key)
     if exists then redis.call('DEL', key) return 1 end
@@ -80,7 +81,8 @@ local function write(key, a)
   if mode == 'add' and exists then return 0 end
   if (mode == 'replace' or mode == 'cas') and not exists then return 0 end
   if mode == 'cas' and redis.call('GET', key) ~= ARGV[a + 5] then return 0 end
-  local uniques = cjson.decode(ARGV[a + 7])
+  local uniques = {}
+  if ARGV[a + 7] ~= '[]' then uniques = cjson.decode(ARGV[a + 7]) end
   for _, u in ipairs(uniques) do
     local holder = redis.call('GET', b .. ':u:' .. u)
     if holder and holder ~= key and redis.call('EXISTS', holder) == 1 then
@@ -99,8 +101,10 @@ local function write(key, a)
   local pttl = -1
   if ttl ~= 'N' then pttl = redis.call('PTTL', key) end
   local exp = 'inf'
-  if pttl >= 0 then exp = now + pttl end
-  redis.call('ZADD', b .. ':x', exp, key)
+  if pttl >= 0 then
+    exp = now + pttl
+    redis.call('ZADD', b .. ':x', exp, key)
+  end
   local terms = cjson.decode(ARGV[a + 6])
   for _, term in ipairs(terms) do
     local f, kind, v = term[1], term[2], term[3]
@@ -192,7 +196,7 @@ while left ~= 0 do
       k, v = string.sub(m, cut + 1), string.sub(m, 1, cut - 1)
     end
     local exp = redis.call('ZSCORE', xkey, k)
-    if exp and (exp == 'inf' or tonumber(exp) > now) then
+    if (not exp) or tonumber(exp) > now then
       if skip > 0 then
         skip = skip - 1
       else
