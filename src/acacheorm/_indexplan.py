@@ -186,6 +186,7 @@ def ordered_plan(
     exhausted = [False] * n
     k = need + 1 + (need + 10 if others else 0)
     read_keys: set[str] = set()
+    payload_of: dict[str, Any] = {}
     matched: list[Any] = []
     test = where.matches
     attname = f.attname
@@ -199,7 +200,12 @@ def ordered_plan(
 
     while True:
         wanted = [
-            (b, buckets[b]._replace(offset=len(fetched[b]), limit=k - len(fetched[b])))
+            (
+                b,
+                buckets[b]._replace(
+                    offset=len(fetched[b]), limit=k - len(fetched[b]), rows=k - len(fetched[b])
+                ),
+            )
             for b in range(n)
             if not exhausted[b] and len(fetched[b]) < k
         ]
@@ -208,7 +214,12 @@ def ordered_plan(
             for (b, cmd), result in zip(wanted, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
-                rows = [(key, float(v) if f.ordered == "num" else v) for key, v in result]
+                rows = []
+                for item in result:
+                    key, v = item[0], item[1]
+                    rows.append((key, float(v) if f.ordered == "num" else v))
+                    if len(item) == 3 and item[2] is not NOT_READ:
+                        payload_of[key] = item[2]
                 fetched[b].extend(rows)
                 if len(rows) < (cmd.limit or 0):
                     exhausted[b] = True
@@ -234,7 +245,12 @@ def ordered_plan(
                 safe = safe[: max(cut, 1)]
             keys = [key for _, key in safe]
             read_keys.update(keys)
-            payloads = (yield [(backend, Batch(tuple(Get(key) for key in keys)))])[0]
+            payloads = [payload_of.pop(key, NOT_READ) for key in keys]
+            missing = [i for i, p in enumerate(payloads) if p is NOT_READ]
+            if missing:
+                batch = Batch(tuple(Get(keys[i]) for i in missing))
+                for i, got in zip(missing, (yield [(backend, batch)])[0], strict=True):
+                    payloads[i] = got
             for obj in schema.decode_many(keys, payloads):
                 if obj is not None and test(obj):
                     matched.append(obj)
@@ -253,7 +269,7 @@ def ordered_plan(
             key not in read_keys for b in range(n) for key, _ in fetched[b]
         ):
             break
-        if not safe:
-            k *= 2
+        if not safe:  # every candidate fetched ties with the bound: look much further
+            k *= 4
     matched.sort(key=sort_key)
     return matched[:need]
