@@ -20,7 +20,9 @@ class ForeignKeyField(Field[M], Generic[M]):
     The row stores only the related primary key. Reading ``article.author`` gives a sparse
     ``User`` holding just its pk until ``await article.author.load()`` or
     ``select_related("author")``; ``article.author_id`` is the raw pk. Assign an instance
-    or a pk.
+    or a pk. ``on_delete`` (``co.CASCADE``, ``co.RESTRICT``, ``co.SET_NULL``, default
+    ``co.DO_NOTHING``) says what deleting the related row does to the rows pointing at it;
+    the first three need, and imply, an index on the field.
 
     Example::
 
