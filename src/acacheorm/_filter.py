@@ -705,7 +705,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 hits = yield from self._run("list", {})
                 hits = hits[:2]
             elif mode == "exists" and (exact := _exact_index_read(schema, self.where)):
-                n = yield from count_plan(schema, exact[0], exact[1])
+                n = yield from count_plan(schema, exact[0], exact[1], limit=1)
                 return n > 0
             else:
                 hits = yield from self._matches(1 if mode == "exists" else 2)

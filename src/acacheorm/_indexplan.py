@@ -138,9 +138,10 @@ class IndexSource:
         )
 
 
-def count_plan(schema: Schema, spec: IndexSpec, read: IndexRead) -> Plan:
-    """The number of live rows an exact index read selects, reading no rows."""
-    cmds = [c._replace(count_only=True) for c in fan_out(spec, read)]
+def count_plan(schema: Schema, spec: IndexSpec, read: IndexRead, limit: int | None = None) -> Plan:
+    """The number of live rows an exact index read selects (counting stops at ``limit``
+    per bucket), reading no rows."""
+    cmds = [c._replace(count_only=True, limit=limit) for c in fan_out(spec, read)]
     results = (yield [(schema.backend, Batch(tuple(cmds)))])[0]
     total = 0
     for result in results:
