@@ -130,8 +130,9 @@ class IndexedWrite(NamedTuple):
     """Write (or delete) a row and its index entries atomically, in one step.
 
     ``bucket`` names the row's index bucket (every key of that bucket derives from it);
-    ``mode`` is ``"set"``, ``"add"``, ``"replace"``, ``"cas"`` (``token`` from `Gets`) or
-    ``"delete"`` (``value`` unused). ``terms`` are the row's new entries: the backend keeps
+    ``mode`` is ``"set"``, ``"add"``, ``"replace"``, ``"cas"`` (``token`` from `Gets`),
+    ``"delete"`` or ``"touch"`` (a new ``ttl`` for the row and its entries; ``value``
+    unused for both). ``terms`` are the row's new entries: the backend keeps
     the row's previous entries itself and removes them, so no write needs the old row.
     ``unique`` are the canonical ``field + "\\x00" + value`` strings no other live row of the
     index may hold: if one does, nothing is written and the slot holds an `IntegrityError`.

@@ -22,6 +22,7 @@ from ._commands import (
     IndexedWrite,
     Replace,
     Set,
+    Touch,
     WriteTTL,
 )
 from ._exceptions import IntegrityError
@@ -62,6 +63,16 @@ def write_row(
         return IndexedWrite(key, index, "delete")
     terms, unique = spec.terms(new)
     return IndexedWrite(key, index, mode, schema.encode(new), ttl, token, terms, unique)
+
+
+def touch_row(schema: Schema, key: str, ttl: float | None) -> Command:
+    """The command that sets a row's remaining lifetime (``touch``): a plain `Touch`, or for
+    an indexed model an `IndexedWrite` that moves the row's index entries' expiry with it."""
+    spec = spec_of(schema)
+    if spec is None:
+        return Touch(key, ttl)
+    check_backend(schema)
+    return IndexedWrite(key, spec.index_of(key), "touch", b"", ttl)
 
 
 def write_rows(

@@ -286,3 +286,29 @@ async def test_migrate_builds_the_index_of_rows_written_before_it(
     assert report.migrated == 10 and sum(done) == 10
     assert await After.filter(nick="a").count() == 5
     assert sorted(p.id for p in await After.filter(nick="b")) == [1, 3, 5, 7, 9]
+
+
+async def test_touch_moves_the_index_entries_expiry_with_the_row(indexed: Backend) -> None:
+    from acacheorm._commands import Batch
+    from acacheorm._writes import touch_row
+
+    _, Player = define(indexed)
+    schema = Player._schema
+    await Player.create(id=1, nick="a", score=1, ttl=0.3)  # made permanent below
+    await Player.create(id=2, nick="a", score=2, ttl=0.3)  # expires as written
+    await Player.create(id=3, nick="a", score=3)  # made short-lived below
+
+    async def touch(pk: int, ttl: float | None) -> bool:
+        [done] = await indexed.execute(Batch((touch_row(schema, schema.key((pk,)), ttl),)))
+        return bool(done)
+
+    assert await touch(1, None)
+    assert await touch(3, 0.3)
+    assert not await touch(4, 10)  # no such row
+
+    async def only_the_permanent_one() -> bool:
+        return [p.id for p in await Player.filter(nick="a")] == [1]
+
+    await eventually(only_the_permanent_one)
+    assert await Player.filter(nick="a").count() == 1
+    assert await Player.filter(score__gte=0).count() == 1

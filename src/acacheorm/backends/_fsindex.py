@@ -111,6 +111,15 @@ class FsIndexes:
             for (k,) in stale:
                 self._drop(db, bucket, k)
             result, new, changed = apply()
+            if cmd.mode == "touch":
+                if changed:
+                    db.execute(
+                        "UPDATE rows SET expires = ? WHERE bucket = ? AND key = ?",
+                        (new.expires, bucket, cmd.key),
+                    )
+                    store(new)
+                db.execute("COMMIT")
+                return result
             if not changed:
                 if cmd.mode == "delete":
                     self._drop(db, bucket, cmd.key)

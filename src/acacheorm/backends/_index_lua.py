@@ -78,6 +78,36 @@ local function write(key, a)
     if exists then redis.call('DEL', key) return 1 end
     return 0
   end
+  if mode == 'touch' then
+    if not exists then return 0 end
+    local ttl = ARGV[a + 4]
+    local exp = 'inf'
+    if ttl == 'N' then
+      redis.call('PERSIST', key)
+      redis.call('ZREM', b .. ':x', key)
+    else
+      redis.call('PEXPIRE', key, ttl)
+      exp = now + tonumber(ttl)
+      redis.call('ZADD', b .. ':x', exp, key)
+    end
+    local old = redis.call('HGET', b .. ':t', key)
+    if old then
+      local e = cjson.decode(old)
+      for _, term in ipairs(e[1]) do
+        if term[2] == 'eq' then
+          redis.call('ZADD', b .. ':e:' .. term[1] .. ':' .. term[3], exp, key)
+        end
+      end
+      for _, u in ipairs(e[2]) do
+        if ttl == 'N' then
+          redis.call('PERSIST', b .. ':u:' .. u)
+        else
+          redis.call('PEXPIRE', b .. ':u:' .. u, ttl)
+        end
+      end
+    end
+    return 1
+  end
   if mode == 'add' and exists then return 0 end
   if (mode == 'replace' or mode == 'cas') and not exists then return 0 end
   if mode == 'cas' and redis.call('GET', key) ~= ARGV[a + 5] then return 0 end

@@ -111,6 +111,17 @@ class MemoryIndexes:
                 return False
             delete(key)
             return True
+        if mode == "touch":
+            if entry is None:
+                return False
+            ttl = cmd.ttl
+            entry[1] = None if ttl is None or ttl is KEEP_TTL else now + ttl
+            old = bucket.rows.get(key)
+            if old is not None:
+                bucket.remove(key)
+                exp = float("inf") if entry[1] is None else entry[1]
+                bucket.add(key, old[0], old[1], exp)
+            return True
         if (mode == "add" and entry is not None) or (mode in ("replace", "cas") and entry is None):
             return False
         if mode == "cas" and entry is not None and entry[2] != cmd.token:

@@ -432,6 +432,8 @@ def _plain_write(cmd: IndexedWrite) -> Command:
     mode = cmd.mode
     if mode == "delete":
         return Delete(cmd.key)
+    if mode == "touch":
+        return Touch(cmd.key, None if cmd.ttl is KEEP_TTL else cmd.ttl)
     if mode == "cas":
         return Cas(cmd.key, cmd.value, cmd.token, cmd.ttl)
     if mode == "replace":
