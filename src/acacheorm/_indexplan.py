@@ -247,10 +247,10 @@ def ordered_plan(
             keys = [key for _, key in safe]
             read_keys.update(keys)
             payloads = [payload_of.pop(key, NOT_READ) for key in keys]
-            missing = [i for i, p in enumerate(payloads) if p is NOT_READ]
-            if missing:
-                batch = Batch(tuple(Get(keys[i]) for i in missing))
-                for i, got in zip(missing, (yield [(backend, batch)])[0], strict=True):
+            to_read = [i for i, p in enumerate(payloads) if p is NOT_READ]
+            if to_read:
+                batch = Batch(tuple(Get(keys[i]) for i in to_read))
+                for i, got in zip(to_read, (yield [(backend, batch)])[0], strict=True):
                     payloads[i] = got
             for obj in schema.decode_many(keys, payloads):
                 if obj is not None and test(obj):
