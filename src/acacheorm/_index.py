@@ -171,9 +171,10 @@ class IndexSpec:
         """The bucket name of a row key."""
         if not self.tagged():
             return self.bucket_name(0)
-        start = key.rfind("{")
-        b = int(key[start + 1 : -1].rsplit(".", 1)[1])
-        return self.bucket_name(b)
+        plain = untag(self, key)
+        if plain == key:  # stored before the model had indexes: its own slot, not a bucket's
+            return self.bucket_name(self.bucket_of(key, self.buckets()))
+        return self.bucket_name(int(key[len(plain) + 1 : -1].rsplit(".", 1)[1]))
 
     def field_for(self, name: str) -> IndexedField | None:
         """The indexed field a lookup name (field name or raw foreign key attname) means."""
@@ -257,7 +258,9 @@ def setup_indexes(model: type[Model]) -> None:
     _specs.pop(id(schema), None)
     if not fields:
         return
-    check_backend(schema)
+    if getattr(schema, "backend_name", None) is None:
+        # A backend given by name is bound at start-up: checked by each write instead.
+        check_backend(schema)
     spec = IndexSpec(schema, fields)
     _specs[id(schema)] = spec
     _install_bucketed_keys(schema, spec)
@@ -300,7 +303,6 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
-    setattr(schema, "untagged_key", lambda key: untag(spec, key))  # noqa: B010
 
 
 def untag(spec: IndexSpec, key: str) -> str:
