@@ -312,3 +312,22 @@ async def test_touch_moves_the_index_entries_expiry_with_the_row(indexed: Backen
     await eventually(only_the_permanent_one)
     assert await Player.filter(nick="a").count() == 1
     assert await Player.filter(score__gte=0).count() == 1
+
+
+async def test_on_delete_runs_in_every_delete_form(indexed: Backend) -> None:
+    Team, _ = define(indexed)
+
+    class Member(co.Model):
+        id = co.IntegerField(primary_key=True)
+        team = co.ForeignKeyField(Team, on_delete=co.CASCADE)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    for i in range(1, 4):
+        await Team.create(id=i, name=f"t{i}")
+        await Member.create(id=i, team=i)
+    await co.delete_many((Team, 1))
+    await Team.filter(name="t2").delete()
+    team3 = await Team.get(id=3)
+    await team3.delete_instance()
+    assert await Member.all() == []
+    assert await Team.all() == []
