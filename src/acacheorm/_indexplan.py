@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._commands import NOT_READ, Batch, Get, IndexRead
 from ._executor import Plan
-from ._index import IndexedField, IndexSpec, canonical, exact_score, score
+from ._index import IndexedField, IndexSpec, canonical, exact_score, is_nan, score
 from ._lookups import And, Lookup
 
 if TYPE_CHECKING:
@@ -37,10 +37,15 @@ def read_for(spec: IndexSpec, lk: Lookup) -> tuple[IndexRead, bool, str] | None:
     if f is None:
         return None
     op, value = lk.lookup, lk.value
+    if is_nan(value) or (op == "range" and any(map(is_nan, value))):
+        return None  # NaN equals nothing and has no order: the rows decide
     if op == "exact":
         return IndexRead("", "eq", f.name, (_text(f, value),)), True, f"{f.name} == {value!r}"
     if op == "in" and isinstance(value, frozenset):
-        texts = tuple(sorted({_text(f, v) for v in value}))
+        if any(map(is_nan, value)):
+            return None
+        # None is never "in" anything (as in SQL): only the other values select rows.
+        texts = tuple(sorted({_text(f, v) for v in value if v is not None}))
         return IndexRead("", "eq", f.name, texts), True, f"{f.name} in {len(texts)} value(s)"
     if op == "isnull" and value is True:
         return IndexRead("", "eq", f.name, ("n",)), True, f"{f.name} is null"

@@ -331,3 +331,46 @@ async def test_on_delete_runs_in_every_delete_form(indexed: Backend) -> None:
     await team3.delete_instance()
     assert await Member.all() == []
     assert await Team.all() == []
+
+
+async def test_counts_in_the_index_agree_with_rows_on_edge_values(indexed: Backend) -> None:
+    class Edge(co.Model):
+        id = co.IntegerField(primary_key=True)
+        n = co.IntegerField(null=True, index=True)
+        x = co.FloatField(index=True)
+        s = co.StringField(index=True)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    big = 2**53 + 1
+    values = [
+        (1, None, float("nan"), ""),
+        (2, 0, -0.0, "a"),
+        (3, big, 0.0, "a\u00e9"),
+        (4, big + 1, float("inf"), "b"),
+        (5, -big, -float("inf"), "\U0001f600"),
+    ]
+    for pk, n, x, s in values:
+        await Edge.create(id=pk, n=n, x=x, s=s)
+    queries: list[dict[str, Any]] = [
+        {"n__in": [None, 0]},
+        {"n": None},
+        {"n__gt": big},
+        {"n__gte": big + 1},
+        {"n__lt": -big + 1},
+        {"x": 0.0},
+        {"x": float("nan")},
+        {"x__gt": 0.0},
+        {"x__lte": -0.0},
+        {"s__startswith": "a"},
+        {"s__gt": "a"},
+        {"s__lte": "a"},
+        {"s__gte": "\U0001f600"},
+    ]
+    for q in queries:
+        rows = await Edge.filter(**q)
+        assert await Edge.filter(**q).count() == len(rows), q
+        assert await Edge.filter(**q).exists() is bool(rows), q
+    assert sorted(e.id for e in await Edge.filter(n__in=[None, 0])) == [2]
+    assert sorted(e.id for e in await Edge.filter(x=0.0)) == [2, 3]
+    assert sorted(e.id for e in await Edge.filter(n__gt=big)) == [4]
+    assert sorted(e.id for e in await Edge.filter(s__gt="a")) == [3, 4, 5]
