@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import math
 import uuid
+import weakref
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -202,7 +203,7 @@ class IndexSpec:
 _specs: dict[int, IndexSpec] = {}
 #: Foreign keys that point at a model with an on_delete action:
 #: id(target schema) -> [(model, field)].
-_dependents: dict[int, list[tuple[type[Model], ForeignKeyField[Any]]]] = {}
+_dependents: dict[int, list[tuple[weakref.ref[type[Model]], ForeignKeyField[Any]]]] = {}
 
 
 def spec_of(schema: Schema) -> IndexSpec | None:
@@ -212,7 +213,18 @@ def spec_of(schema: Schema) -> IndexSpec | None:
 
 def dependents_of(schema: Schema) -> list[tuple[type[Model], ForeignKeyField[Any]]]:
     """The foreign keys (with an on_delete action) that point at this model."""
-    return _dependents.get(id(schema), [])
+    found = []
+    for ref, field in _dependents.get(id(schema), []):
+        model = ref()
+        # Entries of a model since garbage-collected, or of another schema that had this id.
+        if model is not None and model._schema.fields.get(field.name) is field:
+            try:
+                target = field.rel_model._schema
+            except LookupError:  # a target that no longer resolves
+                continue
+            if target is schema:
+                found.append((model, field))
+    return found
 
 
 def check_backend(schema: Schema) -> None:
@@ -278,7 +290,20 @@ def _register_dependent(model: type[Model], field: ForeignKeyField[Any]) -> None
             return
     else:
         target = to
-    _dependents.setdefault(id(target._schema), []).append((model, field))
+    _add_dependent(target, model, field)
+
+
+def _add_dependent(target: type[Model], model: type[Model], field: ForeignKeyField[Any]) -> None:
+    """Record that ``model.field`` points at ``target``; a redefinition of the same model
+    (same module and name) replaces its earlier entry."""
+    entries = _dependents.setdefault(id(target._schema), [])
+    name = (model.__module__, model.__qualname__, field.name)
+    entries[:] = [
+        (ref, f)
+        for ref, f in entries
+        if (m := ref()) is not None and (m.__module__, m.__qualname__, f.name) != name
+    ]
+    entries.append((weakref.ref(model), field))
 
 
 _pending: dict[str, list[tuple[type[Model], ForeignKeyField[Any]]]] = {}
@@ -287,8 +312,8 @@ _pending: dict[str, list[tuple[type[Model], ForeignKeyField[Any]]]] = {}
 def register_pending(model: type[Model]) -> None:
     """Foreign keys declared before the model they point at (by name)."""
     for name in (model.__name__, f"{model.__module__}.{model.__name__}"):
-        for dep in _pending.pop(name, []):
-            _dependents.setdefault(id(model._schema), []).append(dep)
+        for dep_model, field in _pending.pop(name, []):
+            _add_dependent(model, dep_model, field)
 
 
 def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
