@@ -49,23 +49,32 @@ class FsIndexes:
         self.file = os.path.join(path, "index.sqlite3")
         self.timeout = 3600.0 if timeout is None else max(timeout, 0.001)
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[sqlite3.Connection] = []
 
     def db(self) -> sqlite3.Connection:
+        """This worker thread's connection (each is used by its own thread only)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             os.makedirs(os.path.dirname(self.file), exist_ok=True)
-            conn = sqlite3.connect(self.file, timeout=self.timeout, isolation_level=None)
+            conn = sqlite3.connect(
+                self.file, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
         return conn
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every connection (the backend is closing: no batch is running)."""
+        with self._lock:
+            conns, self._open = self._open, []
+        self._local = threading.local()
+        for conn in conns:
             conn.close()
-            self._local.conn = None
 
     @staticmethod
     def _drop(db: sqlite3.Connection, bucket: str, key: str) -> None:

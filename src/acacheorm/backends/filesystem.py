@@ -591,6 +591,9 @@ class FileSystemBackend(Backend):
     async def _clear(self) -> None:
         await self._in_thread(self._clear_sync, "clear")
 
+    async def _close(self) -> None:
+        self._fsindex.close()
+
     async def cull(self) -> int:
         """Remove expired entries, unreadable files and stray temporary files.
 
