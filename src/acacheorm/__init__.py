@@ -28,6 +28,7 @@ from ._exceptions import (
     ConfigurationError,
     ConflictError,
     DoesNotExist,
+    IntegrityError,
     KeyClashWarning,
     KeyTooLongError,
     MultipleObjectsReturned,
@@ -58,6 +59,7 @@ from ._fields import (
     UUIDField,
 )
 from ._filter import FilterQuery
+from ._index import CASCADE, DO_NOTHING, RESTRICT, SET_NULL, OnDelete
 from ._model import CompositeKey, Model
 from ._pydantic import pydantic_model
 from ._query import Query, delete_many, insert_many, prefetch, query_many
@@ -82,7 +84,11 @@ from .serializers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CASCADE",
+    "DO_NOTHING",
     "KEEP_TTL",
+    "RESTRICT",
+    "SET_NULL",
     "AtomicityError",
     "AutoField",
     "Backend",
@@ -109,6 +115,7 @@ __all__ = [
     "FloatField",
     "ForeignKeyField",
     "IntegerField",
+    "IntegrityError",
     "JSONField",
     "JSONSerializer",
     "KeyClashWarning",
@@ -119,6 +126,7 @@ __all__ = [
     "MsgpackSerializer",
     "MultipleObjectsReturned",
     "NearCache",
+    "OnDelete",
     "PickleSerializer",
     "ProtobufSerializer",
     "Query",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._commands import Batch, Cas, Gets
+from ._commands import Batch, Command, Gets
 
 if TYPE_CHECKING:
     from ._executor import Plan
@@ -28,11 +28,12 @@ def read_versions(backend: Backend, keys: Sequence[str]) -> Plan:
     return results
 
 
-def write_unchanged(backend: Backend, writes: Sequence[tuple[str, bytes, Any]], ttl: Any) -> Plan:
-    """Write each ``(key, payload, token)`` only if the row still holds the version read
-    with ``token``, in one round trip; ``ttl`` is ``KEEP_TTL`` to keep each row's remaining
-    lifetime. Returns, per write, ``True`` (written), ``False`` (changed or deleted since
-    it was read: left alone) or the exception of a failed slot."""
-    commands = tuple(Cas(key, payload, token, ttl) for key, payload, token in writes)
-    results: list[Any] = (yield [(backend, Batch(commands))])[0]
+def write_unchanged(backend: Backend, commands: Sequence[Command]) -> Plan:
+    """Send compare-and-swap writes made by the write-row step
+    (``_writes.write_row(schema, "cas", key, row, ttl, token)``: a `Cas`, or an indexed
+    write that swaps the row and its index entries together) in one round trip: each row
+    is written only if it still holds the version read with its token. Returns, per write,
+    ``True`` (written), ``False`` (changed or deleted since it was read: left alone) or the
+    exception of a failed slot."""
+    results: list[Any] = (yield [(backend, Batch(tuple(commands)))])[0]
     return results

@@ -21,6 +21,9 @@ Touch     ``bool`` (whether the key existed; its TTL is now ``ttl``)
 Ttl       seconds left as a ``float``, ``None`` for a key that never expires, or `MISSING`
 ========  =====================================================================
 
+`IndexedWrite` gives a ``bool`` as its mode's plain command, or an `IntegrityError` (a unique
+value taken); `IndexRead` gives ``[(key, value), ...]`` or, with ``count_only``, an ``int``.
+
 ``ttl`` is seconds as a float, ``None`` for "never expires", or `KEEP_TTL` (Cas, Replace)
 for "keep the key's remaining time to live".
 """
@@ -133,9 +136,96 @@ class Ttl(NamedTuple):
     key: str
 
 
-Command = Get | Gets | Has | Set | Add | Replace | Cas | Delete | Incr | Touch | Ttl
+class IndexTerm(NamedTuple):
+    """One index entry of a row: ``kind`` is ``"eq"`` (``value`` a canonical str: the rows
+    holding exactly that value), ``"num"`` (``value`` a float score, ordered) or ``"lex"``
+    (``value`` a str, ordered by its UTF-8 bytes)."""
+
+    field: str
+    kind: str
+    value: str | float
+
+
+class _NotRead(enum.Enum):
+    NOT_READ = "NOT_READ"
+
+
+#: In an `IndexRead` result: a row the backend did not read along with the index.
+NOT_READ = _NotRead.NOT_READ
+
+
+class IndexedWrite(NamedTuple):
+    """Write (or delete) a row and its index entries atomically, in one step.
+
+    ``bucket`` names the row's index bucket (every key of that bucket derives from it);
+    ``mode`` is ``"set"``, ``"add"``, ``"replace"``, ``"cas"`` (``token`` from `Gets`),
+    ``"delete"`` or ``"touch"`` (a new ``ttl`` for the row and its entries; ``value``
+    unused for both). ``terms`` are the row's new entries: the backend keeps
+    the row's previous entries itself and removes them, so no write needs the old row.
+    ``unique`` are the canonical ``field + "\\x00" + value`` strings no other live row of the
+    index may hold: if one does, nothing is written and the slot holds an `IntegrityError`.
+    The result is a bool as for the plain command of the same mode.
+    """
+
+    key: str
+    bucket: str
+    mode: str
+    value: bytes = b""
+    ttl: WriteTTL = None
+    token: Any = None
+    terms: tuple[IndexTerm, ...] = ()
+    unique: tuple[str, ...] = ()
+
+
+class IndexRead(NamedTuple):
+    """Read one index bucket (``key`` names it, as ``IndexedWrite.bucket``) without reading
+    rows; only live rows are listed or counted.
+
+    ``op`` ``"eq"``: the rows whose ``field`` entry is one of ``values`` (canonical strs).
+    ``op`` ``"range"``: ``kind`` ``"num"`` or ``"lex"``, between ``lo`` and ``hi`` (``None``:
+    unbounded; ``lo_open``/``hi_open`` exclude the bound), in value order (``desc``
+    reversed), skipping ``offset`` and keeping ``limit`` (``None``: all).
+    Result: ``[(row_key, value), ...]`` (``value`` the score for ranges, ``None`` for
+    ``eq``), or with ``count_only`` the number of rows. With ``rows=n`` a backend may add
+    each listed row's stored value (``None`` if gone) for the first ``n`` rows, and
+    `NOT_READ` for the others: ``(row_key, value, payload)``; the reader gets the rest
+    (and every row of a backend that adds none) with `Get`.
+    """
+
+    key: str
+    op: str
+    field: str
+    values: tuple[str, ...] = ()
+    kind: str = "num"
+    lo: Any = None
+    hi: Any = None
+    lo_open: bool = False
+    hi_open: bool = False
+    desc: bool = False
+    offset: int = 0
+    limit: int | None = None
+    count_only: bool = False
+    rows: int = 0
+
+
+Command = (
+    Get
+    | Gets
+    | Has
+    | Set
+    | Add
+    | Replace
+    | Cas
+    | Delete
+    | Incr
+    | Touch
+    | Ttl
+    | IndexedWrite
+    | IndexRead
+)
 
 READ_COMMANDS: frozenset[type] = frozenset({Get, Gets, Has, Ttl})
+INDEX_COMMANDS: frozenset[type] = frozenset({IndexedWrite, IndexRead})
 
 
 class Batch(NamedTuple):
@@ -172,3 +262,8 @@ class Capabilities(NamedTuple):
     #: `Backend.scan` lists every live key cheaply enough for queries by field (memcached
     #: can only dump its LRU, so it is not listable).
     listable: bool = False
+    #: Runs `IndexedWrite` and `IndexRead` (secondary indexes, unique values).
+    indexes: bool = False
+    #: Index buckets per model: rows of an indexed model are spread over this many hash
+    #: slots (Redis Cluster), each holding its rows' index entries; 1 elsewhere.
+    index_buckets: int = 1

@@ -4,6 +4,7 @@
 CacheORMError
 ├── DoesNotExist                 (and one subclass per model: ``User.DoesNotExist``)
 ├── MultipleObjectsReturned      (``get`` by a filter matched more than one row)
+├── IntegrityError               (a unique value taken, a RESTRICT delete refused)
 ├── ValidationError              (a value does not fit its field)
 ├── SerializationError           (a payload could not be encoded or decoded)
 ├── ConfigurationError           (a bad model Meta, a missing driver; raised at definition)
@@ -64,6 +65,20 @@ class MultipleObjectsReturned(CacheORMError):
             user = await User.get(name="Sam")
         except co.MultipleObjectsReturned:
             user = await User.filter(name="Sam").order_by("id").first()
+    """
+
+
+class IntegrityError(CacheORMError):
+    """A write refused to keep the data consistent: a ``unique=True`` value another live row
+    holds (nothing written), or a delete of a row that ``on_delete=co.RESTRICT`` rows point
+    at (nothing deleted).
+
+    Example::
+
+        try:
+            await User.create(id=2, email="taken@example.com")
+        except co.IntegrityError:
+            ...
     """
 
 

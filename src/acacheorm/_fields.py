@@ -14,6 +14,7 @@ import copy
 import datetime
 import decimal
 import enum
+import functools
 import math
 import operator
 import uuid
@@ -49,6 +50,24 @@ _IMMUTABLE_DEFAULTS = (
 )
 
 
+def _index_options(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` also taking ``index=`` and ``unique=`` (every field has them)."""
+
+    @functools.wraps(init)
+    def wrapper(
+        self: Field[Any], *args: Any, index: Any = None, unique: Any = None, **kw: Any
+    ) -> None:
+        init(self, *args, **kw)
+        for option, value in (("index", index), ("unique", unique)):
+            if value is None:
+                continue
+            if not isinstance(value, bool):
+                raise TypeError(f"{option} must be a bool, not {value!r}")
+            setattr(self, option, value)
+
+    return wrapper
+
+
 if TYPE_CHECKING:
     # To a type checker a field object fits any annotation, so that the annotated style
     # ``name: str = co.StringField()`` checks; ``user.name`` is still typed by ``__get__``.
@@ -82,6 +101,16 @@ class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
 
     name: str
     model: type[Model]
+    #: ``index=True``: a secondary index on the field (queries by field read only what it
+    #: selects); ``unique=True``: also no two live rows with the same value. Every field
+    #: takes both options (see ``_index_options``).
+    index: bool = False
+    unique: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _index_options(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(
         self, *, null: bool = False, default: Any = NOTHING, primary_key: bool = False
@@ -1452,3 +1481,6 @@ def escape_key_part(text: str) -> str:
     if KEY_SEPARATOR in text:
         text = text.replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
     return text
+
+
+Field.__init__ = _index_options(Field.__init__)  # type: ignore[method-assign]

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids, counter_key
-from ._commands import KEEP_TTL, Add, Batch, Get
+from ._commands import KEEP_TTL, NOT_READ, Batch, Get, IndexRead
 from ._display import InstanceList
 from ._exceptions import ConfigurationError, MultipleObjectsReturned, SerializationError
 from ._executor import Emit, KeyListing, Plan, Scan
 from ._fields import KEY_SEPARATOR
+from ._index import IndexedField, IndexSpec, spec_of, untag
+from ._indexplan import IndexSource, best_read, count_plan, ordered_field, ordered_plan
 from ._lookups import (
     And,
     Condition,
@@ -37,13 +39,13 @@ from ._query import (
     DeleteQuery,
     Query,
     UpdateQuery,
-    _check,
     prefetch_plan,
 )
 from ._relations import parse_related
 from ._schema import Schema, resolve_ttl
 from ._signals import post_save, pre_save
 from ._types import NOTHING
+from ._writes import checked, write_row
 
 if TYPE_CHECKING:
     from ._model import Model
@@ -124,6 +126,7 @@ class ScanSource:
         self.schema = schema
         self.page_size = page_size
         self.counter = counter_key(schema)
+        self.spec = spec_of(schema)
         fmt = schema.key_format
         self.pattern: re.Pattern[str] | None = None
         self.parts = len(schema.pk_names)
@@ -146,6 +149,8 @@ class ScanSource:
         """Whether ``key`` can be a row key of this model."""
         if key == self.counter:
             return False
+        if self.spec is not None:
+            key = untag(self.spec, key)
         rest = key[len(self.schema.prefix) :]
         if self.pattern is not None:
             return self.pattern.fullmatch(rest) is not None
@@ -216,12 +221,54 @@ def _pk_keys(schema: Schema, cond: And) -> list[tuple[Any, ...]] | None:
     return None
 
 
-def candidate_source(schema: Schema, where: And) -> ScanSource | KeySource:
-    """Where a filter's candidate keys come from: the keys its primary-key lookups name, or
-    every key of the model. (An index is one more source: it hands out fewer keys; rows
-    are re-checked against the whole condition whatever the source.)"""
+def candidate_source(schema: Schema, where: And) -> ScanSource | KeySource | IndexSource:
+    """Where a filter's candidate keys come from: the keys its primary-key lookups name, the
+    keys an index selects, or every key of the model. Rows are re-checked against the whole
+    condition whatever the source."""
     pks = _pk_keys(schema, where)
-    return ScanSource(schema) if pks is None else KeySource(schema, pks)
+    if pks is not None:
+        return KeySource(schema, pks)
+    spec = spec_of(schema)
+    if spec is not None:
+        best = best_read(spec, where)
+        if best is not None:
+            return IndexSource(schema, spec, best[0], best[2])
+    return ScanSource(schema)
+
+
+def _exact_index_read(schema: Schema, where: And) -> tuple[IndexSpec, IndexRead] | None:
+    """The index read that answers ``where`` exactly (a count without reading rows)."""
+    spec = spec_of(schema)
+    if spec is None or _pk_keys(schema, where) is not None:
+        return None
+    best = best_read(spec, where)
+    if best is None or not best[1]:
+        return None
+    return spec, best[0]
+
+
+def _ordered_index(query: FilterQuery[Any]) -> tuple[IndexSpec, IndexedField, bool] | None:
+    """The ordered index an ``order_by`` + ``limit`` can walk instead of reading every
+    candidate: the ordering's first field, indexed, with no None to place (not null, or a
+    range on it in the filter)."""
+    schema = query.model._schema
+    spec = spec_of(schema)
+    if spec is None or query._limit is None or not query.ordering:
+        return None
+    if _related_parts(query.where) or _pk_keys(schema, query.where) is not None:
+        return None
+    name, desc = query.ordering[0]
+    f = ordered_field(spec, name)
+    if f is None:
+        return None
+    if f.field.null and not any(
+        isinstance(p, Lookup)
+        and spec.field_for(p.name) is f
+        and p.lookup in ("lt", "lte", "gt", "gte", "range", "startswith", "exact")
+        for p in query.where.parts
+    ):
+        return None
+    return spec, f, desc
 
 
 # -- the query -------------------------------------------------------------------------------
@@ -564,7 +611,15 @@ class FilterQuery(Query[list[M]], Generic[M]):
             keys = yield from source.next_keys(listing)
             if not keys:
                 return
-            payloads = (yield [(backend, Batch(tuple(Get(k) for k in keys)))])[0]
+            if isinstance(source, IndexSource):
+                payloads = source.prefetched(keys)
+                missing = [i for i, p in enumerate(payloads) if p is NOT_READ]
+                if missing:
+                    batch = Batch(tuple(Get(keys[i]) for i in missing))
+                    for i, got in zip(missing, (yield [(backend, batch)])[0], strict=True):
+                        payloads[i] = got
+            else:
+                payloads = (yield [(backend, Batch(tuple(Get(k) for k in keys)))])[0]
             rows = schema.decode_many(keys, payloads)
             matched = []
             for key, obj in zip(keys, rows, strict=True):
@@ -603,6 +658,10 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 offset, limit = offset, 1 if limit is None or limit > 0 else 0
             keep = None if limit is None else offset + limit
             if mode == "count" and limit is None:  # the ordering does not change a count
+                exact = _exact_index_read(schema, self.where)
+                if exact is not None:
+                    total = yield from count_plan(schema, exact[0], exact[1])
+                    return max(0, total - offset)
                 total = 0
 
                 def count_page(rows: list[Any]) -> PagePlan:
@@ -613,6 +672,18 @@ class FilterQuery(Query[list[M]], Generic[M]):
 
                 yield from self._with_rows(count_page)
                 return max(0, total - offset)
+            ordered = _ordered_index(self) if keep is not None and mode != "count" else None
+            if ordered is not None and keep is not None:
+                spec, field, desc = ordered
+                rows = yield from ordered_plan(
+                    schema, spec, field, desc, self.where, keep, sort_key(model, ordering)
+                )
+                rows = rows[offset:]
+                if self._tree and rows:
+                    yield from prefetch_plan(rows, self._tree)
+                if mode == "first":
+                    return rows[0] if rows else None
+                return InstanceList(rows)
             top = _TopRows(sort_key(model, ordering), keep)
 
             def collect(rows: list[Any]) -> PagePlan:
@@ -633,6 +704,9 @@ class FilterQuery(Query[list[M]], Generic[M]):
             if offset or limit is not None:  # within a slice of the ordering
                 hits = yield from self._run("list", {})
                 hits = hits[:2]
+            elif mode == "exists" and (exact := _exact_index_read(schema, self.where)):
+                n = yield from count_plan(schema, exact[0], exact[1], limit=1)
+                return n > 0
             else:
                 hits = yield from self._matches(1 if mode == "exists" else 2)
             if mode == "exists":
@@ -697,7 +771,22 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 f"{sub._explain('related')}; then an 'in' on {cond.field.attname}"
             )
         source = ScanSource(schema) if related else candidate_source(schema, self.where)
-        lines.append(source.describe())
+        if mode in ("count", "exists") and self._limit is None and not self._offset:
+            exact = _exact_index_read(schema, self.where)
+            if exact is not None:
+                return (
+                    f"index count: {source.describe().split(' (')[0]} counted in the index "
+                    "(one round trip per node, no row read)"
+                )
+        ordered = _ordered_index(self) if mode in ("list", "first") else None
+        if ordered is not None:
+            lines.append(
+                f"ordered index walk on {ordered[1].name}: reads the index in "
+                f"{'descending' if ordered[2] else 'ascending'} order and only the rows that "
+                f"can be among the first {self._offset + (self._limit or 0)} (ties included)"
+            )
+        else:
+            lines.append(source.describe())
         lines.append(f"keeps rows where {self.where.describe()}")
         if mode in ("list", "first", "count"):
             order = ", ".join(("-" if d else "") + n for n, d in self.ordering)
@@ -795,8 +884,8 @@ class UpdateOrCreateQuery(Query[R]):
 
     The update is atomic per row (compare-and-swap, re-checking the lookups); a create is an
     add-if-absent of the new row's key, so two racers creating the same primary key agree.
-    Two racers whose lookups do not name the primary key can both create (there is no
-    unique constraint yet).
+    Two racers whose lookups do not name the primary key can both create, unless a
+    ``unique=True`` field refuses the second (`IntegrityError`).
     """
 
     def __init__(
@@ -845,9 +934,8 @@ class UpdateOrCreateQuery(Query[R]):
                 yield Emit(pre_save, model, [instance], {})
             key = schema.key_of(instance)
             ttl = resolve_ttl(schema.ttl, self.ttl)
-            added = _check(
-                (yield [(backend, Batch((Add(key, schema.encode(instance), ttl),)))])[0][0]
-            )
+            command = write_row(schema, "add", key, instance, ttl)
+            added = checked(schema, command, (yield [(backend, Batch((command,)))])[0][0])
             if added:
                 if post_save.receivers_for(model):
                     yield Emit(post_save, model, [instance], {"created": True})

@@ -32,6 +32,7 @@ from ._fields import (
     TimeField,
     UUIDField,
 )
+from ._index import setup_indexes
 from ._relations import ForeignKeyField, install_pending_reverse
 from ._schema import NamedSchema, Schema
 from ._types import NOTHING
@@ -502,6 +503,7 @@ class ModelMeta(type):
         _models_by_name.setdefault(name, []).append(cls)
         _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
         install_pending_reverse(cls)
+        setup_indexes(cls)
         return cls
 
 

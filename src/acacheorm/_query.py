@@ -25,13 +25,8 @@ from ._cas import read_versions, write_unchanged
 from ._commands import (
     KEEP_TTL,
     MISSING,
-    Add,
     Batch,
-    Delete,
     Get,
-    Replace,
-    Set,
-    Touch,
     Ttl,
 )
 from ._display import InstanceList
@@ -42,6 +37,15 @@ from ._relations import ForeignKeyField, parse_related
 from ._schema import Schema, resolve_ttl
 from ._signals import post_delete, post_save, pre_delete, pre_save
 from ._types import NOTHING
+from ._writes import (
+    checked,
+    delete_rows,
+    has_dependents,
+    on_delete_plan,
+    touch_row,
+    write_row,
+    write_rows,
+)
 from .backends.base import Backend
 
 if TYPE_CHECKING:
@@ -406,12 +410,10 @@ class InsertQuery(_Write, Query[R]):
             yield from assign_ids(schema, instances)
         if pre_save.receivers_for(model):
             yield Emit(pre_save, model, instances, {})
-        cmd = Replace if self.replace else Set
-        ttl = self.ttl
-        commands = tuple(cmd(schema.key_of(i), schema.encode(i), ttl) for i in instances)
+        commands = write_rows(schema, "replace" if self.replace else "set", instances, self.ttl)
         results = (yield [(schema.backend, Batch(commands, self.atomic))])[0]
         for command, result in zip(commands, results, strict=True):
-            if not _check(result) and self.replace:
+            if not checked(schema, command, result) and self.replace:
                 obj = instances[[c.key for c in commands].index(command.key)]
                 text = (
                     f"{schema.model_name} with {_describe_pk(schema, schema.pk_values(obj))} "
@@ -504,12 +506,14 @@ class UpdateQuery(_Write, Query[R]):
                 break
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [obj for _, obj, _ in todo], {})
-            writes = [(keys[i], schema.encode(obj), token) for i, obj, token in todo]
-            written = yield from write_unchanged(backend, writes, self.ttl)
+            commands = tuple(
+                write_row(schema, "cas", keys[i], obj, self.ttl, token) for i, obj, token in todo
+            )
+            written = yield from write_unchanged(backend, commands)
             pending = []
             saved = []
-            for (i, obj, _), ok in zip(todo, written, strict=True):
-                if _check(ok):
+            for (i, obj, _), command, ok in zip(todo, commands, written, strict=True):
+                if checked(schema, command, ok):
                     results[i] = obj
                     saved.append(obj)
                 else:
@@ -564,7 +568,11 @@ class DeleteQuery(_Write, Query[R]):
         keys = [schema.key(pk) for pk in self.pks]
         # The same row twice counts once.
         unique = list(dict.fromkeys(keys))
-        results = (yield [(schema.backend, Batch(tuple(Delete(k) for k in unique)))])[0]
+        if has_dependents(schema):
+            yield from on_delete_plan(
+                schema, list({k: pk for k, pk in zip(keys, self.pks, strict=True)}.values())
+            )
+        results = (yield [(schema.backend, Batch(delete_rows(schema, unique)))])[0]
         deleted = {k for k, r in zip(unique, results, strict=True) if _check(r)}
         if instances is not None and post_delete.receivers_for(model):
             gone = [obj for obj, key in zip(instances, keys, strict=True) if key in deleted]
@@ -595,8 +603,9 @@ class TouchQuery(_Write, Query[R]):
     def _plan(self) -> Plan:
         schema = self.model._schema
         key = schema.key(self.pk)
-        result = (yield [(schema.backend, Batch((Touch(key, self.ttl),)))])[0][0]
-        return bool(_check(result))
+        command = touch_row(schema, key, self.ttl)  # an indexed row's entries expire with it
+        result = (yield [(schema.backend, Batch((command,)))])[0][0]
+        return bool(checked(schema, command, result))
 
     def __repr__(self) -> str:
         return f"<TouchQuery {self.model.__name__} {_describe_pk(self.model._schema, self.pk)}>"
@@ -652,11 +661,8 @@ class GetOrCreateQuery(_Write, Query[R]):
                 return schema.decode(key, payload), False
             if pre_save.receivers_for(model):
                 yield Emit(pre_save, model, [self.instance], {})
-            added = _check(
-                (yield [(backend, Batch((Add(key, schema.encode(self.instance), self.ttl),)))])[0][
-                    0
-                ]
-            )
+            command = write_row(schema, "add", key, self.instance, self.ttl)
+            added = checked(schema, command, (yield [(backend, Batch((command,)))])[0][0])
             if added:
                 if post_save.receivers_for(model):
                     yield Emit(post_save, model, [self.instance], {"created": True})

@@ -20,7 +20,9 @@ class ForeignKeyField(Field[M], Generic[M]):
     The row stores only the related primary key. Reading ``article.author`` gives a sparse
     ``User`` holding just its pk until ``await article.author.load()`` or
     ``select_related("author")``; ``article.author_id`` is the raw pk. Assign an instance
-    or a pk.
+    or a pk. ``on_delete`` (``co.CASCADE``, ``co.RESTRICT``, ``co.SET_NULL``, default
+    ``co.DO_NOTHING``) says what deleting the related row does to the rows pointing at it;
+    the first three need, and imply, an index on the field.
 
     Example::
 
@@ -40,7 +42,9 @@ class ForeignKeyField(Field[M], Generic[M]):
         default: Any = NOTHING,
         primary_key: bool = False,
         related_name: str | None = None,
+        on_delete: Any = None,
     ) -> None:
+        from ._index import DO_NOTHING, OnDelete
         from ._model import Model
 
         if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
@@ -49,7 +53,17 @@ class ForeignKeyField(Field[M], Generic[M]):
             not isinstance(related_name, str) or not related_name.isidentifier()
         ):
             raise TypeError(f"related_name must be an identifier, not {related_name!r}")
+        if on_delete is None:
+            on_delete = DO_NOTHING
+        if not isinstance(on_delete, OnDelete):
+            raise TypeError(
+                "on_delete must be co.CASCADE, co.RESTRICT, co.SET_NULL or co.DO_NOTHING, "
+                f"not {on_delete!r}"
+            )
+        if on_delete is OnDelete.SET_NULL and not null:
+            raise TypeError("on_delete=co.SET_NULL needs null=True")
         super().__init__(null=null, default=default, primary_key=primary_key)
+        self.on_delete = on_delete
         #: The related model as declared: a class, "self" or a model name.
         self.to = to
         self.attname = ""

@@ -397,7 +397,9 @@ def _exact_type(field: Field[Any]) -> type | None:
     return None
 
 
-def _compile_build(schema: Schema) -> Callable[[dict[str, Any], str], Model | None]:
+def _compile_build(
+    schema: Schema, by_key_of: bool = False
+) -> Callable[[dict[str, Any], str], Model | None]:
     """The fast build of a row of the schema's own format: a function generated once per
     model, with one straight-line check per field (cheaper than a loop over the fields,
     measured), that turns the decoded dict into an instance in place, or returns
@@ -456,7 +458,7 @@ def _compile_build(schema: Schema) -> Callable[[dict[str, Any], str], Model | No
         add(f"    data[{attname!r}] = data.pop({name!r})")
     add("    obj = _new(_model)")
     add("    _set_dict(obj, data)")  # not through Model.__setattr__
-    attname = schema._single_attname
+    attname = None if by_key_of else schema._single_attname
     if attname is not None:
         pk_field = schema.pk_fields[0]
         env["_key_part"] = str if type(pk_field).key_part is Field.key_part else pk_field.key_part

@@ -20,13 +20,13 @@ Row = dict[str, Any]
 Pred = Callable[[Row], bool]
 
 
-def define(backend: Backend) -> type[co.Model]:
+def define(backend: Backend, indexed: bool = False) -> type[co.Model]:
     class Thing(co.Model):
         id = co.IntegerField(primary_key=True)
-        name = co.StringField()
-        n = co.IntegerField(null=True)
-        flag = co.BooleanField(default=False)
-        score = co.FloatField(default=0.0)
+        name = co.StringField(index=indexed)
+        n = co.IntegerField(null=True, index=indexed)
+        flag = co.BooleanField(default=False, index=indexed)
+        score = co.FloatField(default=0.0, index=indexed)
         Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack", "namespace": "r"})
 
     return Thing
@@ -107,12 +107,17 @@ def brute_order(rows: list[Row], field: str | None, desc: bool) -> list[Row]:
     return absent + sorted(present, key=lambda r: (r[field], r["id"]))
 
 
+@pytest.mark.parametrize("indexed", [False, True], ids=["scan", "indexed"])
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_random_writes_and_filters(backend: Backend, backend_name: str, seed: int) -> None:
+async def test_random_writes_and_filters(
+    backend: Backend, backend_name: str, seed: int, indexed: bool
+) -> None:
     if backend_name == "memcached":
         pytest.skip("memcached cannot list keys")
+    if indexed and not backend.capabilities.indexes:
+        pytest.skip(f"{backend_name} keeps no secondary indexes")
     rng = random.Random(seed)
-    Thing = define(backend)
+    Thing = define(backend, indexed)
     state: dict[int, Row] = {}
     expiring: set[int] = set()
 

@@ -83,13 +83,16 @@ from .._commands import (
     Gets,
     Has,
     Incr,
+    IndexedWrite,
+    IndexRead,
     Replace,
     Set,
     Touch,
     Ttl,
     WriteTTL,
 )
-from .._exceptions import BackendError, BackendUnavailable
+from .._exceptions import AtomicityError, BackendError, BackendUnavailable
+from ._fsindex import FsIndexes
 from .base import DEFAULT_TIMEOUT, Backend, check_scan_args
 
 if TYPE_CHECKING:
@@ -435,6 +438,21 @@ def _apply(
     raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - the union is closed
 
 
+def _plain_write(cmd: IndexedWrite) -> Command:
+    """The plain command an indexed write applies to the row's file."""
+    mode = cmd.mode
+    if mode == "delete":
+        return Delete(cmd.key)
+    if mode == "touch":
+        return Touch(cmd.key, None if cmd.ttl is KEEP_TTL else cmd.ttl)
+    if mode == "cas":
+        return Cas(cmd.key, cmd.value, cmd.token, cmd.ttl)
+    if mode == "replace":
+        return Replace(cmd.key, cmd.value, cmd.ttl)
+    ttl = None if cmd.ttl is KEEP_TTL else cmd.ttl
+    return (Add if mode == "add" else Set)(cmd.key, cmd.value, ttl)
+
+
 # -- locks ---------------------------------------------------------------------------------
 
 
@@ -535,7 +553,7 @@ class FileSystemBackend(Backend):
             removed = await backend.cull()
     """
 
-    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True)
+    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True, indexes=True)
     url_schemes = ("file",)
 
     def __init__(
@@ -558,6 +576,7 @@ class FileSystemBackend(Backend):
         self.fsync = bool(fsync)
         self._lock_dir = os.path.join(self.path, "locks")
         self._ns_dir = os.path.join(self.path, _namespace_dirname(namespace))
+        self._fsindex = FsIndexes(self.path, timeout)
 
     def file_for(self, key: str) -> str:
         """The path of the file that holds ``key`` (whether or not it exists), for debugging.
@@ -624,6 +643,9 @@ class FileSystemBackend(Backend):
         finally:
             locks.close()
         return out
+
+    async def _close(self) -> None:
+        self._fsindex.close()
 
     async def cull(self) -> int:
         """Remove expired entries, unreadable files and stray temporary files.
@@ -726,11 +748,18 @@ class FileSystemBackend(Backend):
         """
         results: list[Any] = []
         for cmd in commands:
+            if type(cmd) is IndexRead:
+                results.append(self._fsindex.read(cmd, self._prefix, _now()))
+                continue
             loc = self._locate(cmd.key)
             stripe = loc.digest[:2]
             locks.acquire(stripe, type(cmd) not in READ_COMMANDS)
             try:
                 now = _now()
+                if type(cmd) is IndexedWrite:
+                    result = self._index_write(cmd, loc, now)
+                    results.append(result)
+                    continue
                 # A Set does not depend on what is there: skip reading it.
                 entry = None if type(cmd) is Set else self._load(loc, now)
                 result, new = _apply(cmd, entry, now)
@@ -743,6 +772,20 @@ class FileSystemBackend(Backend):
             results.append(result)
         return results
 
+    def _index_write(self, cmd: IndexedWrite, loc: _Location, now: float) -> Any:
+        """A row of an indexed model and its index entries (its stripe lock held)."""
+        plain = _plain_write(cmd)
+
+        def apply() -> tuple[Any, Any, bool]:
+            result, new = _apply(plain, self._load(loc, now), now)
+            if new is _UNCHANGED:
+                return result, None, False
+            return result, new, True
+
+        return self._fsindex.write(
+            cmd, self._prefix + cmd.bucket, now, apply, lambda new: self._store(loc, new)
+        )
+
     def _run_atomic(self, commands: tuple[Command, ...], locks: _Locks) -> list[Any]:
         """An atomic batch: lock every stripe (sorted, so batches never deadlock), compute all
         results against an in-memory view, write every temporary file, then rename them all.
@@ -751,6 +794,11 @@ class FileSystemBackend(Backend):
         part-way (an I/O error of the filesystem itself; renames within a directory need no
         space) can leave the batch partly applied, and that is reported as such.
         """
+        if any(type(cmd) is IndexedWrite or type(cmd) is IndexRead for cmd in commands):
+            raise AtomicityError(
+                "an atomic batch of rows of indexed models is not supported on the "
+                "filesystem backend (each row is written atomically with its index entries)"
+            )
         locs = [self._locate(cmd.key) for cmd in commands]
         exclusive: dict[str, bool] = {}
         for cmd, loc in zip(commands, locs, strict=True):
@@ -829,6 +877,8 @@ class FileSystemBackend(Backend):
     def _clear_sync(self) -> None:
         if not os.path.isdir(self.path):
             return
+        if os.path.exists(self._fsindex.file):
+            self._fsindex.clear(self._prefix)
         locks = _Locks(self._lock_dir, self.timeout)
         try:
             # Under every lock, a rename takes the whole namespace out of sight at once; the

@@ -22,18 +22,21 @@ from .._commands import (
     Gets,
     Has,
     Incr,
+    IndexedWrite,
+    IndexRead,
     Replace,
     Set,
     Touch,
     Ttl,
 )
 from .._exceptions import BackendError, ValueTooLargeError
+from ._memindex import MemoryIndexes
 from .base import Backend, check_scan_args
 
 if TYPE_CHECKING:
     from .near import NearCache
 
-_WRITES = (Set, Add, Replace, Cas, Incr)
+_WRITES = (Set, Add, Replace, Cas, Incr, IndexedWrite)
 
 
 class SimpleBackend(Backend):
@@ -51,7 +54,7 @@ class SimpleBackend(Backend):
         await backend.set("k", b"v", ttl=30)
     """
 
-    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True)
+    capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True, indexes=True)
     url_schemes = ("memory",)
     # Its storage is this object's own: a near cache follows its writes and needs no max_ttl.
     _near_local = True
@@ -79,6 +82,7 @@ class SimpleBackend(Backend):
         # that expired entries are found and dropped before a live key is evicted. Entries
         # overwritten since are recognised by their version (or expiry) and skipped.
         self._expiries: list[tuple[float, int, str]] = []
+        self._indexes = MemoryIndexes(self._live)
 
     def _live(self, key: str, now: float) -> list[Any] | None:
         entry = self._data.get(key)
@@ -206,6 +210,18 @@ class SimpleBackend(Backend):
                     append(MISSING)
                 else:
                     append(None if entry[1] is None else max(0.0, entry[1] - now))
+            elif kind is IndexedWrite:
+                append(
+                    self._indexes.write(
+                        cmd,  # type: ignore[arg-type]
+                        self._prefix + cmd.bucket,  # type: ignore[union-attr]
+                        now,
+                        self._store,
+                        data.__delitem__,
+                    )
+                )
+            elif kind is IndexRead:
+                append(self._indexes.read(cmd, self._prefix, now))  # type: ignore[arg-type]
             else:  # pragma: no cover - the Command union is closed
                 raise TypeError(f"unknown command {cmd!r}")
         return results
@@ -223,6 +239,7 @@ class SimpleBackend(Backend):
         return out
 
     async def _clear(self) -> None:
+        self._indexes.clear(self._prefix)
         if not self._prefix:
             self._data.clear()
             return

@@ -66,6 +66,8 @@ from .._commands import (
     Gets,
     Has,
     Incr,
+    IndexedWrite,
+    IndexRead,
     Replace,
     Set,
     Touch,
@@ -78,6 +80,7 @@ from .._exceptions import (
     CacheORMError,
     ConfigurationError,
 )
+from . import _index_lua
 from .base import DEFAULT_TIMEOUT, Backend, PerLoop
 
 if TYPE_CHECKING:
@@ -139,6 +142,7 @@ _ONE = 0  # one slot: conv(reply)
 _EACH = 1  # MGET: one slot per element of the reply
 _ALL_TRUE = 2  # MSET / set-many script: True in every slot
 _IGNORE = 3  # a helper command (PERSIST after EXISTS): no slot of its own
+_EACH_CONV = 4  # one slot per element of the reply: conv(element)
 
 
 def _identity(reply: Any) -> Any:
@@ -328,6 +332,7 @@ class RedisBackend(Backend):
         native_cas=True,
         max_value_size=512 * 1024 * 1024,
         listable=True,
+        indexes=True,
     )
     url_schemes: ClassVar[tuple[str, ...]] = (
         "redis",
@@ -375,6 +380,8 @@ class RedisBackend(Backend):
                 f"not {type(url_or_client).__name__}"
             )
         self._cluster = isinstance(client, RedisCluster)
+        if self._cluster:  # rows of an indexed model spread over buckets (hash slots)
+            self.__dict__["capabilities"] = self.capabilities._replace(index_buckets=16)
         if isinstance(client, RedisCluster):
             decodes = client.get_encoder().decode_responses
         else:
@@ -388,6 +395,8 @@ class RedisBackend(Backend):
         self._set_many = client.register_script(_SET_MANY_LUA)
         self._cas = client.register_script(_CAS_LUA)
         self._incr_ttl = client.register_script(_INCR_TTL_LUA)
+        self._index_write = client.register_script(_index_lua.WRITE_LUA)
+        self._index_read = client.register_script(_index_lua.READ_LUA)
         # redis-py fails a command at once ("Too many connections") when the pool is used up,
         # 100 per node on Cluster by default; concurrent batches beyond it wait here instead.
         if isinstance(client, RedisCluster):
@@ -577,7 +586,7 @@ class RedisBackend(Backend):
             i = indices[pos]
             cmd = commands[i]
             kind = type(cmd)
-            if kind is Get or kind is Set:
+            if kind is Get or kind is Set or kind is IndexedWrite:
                 end = pos + 1
                 while end < n and type(commands[indices[end]]) is kind:
                     end += 1
@@ -588,6 +597,8 @@ class RedisBackend(Backend):
                             self._mget(commands, run)
                             if kind is Get
                             else self._mset(commands, run, inline)
+                            if kind is Set
+                            else self._index_writes(commands, run, inline)
                         )
                     pos = end
                     continue
@@ -665,7 +676,38 @@ class RedisBackend(Backend):
             mode: Any = "K" if ttl is KEEP_TTL else "N" if ttl is None else _px(ttl)
             argv = [cmd.token, cmd.value, mode]
             return [self._script_wire(self._cas, [key], argv, slot, _ONE, inline, _to_bool)]
+        if isinstance(cmd, IndexedWrite):
+            return [self._index_writes([cmd], [0], inline, slot)]
+        if isinstance(cmd, IndexRead):
+            argv = _index_lua.read_args(cmd)
+            conv = _index_lua.read_result(cmd, len(self._prefix))
+            return [self._script_wire(self._index_read, [key], argv, slot, _ONE, inline, conv)]
         raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - closed union
+
+    def _index_writes(
+        self,
+        commands: Sequence[Command],
+        run: Sequence[int],
+        inline: bool | AbstractSet[int],
+        targets: Sequence[int] | None = None,
+    ) -> _Wire:
+        """Rows of indexed models (one slot): one call of the index write script."""
+        keys: list[bytes] = []
+        argv: list[Any] = []
+        for i in run:
+            cmd = commands[i]
+            assert isinstance(cmd, IndexedWrite)
+            keys.append(_encode_key(cmd.key))
+            argv += _index_lua.write_args(cmd, self._prefix)
+        return self._script_wire(
+            self._index_write,
+            keys,
+            argv,
+            run if targets is None else targets,
+            _EACH_CONV,
+            inline,
+            _index_lua.write_result,
+        )
 
     @staticmethod
     def _script_wire(
@@ -752,6 +794,9 @@ class RedisBackend(Backend):
             elif mode == _ALL_TRUE:
                 for t in wire.targets:
                     results[t] = True
+            elif mode == _EACH_CONV:
+                for t, value in zip(wire.targets, reply, strict=True):
+                    results[t] = wire.conv(value)
         return results
 
     # -- Cluster --------------------------------------------------------------------------

@@ -14,11 +14,13 @@ from typing import Any, NamedTuple
 
 from .. import _executor, _payload
 from .._cas import read_versions, write_unchanged
-from .._commands import KEEP_TTL, MISSING, Batch, Get, Ttl
+from .._commands import KEEP_TTL, MISSING, Batch, Command, Get, Ttl
 from .._exceptions import SerializationError
 from .._executor import Plan
 from .._fields import KEY_SEPARATOR
+from .._index import spec_of
 from .._model import Model
+from .._writes import write_row
 from ..backends.base import Backend
 from ..serializers import Serializer, registry
 
@@ -369,9 +371,12 @@ def migrate_plan(
     """
     schema = model._schema
     header = schema.header
+    # An indexed model's rows are all written again: that (re)builds their index entries,
+    # for rows stored before the index was declared.
+    indexed = spec_of(schema) is not None
     current = vanished = migrated = changed = 0
     failed: list[tuple[str, str]] = []
-    writes: list[tuple[str, bytes, Any]] = []
+    writes: list[Command] = []
     got = yield from read_versions(backend, keys)
     for key, item in zip(keys, got, strict=True):
         if isinstance(item, BaseException):
@@ -381,22 +386,23 @@ def migrate_plan(
             vanished += 1
             continue
         payload, token = item
-        if payload[:6] == header:
+        if payload[:6] == header and not indexed:
             current += 1
             continue
         try:
-            new = schema.encode(schema.decode(key, payload))
+            writes.append(
+                write_row(schema, "cas", key, schema.decode(key, payload), KEEP_TTL, token)
+            )
         except SerializationError as exc:
             failed.append((key, str(exc)))
             continue
-        writes.append((key, new, token))
     if dry_run:
         migrated = len(writes)
     elif writes:
-        results = yield from write_unchanged(backend, writes, KEEP_TTL)
-        for (key, _, _), ok in zip(writes, results, strict=True):
+        results = yield from write_unchanged(backend, writes)
+        for command, ok in zip(writes, results, strict=True):
             if isinstance(ok, BaseException):
-                failed.append((key, f"write failed: {ok}"))
+                failed.append((command.key, f"write failed: {ok}"))
             elif ok:
                 migrated += 1
             else:

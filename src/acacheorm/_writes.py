@@ -1,0 +1,146 @@
+"""The write-row step: the one place a row write (or delete) becomes backend commands.
+
+Insert, update (its compare-and-swap), save, get_or_create, update_or_create, delete and
+their many- and cross-model forms all build their commands here, from the row's key and its
+new value. A model without indexes gets the plain command (``Set``, ``Add``, ``Replace``,
+``Cas``, ``Delete``): the same batches, the same round trips as always. A model with
+indexes gets one `IndexedWrite` per row, which the backend runs atomically with the row's
+index entries and unique checks. ``on_delete`` actions run before a delete, in
+`on_delete_plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._commands import (
+    Add,
+    Cas,
+    Command,
+    Delete,
+    IndexedWrite,
+    Replace,
+    Set,
+    Touch,
+    WriteTTL,
+)
+from ._exceptions import IntegrityError
+from ._executor import Plan
+from ._index import RESTRICT, SET_NULL, check_backend, dependents_of, on_delete_of, spec_of
+
+if TYPE_CHECKING:
+    from ._model import Model
+    from ._schema import Schema
+
+_PLAIN: dict[str, Any] = {"set": Set, "add": Add, "replace": Replace}
+
+
+def write_row(
+    schema: Schema,
+    mode: str,
+    key: str,
+    new: Model | None,
+    ttl: WriteTTL = None,
+    token: Any = None,
+    old: Model | None = None,
+) -> Command:
+    """The command that writes ``new`` under ``key`` (``mode`` ``"set"``, ``"add"``,
+    ``"replace"``, ``"cas"`` with ``token``) or deletes it (``mode`` ``"delete"``, ``new``
+    None). ``old`` is the row as last read, when the caller has it (unused by indexes: the
+    backend keeps each row's entries)."""
+    spec = spec_of(schema)
+    if spec is None:
+        if mode == "delete":
+            return Delete(key)
+        assert new is not None
+        if mode == "cas":
+            return Cas(key, schema.encode(new), token, ttl)
+        return _PLAIN[mode](key, schema.encode(new), ttl)  # type: ignore[no-any-return]
+    check_backend(schema)
+    index = spec.index_of(key)
+    if new is None:
+        return IndexedWrite(key, index, "delete")
+    terms, unique = spec.terms(new)
+    return IndexedWrite(key, index, mode, schema.encode(new), ttl, token, terms, unique)
+
+
+def touch_row(schema: Schema, key: str, ttl: float | None) -> Command:
+    """The command that sets a row's remaining lifetime (``touch``): a plain `Touch`, or for
+    an indexed model an `IndexedWrite` that moves the row's index entries' expiry with it."""
+    spec = spec_of(schema)
+    if spec is None:
+        return Touch(key, ttl)
+    check_backend(schema)
+    return IndexedWrite(key, spec.index_of(key), "touch", b"", ttl)
+
+
+def write_rows(
+    schema: Schema, mode: str, instances: Sequence[Model], ttl: WriteTTL
+) -> tuple[Command, ...]:
+    """`write_row` for each instance (``set``/``add``/``replace``), keyed by its pk."""
+    if spec_of(schema) is None and mode == "set":
+        key_of, encode = schema.key_of, schema.encode
+        return tuple(Set(key_of(i), encode(i), ttl) for i in instances)  # type: ignore[arg-type]
+    return tuple(write_row(schema, mode, schema.key_of(i), i, ttl) for i in instances)
+
+
+def delete_rows(schema: Schema, keys: Sequence[str]) -> tuple[Command, ...]:
+    """The commands that delete these rows (and their index entries)."""
+    if spec_of(schema) is None:
+        return tuple(Delete(k) for k in keys)
+    return tuple(write_row(schema, "delete", k, None) for k in keys)
+
+
+def checked(schema: Schema, command: Command, result: Any) -> Any:
+    """A write's result, or its error raised (a unique value taken: `IntegrityError` naming
+    the model, field and value)."""
+    if isinstance(result, IntegrityError):
+        unique = getattr(result, "unique", "")
+        field, _, text = unique.partition("\x00")
+        raise IntegrityError(
+            f"{schema.model_name}.{field}: the value {_show(text)} is held by another live "
+            f"row (unique=True); nothing written (key {command.key!r})"
+        ) from None
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _show(text: str) -> str:
+    kind, rest = text[:1], text[1:]
+    return repr(rest) if kind == "s" else rest
+
+
+def has_dependents(schema: Schema) -> bool:
+    return bool(dependents_of(schema))
+
+
+def on_delete_plan(schema: Schema, pks: Sequence[tuple[Any, ...]]) -> Plan:
+    """Run the ``on_delete`` actions of the foreign keys pointing at these rows: RESTRICT
+    first (an `IntegrityError` before anything is deleted), then SET_NULL and CASCADE.
+    Each dependent row is written atomically; the whole is not one transaction."""
+    from ._filter import FilterQuery
+
+    values = [pk if schema.composite else pk[0] for pk in pks]
+    if not values:
+        return
+    deps = dependents_of(schema)
+    for model, field in deps:
+        if on_delete_of(field) is RESTRICT:
+            q: FilterQuery[Any] = FilterQuery(model).filter(**{f"{field.attname}__in": values})
+            n = yield from q.count()._plan()
+            if n:
+                raise IntegrityError(
+                    f"{schema.model_name}: {n} {model.__name__} row(s) point at it through "
+                    f"{model.__name__}.{field.name} (on_delete=co.RESTRICT); nothing deleted"
+                )
+    for model, field in deps:
+        action = on_delete_of(field)
+        if action is RESTRICT:
+            continue
+        q = FilterQuery(model).filter(**{f"{field.attname}__in": values})
+        if action is SET_NULL:
+            yield from q.update(**{field.name: None})._plan()
+        else:
+            yield from q.delete()._plan()

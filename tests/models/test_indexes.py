@@ -1,0 +1,376 @@
+"""Secondary indexes: unique values, on_delete, round trips, races and expiry, on every
+backend that keeps indexes (memory, Redis, Redis Cluster); a clear error elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+import acacheorm as co
+from acacheorm._commands import Get, IndexedWrite, IndexRead
+from acacheorm.backends.base import Backend
+from tests.backends.test_conformance import eventually
+from tests.models.conftest import RoundTrips
+
+
+def define(backend: Backend) -> tuple[type[co.Model], type[co.Model]]:
+    class Team(co.Model):
+        id = co.IntegerField(primary_key=True)
+        name = co.StringField(unique=True)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    class Player(co.Model):
+        id = co.IntegerField(primary_key=True)
+        nick = co.StringField(index=True)
+        score = co.IntegerField(default=0, index=True)
+        plain = co.IntegerField(default=0)
+        team = co.ForeignKeyField(Team, null=True, on_delete=co.SET_NULL)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    return Team, Player
+
+
+def second_client(backend: Backend, factory: Any) -> Backend:
+    """Another backend object on the same store (the in-process store is its own object)."""
+    if isinstance(backend, co.SimpleBackend):
+        return backend
+    return factory(namespace=backend._prefix.rstrip(":"))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def indexed(backend: Backend, backend_name: str) -> Backend:
+    if not backend.capabilities.indexes:
+        pytest.skip(f"{backend_name} keeps no secondary indexes")
+    return backend
+
+
+async def test_index_options_need_a_backend_that_keeps_indexes(
+    backend: Backend, backend_name: str
+) -> None:
+    if backend.capabilities.indexes:
+        pytest.skip("this backend keeps indexes")
+    with pytest.raises(co.ConfigurationError, match=type(backend).__name__):
+
+        class Bad(co.Model):
+            id = co.IntegerField(primary_key=True)
+            nick = co.StringField(index=True)
+            Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+
+def test_bad_options_are_definition_errors() -> None:
+    with pytest.raises(TypeError, match="index must be a bool"):
+        co.IntegerField(index="yes")
+    with pytest.raises(TypeError, match="on_delete"):
+        co.ForeignKeyField("x", on_delete="cascade")
+    with pytest.raises(TypeError, match="null=True"):
+        co.ForeignKeyField("x", on_delete=co.SET_NULL)
+    with pytest.raises(co.ConfigurationError, match="JSONField"):
+
+        class J(co.Model):
+            id = co.IntegerField(primary_key=True)
+            data = co.JSONField(index=True)
+            Meta = type("Meta", (), {"backend": co.SimpleBackend(), "serializer": "json"})
+
+
+async def test_unique_refuses_a_second_live_row(indexed: Backend) -> None:
+    Team, _ = define(indexed)
+    await Team.create(id=1, name="red")
+    with pytest.raises(co.IntegrityError, match=r"Team\.name.*'red'"):
+        await Team.create(id=2, name="red")
+    assert await Team.get_or_none(id=2) is None  # nothing written
+    await Team.update(id=1, name="blue")  # the value is free again
+    await Team.create(id=2, name="red")
+    with pytest.raises(co.IntegrityError):
+        await Team.update(id=2, name="blue")
+    assert (await Team.get(id=2)).name == "red"
+    await Team.delete(id=1)
+    await Team.update(id=2, name="blue")
+    assert [t.id for t in await Team.filter(name="blue")] == [2]
+
+
+async def test_unique_value_of_an_expired_row_is_free(indexed: Backend) -> None:
+    Team, _ = define(indexed)
+    await Team.create(id=1, name="red", ttl=0.2)
+
+    async def free() -> bool:
+        try:
+            await Team.create(id=2, name="red")
+        except co.IntegrityError:
+            return False
+        return True
+
+    await eventually(free)
+    assert await Team.filter(name="red").count() == 1
+
+
+async def test_racing_inserts_of_a_unique_value_exactly_one_wins(
+    indexed: Backend, backend_factory: Any
+) -> None:
+    other = second_client(indexed, backend_factory)
+    Team, _ = define(indexed)
+    Team2, _ = define(other)
+
+    async def insert(i: int) -> bool:
+        model = Team if i % 2 else Team2
+        try:
+            await model.create(id=i, name="same")
+        except co.IntegrityError:
+            return False
+        return True
+
+    try:
+        won = await asyncio.gather(*(insert(i) for i in range(20)))
+        assert sum(won) == 1
+        assert await Team.filter(name="same").count() == 1
+        assert len(await Team.all()) == 1
+    finally:
+        if other is not indexed:
+            await other.close()
+
+
+async def test_indexed_reads_count_round_trips(indexed: Backend, round_trips: RoundTrips) -> None:
+    _, Player = define(indexed)
+    await Player.insert_many(*(Player(id=i, nick=f"n{i % 4}", score=i) for i in range(80)))
+    round_trips.reset()
+    assert await Player.filter(nick="n1").count() == 20
+    assert round_trips.count == 1
+    assert not any(isinstance(c, Get) for c in round_trips.commands())
+    round_trips.reset()
+    assert await Player.filter(nick="n2").exists()
+    assert round_trips.count == 1
+    round_trips.reset()
+    got = await Player.filter(nick="n3")
+    assert sorted(p.id for p in got) == list(range(3, 80, 4))
+    gets = sum(isinstance(c, Get) for c in round_trips.commands())
+    if isinstance(indexed, co.FileSystemBackend):  # rows are read apart from the index
+        assert (round_trips.count, gets) == (2, 20)
+    else:  # the rows come with the index read
+        assert (round_trips.count, gets) == (1, 0)
+    round_trips.reset()
+    top = await Player.filter(score__gte=10).order_by("-score").limit(5)
+    assert [p.id for p in top] == [79, 78, 77, 76, 75]
+    assert round_trips.count <= 2
+    assert sum(isinstance(c, Get) for c in round_trips.commands()) <= 6
+    assert "index" in Player.filter(nick="a").explain()
+    assert "no row read" in Player.filter(nick="a").count().explain()
+    assert "full scan" in Player.filter(plain=1).explain()
+
+
+async def test_writes_without_indexes_send_plain_commands(
+    indexed: Backend, round_trips: RoundTrips
+) -> None:
+    class Plain(co.Model):
+        id = co.IntegerField(primary_key=True)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    await Plain.create(id=1)
+    await Plain.delete(id=1)
+    assert round_trips.count == 2
+    assert not any(isinstance(c, IndexedWrite | IndexRead) for c in round_trips.commands())
+
+
+async def test_expired_rows_leave_the_index_at_once(indexed: Backend) -> None:
+    _, Player = define(indexed)
+    await Player.create(id=1, nick="a", score=5)
+    await Player.create(id=2, nick="a", score=6, ttl=0.2)
+    assert await Player.filter(nick="a").count() == 2
+
+    async def one_left() -> bool:
+        return await Player.filter(nick="a").count() == 1
+
+    await eventually(one_left)
+    assert [p.id for p in await Player.filter(score__gte=0)] == [1]
+    assert await Player.filter(score__gte=0).count() == 1
+    assert [p.id for p in await Player.filter(nick="a").order_by("score").limit(5)] == [1]
+
+
+async def test_on_delete_set_null_cascade_restrict(indexed: Backend) -> None:
+    Team, Player = define(indexed)
+
+    class Member(co.Model):
+        id = co.IntegerField(primary_key=True)
+        team = co.ForeignKeyField(Team, on_delete=co.CASCADE)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    class Badge(co.Model):
+        id = co.IntegerField(primary_key=True)
+        member = co.ForeignKeyField(Member, on_delete=co.RESTRICT)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    red = await Team.create(id=1, name="red")
+    await Team.create(id=2, name="blue")
+    await Player.create(id=1, nick="a", team=red)
+    await Player.create(id=2, nick="b", team=2)
+    await Member.create(id=1, team=red)
+    await Member.create(id=2, team=red)
+    await Member.create(id=3, team=2)
+    await Badge.create(id=1, member=3)
+
+    await Team.delete(id=1)
+    assert (await Player.get(id=1)).team_id is None  # SET_NULL
+    assert (await Player.get(id=2)).team_id == 2
+    assert sorted(m.id for m in await Member.all()) == [3]  # CASCADE
+
+    with pytest.raises(co.IntegrityError, match="RESTRICT"):
+        await Team.delete(id=2)  # cascades to Member 3, which a Badge restricts
+    assert await Team.get_or_none(id=2) is not None
+    assert await Member.get_or_none(id=3) is not None
+    await Badge.delete(id=1)
+    await Team.delete(id=2)
+    assert await Member.all() == []
+
+
+async def test_concurrent_changes_through_two_backends_keep_index_and_rows_agreeing(
+    indexed: Backend, backend_factory: Any
+) -> None:
+    other = second_client(indexed, backend_factory)
+    _, P1 = define(indexed)
+    _, P2 = define(other)
+    await P1.insert_many(*(P1(id=i, nick="a", score=0) for i in range(5)))
+    rng = random.Random(7)
+    plans = [(rng.randrange(5), rng.choice("abc"), rng.randrange(4)) for _ in range(50)]
+
+    async def change(k: int) -> None:
+        pk, nick, score = plans[k]
+        model = P1 if k % 2 else P2
+        if k % 3 == 0:
+            await model.update(id=pk, nick=nick, score=model.score + score)
+        else:
+            await model.filter(id=pk).update(nick=nick, score=score)
+
+    try:
+        await asyncio.gather(*(change(k) for k in range(50)))
+        rows = await P1.all()
+        assert len(rows) == 5
+        for nick in "abc":
+            expected = sorted(r.id for r in rows if r.nick == nick)
+            assert sorted(r.id for r in await P2.filter(nick=nick)) == expected
+            assert await P1.filter(nick=nick).count() == len(expected)
+        for score in range(0, 200):
+            expected = sorted(r.id for r in rows if r.score == score)
+            assert await P1.filter(score=score).count() == len(expected)
+        assert await P1.filter(score__gte=0).count() == 5
+    finally:
+        if other is not indexed:
+            await other.close()
+
+
+async def test_migrate_builds_the_index_of_rows_written_before_it(
+    indexed: Backend, backend_name: str
+) -> None:
+    if indexed.capabilities.index_buckets > 1:
+        pytest.skip("on Cluster an indexed model's keys carry their bucket tag")
+    from acacheorm.cli import _ops
+
+    meta = {"backend": indexed, "serializer": "msgpack", "name": "legacy"}
+
+    class Before(co.Model):
+        id = co.IntegerField(primary_key=True)
+        nick = co.StringField()
+        Meta = type("Meta", (), meta)
+
+    await Before.insert_many(*(Before(id=i, nick="ab"[i % 2]) for i in range(10)))
+
+    class After(co.Model):
+        id = co.IntegerField(primary_key=True)
+        nick = co.StringField(index=True)
+        Meta = type("Meta", (), meta)
+
+    assert await After.filter(nick="a").count() == 0  # no entries yet
+    keys = await _ops.scan_keys(indexed, _ops.model_key_prefix(After))
+    done: list[int] = []
+    report = await _ops.migrate(indexed, After, keys, batch_size=4, progress=done.append)
+    assert report.migrated == 10 and sum(done) == 10
+    assert await After.filter(nick="a").count() == 5
+    assert sorted(p.id for p in await After.filter(nick="b")) == [1, 3, 5, 7, 9]
+
+
+async def test_touch_moves_the_index_entries_expiry_with_the_row(indexed: Backend) -> None:
+    from acacheorm._commands import Batch
+    from acacheorm._writes import touch_row
+
+    _, Player = define(indexed)
+    schema = Player._schema
+    await Player.create(id=1, nick="a", score=1, ttl=0.3)  # made permanent below
+    await Player.create(id=2, nick="a", score=2, ttl=0.3)  # expires as written
+    await Player.create(id=3, nick="a", score=3)  # made short-lived below
+
+    async def touch(pk: int, ttl: float | None) -> bool:
+        [done] = await indexed.execute(Batch((touch_row(schema, schema.key((pk,)), ttl),)))
+        return bool(done)
+
+    assert await touch(1, None)
+    assert await touch(3, 0.3)
+    assert not await touch(4, 10)  # no such row
+
+    async def only_the_permanent_one() -> bool:
+        return [p.id for p in await Player.filter(nick="a")] == [1]
+
+    await eventually(only_the_permanent_one)
+    assert await Player.filter(nick="a").count() == 1
+    assert await Player.filter(score__gte=0).count() == 1
+
+
+async def test_on_delete_runs_in_every_delete_form(indexed: Backend) -> None:
+    Team, _ = define(indexed)
+
+    class Member(co.Model):
+        id = co.IntegerField(primary_key=True)
+        team = co.ForeignKeyField(Team, on_delete=co.CASCADE)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    for i in range(1, 4):
+        await Team.create(id=i, name=f"t{i}")
+        await Member.create(id=i, team=i)
+    await co.delete_many((Team, 1))
+    await Team.filter(name="t2").delete()
+    team3 = await Team.get(id=3)
+    await team3.delete_instance()
+    assert await Member.all() == []
+    assert await Team.all() == []
+
+
+async def test_counts_in_the_index_agree_with_rows_on_edge_values(indexed: Backend) -> None:
+    class Edge(co.Model):
+        id = co.IntegerField(primary_key=True)
+        n = co.IntegerField(null=True, index=True)
+        x = co.FloatField(index=True)
+        s = co.StringField(index=True)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    big = 2**53 + 1
+    values = [
+        (1, None, float("nan"), ""),
+        (2, 0, -0.0, "a"),
+        (3, big, 0.0, "a\u00e9"),
+        (4, big + 1, float("inf"), "b"),
+        (5, -big, -float("inf"), "\U0001f600"),
+    ]
+    for pk, n, x, s in values:
+        await Edge.create(id=pk, n=n, x=x, s=s)
+    queries: list[dict[str, Any]] = [
+        {"n__in": [None, 0]},
+        {"n": None},
+        {"n__gt": big},
+        {"n__gte": big + 1},
+        {"n__lt": -big + 1},
+        {"x": 0.0},
+        {"x": float("nan")},
+        {"x__gt": 0.0},
+        {"x__lte": -0.0},
+        {"s__startswith": "a"},
+        {"s__gt": "a"},
+        {"s__lte": "a"},
+        {"s__gte": "\U0001f600"},
+    ]
+    for q in queries:
+        rows = await Edge.filter(**q)
+        assert await Edge.filter(**q).count() == len(rows), q
+        assert await Edge.filter(**q).exists() is bool(rows), q
+    assert sorted(e.id for e in await Edge.filter(n__in=[None, 0])) == [2]
+    assert sorted(e.id for e in await Edge.filter(x=0.0)) == [2, 3]
+    assert sorted(e.id for e in await Edge.filter(n__gt=big)) == [4]
+    assert sorted(e.id for e in await Edge.filter(s__gt="a")) == [3, 4, 5]
