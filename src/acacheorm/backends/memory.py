@@ -25,9 +25,13 @@ from .._commands import (
     Touch,
 )
 from .._exceptions import BackendError, ValueTooLargeError
-from .base import Backend, check_scan_args
+from .base import Backend, NothingRan, check_scan_args
 
 _WRITES = (Set, Add, Replace, Cas, Incr)
+
+
+class _TooManyKeys(ValueTooLargeError, NothingRan):
+    """A batch writes more distinct keys than ``max_entries``; raised before it runs."""
 
 
 class SimpleBackend(Backend):
@@ -36,7 +40,9 @@ class SimpleBackend(Backend):
     Every batch runs without yielding to the event loop, so it is atomic with respect to
     other tasks. ``max_entries`` bounds the number of keys; the least recently used keys are
     evicted to make room, but never a key written by the same batch (a batch that writes more
-    distinct keys than the bound is refused whole, before anything is written).
+    distinct keys than the bound is refused whole with `ValueTooLargeError`, before anything
+    is written; batches of concurrent callers merged by automatic batching are then run one
+    by one, so only the caller whose batch is too large gets the error).
 
     Example::
 
@@ -83,8 +89,9 @@ class SimpleBackend(Backend):
         if self.max_entries is not None:
             written = {c.key for c in commands if isinstance(c, _WRITES)}
             if len(written) > self.max_entries:
-                raise ValueTooLargeError(
+                raise _TooManyKeys(
                     f"batch writes {len(written)} keys, more than max_entries={self.max_entries}"
+                    "; nothing was written"
                 )
         now = time.monotonic()
         data = self._data
