@@ -351,6 +351,29 @@ def test_configuration_errors() -> None:
     assert {"redis", "rediss", "unix", "redis+cluster"} <= set(RedisBackend.url_schemes)
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:1/0?protocol=9", "protocol must be either 2 or 3"),
+        ("redis+cluster://127.0.0.1:1?protocol=9", "protocol must be either 2 or 3"),
+        ("rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate"),
+        ("rediss+cluster://127.0.0.1:1?ssl_cert_reqs=bogus", "Invalid SSL Certificate"),
+        ("unix:///tmp/none.sock?db=0&protocol=9", "protocol must be either 2 or 3"),
+    ],
+)
+def test_bad_connection_options_fail_at_construction(url: str, says: str) -> None:
+    """Not at first use, where they looked like a server that is down."""
+    with pytest.raises(co.ConfigurationError, match=says):
+        RedisBackend(url)
+    with pytest.raises(co.ConfigurationError, match=says):
+        co.backend_from_url(url)
+    with pytest.raises(co.ConfigurationError, match=says):
+        RedisBackend(url.split("?")[0], **dict([url.split("?")[1].split("&")[-1].split("=")]))
+    # the same options, valid, build a backend (no connection is made)
+    good = url.replace("protocol=9", "protocol=3").replace("bogus", "none")
+    assert isinstance(RedisBackend(good), RedisBackend)
+
+
 def test_import_without_redis_installed(tmp_path: Any) -> None:
     code = (
         "import sys\n"
