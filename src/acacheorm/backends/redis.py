@@ -6,7 +6,8 @@ How a `Batch` goes on the wire (one round trip per batch; per node, concurrently
   batch is a single ``MGET``; consecutive ``Set`` commands become one ``MSET`` when none has a
   TTL, otherwise one call of a small Lua script (``EVALSHA``) that ``SET … PX``\\ s every key;
 - a batch that comes down to one Redis command is sent as that command, with no pipeline;
-- anything else is a redis-py pipeline, ``transaction=batch.atomic`` (``MULTI``/``EXEC``);
+- anything else is pipelined: every command in one write on one pooled connection, the
+  replies read in order (in ``MULTI``/``EXEC`` when ``batch.atomic``);
 - on Cluster an atomic batch must keep every key in one hash slot (use a ``{hash tag}``),
   otherwise `AtomicityError` is raised before anything is sent; it runs in ``MULTI``/``EXEC``
   on the slot's node. A non-atomic batch of several commands is planned per hash slot, then
@@ -40,6 +41,12 @@ abort the transaction (Redis runs the other commands).
 
 Every batch runs under ``asyncio.timeout(timeout)``; a cancelled or timed-out call makes
 redis-py drop that connection, so no later call can read a reply meant for another.
+
+At most once: only a lone read goes through redis-py's ``execute_command``, whose retry may
+send it again after a connection error. Everything that may write is sent by this module
+(see `_exchange`), never twice: redis-py's pipelines and commands re-send after a
+connection error, and a write whose reply was lost may have run (an ``INCRBY`` would count
+twice). Such a failure raises `BackendUnavailable` saying that the outcome is unknown.
 """
 
 from __future__ import annotations
@@ -396,10 +403,17 @@ class RedisBackend(Backend):
     ``socket_timeout`` (which costs a task per command on Python 3.11; pass
     ``socket_timeout=`` to have one anyway). ``client_options`` go to ``Redis.from_url`` /
     ``RedisCluster.from_url`` (``max_connections=``, ``retry=``, ``client_name=``, ``ssl_*``,
-    …). A standalone client built here retries a failed connection once (a pooled connection
-    the server closed), not redis-py's ten times with backoff: a cache that is down should
-    fail fast, so that callers fall back. Concurrent calls beyond the client's
-    ``max_connections`` (100 per node on Cluster) wait for a connection instead of failing.
+    …); a bad option is a `ConfigurationError` here, not at first use. A standalone client
+    built here retries a failed connection once, not redis-py's ten times with backoff: a
+    cache that is down should fail fast, so that callers fall back. Concurrent calls beyond
+    the client's ``max_connections`` (100 per node on Cluster) wait for a connection
+    instead of failing.
+
+    A command is never sent twice: a write whose reply was lost (the connection broke after
+    it went out) raises `BackendUnavailable` saying that its outcome is unknown; only a lone
+    read may be sent again after a connection error. On Cluster, a node that fails or does
+    not answer within ``timeout`` fails only its own commands of a batch (their result
+    slots hold the error); the other nodes' results stand.
 
     ``atomic`` batches run in ``MULTI``/``EXEC``: no other client sees them half done, but as
     always with Redis, a command that fails at run time (``incr`` of a non-number) does not
