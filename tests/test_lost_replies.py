@@ -335,6 +335,24 @@ async def test_a_read_whose_reply_is_lost_is_read_again(rig: Rig) -> None:
     SUMMARY["reads checked"] += 1
 
 
+@pytest.mark.parametrize("kind", ["redis", "memcached"])
+async def test_a_write_that_never_left_is_not_reported_unknown(kind: str) -> None:
+    """A refused connection means nothing was sent: the error says unavailable, not that
+    the outcome is unknown."""
+    _needs(kind)
+    port = servers.free_port()  # nothing listens there
+    backend: Backend
+    if kind == "redis":
+        backend = RedisBackend(f"redis://127.0.0.1:{port}/0", timeout=TIMEOUT)
+    else:
+        backend = MemcachedBackend([("127.0.0.1", port)], timeout=TIMEOUT)
+    async with backend:
+        for call in (lambda: backend.set("k", b"v"), lambda: backend.incr("n")):
+            with pytest.raises(co.BackendUnavailable) as info:
+                await call()
+            assert OUTCOME_UNKNOWN not in str(info.value)
+
+
 def test_zz_summary(capsys: pytest.CaptureFixture[str]) -> None:
     """Print the counts for the issue notes (no -s needed)."""
     lines = ["lost-reply summary:"]

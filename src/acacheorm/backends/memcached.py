@@ -15,7 +15,7 @@ What memcached lacks is emulated here:
   T<remaining>`` in one round trip and keeps the expiry time to within memcached's
   one-second clock. A ``touch`` does not change the cas unique, so the same write reads
   the TTL again just before it (``mg <key> t``); if a touch moved it meanwhile, the row
-  is written once more with the new TTL (a second round trip, only then).
+  is written once more with the new TTL (two more round trips, only then).
 - ``Incr`` is memcached's ``ma`` (with ``N``/``J`` to create a missing key) when the delta is
   non-negative. memcached stores unsigned numbers only and its decrement stops at 0, so
   negative deltas, negative stored values and numbers beyond 64 bits use a gets/cas loop
@@ -917,10 +917,11 @@ class MemcachedBackend(Backend):
             return self._refused(name, reply)
         # A touch does not change the cas unique, so the write below succeeds after one and
         # would put back the TTL read by Gets. The row's TTL is read again just before it,
-        # in the same write; if it moved, the row (still ours: its new cas) is written again
-        # with that TTL. What is left is a touch landing between those two commands.
+        # in the same write; if it moved, the row, if it still holds what was written, is
+        # written again with that TTL. What is left is a touch landing between the two
+        # commands of one write.
         when = token.keep_exptime()
-        line = self._set_line(key, value, b" C%d T%d c" % (token.cas, when))
+        line = self._set_line(key, value, b" C%d T%d" % (token.cas, when))
         seen = yield _Request(b"mg %b t\r\n%b" % (key, line), final=False)
         reply = yield _MORE
         if reply.code in (b"EX", b"NF", b"NS"):
@@ -930,10 +931,11 @@ class MemcachedBackend(Backend):
         if seen.code != b"HD" or not token.ttl_moved(seen.flag(b"t")):
             return True
         left = seen.flag(b"t")
-        flags = b" C%d T%d" % (reply.flag(b"c"), 0 if left < 0 else _exptime_remaining(left))
-        yield _Request(self._set_line(key, value, flags), final=False)
-        # Written either way; if another write came first, its TTL is the one to keep.
-        return True
+        now = yield _Request(b"mg %b v c\r\n" % key, final=False)
+        if now.code == b"VA" and now.value == value:  # else another write came: its TTL stands
+            flags = b" C%d T%d" % (now.flag(b"c"), 0 if left < 0 else _exptime_remaining(left))
+            yield _Request(self._set_line(key, value, flags), final=False)
+        return True  # written either way
 
     def _replace_keeping_ttl(self, name: str, key: bytes, value: bytes) -> _Step:
         error = self._too_large(name, key, value)

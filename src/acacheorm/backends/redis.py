@@ -1056,30 +1056,34 @@ class RedisBackend(Backend):
         scope = _SCOPE.get()
         deadline = None if scope is None else scope.when()
         tasks = [asyncio.ensure_future(c) for c in calls]
-
-        async def bounded(task: asyncio.Future[None]) -> Exception | None:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await task
-            except Exception as exc:
-                return exc
-            return None
-
+        late: set[asyncio.Future[None]] = set()
         if scope is not None:
-            scope.reschedule(None)  # each call keeps the deadline instead
+            scope.reschedule(None)  # the wait below keeps the deadline instead
         try:
-            outcomes = await asyncio.gather(*(bounded(t) for t in tasks))
+            wait = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if wait is None or wait > 0:
+                _, late = await asyncio.wait(tasks, timeout=wait)
+            else:
+                late = set(tasks)
         finally:
-            if scope is not None:
-                scope.reschedule(deadline)
             for task in tasks:
-                task.cancel()
+                task.cancel()  # those not done: on timeout, or when the caller is cancelled
             pending = [task for task in tasks if not task.done()]
             if pending:
                 await asyncio.wait(pending)
-            for task in tasks:
+            if scope is not None:  # after the wait: it must not fail the nodes that answered
+                scope.reschedule(deadline)
+        outcomes: list[Exception | None] = []
+        for task in tasks:
+            if task in late:
                 if not task.cancelled():
-                    task.exception()  # retrieved: it is in ``outcomes`` or superseded
+                    task.exception()  # finished while being cancelled: superseded
+                outcomes.append(TimeoutError())
+            else:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, Exception):
+                    raise exc
+                outcomes.append(exc)
         for exc in outcomes:
             if exc is not None and _translate(exc, None) is None:
                 raise exc
