@@ -454,6 +454,26 @@ async def test_a_touch_between_the_read_and_the_cas_is_kept(
     assert left is not None and 698 <= left <= 702, left
 
 
+async def test_a_cas_keeping_the_ttl_and_reads_of_its_key_share_one_round_trip(
+    mc: MemcachedBackend,
+) -> None:
+    """The TTL check rides in the Cas's own write; later gets of the key need not wait for
+    it (only a touch found meanwhile costs more round trips), later writes do."""
+    await mc.set("k", b"one", ttl=100)
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    node = next(n for n in mc._nodes if (n.host, n.port) == node_of(mc, "k"))
+    before = node.round_trips
+    batch = Batch((Get("k"), Cas("k", b"two", token, KEEP_TTL), Get("k"), Get("k")))
+    assert await mc.execute(batch) == [b"one", True, b"two", b"two"]
+    assert node.round_trips - before == 1
+    # a write after it waits for the next round, and so does everything after that write
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    before = node.round_trips
+    batch = Batch((Cas("k", b"three", token, KEEP_TTL), Set("k", b"four"), Get("k")))
+    assert await mc.execute(batch) == [True, True, b"four"]
+    assert node.round_trips - before == 2
+
+
 async def test_a_cas_that_loses_after_a_touch_writes_nothing(mc: MemcachedBackend) -> None:
     await mc.set("k", b"one", ttl=100)
     [(_, token)] = await mc.execute(Batch((Gets("k"),)))

@@ -264,6 +264,24 @@ async def test_given_client_is_not_closed(redis_url: str) -> None:
         await client.aclose()
 
 
+async def test_a_single_connection_client_works(redis_url: str) -> None:
+    """Writes are sent on the client's one connection, taking turns with redis-py's own."""
+    client = aredis.Redis.from_url(redis_url, single_connection_client=True)
+    try:
+        backend = RedisBackend(client, namespace=unique_namespace(), auto_batch=False)
+        async with backend:
+            await smoke(backend)
+            got = await asyncio.gather(
+                *(backend.incr("n") for _ in range(50)), *(backend.get("n") for _ in range(50))
+            )
+            assert sorted(got[:50]) == list(range(1, 51))
+            assert await backend.get("n") == b"50"
+            await backend.clear()
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
 async def test_given_cluster_client_is_not_closed(redis_cluster_url: str) -> None:
     client = RedisCluster.from_url(redis_cluster_url)
     try:

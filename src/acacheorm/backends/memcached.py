@@ -386,6 +386,9 @@ class _Request(NamedTuple):
     #: True when the command's reply settles it; False when another step may follow (later
     #: commands on the same key then wait for the next round).
     final: bool = True
+    #: With ``final=False``: the value is settled and a follow-up can only set the TTL, so
+    #: later plain gets of the key need not wait (other commands still do).
+    value_final: bool = False
 
 
 class _Reply(NamedTuple):
@@ -782,9 +785,11 @@ class MemcachedBackend(Backend):
         """
         parts: list[_Pending | list[_Pending]] = []
         run: list[_Pending] | None = None
-        blocked: set[bytes] = set()
+        blocked: dict[bytes, bool] = {}  # key -> whether even plain gets of it must wait
         for item in pending:
-            if item.key in blocked:
+            hard = blocked.get(item.key)
+            if hard is not None and (hard or item.steps is not None):
+                blocked[item.key] = True  # what follows a held command waits too
                 continue
             if item.steps is None:
                 if run is None:
@@ -795,7 +800,7 @@ class MemcachedBackend(Backend):
             run = None
             parts.append(item)
             if not item.request.final:
-                blocked.add(item.key)
+                blocked[item.key] = not item.request.value_final
         chunks: list[bytes] = []
         for part in parts:
             if isinstance(part, list):
@@ -922,7 +927,7 @@ class MemcachedBackend(Backend):
         # commands of one write.
         when = token.keep_exptime()
         line = self._set_line(key, value, b" C%d T%d" % (token.cas, when))
-        seen = yield _Request(b"mg %b t\r\n%b" % (key, line), final=False)
+        seen = yield _Request(b"mg %b t\r\n%b" % (key, line), final=False, value_final=True)
         reply = yield _MORE
         if reply.code in (b"EX", b"NF", b"NS"):
             return False
