@@ -13,6 +13,11 @@ Faults (one at a time; `clear` ends any of them):
   and everything after it arrive late, as from a server that stalled mid-write.
 - `pause` — connections are accepted but nothing is forwarded in either direction until the
   fault clears; then everything held flows on (late replies included), as after SIGCONT.
+- `lose_reply` — once: the next request chunk that contains ``match`` is forwarded (the
+  server runs it), and the reply that follows on that connection is dropped and the
+  connection cut, as when a link fails after the server ran a command and before its reply
+  arrived. The fault then clears itself, so a client that sends the request again (on a new
+  connection) reaches the server.
 
 Late bytes after `clear` are the point: a client that timed out and kept using the same
 connection would read them as the reply to its next request.
@@ -44,7 +49,7 @@ from typing import Any, Literal, Self
 HOST = "127.0.0.1"
 CHUNK = 65536
 
-Mode = Literal["none", "latency", "drop", "half_close", "half_hold", "pause"]
+Mode = Literal["none", "latency", "drop", "half_close", "half_hold", "pause", "lose_reply"]
 
 
 @dataclass
@@ -57,13 +62,23 @@ class ProxyStats:
     held: int = 0  # chunks held back by `pause` or a held `half_send`
     delayed: int = 0  # chunks delayed by `latency`
     late: int = 0  # held chunks forwarded after the fault cleared
+    lost: int = 0  # replies dropped by `lose_reply` (their request was forwarded)
     faults: list[str] = field(default_factory=list)  # every fault switched on, in order
 
 
 class _Link:
     """One proxied connection: the client side, the server side, and their pumps."""
 
-    __slots__ = ("client_r", "client_w", "cut", "delay_line", "delay_wake", "server_r", "server_w")
+    __slots__ = (
+        "client_r",
+        "client_w",
+        "cut",
+        "delay_line",
+        "delay_wake",
+        "lose_next",
+        "server_r",
+        "server_w",
+    )
 
     def __init__(
         self,
@@ -77,6 +92,7 @@ class _Link:
         self.server_r = server_r
         self.server_w = server_w
         self.cut = False  # this connection already had a reply cut by half_send
+        self.lose_next = False  # lose_reply armed: the next reply chunk is dropped
         self.delay_line: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self.delay_wake = asyncio.Event()
 
@@ -97,6 +113,7 @@ class FaultProxy:
         self.port = 0
         self.mode: Mode = "none"
         self.latency_seconds = 0.0
+        self.lose_match = b""
         self.stats = ProxyStats()
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
@@ -183,6 +200,12 @@ class FaultProxy:
         for link in self._links:
             link.cut = False
         self._flowing.clear()
+
+    def lose_reply(self, match: bytes) -> None:
+        """Once: forward the next request chunk containing ``match``, then drop the reply to
+        it and cut that connection (the request ran; its reply never arrives)."""
+        self._switch("lose_reply")
+        self.lose_match = match
 
     def pause(self) -> None:
         """Hold everything, both ways, until `clear`."""
@@ -294,6 +317,9 @@ class FaultProxy:
                     if not await self._hold():
                         break
                     self.stats.late += 1
+                elif self.mode == "lose_reply" and self.lose_match in data:
+                    self.clear()  # once
+                    link.lose_next = True
                 link.server_w.write(data)
                 await link.server_w.drain()
         except OSError:
@@ -308,6 +334,10 @@ class FaultProxy:
             while True:
                 data = await link.server_r.read(CHUNK)
                 if not data or self._closed:
+                    break
+                if link.lose_next:
+                    self.stats.lost += 1
+                    link.abort()  # the reply never reaches the client
                     break
                 mode = self.mode
                 if mode == "pause":

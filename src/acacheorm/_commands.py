@@ -2,8 +2,11 @@
 
 A backend receives a `Batch` of commands and returns one result per command, in order.
 A command that failed on its own (``incr`` of a non-numeric value, a value over the size
-limit) gets a `BackendError` *instance* in its slot; a failure of the whole round trip
-(server down, timeout) is raised. Backends know keys, bytes and TTLs, never models.
+limit) gets a `BackendError` *instance* in its slot; so do the commands of a node that failed
+(down, timed out) when other nodes of the batch answered (memcached with several nodes,
+Redis Cluster). A failure of the whole round trip is raised. A write whose reply was lost is
+never sent again: its failure is a `BackendUnavailable` saying that the outcome is unknown.
+Backends know keys, bytes and TTLs, never models.
 
 Results per command type:
 

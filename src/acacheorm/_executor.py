@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from ._commands import Batch, Get, Gets, Has
 from ._signals import Signal
-from .backends.base import Backend
+from .backends.base import Backend, NothingRan
 
 logger = logging.getLogger("acacheorm")
 
@@ -294,7 +294,13 @@ class _Coalescer:
         for batch, _ in pending:
             commands.extend(batch.commands)
         try:
-            results = await _execute(self.backend, Batch(tuple(commands)), len(pending))
+            try:
+                results = await _execute(self.backend, Batch(tuple(commands)), len(pending))
+            except NothingRan:
+                # Refused whole before any of it ran (SimpleBackend's max_entries): each
+                # caller's batch on its own, so the refusal reaches only the one it concerns.
+                await self._one_by_one(pending)
+                return
         except BaseException as exc:
             for _, fut in pending:
                 if fut is not None and not fut.done():
@@ -311,6 +317,19 @@ class _Coalescer:
             if fut is not None and not fut.done():
                 fut.set_result(results[start:end])
             start = end
+
+    async def _one_by_one(
+        self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]
+    ) -> None:
+        for batch, fut in pending:
+            try:
+                results = await _execute(self.backend, batch)
+            except Exception as exc:
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if fut is not None and not fut.done():
+                fut.set_result(results)
 
 
 def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:

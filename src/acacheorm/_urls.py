@@ -47,7 +47,10 @@ def backend_from_url(url: str, **options: Any) -> Backend:
     if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from .backends.redis import RedisBackend
 
-        rest = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        # Not urlunsplit: it drops the "//" of a URL without a host (unix:///path).
+        rest = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        if query:
+            rest += f"?{urlencode(query)}"
         return RedisBackend(rest, **options)
     if scheme == "memcached":
         from .backends.memcached import MemcachedBackend

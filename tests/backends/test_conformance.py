@@ -12,6 +12,7 @@ import pytest
 
 import acacheorm as co
 from acacheorm._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Incr, Set
+from acacheorm.backends import base
 from acacheorm.backends.base import Backend
 
 
@@ -193,6 +194,52 @@ async def test_bad_ttl_is_a_value_error_and_writes_nothing(backend: Backend, ttl
     with pytest.raises(ValueError):
         await backend.set_many({"k": b"v"}, ttl=ttl)
     assert await backend.get("k") is None
+
+
+@pytest.mark.parametrize("ttl", [1e-9, datetime.timedelta(microseconds=1)])
+async def test_a_ttl_below_a_millisecond_expires_like_one_everywhere(
+    backend: Backend, ttl: Any
+) -> None:
+    """Never "no expiry" (the Redis set-many script), an error (Redis SET) or a delete
+    (Redis incr): rounded up to a millisecond (memcached: its next second)."""
+    t = base.normalize_ttl(ttl)
+    assert t == 0.001
+    await backend.set("keep", b"k")
+    await backend.set("one", b"1", ttl=ttl)
+    await backend.set_many({"{t}a": b"a", "{t}b": b"b"}, ttl=ttl)  # one slot on Cluster
+    assert await backend.add("added", b"x", ttl=ttl) is True
+    assert await backend.incr("n", 3, ttl=ttl) == 3
+    for key in ("one", "{t}a", "{t}b", "added", "n"):
+        await gone(backend, key)
+    assert await backend.get("keep") == b"k"
+
+
+async def test_a_ttl_over_a_hundred_years_is_refused_before_any_io(backend: Backend) -> None:
+    century = datetime.timedelta(days=36525)
+    for ttl in (century * 2, 1e12, 10**30):
+        with pytest.raises(ValueError, match="at most 3155760000 seconds"):
+            await backend.set("k", b"v", ttl=ttl)
+        with pytest.raises(ValueError, match="at most"):
+            await backend.incr("n", ttl=ttl)
+    assert await backend.get_many("k", "n") == [None, None]
+
+
+async def test_a_long_ttl_is_kept_everywhere(backend: Backend) -> None:
+    """Fifty years reach past 2038, the end of memcached's clock: the row is kept (until
+    then on memcached), never silently dropped."""
+    fifty_years = datetime.timedelta(days=365 * 50)
+    await backend.set("k", b"v", ttl=fifty_years)
+    await backend.set_many({"a": b"1", "b": b"2"}, ttl=fifty_years)
+    assert await backend.add("c", b"3", ttl=fifty_years) is True
+    assert await backend.incr("n", 2, ttl=fifty_years) == 2
+    assert await backend.get_many("k", "a", "b", "c", "n") == [b"v", b"1", b"2", b"3", b"2"]
+    assert await backend.touch("k", fifty_years) is True
+    [(value, token)] = await backend.execute(Batch((Gets("k"),)))
+    assert value == b"v"
+    assert await backend.execute(Batch((Cas("k", b"w", token, KEEP_TTL),))) == [True]
+    assert await backend.get("k") == b"w"
+    assert await backend.replace("k", b"x", ttl=fifty_years) is True
+    assert await backend.get("k") == b"x"
 
 
 async def test_wrong_types(backend: Backend) -> None:

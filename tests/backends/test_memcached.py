@@ -19,6 +19,7 @@ import acacheorm as co
 from acacheorm._commands import KEEP_TTL, Batch, Cas, Delete, Get, Gets, Incr, Replace, Set
 from acacheorm.backends.memcached import (
     HASHINGS,
+    MAX_EXPTIME,
     KetamaRing,
     MemcachedBackend,
     exptime,
@@ -371,6 +372,19 @@ def test_exptime_conversion() -> None:
     now = time.time()
     assert abs(exptime(2_592_000) - (now + 2_592_001)) <= 2  # 30 days: a unix time
     assert abs(exptime(90 * 86400) - (now + 90 * 86400 + 1)) <= 2
+    # memcached's clock ends in January 2038 (signed 32 bits); it drops an item given a later
+    # exptime while answering that it stored it, so a TTL reaching past it ends then
+    assert exptime(20 * 365 * 86400) == MAX_EXPTIME == 2**31 - 1
+    assert exptime(MAX_EXPTIME - now - 3600) < MAX_EXPTIME
+
+
+async def test_a_ttl_past_2038_keeps_the_row_until_then(mc: MemcachedBackend) -> None:
+    twenty_years = 20 * 365 * 86400
+    await mc.set("k", b"v", ttl=twenty_years)
+    await mc.set_many({"a": b"1", "b": b"2"}, ttl=twenty_years)
+    assert await mc.get_many("k", "a", "b") == [b"v", b"1", b"2"]
+    left = await remaining_ttl(node_of(mc, "k"), mc.wire_key(mc.full_key("k")))
+    assert left is not None and abs(left - (MAX_EXPTIME - time.time())) <= 5
 
 
 async def test_long_ttls_are_stored_and_short_ones_expire(mc: MemcachedBackend) -> None:
@@ -411,6 +425,65 @@ async def test_cas_keeps_the_remaining_ttl(mc: MemcachedBackend) -> None:
     assert await mc.get("k") == b"five"
     [result] = await mc.execute(Batch((Cas("k", b"x", "not a token", KEEP_TTL),)))
     assert isinstance(result, co.BackendError)
+
+
+@pytest.mark.parametrize("touched_to", [1000, 50, None])
+async def test_a_touch_between_the_read_and_the_cas_is_kept(
+    mc: MemcachedBackend, touched_to: int | None
+) -> None:
+    """A touch does not change the cas unique: the Cas succeeds after it, and must not put
+    back the TTL that Gets read."""
+    wire = mc.wire_key(mc.full_key("k"))
+    home = node_of(mc, "k")
+    await mc.set("k", b"one", ttl=100)
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    assert await mc.touch("k", touched_to) is True
+    assert await mc.execute(Batch((Cas("k", b"two", token, KEEP_TTL),))) == [True]
+    assert await mc.get("k") == b"two"
+    left = await remaining_ttl(home, wire)
+    if touched_to is None:
+        assert left == -1
+    else:
+        assert left is not None and touched_to - 2 <= left <= touched_to + 2, left
+    # and through a model's update, which keeps the TTL the same way
+    await mc.touch("k", 300)
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    await mc.touch("k", 700)
+    assert await mc.execute(Batch((Cas("k", b"three", token, KEEP_TTL),))) == [True]
+    left = await remaining_ttl(home, wire)
+    assert left is not None and 698 <= left <= 702, left
+
+
+async def test_a_cas_keeping_the_ttl_and_reads_of_its_key_share_one_round_trip(
+    mc: MemcachedBackend,
+) -> None:
+    """The TTL check rides in the Cas's own write; later gets of the key need not wait for
+    it (only a touch found meanwhile costs more round trips), later writes do."""
+    await mc.set("k", b"one", ttl=100)
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    node = next(n for n in mc._nodes if (n.host, n.port) == node_of(mc, "k"))
+    before = node.round_trips
+    batch = Batch((Get("k"), Cas("k", b"two", token, KEEP_TTL), Get("k"), Get("k")))
+    assert await mc.execute(batch) == [b"one", True, b"two", b"two"]
+    assert node.round_trips - before == 1
+    # a write after it waits for the next round, and so does everything after that write
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    before = node.round_trips
+    batch = Batch((Cas("k", b"three", token, KEEP_TTL), Set("k", b"four"), Get("k")))
+    assert await mc.execute(batch) == [True, True, b"four"]
+    assert node.round_trips - before == 2
+
+
+async def test_a_cas_that_loses_after_a_touch_writes_nothing(mc: MemcachedBackend) -> None:
+    await mc.set("k", b"one", ttl=100)
+    [(_, token)] = await mc.execute(Batch((Gets("k"),)))
+    await mc.touch("k", 1000)
+    await mc.set("k", b"other", ttl=50)  # a write: the cas unique changes
+    assert await mc.execute(Batch((Cas("k", b"two", token, KEEP_TTL),))) == [False]
+    assert await mc.get("k") == b"other"
+    await mc.delete("k")
+    assert await mc.execute(Batch((Cas("k", b"two", token, KEEP_TTL),))) == [False]
+    assert await mc.get("k") is None
 
 
 async def test_replace_keeping_ttl(mc: MemcachedBackend) -> None:

@@ -264,6 +264,24 @@ async def test_given_client_is_not_closed(redis_url: str) -> None:
         await client.aclose()
 
 
+async def test_a_single_connection_client_works(redis_url: str) -> None:
+    """Writes are sent on the client's one connection, taking turns with redis-py's own."""
+    client = aredis.Redis.from_url(redis_url, single_connection_client=True)
+    try:
+        backend = RedisBackend(client, namespace=unique_namespace(), auto_batch=False)
+        async with backend:
+            await smoke(backend)
+            got = await asyncio.gather(
+                *(backend.incr("n") for _ in range(50)), *(backend.get("n") for _ in range(50))
+            )
+            assert sorted(got[:50]) == list(range(1, 51))
+            assert await backend.get("n") == b"50"
+            await backend.clear()
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
 async def test_given_cluster_client_is_not_closed(redis_cluster_url: str) -> None:
     client = RedisCluster.from_url(redis_cluster_url)
     try:
@@ -349,6 +367,29 @@ def test_configuration_errors() -> None:
     with pytest.raises(ValueError):
         RedisBackend("redis://127.0.0.1/0", timeout=0)
     assert {"redis", "rediss", "unix", "redis+cluster"} <= set(RedisBackend.url_schemes)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:1/0?protocol=9", "protocol must be either 2 or 3"),
+        ("redis+cluster://127.0.0.1:1?protocol=9", "protocol must be either 2 or 3"),
+        ("rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate"),
+        ("rediss+cluster://127.0.0.1:1?ssl_cert_reqs=bogus", "Invalid SSL Certificate"),
+        ("unix:///tmp/none.sock?db=0&protocol=9", "protocol must be either 2 or 3"),
+    ],
+)
+def test_bad_connection_options_fail_at_construction(url: str, says: str) -> None:
+    """Not at first use, where they looked like a server that is down."""
+    with pytest.raises(co.ConfigurationError, match=says):
+        RedisBackend(url)
+    with pytest.raises(co.ConfigurationError, match=says):
+        co.backend_from_url(url)
+    with pytest.raises(co.ConfigurationError, match=says):
+        RedisBackend(url.split("?")[0], **dict([url.split("?")[1].split("&")[-1].split("=")]))
+    # the same options, valid, build a backend (no connection is made)
+    good = url.replace("protocol=9", "protocol=3").replace("bogus", "none")
+    assert isinstance(RedisBackend(good), RedisBackend)
 
 
 def test_import_without_redis_installed(tmp_path: Any) -> None:

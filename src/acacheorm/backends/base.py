@@ -12,13 +12,13 @@ import abc
 import asyncio
 import contextlib
 import datetime
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from .._commands import (
     KEEP_TTL,
+    READ_COMMANDS,
     Add,
     Batch,
     Capabilities,
@@ -31,6 +31,7 @@ from .._commands import (
     Set,
     Touch,
 )
+from .._exceptions import BackendUnavailable
 from .._fields import escape_key_part
 
 if TYPE_CHECKING:
@@ -43,10 +44,26 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 5.0
 
 
+#: The shortest TTL kept: shorter positive TTLs are rounded up to it (Redis counts in
+#: milliseconds, and a TTL that rounds down to 0 would mean "never" or an error there).
+MIN_TTL = 0.001
+#: The longest TTL accepted, in seconds (100 years); longer is a `ValueError` (use
+#: ``ttl=None`` for rows that never expire). memcached cannot keep items past January 2038:
+#: there a TTL reaching past it ends then (see `MemcachedBackend`).
+MAX_TTL = 100 * 365.25 * 24 * 3600
+
+
 def normalize_ttl(ttl: Any) -> float | None:
     """Turn a user TTL (seconds, timedelta, None) into float seconds or None.
 
     Zero or negative is a `ValueError`: a write that expires at once is a bug, not a delete.
+    A positive TTL below a millisecond is rounded up to one (`MIN_TTL`), the same on every
+    backend; one above `MAX_TTL` (100 years) is a `ValueError`, raised before any I/O.
+
+    Example::
+
+        assert normalize_ttl(datetime.timedelta(minutes=1)) == 60.0
+        assert normalize_ttl(1e-9) == 0.001
     """
     if ttl is None:
         return None
@@ -56,9 +73,49 @@ def normalize_ttl(ttl: Any) -> float | None:
         ttl = ttl.total_seconds()
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise TypeError(f"ttl must be seconds (int/float), a timedelta or None, not {ttl!r}")
-    if not math.isfinite(ttl) or ttl <= 0:
+    if ttl != ttl or ttl <= 0:  # NaN, zero, negative
         raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
-    return float(ttl)
+    if ttl > MAX_TTL:  # infinity and huge ints too
+        raise ValueError(
+            f"ttl must be at most {MAX_TTL:.0f} seconds (100 years), not {ttl!r}; "
+            "use ttl=None for no expiry"
+        )
+    return max(float(ttl), MIN_TTL)
+
+
+#: What a `BackendUnavailable` adds when writes were sent and no reply came back.
+OUTCOME_UNKNOWN = (
+    "the outcome of the writes is unknown: they may or may not have been applied "
+    "(they were not sent again)"
+)
+
+
+class NothingRan(Exception):
+    """Mixed into an error a backend raises for a whole batch before running any of it.
+
+    When such a batch was several callers' batches merged by automatic batching, the
+    executor runs each caller's batch on its own instead (safe: nothing ran), so the error
+    reaches only the callers it concerns.
+    """
+
+
+def has_writes(commands: Iterable[Command]) -> bool:
+    """Whether any of ``commands`` changes the store (anything but Get, Gets and Has)."""
+    return any(type(c) not in READ_COMMANDS for c in commands)
+
+
+def unknown_outcome(exc: BaseException) -> BackendUnavailable:
+    """``exc`` (a connection lost or a reply not received after writes were sent) as the
+    `BackendUnavailable` that says their outcome is unknown.
+
+    A command whose reply was lost may have run, so it is never sent again blindly: the
+    caller decides (read the key back, or treat the write as possibly applied).
+    """
+    if OUTCOME_UNKNOWN in str(exc):
+        return exc if isinstance(exc, BackendUnavailable) else BackendUnavailable(str(exc))
+    err = BackendUnavailable(f"{exc}; {OUTCOME_UNKNOWN}")
+    err.__cause__ = exc
+    return err
 
 
 class PerLoop(Generic[T]):

@@ -13,7 +13,9 @@ What memcached lacks is emulated here:
 - ``Gets`` reads the value, the cas unique and the remaining TTL (``mg <key> v c t``). The
   token carries all three, so a later ``Cas(..., KEEP_TTL)`` writes ``ms <key> C<cas>
   T<remaining>`` in one round trip and keeps the expiry time to within memcached's
-  one-second clock.
+  one-second clock. A ``touch`` does not change the cas unique, so the same write reads
+  the TTL again just before it (``mg <key> t``); if a touch moved it meanwhile, the row
+  is written once more with the new TTL (two more round trips, only then).
 - ``Incr`` is memcached's ``ma`` (with ``N``/``J`` to create a missing key) when the delta is
   non-negative. memcached stores unsigned numbers only and its decrement stops at 0, so
   negative deltas, negative stored values and numbers beyond 64 bits use a gets/cas loop
@@ -46,12 +48,10 @@ import struct
 import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Generator,
     Iterable,
     Iterator,
-    Sequence,
 )
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
@@ -83,7 +83,14 @@ from .._exceptions import (
     ConflictError,
     ValueTooLargeError,
 )
-from .base import DEFAULT_TIMEOUT, Backend, PerLoop, check_scan_args
+from .base import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    PerLoop,
+    check_scan_args,
+    has_writes,
+    unknown_outcome,
+)
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection, MemcachePool
@@ -101,6 +108,10 @@ ITEM_OVERHEAD = 64
 MAX_KEY_LENGTH = 250
 #: Relative TTLs longer than this are read by memcached as unix timestamps.
 MAX_RELATIVE_EXPTIME = 60 * 60 * 24 * 30
+#: The latest expiry memcached can keep: its exptime is a signed 32-bit unix time
+#: (2038-01-19 03:14:07 UTC). It drops an item given a later one at once, while answering
+#: that it stored it, so a longer TTL is cut to end then.
+MAX_EXPTIME = 2**31 - 1
 MIN_SERVER_VERSION = (1, 6, 10)
 #: How many times a gets/cas loop (incr emulation, replace keeping the TTL) retries.
 CAS_RETRIES = 100
@@ -330,7 +341,7 @@ def parse_url(url: str) -> tuple[list[tuple[str, int, int]], dict[str, Any]]:
 
 def _absolute_if_long(seconds: int) -> int:
     if seconds > MAX_RELATIVE_EXPTIME:
-        return int(time.time()) + seconds
+        return min(int(time.time()) + seconds, MAX_EXPTIME)
     return seconds
 
 
@@ -341,7 +352,8 @@ def exptime(ttl: float | None) -> int:
     stored with exptime ``n`` lives between ``n - 1`` and ``n`` seconds. The TTL is rounded
     up and one tick added, so an item never expires before its TTL (it may outlive it by up
     to a second). Thirty days or more are sent as a unix time, because memcached reads
-    larger relative values as timestamps.
+    larger relative values as timestamps; a TTL reaching past `MAX_EXPTIME` (January 2038)
+    ends then, the latest memcached can keep (it would drop the item at once otherwise).
     """
     if ttl is None:
         return 0
@@ -365,6 +377,13 @@ class _CasToken(NamedTuple):
             return 0
         return _exptime_remaining(self.ttl - (time.monotonic() - self.read_at))
 
+    def ttl_moved(self, left: int) -> bool:
+        """Whether ``left`` (seconds, -1: never expires), read later, says the TTL was set
+        since this token was read (by more than memcached's one-second clock)."""
+        if (left < 0) != (self.ttl < 0):
+            return True
+        return left >= 0 and abs(left - (self.ttl - (time.monotonic() - self.read_at))) > 1.5
+
 
 # -- wire protocol --------------------------------------------------------------------------
 
@@ -378,6 +397,9 @@ class _Request(NamedTuple):
     #: True when the command's reply settles it; False when another step may follow (later
     #: commands on the same key then wait for the next round).
     final: bool = True
+    #: With ``final=False``: the value is settled and a follow-up can only set the TTL, so
+    #: later plain gets of the key need not wait (other commands still do).
+    value_final: bool = False
 
 
 class _Reply(NamedTuple):
@@ -462,6 +484,8 @@ class _Pending:
 
 
 _GET = _Request(b"")
+#: Yielded by a step whose request holds two commands: "send me the second reply too".
+_MORE = _Request(b"", final=False)
 
 
 # -- nodes ----------------------------------------------------------------------------------
@@ -539,8 +563,10 @@ class MemcachedBackend(Backend):
     other clients of a shared cluster find them on the same nodes; ``hashing`` chooses which
     libmemcached setting to match (see `KetamaRing`). A node that is down costs only its own
     keys: commands on them raise `BackendUnavailable`, the rest keep working, and the node is
-    used again as soon as it accepts connections. (A batch that spans a dead node and live
-    ones raises `BackendUnavailable` after the live nodes have run their part.)
+    used again as soon as it accepts connections. In a batch that spans a dead node and live
+    ones, only the dead node's commands get `BackendUnavailable` (in their result slots);
+    the others run and have their results. Nothing is ever sent twice: a write whose reply
+    was lost raises `BackendUnavailable` saying that its outcome is unknown.
 
     Every call is bounded by ``timeout`` seconds. ``pool_size`` connections are kept per
     node. Values are refused with `ValueTooLargeError` when value, key and memcached's
@@ -671,35 +697,34 @@ class MemcachedBackend(Backend):
         for index, cmd in enumerate(commands):
             key = self.wire_key(cmd.key)
             by_node.setdefault(ring.node_for(key), []).append((index, cmd, key))
-        jobs = [self._run_node(self._nodes[n], items) for n, items in by_node.items()]
-        nodes = [self._nodes[n] for n in by_node]
-        outcomes = await self._bounded(jobs, nodes)
         results: list[Any] = [None] * len(commands)
-        for outcome in outcomes:
-            for index, result in outcome:
+        if len(by_node) == 1:
+            [(n, items)] = by_node.items()
+            for index, result in await self._run_node(self._nodes[n], items):
                 results[index] = result
-        return results
-
-    async def _bounded(self, jobs: Sequence[Awaitable[Any]], nodes: Sequence[_Node]) -> list[Any]:
-        """Run one job per node at once within the timeout; raise the first failure.
-
-        Every job runs to its end (or to the timeout) even when another fails, so what a
-        batch wrote on the healthy nodes does not depend on how fast a dead one refused.
-        """
-        try:
-            async with asyncio.timeout(self.timeout):
-                if len(jobs) == 1:
-                    return [await jobs[0]]
-                outcomes = await asyncio.gather(*jobs, return_exceptions=True)
-        except TimeoutError as exc:
-            names = ", ".join(n.name for n in nodes)
-            raise BackendUnavailable(
-                f"memcached ({names}) did not answer within {self.timeout}s"
-            ) from exc
-        for outcome in outcomes:
+            return results
+        # Every node's part runs to its end (or to the timeout) even when another fails, so
+        # what a batch wrote on the healthy nodes does not depend on how fast a dead one
+        # refused; a node that failed fails only its own commands.
+        groups = list(by_node.items())
+        outcomes = await asyncio.gather(
+            *(self._run_node(self._nodes[n], items) for n, items in groups),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, BackendError):
+                raise failure  # not the server's doing: a bug, or a cancellation
+        if len(failures) == len(outcomes):
+            raise failures[0]
+        for (_, items), outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                raise outcome
-        return outcomes
+                for index, _, _ in items:
+                    results[index] = outcome
+            else:
+                for index, result in outcome:
+                    results[index] = result
+        return results
 
     @contextlib.contextmanager
     def _errors(self, node: _Node) -> Iterator[None]:
@@ -747,13 +772,27 @@ class MemcachedBackend(Backend):
             pending.append(_Pending(index, key, steps, request))
         if not pending:
             return results
-        with self._errors(node):
-            async with node.connection() as conn:
-                if not node.checked:
-                    await self._check_version(node, conn)
-                while pending:
-                    await self._round(node, conn, pending, results)
-                    pending = [p for p in pending if not p.done]
+        sent = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                with self._errors(node):
+                    async with node.connection() as conn:
+                        if not node.checked:
+                            await self._check_version(node, conn)
+                        while pending:
+                            sent = True
+                            await self._round(node, conn, pending, results)
+                            pending = [p for p in pending if not p.done]
+        except TimeoutError as exc:
+            err = BackendUnavailable(f"memcached {node.name} did not answer within {self.timeout}s")
+            if sent and has_writes(cmd for _, cmd, _ in items):
+                raise unknown_outcome(err) from exc
+            raise err from exc
+        except BackendUnavailable as exc:
+            # Sent writes whose replies never came may have run; they are not sent again.
+            if sent and has_writes(cmd for _, cmd, _ in items):
+                raise unknown_outcome(exc) from exc
+            raise
         return results
 
     async def _round(
@@ -771,9 +810,11 @@ class MemcachedBackend(Backend):
         """
         parts: list[_Pending | list[_Pending]] = []
         run: list[_Pending] | None = None
-        blocked: set[bytes] = set()
+        blocked: dict[bytes, bool] = {}  # key -> whether even plain gets of it must wait
         for item in pending:
-            if item.key in blocked:
+            hard = blocked.get(item.key)
+            if hard is not None and (hard or item.steps is not None):
+                blocked[item.key] = True  # what follows a held command waits too
                 continue
             if item.steps is None:
                 if run is None:
@@ -784,7 +825,7 @@ class MemcachedBackend(Backend):
             run = None
             parts.append(item)
             if not item.request.final:
-                blocked.add(item.key)
+                blocked[item.key] = not item.request.value_final
         chunks: list[bytes] = []
         for part in parts:
             if isinstance(part, list):
@@ -805,7 +846,10 @@ class MemcachedBackend(Backend):
             reply = await _read_reply(conn.reader)
             assert part.steps is not None
             try:
-                part.request = part.steps.send(reply)
+                request = part.steps.send(reply)
+                while request is _MORE:
+                    request = part.steps.send(await _read_reply(conn.reader))
+                part.request = request
             except StopIteration as stop:
                 results.append((part.index, stop.value))
                 part.done = True
@@ -906,13 +950,35 @@ class MemcachedBackend(Backend):
         error = self._too_large(name, key, value)
         if error is not None:
             return error
-        when = token.keep_exptime() if ttl is KEEP_TTL else exptime(ttl)
-        reply = yield _Request(self._set_line(key, value, b" C%d T%d" % (token.cas, when)))
-        if reply.code == b"HD":
-            return True
-        if reply.code in (b"EX", b"NF", b"NS"):  # changed, gone, or not stored
+        if ttl is not KEEP_TTL:
+            line = self._set_line(key, value, b" C%d T%d" % (token.cas, exptime(ttl)))
+            reply = yield _Request(line)
+            if reply.code == b"HD":
+                return True
+            if reply.code in (b"EX", b"NF", b"NS"):  # changed, gone, or not stored
+                return False
+            return self._refused(name, reply)
+        # A touch does not change the cas unique, so the write below succeeds after one and
+        # would put back the TTL read by Gets. The row's TTL is read again just before it,
+        # in the same write; if it moved, the row, if it still holds what was written, is
+        # written again with that TTL. What is left is a touch landing between the two
+        # commands of one write.
+        when = token.keep_exptime()
+        line = self._set_line(key, value, b" C%d T%d" % (token.cas, when))
+        seen = yield _Request(b"mg %b t\r\n%b" % (key, line), final=False, value_final=True)
+        reply = yield _MORE
+        if reply.code in (b"EX", b"NF", b"NS"):
             return False
-        return self._refused(name, reply)
+        if reply.code != b"HD":
+            return self._refused(name, reply)
+        if seen.code != b"HD" or not token.ttl_moved(seen.flag(b"t")):
+            return True
+        left = seen.flag(b"t")
+        now = yield _Request(b"mg %b v c\r\n" % key, final=False)
+        if now.code == b"VA" and now.value == value:  # else another write came: its TTL stands
+            flags = b" C%d T%d" % (now.flag(b"c"), 0 if left < 0 else _exptime_remaining(left))
+            yield _Request(self._set_line(key, value, flags), final=False)
+        return True  # written either way
 
     def _replace_keeping_ttl(self, name: str, key: bytes, value: bytes) -> _Step:
         error = self._too_large(name, key, value)

@@ -31,12 +31,16 @@ from .._commands import (
 )
 from .._exceptions import BackendError, ValueTooLargeError
 from ._memindex import MemoryIndexes
-from .base import Backend, check_scan_args
+from .base import Backend, NothingRan, check_scan_args
 
 if TYPE_CHECKING:
     from .near import NearCache
 
 _WRITES = (Set, Add, Replace, Cas, Incr, IndexedWrite)
+
+
+class _TooManyKeys(ValueTooLargeError, NothingRan):
+    """A batch writes more distinct keys than ``max_entries``; raised before it runs."""
 
 
 class SimpleBackend(Backend):
@@ -45,8 +49,10 @@ class SimpleBackend(Backend):
     Every batch runs without yielding to the event loop, so it is atomic with respect to
     other tasks. ``max_entries`` bounds the number of keys; the least recently used keys are
     evicted to make room, but never a key written by the same batch (a batch that writes more
-    distinct keys than the bound is refused whole, before anything is written). Expired keys
-    make room first: a live key is never evicted while an expired one holds a slot.
+    distinct keys than the bound is refused whole with `ValueTooLargeError`, before anything
+    is written; batches of concurrent callers merged by automatic batching are then run one
+    by one, so only the caller whose batch is too large gets the error). Expired keys make
+    room first: a live key is never evicted while an expired one holds a slot.
 
     Example::
 
@@ -131,8 +137,9 @@ class SimpleBackend(Backend):
         if self.max_entries is not None:
             written = {c.key for c in commands if isinstance(c, _WRITES)}
             if len(written) > self.max_entries:
-                raise ValueTooLargeError(
+                raise _TooManyKeys(
                     f"batch writes {len(written)} keys, more than max_entries={self.max_entries}"
+                    "; nothing was written"
                 )
         now = time.monotonic()
         data = self._data

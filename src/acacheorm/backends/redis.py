@@ -6,7 +6,8 @@ How a `Batch` goes on the wire (one round trip per batch; per node, concurrently
   batch is a single ``MGET``; consecutive ``Set`` commands become one ``MSET`` when none has a
   TTL, otherwise one call of a small Lua script (``EVALSHA``) that ``SET … PX``\\ s every key;
 - a batch that comes down to one Redis command is sent as that command, with no pipeline;
-- anything else is a redis-py pipeline, ``transaction=batch.atomic`` (``MULTI``/``EXEC``);
+- anything else is pipelined: every command in one write on one pooled connection, the
+  replies read in order (in ``MULTI``/``EXEC`` when ``batch.atomic``);
 - on Cluster an atomic batch must keep every key in one hash slot (use a ``{hash tag}``),
   otherwise `AtomicityError` is raised before anything is sent; it runs in ``MULTI``/``EXEC``
   on the slot's node. A non-atomic batch of several commands is planned per hash slot, then
@@ -40,12 +41,19 @@ abort the transaction (Redis runs the other commands).
 
 Every batch runs under ``asyncio.timeout(timeout)``; a cancelled or timed-out call makes
 redis-py drop that connection, so no later call can read a reply meant for another.
+
+At most once: only a lone read goes through redis-py's ``execute_command``, whose retry may
+send it again after a connection error. Everything that may write is sent by this module
+(see `_exchange`), never twice: redis-py's pipelines and commands re-send after a
+connection error, and a write whose reply was lost may have run (an ``INCRBY`` would count
+twice). Such a failure raises `BackendUnavailable` saying that the outcome is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import math
 import urllib.parse
@@ -81,7 +89,7 @@ from .._exceptions import (
     ConfigurationError,
 )
 from . import _index_lua
-from .base import DEFAULT_TIMEOUT, Backend, PerLoop
+from .base import DEFAULT_TIMEOUT, Backend, PerLoop, has_writes, unknown_outcome
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -97,6 +105,13 @@ _CHUNK = 1000  # keys per MGET / MSET / set-many script call
 _REDIRECTS = 16  # rounds of MOVED/ASK followed in a Cluster batch (redis-py's request TTL)
 _SCAN_COUNT = 500  # keys per SCAN step and UNLINK call in clear()
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
+#: Wire commands that only read: the only ones a client may send again after a lost reply.
+_IDEMPOTENT = frozenset({"GET", "MGET", "EXISTS"})
+#: The deadline of the running Cluster batch: each node's part is bounded by it on its own,
+#: so a node that does not answer fails only its own commands.
+_SCOPE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "acacheorm_redis_scope", default=None
+)
 
 # KEYS[i] gets ARGV[2i-1]; ARGV[2i] is its PX in milliseconds, "0" for no expiry.
 _SET_MANY_LUA = """\
@@ -136,6 +151,9 @@ if created then
 end
 return value
 """
+
+#: A reply slot not (yet) filled: None is a reply (a missing key).
+_NO_REPLY: Any = object()
 
 # How a wire command's reply fills the batch's result slots.
 _ONE = 0  # one slot: conv(reply)
@@ -206,7 +224,9 @@ class _Wire:
 def _px(ttl: float) -> int:
     # Milliseconds, rounded up (a TTL never gets shorter); round() first so that binary
     # noise such as 1.1 * 1000 == 1100.0000000000002 does not add a millisecond.
-    return math.ceil(round(ttl * 1000, 6))
+    # At least 1: PX 0 is an error for SET, a delete for PEXPIRE and "no expiry" in the
+    # set-many script.
+    return max(1, math.ceil(round(ttl * 1000, 6)))
 
 
 def _encode_key(key: str) -> bytes:
@@ -295,6 +315,94 @@ def _translate(exc: BaseException, timeout: float | None) -> BackendError | None
     return None
 
 
+async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
+    """Send ``commands`` on ``conn`` in one write and read their replies, an error reply as
+    its exception; in ``MULTI``/``EXEC`` when ``transaction`` (`_Refused` when the server
+    aborts it: then nothing ran).
+
+    Nothing is ever sent twice: a connection lost once the write began raises, and the
+    caller reports that the outcome is unknown (redis-py's own pipelines and commands retry
+    after a connection error, re-sending writes that may have run). Whatever interrupts the
+    reads leaves the connection closed, never back in the pool with replies still to come.
+    """
+    from redis.exceptions import ExecAbortError, ResponseError
+
+    wanted = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
+    pack = _packer()
+    if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+        packed = conn.pack_commands(wanted)
+    else:
+        packed = [pack(tuple(args)) for args in wanted]
+    unread = len(wanted)
+    read = conn.read_response
+    try:
+        await conn.send_packed_command(packed)
+        if not transaction:
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await read())
+                except ResponseError as exc:
+                    replies.append(exc)
+                unread -= 1
+            return replies
+        await read()  # +OK for MULTI
+        unread -= 1
+        queued: list[ResponseError] = []
+        for _ in commands:
+            try:
+                await read()  # +QUEUED
+            except ResponseError as exc:
+                queued.append(exc)
+            unread -= 1
+        try:
+            reply = await read()
+        except ExecAbortError as exc:
+            unread = 0
+            # Nothing ran; the reason is why a command could not be queued (MOVED, OOM…).
+            raise _Refused(queued[0] if queued else exc) from exc
+        unread = 0
+    except BaseException:
+        if unread:
+            await conn.disconnect(nowait=True)
+        raise
+    if not isinstance(reply, list) or len(reply) != len(commands):
+        raise BackendError(f"redis EXEC gave an unexpected reply: {reply!r}")
+    return reply
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) says no connection could be made: nothing was sent."""
+    cause: BaseException | None = exc
+    for _ in range(4):
+        if cause is None:
+            return False
+        if isinstance(cause, ConnectionRefusedError) or " connecting to " in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _slot_error(wire: _Wire, reply: Exception, timeout: float | None) -> BackendError:
+    """The error for the result slots of ``wire`` whose reply is ``reply``."""
+    from redis.exceptions import ResponseError
+
+    if isinstance(reply, BackendError):
+        return reply
+    err: BackendError
+    if isinstance(reply, _unavailable_types()):
+        if isinstance(reply, ResponseError):  # CLUSTERDOWN, ...: the command did not run
+            err = BackendUnavailable(f"redis {wire.args[0]}: {reply}")
+        else:  # its node failed (connection lost, no answer in time)
+            err = _translate(reply, timeout) or BackendUnavailable(str(reply))
+            if wire.args[0] not in _IDEMPOTENT and not _never_sent(reply):
+                err = unknown_outcome(err)
+    else:
+        err = BackendError(f"redis {wire.args[0]}: {reply}")
+    err.__cause__ = reply
+    return err
+
+
 class RedisBackend(Backend):
     """A backend on Redis (standalone or Cluster) through ``redis.asyncio``.
 
@@ -311,10 +419,17 @@ class RedisBackend(Backend):
     ``socket_timeout`` (which costs a task per command on Python 3.11; pass
     ``socket_timeout=`` to have one anyway). ``client_options`` go to ``Redis.from_url`` /
     ``RedisCluster.from_url`` (``max_connections=``, ``retry=``, ``client_name=``, ``ssl_*``,
-    …). A standalone client built here retries a failed connection once (a pooled connection
-    the server closed), not redis-py's ten times with backoff: a cache that is down should
-    fail fast, so that callers fall back. Concurrent calls beyond the client's
-    ``max_connections`` (100 per node on Cluster) wait for a connection instead of failing.
+    …); a bad option is a `ConfigurationError` here, not at first use. A standalone client
+    built here retries a failed connection once, not redis-py's ten times with backoff: a
+    cache that is down should fail fast, so that callers fall back. Concurrent calls beyond
+    the client's ``max_connections`` (100 per node on Cluster) wait for a connection
+    instead of failing.
+
+    A command is never sent twice: a write whose reply was lost (the connection broke after
+    it went out) raises `BackendUnavailable` saying that its outcome is unknown; only a lone
+    read may be sent again after a connection error. On Cluster, a node that fails or does
+    not answer within ``timeout`` fails only its own commands of a batch (their result
+    slots hold the error); the other nodes' results stand.
 
     ``atomic`` batches run in ``MULTI``/``EXEC``: no other client sees them half done, but as
     always with Redis, a command that fails at run time (``incr`` of a non-number) does not
@@ -464,9 +579,19 @@ class RedisBackend(Backend):
                 "retry", Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1)
             )
         try:
+            client: Redis | RedisCluster
             if cluster:
-                return RedisCluster.from_url(url, **options)
-            return Redis.from_url(url, **options)
+                client = RedisCluster.from_url(url, **options)
+                # Build (without connecting) what each connection will be built from, so
+                # that a bad option (protocol=9, ssl_cert_reqs=bogus) fails here, not as
+                # an unavailable server at first use.
+                for node in client.nodes_manager.startup_nodes.values():
+                    node.connection_class(**node.connection_kwargs)
+            else:
+                client = Redis.from_url(url, **options)
+                pool = client.connection_pool
+                pool.connection_class(**pool.connection_kwargs)
+            return client
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad RedisBackend URL or option: {exc}") from exc
         except Exception as exc:
@@ -552,18 +677,30 @@ class RedisBackend(Backend):
         self._use_loop()
         commands = batch.commands
         atomic = batch.atomic and len(commands) > 1
-        with self._map_errors():
-            # The wait for a free connection counts towards the timeout too.
-            async with asyncio.timeout(self.timeout):
-                if self._in_flight is None:
-                    return await self._run(commands, atomic)
-                async with self._in_flight:
-                    return await self._run(commands, atomic)
+        try:
+            with self._map_errors():
+                # The wait for a free connection counts towards the timeout too.
+                async with asyncio.timeout(self.timeout) as scope:
+                    if self._in_flight is None:
+                        return await self._run(commands, atomic, scope)
+                    async with self._in_flight:
+                        return await self._run(commands, atomic, scope)
+        except BackendUnavailable as exc:
+            # Sent writes whose replies never came may have run; they are not sent again.
+            if has_writes(commands) and not _never_sent(exc):
+                raise unknown_outcome(exc) from exc
+            raise
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
-    async def _run(self, commands: tuple[Command, ...], atomic: bool) -> list[Any]:
+    async def _run(
+        self, commands: tuple[Command, ...], atomic: bool, scope: asyncio.Timeout
+    ) -> list[Any]:
         if self._cluster:
-            return await self._execute_cluster(commands, atomic)
+            token = _SCOPE.set(scope)
+            try:
+                return await self._execute_cluster(commands, atomic)
+            finally:
+                _SCOPE.reset(token)
         wires = self._plan(commands, range(len(commands)), atomic or _repeated_keys(commands))
         replies = await self._send(wires, atomic and len(wires) > 1)
         return self._assemble(len(commands), wires, replies)
@@ -752,23 +889,44 @@ class RedisBackend(Backend):
     async def _round_trip(
         self, commands: list[list[Any]], transaction: bool, slots: list[int] | None = None
     ) -> list[Any]:
-        from redis.exceptions import ResponseError
+        if len(commands) == 1 and commands[0][0] in _IDEMPOTENT:
+            # A lone read goes through redis-py, whose retry after a connection error (once,
+            # for a client built here) may send it again: harmless for a read.
+            from redis.exceptions import ResponseError
 
-        client = self._client
-        if slots is not None and len(commands) > 1:
-            return await self._cluster_round_trip(commands, slots)
-        if len(commands) == 1:
             try:
-                return [await client.execute_command(*commands[0])]
+                return [await self._client.execute_command(*commands[0])]
             except ResponseError as exc:
                 if isinstance(exc, _unavailable_types()):
                     raise
                 return [exc]
-        # Standalone only: every multi-command Cluster call passes ``slots`` (above).
-        pipe = client.pipeline(transaction=transaction)
-        for args in commands:
-            pipe.execute_command(*args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        # Anything that may write is sent by acacheorm itself, never twice.
+        if slots is not None:  # every Cluster call but MULTI/EXEC passes ``slots``
+            return await self._cluster_round_trip(commands, slots)
+        return await self._standalone_round_trip(commands, transaction)
+
+    async def _standalone_round_trip(
+        self, commands: list[list[Any]], transaction: bool
+    ) -> list[Any]:
+        """``commands`` in one write on one pooled connection (in ``MULTI``/``EXEC`` when
+        ``transaction``); their replies in order. See `_exchange`."""
+        client: Redis = self._client  # type: ignore[assignment]
+        try:
+            if client.single_connection_client:
+                await client.initialize()
+                async with client._single_conn_lock:
+                    replies = await _exchange(client.connection, commands, transaction)
+            else:
+                pool = client.connection_pool
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    replies = await _exchange(conn, commands, transaction)
+                finally:
+                    await pool.release(conn)
+        except _Refused as refused:
+            raise BackendError(f"redis refused the atomic batch: {refused.reason}") from (
+                refused.reason
+            )
         unavailable = _unavailable_types()
         for reply in replies:
             if isinstance(reply, unavailable):
@@ -782,8 +940,7 @@ class RedisBackend(Backend):
             if isinstance(reply, Exception):
                 if mode == _IGNORE:
                     continue
-                err = BackendError(f"redis {wire.args[0]}: {reply}")
-                err.__cause__ = reply
+                err = _slot_error(wire, reply, self.timeout)
                 for t in wire.targets:
                     results[t] = err
             elif mode == _ONE:
@@ -906,6 +1063,10 @@ class RedisBackend(Backend):
         slot left it, and ASK for a key only when it does not hold that key, which no later
         command on it can then create there. A command that ran is never sent twice; one
         still redirected after ``_REDIRECTS`` rounds keeps the error in its slot.
+
+        A node that fails (connection lost, no answer within the timeout) fails only the
+        commands it had not answered: their slots get the error, the other nodes' replies
+        stand. Only when every command failed so is the error raised for the whole batch.
         """
         from redis.exceptions import AskError, MovedError, SlotNotCoveredError
 
@@ -923,26 +1084,35 @@ class RedisBackend(Backend):
         except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
             client._initialize = True  # learn the slot map again for the next call
             raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
-        replies: list[Any] = [None] * len(commands)
+        replies: list[Any] = [_NO_REPLY] * len(commands)
         errors: list[int] = []  # positions of the error replies
         asking: set[int] = set()
         unavailable = _unavailable_types()
-        for _ in range(_REDIRECTS):
+        failed = 0  # positions that hold a node's failure
+        for round_ in range(_REDIRECTS):
             calls = [
                 self._node_round_trip(client, node, commands, ks, replies, errors, asking)
                 for node, ks in groups.values()
             ]
-            if len(calls) == 1:
-                await calls[0]
+            if round_ == 0 and len(calls) == 1:
+                await calls[0]  # one node: its failure is the whole batch's
             else:
-                await self._gather(calls)
+                outcomes = await self._per_node(calls)
+                for (_, ks), failure in zip(groups.values(), outcomes, strict=True):
+                    if failure is None:
+                        continue
+                    for k in ks:
+                        if replies[k] is _NO_REPLY:
+                            replies[k] = failure
+                            failed += 1
+                if failed == len(commands):
+                    raise next(r for r in replies if isinstance(r, BaseException))
             if not errors:
                 return replies
             errors.sort()
             for k in errors:
                 if isinstance(replies[k], unavailable):  # CLUSTERDOWN: the slot map is stale
                     client._initialize = True
-                    raise replies[k]
             again = [k for k in errors if isinstance(replies[k], AskError)]  # or MovedError
             if not again:
                 return replies
@@ -952,6 +1122,7 @@ class RedisBackend(Backend):
             moved: set[int] = set()
             for k in again:
                 err = replies[k]
+                replies[k] = _NO_REPLY
                 if isinstance(err, MovedError):
                     if err.slot_id not in moved:
                         moved.add(err.slot_id)
@@ -980,19 +1151,49 @@ class RedisBackend(Backend):
         return node
 
     @staticmethod
-    async def _gather(calls: list[Coroutine[Any, Any, None]]) -> None:
-        """Run ``calls`` concurrently. On the first failure, cancel the others and wait for
-        them, so that none goes on reading without the caller's timeout around it."""
+    async def _per_node(calls: list[Coroutine[Any, Any, None]]) -> list[Exception | None]:
+        """Run one call per node concurrently; what each raised (None: it succeeded).
+
+        Each call is bounded by the batch's deadline on its own, so a node that does not
+        answer in time fails only its own part. Cancelling the caller cancels every call and
+        waits for them, so none goes on reading without a deadline around it. An exception
+        that is not a driver or network error (a bug) is raised once all calls are done.
+        """
+        scope = _SCOPE.get()
+        deadline = None if scope is None else scope.when()
         tasks = [asyncio.ensure_future(c) for c in calls]
+        late: set[asyncio.Future[None]] = set()
+        if scope is not None:
+            scope.reschedule(None)  # the wait below keeps the deadline instead
         try:
-            await asyncio.gather(*tasks)
-        except BaseException:
+            wait = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if wait is None or wait > 0:
+                _, late = await asyncio.wait(tasks, timeout=wait)
+            else:
+                late = set(tasks)
+        finally:
             for task in tasks:
-                task.cancel()
+                task.cancel()  # those not done: on timeout, or when the caller is cancelled
             pending = [task for task in tasks if not task.done()]
             if pending:
                 await asyncio.wait(pending)
-            raise
+            if scope is not None:  # after the wait: it must not fail the nodes that answered
+                scope.reschedule(deadline)
+        outcomes: list[Exception | None] = []
+        for task in tasks:
+            if task in late:
+                if not task.cancelled():
+                    task.exception()  # finished while being cancelled: superseded
+                outcomes.append(TimeoutError())
+            else:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, Exception):
+                    raise exc
+                outcomes.append(exc)
+        for exc in outcomes:
+            if exc is not None and _translate(exc, None) is None:
+                raise exc
+        return outcomes
 
     @staticmethod
     async def _node_round_trip(
@@ -1066,7 +1267,7 @@ class RedisBackend(Backend):
         from redis.exceptions import MovedError
 
         if len(wires) == 1:
-            return await self._send(wires, False)
+            return await self._send(wires, False, [slot])
         try:
             return await self._multi_exec_on(client, slot, wires)
         except _Refused as refused:
@@ -1086,31 +1287,13 @@ class RedisBackend(Backend):
 
     @staticmethod
     async def _multi_exec_on(client: RedisCluster, slot: int, wires: list[_Wire]) -> list[Any]:
-        from redis.exceptions import ExecAbortError, ResponseError
-
         node: ClusterNode = client.nodes_manager.get_node_from_slot(slot)
         conn = node.acquire_connection()
         try:
-            await conn.send_packed_command(
-                conn.pack_commands([("MULTI",), *(w.args for w in wires), ("EXEC",)])
-            )
-            queued: list[ResponseError] = []
-            await conn.read_response()  # +OK for MULTI
-            for _ in wires:
-                try:
-                    await conn.read_response()  # +QUEUED
-                except ResponseError as exc:
-                    queued.append(exc)
-            try:
-                reply = await conn.read_response()
-            except ExecAbortError as exc:
-                # Nothing ran; the reason is why a command could not be queued (MOVED, OOM…).
-                raise _Refused(queued[0] if queued else exc) from exc
+            await node.disconnect_if_needed(conn)  # marked after a topology change
+            return await _exchange(conn, [w.args for w in wires], True)
         finally:
             node.release(conn)
-        if not isinstance(reply, list) or len(reply) != len(wires):
-            raise BackendError(f"redis EXEC gave an unexpected reply: {reply!r}")
-        return reply
 
     # -- clear ----------------------------------------------------------------------------
 
