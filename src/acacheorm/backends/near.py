@@ -339,6 +339,18 @@ class NearCache:
             return None
         data = self._data
         now = _monotonic()
+        if len(commands) == 1:  # the hot case: one row by its key
+            cmd = commands[0]
+            kind = type(cmd)
+            if kind is not Get and kind is not Has:
+                return None
+            key = prefix + cmd[0]
+            entry = data.get(key)
+            if entry is None or entry[1] <= now:
+                return None
+            data.move_to_end(key)
+            self._hits += 1
+            return [entry[0] if kind is Get else True]
         out: list[Any] = []
         for cmd in commands:
             kind = type(cmd)
