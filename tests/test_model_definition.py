@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import acacheorm as co
-from acacheorm._fields import escape_key_part
+from acacheorm._keys import escape_key_part
 
 backend = co.SimpleBackend()
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._commands import Batch, Incr
 from ._executor import Plan
-from ._fields import KEY_SEPARATOR, IntegerField
+from ._fields import IntegerField
+from ._keys import KEY_SEPARATOR
 
 if TYPE_CHECKING:
     from ._model import Model

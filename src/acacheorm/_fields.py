@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 from ._exceptions import ConfigurationError, ValidationError
+from ._keys import escape_key_part
 from ._types import NOTHING
 
 if TYPE_CHECKING:
@@ -1466,21 +1467,6 @@ def _check_json_or_bytes(value: Any, depth: int = 0) -> None:
         return
     if not isinstance(value, _JSON_SCALARS):
         raise TypeError(f"{type(value).__name__} is not a primitive")
-
-
-# -- keys -------------------------------------------------------------------------------------
-
-KEY_SEPARATOR = ":"
-
-
-def escape_key_part(text: str) -> str:
-    """Escape the separator (and the escape character) inside one part of a key, so two
-    different primary keys can never produce the same key."""
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if KEY_SEPARATOR in text:
-        text = text.replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
-    return text
 
 
 Field.__init__ = _index_options(Field.__init__)  # type: ignore[method-assign]

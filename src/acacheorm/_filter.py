@@ -21,9 +21,9 @@ from ._commands import KEEP_TTL, NOT_READ, Batch, Get, IndexRead
 from ._display import InstanceList
 from ._exceptions import ConfigurationError, MultipleObjectsReturned, SerializationError
 from ._executor import Emit, KeyListing, Plan, Scan
-from ._fields import KEY_SEPARATOR
 from ._index import IndexedField, IndexSpec, spec_of, untag
 from ._indexplan import IndexSource, best_read, count_plan, ordered_field, ordered_plan
+from ._keys import count_separators as _separators
 from ._lookups import (
     And,
     Condition,
@@ -99,20 +99,6 @@ def _format_pattern(fmt: str) -> tuple[str, re.Pattern[str]]:
     # ``literal`` holds escaped text; recover the plain prefix for the scan.
     plain = re.sub(r"\\(.)", r"\1", literal)
     return plain, re.compile("".join(pattern), re.DOTALL)
-
-
-def _separators(text: str) -> int:
-    """The number of unescaped key separators in ``text`` (see ``escape_key_part``)."""
-    count = 0
-    escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == KEY_SEPARATOR:
-            count += 1
-    return count
 
 
 class ScanSource:

@@ -24,6 +24,7 @@ import weakref
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._codec import compile_build
 from ._commands import IndexTerm
 from ._exceptions import ConfigurationError
 from ._fields import (
@@ -36,7 +37,6 @@ from ._fields import (
     UUIDField,
 )
 from ._relations import ForeignKeyField
-from ._schema import _compile_build
 
 if TYPE_CHECKING:
     from ._model import Model
@@ -330,7 +330,7 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
     # The fast decode compares a row's key with the key it was read from: the tagged one.
-    schema._fast_build = _compile_build(schema, by_key_of=True)
+    schema._fast_build = compile_build(schema, by_key_of=True)
 
 
 def untag(spec: IndexSpec, key: str) -> str:

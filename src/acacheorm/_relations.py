@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 from ._exceptions import ConfigurationError
-from ._fields import Field, escape_key_part
+from ._fields import Field
+from ._keys import escape_key_part
 from ._types import NOTHING
 
 if TYPE_CHECKING:
