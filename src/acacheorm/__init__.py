@@ -20,6 +20,7 @@ from . import backends
 from ._asgi import install_exception_handlers, lifespan
 from ._auto import AutoField
 from ._commands import KEEP_TTL, Batch
+from ._declare import CompositeKey
 from ._exceptions import (
     AtomicityError,
     BackendError,
@@ -60,7 +61,7 @@ from ._fields import (
 )
 from ._filter import FilterQuery
 from ._index import CASCADE, DO_NOTHING, RESTRICT, SET_NULL, OnDelete
-from ._model import CompositeKey, Model
+from ._model import Model
 from ._pydantic import pydantic_model
 from ._query import Query, delete_many, insert_many, prefetch, query_many
 from ._relations import ForeignKeyField

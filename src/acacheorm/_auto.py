@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._base import Model
 from ._commands import Batch, Incr
 from ._executor import Plan
 from ._fields import IntegerField
 from ._keys import KEY_SEPARATOR
 
 if TYPE_CHECKING:
-    from ._model import Model
     from ._schema import Schema
 
 #: The last part of a model's counter key (``<namespace>:<model>:__autoincrement__``).

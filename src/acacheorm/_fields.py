@@ -21,12 +21,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
+from ._base import Model
 from ._exceptions import ConfigurationError, ValidationError
 from ._keys import escape_key_part
 from ._types import NOTHING
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)

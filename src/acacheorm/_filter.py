@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids, counter_key
+from ._base import Model
 from ._commands import KEEP_TTL, NOT_READ, Batch, Get, IndexRead
 from ._display import InstanceList
 from ._exceptions import ConfigurationError, MultipleObjectsReturned, SerializationError
@@ -46,9 +47,6 @@ from ._schema import Schema, resolve_ttl
 from ._signals import post_save, pre_save
 from ._types import NOTHING
 from ._writes import checked, write_row
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 M = TypeVar("M", bound="Model")
 R = TypeVar("R")

@@ -24,6 +24,7 @@ import weakref
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._base import Model
 from ._codec import compile_build
 from ._commands import IndexTerm
 from ._exceptions import ConfigurationError
@@ -37,9 +38,9 @@ from ._fields import (
     UUIDField,
 )
 from ._relations import ForeignKeyField
+from ._schema import lookup_model
 
 if TYPE_CHECKING:
-    from ._model import Model
     from ._schema import Schema
 
 
@@ -282,8 +283,6 @@ def setup_indexes(model: type[Model]) -> None:
 def _register_dependent(model: type[Model], field: ForeignKeyField[Any]) -> None:
     to = field.to
     if isinstance(to, str):
-        from ._model import lookup_model
-
         try:
             target = model if to == "self" else lookup_model(to)
         except LookupError:

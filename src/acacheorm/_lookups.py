@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._base import Model
 from ._exceptions import ValidationError
 from ._fields import Field, JSONField, ListField, StringField, StructField
 from ._relations import ForeignKeyField
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 STRING_LOOKUPS = frozenset(
     {"iexact", "contains", "icontains", "startswith", "istartswith", "endswith", "iendswith"}

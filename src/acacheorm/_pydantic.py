@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
+from ._base import Model
 from ._exceptions import ConfigurationError
 from ._fields import (
     _IMMUTABLE_DEFAULTS,
@@ -44,12 +45,12 @@ from ._fields import (
     _short_decode,
 )
 from ._relations import ForeignKeyField
+from ._schema import schema_of
 from ._types import NOTHING
 
 if TYPE_CHECKING:
     import pydantic
 
-    from ._model import Model
 
 __all__ = ["pydantic_model"]
 
@@ -89,13 +90,11 @@ def pydantic_model(
         user = await User.set_by_id(1, patch)
     """
     pyd = _import_pydantic()
-    from ._model import Model
 
     if not (isinstance(model_cls, type) and issubclass(model_cls, Model)):
         raise TypeError(f"pydantic_model() needs a model class, not {model_cls!r}")
-    from ._model import concrete_schema
 
-    schema = concrete_schema(model_cls)
+    schema = schema_of(model_cls)
     if schema is None:
         raise TypeError(f"{model_cls.__name__} is abstract; it has no fields of its own to map")
     if isinstance(exclude, str):
@@ -191,8 +190,6 @@ def _base_class() -> type[pydantic.BaseModel]:
     if _BASE is not None:
         return _BASE
     import pydantic
-
-    from ._model import Model
 
     config = pydantic.ConfigDict(
         # bytes travel as base64 in JSON both ways (pydantic's default, utf8, cannot carry

@@ -17,10 +17,11 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids
+from ._base import Model
 from ._cas import read_versions, write_unchanged
 from ._commands import (
     KEEP_TTL,
@@ -47,9 +48,6 @@ from ._writes import (
     write_rows,
 )
 from .backends.base import Backend
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 R = TypeVar("R")
 
@@ -707,7 +705,6 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
 
         await co.insert_many(user, article, collection)
     """
-    from ._model import Model
 
     for obj in instances:
         if not isinstance(obj, Model):
@@ -736,7 +733,6 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
 
 
 def _model_pk(item: Any, what: str) -> tuple[type[Model], tuple[Any, ...], Model | None]:
-    from ._model import Model
 
     if isinstance(item, Model):
         return type(item), type(item)._schema.pk_values(item), item
@@ -804,7 +800,6 @@ def prefetch(instances: Sequence[Model | None], *paths: str) -> MultiQuery[list[
         articles = [a for a in await Article.query_many(*ids) if a]
         await co.prefetch(articles, "author")
     """
-    from ._model import Model
 
     objs = [o for o in instances if o is not None]
     by_model = _group((type(o), o) for o in objs)

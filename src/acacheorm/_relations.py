@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, Self, TypeVar, overload
 
+from ._base import Model
 from ._exceptions import ConfigurationError
 from ._fields import Field
 from ._keys import escape_key_part
+from ._schema import _models_by_name, lookup_model
 from ._types import NOTHING
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 M = TypeVar("M", bound="Model")
 
@@ -46,7 +45,6 @@ class ForeignKeyField(Field[M], Generic[M]):
         on_delete: Any = None,
     ) -> None:
         from ._index import DO_NOTHING, OnDelete
-        from ._model import Model
 
         if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
             raise TypeError(f"ForeignKeyField needs a model, 'self' or a model name, not {to!r}")
@@ -92,8 +90,6 @@ class ForeignKeyField(Field[M], Generic[M]):
             if to == "self":
                 install_reverse(self, cls)
             elif isinstance(to, str):
-                from ._model import lookup_model
-
                 try:
                     install_reverse(self, lookup_model(to))
                 except LookupError:  # defined later: installed when it is
@@ -114,8 +110,6 @@ class ForeignKeyField(Field[M], Generic[M]):
             if to == "self":
                 rel = self.model
             else:
-                from ._model import lookup_model
-
                 try:
                     rel = lookup_model(to, self.declared_in, self._where())
                 except ConfigurationError:
@@ -160,7 +154,6 @@ class ForeignKeyField(Field[M], Generic[M]):
 
     def __set__(self, instance: Any, value: Any) -> None:
         d = instance.__dict__
-        from ._model import Model
 
         if isinstance(value, Model) and value is not None:
             d[self.attname] = self.clean(value)
@@ -177,7 +170,6 @@ class ForeignKeyField(Field[M], Generic[M]):
 
     def validate(self, value: Any) -> Any:
         """The raw related pk for an instance or a pk value."""
-        from ._model import Model
 
         rel = self.rel_model
         schema = rel._schema
@@ -238,8 +230,8 @@ _pending_reverse: dict[str, list[ForeignKeyField[Any]]] = {}
 
 def install_reverse(field: ForeignKeyField[Any], target: type[Model]) -> None:
     """Give ``target`` the reverse query of ``field`` under its ``related_name``."""
+    from ._declare import _RESERVED
     from ._filter import ReverseRelation
-    from ._model import _RESERVED
 
     name = field.related_name
     assert name is not None
@@ -276,8 +268,6 @@ class _UnknownModel(ConfigurationError, LookupError):
 
 def _did_you_mean(name: str) -> str:
     import difflib
-
-    from ._model import _models_by_name
 
     close = difflib.get_close_matches(name, [n for n in _models_by_name if "." not in n], n=3)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -7,7 +7,7 @@ from typing import Any
 
 from . import _codec
 from ._base import Model
-from ._exceptions import ValidationError
+from ._exceptions import ConfigurationError, ValidationError
 from ._fields import Field
 from ._keys import model_prefix, pk_text, row_key
 from ._types import NOTHING
@@ -200,3 +200,43 @@ def resolve_ttl(schema_ttl: float | None, ttl: Any) -> float | None:
     if ttl is NOTHING:
         return schema_ttl
     return normalize_ttl(ttl)
+
+
+# -- the model registry -----------------------------------------------------------------
+
+#: Every concrete model by class name (and by "module.Name"), for ForeignKeyField("Name").
+_models_by_name: dict[str, list[type[Model]]] = {}
+
+
+def register_model(cls: type[Model]) -> None:
+    """Record a concrete model under its name and its "module.Name" (see `lookup_model`)."""
+    _models_by_name.setdefault(cls.__name__, []).append(cls)
+    _models_by_name.setdefault(f"{cls.__module__}.{cls.__name__}", []).append(cls)
+
+
+def schema_of(cls: type) -> Schema | None:
+    """The schema of a concrete model class, ``None`` for an abstract one."""
+    schema = cls.__dict__.get("_schema")
+    return schema if isinstance(schema, Schema) else None
+
+
+def lookup_model(name: str, module: str | None = None, where: str = "") -> type[Model]:
+    """The model called ``name`` (or ``"module.Name"``) for a foreign key declared in
+    ``module``: a model of that name in ``module`` first (its latest definition, for a
+    notebook that redefines it); else the only module that has one. Two other modules with
+    one is a `ConfigurationError` naming both."""
+    found = _models_by_name.get(name, [])
+    if not found:
+        raise LookupError(f"no model named {name!r} is defined")
+    if module is not None:
+        local = [m for m in found if m.__module__ == module]
+        if local:
+            return local[-1]
+    modules = {m.__module__: m for m in found}  # the latest definition per module
+    if len(modules) > 1:
+        names = " and ".join(f"{m.__module__}.{m.__qualname__}" for m in modules.values())
+        raise ConfigurationError(
+            f"{where + ': ' if where else ''}the model name {name!r} is ambiguous ({names}); "
+            "pass the class, or 'module.Name'"
+        )
+    return found[-1]
