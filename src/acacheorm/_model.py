@@ -769,4 +769,3 @@ def _as_instance(cls: type[Model], row: Mapping[str, Any] | Model) -> Model:
     if isinstance(row, Mapping):
         return cls(**row)
     raise TypeError(f"a row is a dict or a {cls.__name__}, not {type(row).__name__}")
-
