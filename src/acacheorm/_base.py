@@ -7,13 +7,46 @@ class every model derives from; to a type checker it is the real `acacheorm.Mode
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 
-class ModelBase:
-    """The root of every model class (`acacheorm.Model` derives from it)."""
+class State(enum.Enum):
+    """What an instance holds: its row (``LOADED``), or only its primary key (``SPARSE``,
+    an unloaded foreign key; ``MISSING``, a foreign key whose row was not found)."""
 
-    __slots__ = ()
+    LOADED = "loaded"
+    SPARSE = "sparse"
+    MISSING = "missing"
+
+
+class ModelBase:
+    """The root of every model class (`acacheorm.Model` derives from it).
+
+    The one slot holds the instance's `State`; it is set only on an instance that is not
+    loaded, so that building a row (``__dict__`` set in one go) never touches it.
+    """
+
+    __slots__ = ("_state_",)
+
+    _state_: State
+
+
+def state_of(instance: ModelBase) -> State:
+    """The `State` of a model instance."""
+    try:
+        return instance._state_
+    except AttributeError:
+        return State.LOADED
+
+
+def replace_row(instance: ModelBase, row: ModelBase) -> None:
+    """Make ``instance`` hold the values of ``row`` (of the same model), loaded."""
+    d = instance.__dict__
+    d.clear()
+    d.update(row.__dict__)
+    if state_of(instance) is not State.LOADED:
+        del instance._state_
 
 
 if TYPE_CHECKING:
@@ -21,4 +54,4 @@ if TYPE_CHECKING:
 else:
     Model = ModelBase
 
-__all__ = ["Model", "ModelBase"]
+__all__ = ["Model", "ModelBase", "State", "replace_row", "state_of"]

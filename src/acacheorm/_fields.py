@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
-from ._base import Model
+from ._base import Model, ModelBase, State, state_of
 from ._exceptions import ConfigurationError, ValidationError
 from ._keys import escape_key_part
 from ._types import NOTHING
@@ -362,9 +362,9 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 def _not_loaded(instance: Any, name: str) -> AttributeError:
     cls = type(instance).__name__
-    if instance.__dict__.get("_sparse_"):
-        state = instance.__dict__["_sparse_"]
-        detail = "was not found in its backend" if state == "missing" else "is not loaded"
+    state = state_of(instance) if isinstance(instance, ModelBase) else State.LOADED
+    if state is not State.LOADED:
+        detail = "was not found in its backend" if state is State.MISSING else "is not loaded"
         return AttributeError(
             f"{cls}.{name}: this {cls} {detail} (sparse, only its primary key is known); "
             f"`await instance.load()` it or use select_related()"

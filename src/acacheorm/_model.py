@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Never, Self
 
-from ._base import ModelBase
+from ._base import ModelBase, State, state_of
 from ._declare import (
     ModelMeta,
     _AbstractSchema,
@@ -135,7 +135,7 @@ class Model(ModelBase, metaclass=ModelMeta):
     @property
     def is_sparse(self) -> bool:
         """True for an instance holding only its primary key (an unloaded foreign key)."""
-        return bool(self.__dict__.get("_sparse_"))
+        return state_of(self) is not State.LOADED
 
     def to_dict(self, mode: str = "python") -> dict[str, Any]:
         """The field values by field name (a foreign key gives the related primary key).
@@ -152,7 +152,7 @@ class Model(ModelBase, metaclass=ModelMeta):
         """
         schema = self._schema
         d = self.__dict__
-        names = schema.pk_names if d.get("_sparse_") else tuple(schema.attnames)
+        names = schema.pk_names if self.is_sparse else tuple(schema.attnames)
         if mode == "python":
             return {n: d[schema.attnames[n]] for n in names}
         if mode != "json":
@@ -223,9 +223,9 @@ class Model(ModelBase, metaclass=ModelMeta):
         schema = self._schema
         d = self.__dict__
         pk = ", ".join(f"{n}={d.get(schema.attnames[n])!r}" for n in schema.pk_names)
-        state = d.get("_sparse_")
-        if state:
-            return f"<{type(self).__name__} {pk} [{'missing' if state == 'missing' else 'sparse'}]>"
+        state = state_of(self)
+        if state is not State.LOADED:
+            return f"<{type(self).__name__} {pk} [{state.value}]>"
         rest = ", ".join(
             f"{n}={d.get(a)!r}" for n, a in schema.attnames.items() if n not in schema.pk_names
         )
@@ -740,7 +740,7 @@ class Model(ModelBase, metaclass=ModelMeta):
         return UpdateOrCreateQuery(cls, query, changes, values, ttl)
 
     def _check_not_sparse(self, what: str) -> None:
-        if self.__dict__.get("_sparse_"):
+        if self.is_sparse:
             raise TypeError(
                 f"cannot {what} a sparse {type(self).__name__} (only its primary key "
                 "is known); load() it first"
@@ -753,7 +753,7 @@ class Model(ModelBase, metaclass=ModelMeta):
         d = obj.__dict__
         for n, v in zip(schema.pk_names, pk, strict=True):
             d[schema.attnames[n]] = v
-        d["_sparse_"] = state
+        obj._state_ = State(state)
         return obj
 
 

@@ -21,7 +21,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids
-from ._base import Model
+from ._base import Model, replace_row
 from ._cas import read_versions, write_unchanged
 from ._commands import (
     KEEP_TTL,
@@ -231,7 +231,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
     """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
     level, for every distinct related row."""
     level: list[tuple[list[Model], dict[str, Any]]] = [
-        ([i for i in instances if i is not None and not i.__dict__.get("_sparse_")], tree)
+        ([i for i in instances if i is not None and not i.is_sparse], tree)
     ]
     while level:
         wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
@@ -270,7 +270,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
                     continue
                 for obj in objs:
                     rel = obj.__dict__.get(name)
-                    if rel is None or rel.__dict__.get("_sparse_"):
+                    if rel is None or rel.is_sparse:
                         continue
                     key = id(sub)
                     entry = next_level.setdefault(key, ([], sub))
@@ -355,8 +355,7 @@ class LoadQuery(Query[R]):
         if payload is None:
             raise _does_not_exist(schema, pk, key)
         fresh = schema.decode(key, payload)
-        obj.__dict__.clear()
-        obj.__dict__.update(fresh.__dict__)
+        replace_row(obj, fresh)
         return obj
 
 
