@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ._base import Model
 from ._commands import Batch, Incr
 from ._executor import Plan
-from ._fields import IntegerField
+from ._fields import IndexOptions, IntegerField
 from ._keys import KEY_SEPARATOR
 
 if TYPE_CHECKING:
@@ -39,8 +39,14 @@ class AutoField(IntegerField):
         assert player.id == 1
     """
 
-    def __init__(self, *, min_value: int | None = None, max_value: int | None = None) -> None:
-        super().__init__(min_value=min_value, max_value=max_value, primary_key=True)
+    def __init__(
+        self,
+        *,
+        min_value: int | None = None,
+        max_value: int | None = None,
+        **options: Unpack[IndexOptions],
+    ) -> None:
+        super().__init__(min_value=min_value, max_value=max_value, primary_key=True, **options)
         self.fast_type = None  # None is a valid value until the row is inserted
 
     def has_default(self) -> bool:

@@ -14,12 +14,11 @@ import copy
 import datetime
 import decimal
 import enum
-import functools
 import math
 import operator
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack, overload
 
 from ._base import Model, ModelBase, State, state_of
 from ._exceptions import ConfigurationError, ValidationError
@@ -49,22 +48,32 @@ _IMMUTABLE_DEFAULTS = (
 )
 
 
-def _index_options(init: Callable[..., None]) -> Callable[..., None]:
-    """``init`` also taking ``index=`` and ``unique=`` (every field has them)."""
+class IndexOptions(TypedDict, total=False):
+    """The index options every field takes, a primary key's included (see `FieldOptions`)."""
 
-    @functools.wraps(init)
-    def wrapper(
-        self: Field[Any], *args: Any, index: Any = None, unique: Any = None, **kw: Any
-    ) -> None:
-        init(self, *args, **kw)
-        for option, value in (("index", index), ("unique", unique)):
-            if value is None:
-                continue
-            if not isinstance(value, bool):
-                raise TypeError(f"{option} must be a bool, not {value!r}")
-            setattr(self, option, value)
+    index: bool
+    unique: bool
 
-    return wrapper
+
+class FieldOptions(IndexOptions, total=False):
+    """The options every field takes (the one place they are declared).
+
+    ``null``: ``None`` is allowed; ``default``: a value, or a zero-argument callable called
+    per instance (mutable values are copied per instance); ``primary_key``: the field is (part
+    of) the key; ``index``: a secondary index on the field (queries by field read only what
+    it selects); ``unique``: also no two live rows with the same value.
+
+    Example::
+
+        email = co.StringField(null=True, index=True, unique=True)
+    """
+
+    null: bool
+    default: Any
+    primary_key: bool
+
+
+_OPTION_NAMES = frozenset(FieldOptions.__annotations__)
 
 
 if TYPE_CHECKING:
@@ -101,28 +110,29 @@ class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
     name: str
     model: type[Model]
     #: ``index=True``: a secondary index on the field (queries by field read only what it
-    #: selects); ``unique=True``: also no two live rows with the same value. Every field
-    #: takes both options (see ``_index_options``).
+    #: selects); ``unique=True``: also no two live rows with the same value (see
+    #: `FieldOptions`).
     index: bool = False
     unique: bool = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__init__ = _index_options(cls.__dict__["__init__"])  # type: ignore[method-assign]
-
-    def __init__(
-        self, *, null: bool = False, default: Any = NOTHING, primary_key: bool = False
-    ) -> None:
-        if not isinstance(null, bool):
-            raise TypeError(f"null must be a bool, not {null!r}")
-        if not isinstance(primary_key, bool):
-            raise TypeError(f"primary_key must be a bool, not {primary_key!r}")
-        if primary_key and null:
+    def __init__(self, **options: Unpack[FieldOptions]) -> None:
+        for option in options.keys() - _OPTION_NAMES:
+            raise TypeError(
+                f"{type(self).__name__}() got an unexpected keyword argument {option!r}"
+            )
+        # index=None and unique=None mean "not given"; null and primary_key take a bool.
+        for option, value in options.items():
+            if option != "default" and not isinstance(value, bool):
+                if value is None and option in IndexOptions.__annotations__:
+                    continue
+                raise TypeError(f"{option} must be a bool, not {value!r}")
+        self.null: bool = options.get("null", False)
+        self.default = options.get("default", NOTHING)
+        self.primary_key: bool = options.get("primary_key", False)
+        if self.primary_key and self.null:
             raise TypeError("a primary key field cannot be null=True")
-        self.null = null
-        self.default = default
-        self.primary_key = primary_key
+        self.index = bool(options.get("index"))
+        self.unique = bool(options.get("unique"))
         self.name = ""
 
     # -- descriptor protocol ----------------------------------------------------------------
@@ -405,11 +415,9 @@ class IntegerField(Field[int]):
         *,
         min_value: int | None = None,
         max_value: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.min_value = min_value
         self.max_value = max_value
         if min_value is None and max_value is None:
@@ -449,11 +457,9 @@ class FloatField(Field[float]):
         *,
         min_value: float | None = None,
         max_value: float | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.min_value = min_value
         self.max_value = max_value
 
@@ -532,11 +538,9 @@ class DecimalField(_CheckedOptions, Field[decimal.Decimal]):
         decimal_places: int | None = None,
         auto_round: bool = False,
         rounding: str | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.max_digits = max_digits
         self.decimal_places = decimal_places
         self.auto_round = auto_round
@@ -666,11 +670,9 @@ class StringField(Field[str]):
         *,
         max_length: int | None = None,
         min_length: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.max_length = max_length
         self.min_length = min_length
         if max_length is None and min_length is None:
@@ -711,11 +713,9 @@ class BinaryField(Field[bytes]):
         self,
         *,
         max_length: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.max_length = max_length
 
     def validate(self, value: Any) -> bytes:
@@ -831,14 +831,11 @@ class EnumField(Field[E]):
     def __init__(
         self,
         enum_cls: type[E],
-        *,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
         if not (isinstance(enum_cls, type) and issubclass(enum_cls, enum.Enum)):
             raise TypeError(f"EnumField needs an Enum class, not {enum_cls!r}")
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.enum_cls = enum_cls
         self.python_type = enum_cls
         self._by_value = {m.value: (m, type(m.value)) for m in enum_cls.__members__.values()}
@@ -950,11 +947,9 @@ class DateTimeField(_FormattedField, Field[datetime.datetime]):
         formats: list[str] | tuple[str, ...] | None = None,
         auto_now: bool = False,
         auto_now_add: bool = False,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self._set_formats(formats)
         _auto_options(self, auto_now, auto_now_add)
 
@@ -1050,11 +1045,9 @@ class DateField(_FormattedField, Field[datetime.date]):
         formats: list[str] | tuple[str, ...] | None = None,
         auto_now: bool = False,
         auto_now_add: bool = False,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self._set_formats(formats)
         _auto_options(self, auto_now, auto_now_add)
 
@@ -1122,11 +1115,9 @@ class TimeField(_FormattedField, Field[datetime.time]):
         self,
         *,
         formats: list[str] | tuple[str, ...] | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self._set_formats(formats)
 
     def validate(self, value: Any) -> datetime.time:
@@ -1194,11 +1185,9 @@ class TimestampField(_CheckedOptions, Field[datetime.datetime]):
         *,
         resolution: int = 10**6,
         utc: bool = False,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         checked = _resolution(resolution)
         if isinstance(checked, str):
             self._option_error = checked
@@ -1336,15 +1325,13 @@ class ListField(Field[list[T]]):
         field: Field[T],
         *,
         max_items: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
         if not isinstance(field, Field):
             raise TypeError(f"ListField needs a field instance, not {field!r}")
         if field.primary_key:
             raise TypeError("the item field of a ListField cannot be a primary key")
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.field = field
         self.max_items = max_items
         self.identity = field.identity
@@ -1413,14 +1400,11 @@ class StructField(Field[T]):
         self,
         serializer: Callable[[T], Any],
         deserializer: Callable[[Any], T],
-        *,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
+        **options: Unpack[FieldOptions],
     ) -> None:
         if not callable(serializer) or not callable(deserializer):
             raise TypeError("StructField needs a serializer and a deserializer callable")
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.serializer = serializer
         self.deserializer = deserializer
 
@@ -1465,6 +1449,3 @@ def _check_json_or_bytes(value: Any, depth: int = 0) -> None:
         return
     if not isinstance(value, _JSON_SCALARS):
         raise TypeError(f"{type(value).__name__} is not a primitive")
-
-
-Field.__init__ = _index_options(Field.__init__)  # type: ignore[method-assign]

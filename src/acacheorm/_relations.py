@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, Self, TypeVar, Unpack, overload
 
 from ._base import Model
 from ._exceptions import ConfigurationError
-from ._fields import Field
+from ._fields import Field, FieldOptions
 from ._keys import escape_key_part
 from ._schema import _models_by_name, lookup_model
-from ._types import NOTHING
 
 M = TypeVar("M", bound="Model")
 
@@ -38,11 +37,9 @@ class ForeignKeyField(Field[M], Generic[M]):
         self,
         to: type[M] | str,
         *,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
         related_name: str | None = None,
         on_delete: Any = None,
+        **options: Unpack[FieldOptions],
     ) -> None:
         from ._index import DO_NOTHING, OnDelete
 
@@ -59,9 +56,9 @@ class ForeignKeyField(Field[M], Generic[M]):
                 "on_delete must be co.CASCADE, co.RESTRICT, co.SET_NULL or co.DO_NOTHING, "
                 f"not {on_delete!r}"
             )
-        if on_delete is OnDelete.SET_NULL and not null:
+        if on_delete is OnDelete.SET_NULL and not options.get("null"):
             raise TypeError("on_delete=co.SET_NULL needs null=True")
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.on_delete = on_delete
         #: The related model as declared: a class, "self" or a model name.
         self.to = to
