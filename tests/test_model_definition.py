@@ -448,7 +448,7 @@ def _nested(depth: int) -> Any:
 
 
 def test_json_nesting_deeper_than_the_limit_is_a_validation_error() -> None:
-    from acacheorm._fields import MAX_JSON_DEPTH
+    from acacheorm._fields_struct import MAX_JSON_DEPTH
 
     class Blob(co.Model):
         id = co.IntegerField(primary_key=True)

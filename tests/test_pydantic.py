@@ -15,7 +15,7 @@ import pydantic
 import pytest
 
 import acacheorm as co
-from acacheorm._fields import _short_encode
+from acacheorm._fields_scalar import _short_encode
 from acacheorm._pydantic import pydantic_model
 from acacheorm.cli._demo import Gender, define_models
 

@@ -38,27 +38,20 @@ from ._exceptions import (
     ValueTooLargeError,
 )
 from ._executor import BatchEvent, add_batch_hook, remove_batch_hook
-from ._fields import (
+from ._fields import Expression, Field
+from ._fields_scalar import (
     BinaryField,
     BooleanField,
-    DateField,
-    DateTimeField,
-    DateTimeTZField,
     DecimalField,
     EnumField,
-    Expression,
-    Field,
     FloatField,
     IntegerField,
-    JSONField,
-    ListField,
     ShortUUIDField,
     StringField,
-    StructField,
-    TimeField,
-    TimestampField,
     UUIDField,
 )
+from ._fields_struct import JSONField, ListField, StructField
+from ._fields_time import DateField, DateTimeField, DateTimeTZField, TimeField, TimestampField
 from ._filter import FilterQuery
 from ._index import CASCADE, DO_NOTHING, RESTRICT, SET_NULL, OnDelete
 from ._model import Model

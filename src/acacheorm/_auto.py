@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Unpack
 from ._base import Model
 from ._commands import Batch, Incr
 from ._executor import Plan
-from ._fields import IndexOptions, IntegerField
+from ._fields import IndexOptions
+from ._fields_scalar import IntegerField
 from ._keys import KEY_SEPARATOR
 
 if TYPE_CHECKING:

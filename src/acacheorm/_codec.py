@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import SerializationError, ValidationError
-from ._fields import Field, ListField
+from ._fields import Field
+from ._fields_struct import ListField
 from .serializers import registry
 
 if TYPE_CHECKING:

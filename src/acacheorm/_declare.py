@@ -11,11 +11,8 @@ from typing import Any, dataclass_transform
 
 from ._base import Model
 from ._exceptions import ConfigurationError, DoesNotExist, KeyClashWarning
-from ._fields import (
-    EnumField,
-    Field,
-    UUIDField,
-)
+from ._fields import Field
+from ._fields_scalar import EnumField, UUIDField
 from ._hints import (
     _NO_DEFAULT,
     _NOT_A_FIELD,

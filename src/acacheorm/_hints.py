@@ -15,23 +15,19 @@ from typing import Any, ClassVar
 
 from ._base import ModelBase
 from ._exceptions import ConfigurationError
-from ._fields import (
+from ._fields import Field
+from ._fields_scalar import (
     BinaryField,
     BooleanField,
-    DateField,
-    DateTimeField,
     DecimalField,
     EnumField,
-    Field,
     FloatField,
     IntegerField,
-    JSONField,
-    ListField,
     StringField,
-    StructField,
-    TimeField,
     UUIDField,
 )
+from ._fields_struct import JSONField, ListField, StructField
+from ._fields_time import DateField, DateTimeField, TimeField
 from ._relations import ForeignKeyField
 
 _NOT_A_FIELD: Any = object()

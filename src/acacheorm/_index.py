@@ -28,10 +28,10 @@ from ._base import Model
 from ._codec import compile_build
 from ._commands import IndexTerm
 from ._exceptions import ConfigurationError
-from ._fields import (
+from ._fields import Field
+from ._fields_scalar import (
     BooleanField,
     EnumField,
-    Field,
     FloatField,
     IntegerField,
     StringField,

@@ -22,28 +22,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from ._base import Model
 from ._exceptions import ConfigurationError
-from ._fields import (
-    _IMMUTABLE_DEFAULTS,
+from ._fields import _IMMUTABLE_DEFAULTS, Field
+from ._fields_scalar import (
     BinaryField,
     BooleanField,
-    DateField,
-    DateTimeField,
-    DateTimeTZField,
     DecimalField,
     EnumField,
-    Field,
     FloatField,
     IntegerField,
-    JSONField,
-    ListField,
     ShortUUIDField,
     StringField,
-    StructField,
-    TimeField,
-    TimestampField,
     UUIDField,
     _short_decode,
 )
+from ._fields_struct import JSONField, ListField, StructField
+from ._fields_time import DateField, DateTimeField, DateTimeTZField, TimeField, TimestampField
 from ._relations import ForeignKeyField
 from ._schema import schema_of
 from ._types import NOTHING
