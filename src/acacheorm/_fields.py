@@ -20,7 +20,17 @@ import enum
 import operator
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack, overload
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Generic,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from ._base import Model, ModelBase, State, state_of
 from ._exceptions import ValidationError
@@ -227,6 +237,23 @@ class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
         """The text of this value inside a key (primary key fields)."""
         return str(value)
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        """The pydantic annotation that validates what this field accepts (``None`` aside),
+        for `acacheorm.pydantic_model`; ``pyd`` is the pydantic module. Each field class
+        declares its own; a field type of your own maps to its ``python_type`` when that
+        names one class, else to anything (override this for more).
+
+        Example::
+
+            class Slug(co.StringField):
+                def pydantic_type(self, pyd):
+                    return Annotated[str, pyd.StringConstraints(pattern="^[a-z-]+$")]
+        """
+        python_type = self.python_type
+        if isinstance(python_type, type) and python_type is not object:
+            return python_type
+        return Any
+
     def to_json(self, value: T) -> Any:
         """A (valid, non-None) value as data `json.dumps` accepts: UUIDs, datetimes,
         dates, times and decimals as text, bytes as base64, enums by value.
@@ -404,3 +431,25 @@ def _check_text(text: str) -> None:
             f"a lone surrogate {text[exc.start]!r} at index {exc.start} is not text "
             "that can be stored (not valid UTF-8)"
         ) from None
+
+
+# -- helpers of the pydantic mapping (``pydantic_type``) -------------------------------------
+
+
+def _constrained(pyd: Any, base: Any, **constraints: Any) -> Any:
+    """``base`` with the constraints that are set (``Annotated[int, Field(ge=0)]``)."""
+    given = {k: v for k, v in constraints.items() if v is not None}
+    return Annotated[base, pyd.Field(**given)] if given else base
+
+
+def _validator(field: Field[Any]) -> Any:
+    """The field's own validation, for a pydantic validator: every refusal a ValueError
+    (pydantic reports those; a TypeError or an OverflowError would escape it)."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return field.validate(value)
+        except (TypeError, ArithmeticError) as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate

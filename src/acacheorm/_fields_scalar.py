@@ -7,7 +7,7 @@ import binascii
 import decimal
 import enum
 import uuid
-from typing import Any, Unpack
+from typing import Annotated, Any, Unpack
 
 from ._base import Model
 from ._exceptions import ConfigurationError
@@ -16,7 +16,9 @@ from ._fields import (
     Field,
     FieldOptions,
     _check_text,
+    _constrained,
     _expect,
+    _validator,
 )
 from ._keys import escape_key_part
 
@@ -64,6 +66,9 @@ class IntegerField(Field[int]):
             raise TypeError(f"expected int, not {type(primitive).__name__}")
         return primitive
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _constrained(pyd, int, ge=self.min_value, le=self.max_value)
+
 
 class FloatField(Field[float]):
     """A ``float`` (an ``int`` is converted), optionally bounded.
@@ -107,6 +112,9 @@ class FloatField(Field[float]):
 
     def key_part(self, value: float) -> str:
         return repr(value)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _constrained(pyd, float, ge=self.min_value, le=self.max_value)
 
 
 class _CheckedOptions:
@@ -232,6 +240,23 @@ class DecimalField(_CheckedOptions, Field[decimal.Decimal]):
         except decimal.InvalidOperation:
             raise ValueError(f"not a decimal: {primitive!r}") from None
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        if self.auto_round:
+            # Rounded first, then checked for max_digits: the field's own validation.
+            return Annotated[
+                decimal.Decimal,
+                pyd.AfterValidator(_validator(self)),
+                pyd.Field(
+                    json_schema_extra={
+                        "x-decimal-places": self.decimal_places,
+                        "x-rounding": self.rounding,
+                    }
+                ),
+            ]
+        return _constrained(
+            pyd, decimal.Decimal, max_digits=self.max_digits, decimal_places=self.decimal_places
+        )
+
 
 def _decimal_option_error(
     max_digits: Any, decimal_places: Any, auto_round: Any, rounding: Any
@@ -277,6 +302,9 @@ class BooleanField(Field[bool]):
         _expect(primitive, bool)
         return bool(primitive)
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        return bool
+
 
 class StringField(Field[str]):
     """A ``str``, optionally with ``max_length``/``min_length``.
@@ -321,6 +349,9 @@ class StringField(Field[str]):
 
     def key_part(self, value: str) -> str:
         return escape_key_part(value)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _constrained(pyd, str, max_length=self.max_length, min_length=self.min_length)
 
 
 class BinaryField(Field[bytes]):
@@ -369,6 +400,9 @@ class BinaryField(Field[bytes]):
     def key_part(self, value: bytes) -> str:
         return value.hex()
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _constrained(pyd, bytes, max_length=self.max_length)
+
 
 class UUIDField(Field[uuid.UUID]):
     """A ``uuid.UUID`` (a UUID string is accepted); stored as its canonical text.
@@ -392,6 +426,9 @@ class UUIDField(Field[uuid.UUID]):
     def from_primitive(self, primitive: Any, binary: bool) -> uuid.UUID:
         _expect(primitive, str)
         return uuid.UUID(primitive)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return uuid.UUID
 
 
 _B57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -443,6 +480,10 @@ class ShortUUIDField(UUIDField):
 
     def key_part(self, value: uuid.UUID) -> str:
         return _short_encode(value)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        # The model also takes the 22-character short form; so does the schema.
+        return Annotated[uuid.UUID, pyd.BeforeValidator(_short_uuid)]
 
 
 class EnumField(Field[E]):
@@ -500,3 +541,16 @@ class EnumField(Field[E]):
     def key_part(self, value: E) -> str:
         v = value.value
         return escape_key_part(v) if isinstance(v, str) else str(v)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return self.enum_cls
+
+
+def _short_uuid(value: Any) -> Any:
+    """A short UUID text as a UUID, for a pydantic validator (anything else as it is)."""
+    if isinstance(value, str) and len(value) == 22:
+        try:
+            return _short_decode(value)
+        except ValueError:
+            return value  # let the UUID validator report it
+    return value

@@ -11,6 +11,7 @@ from ._fields import (
     FieldOptions,
     T,
     _check_text,
+    _constrained,
     _expect,
 )
 
@@ -60,6 +61,9 @@ class JSONField(Field[Any]):
 
     def from_primitive(self, primitive: Any, binary: bool) -> Any:
         return _check_json(primitive)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return pyd.JsonValue
 
 
 class ListField(Field[list[T]]):
@@ -141,6 +145,12 @@ class ListField(Field[list[T]]):
         item = self.field
         return [None if v is None else item.from_json(v) for v in data]  # type: ignore[misc]
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        item = self.field.pydantic_type(pyd)
+        if self.field.null:
+            item = item | None
+        return _constrained(pyd, list.__class_getitem__(item), max_length=self.max_items)
+
 
 class StructField(Field[T]):
     """A value of your own type, converted by ``serializer`` to a primitive (dict, list,
@@ -179,6 +189,9 @@ class StructField(Field[T]):
 
     def from_primitive(self, primitive: Any, binary: bool) -> T:
         return self.deserializer(primitive)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return Any
 
 
 def _check_json_or_bytes(value: Any, depth: int = 0) -> None:

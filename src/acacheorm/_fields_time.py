@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable
-from typing import Any, Unpack
+from typing import Annotated, Any, Unpack
 
 from ._fields import (
     _EPOCH,
@@ -14,6 +14,7 @@ from ._fields import (
     FieldOptions,
     T,
     _expect,
+    _validator,
 )
 from ._fields_scalar import _CheckedOptions, _is_int
 from ._keys import escape_key_part
@@ -125,6 +126,9 @@ class DateTimeField(_FormattedField, Field[datetime.datetime]):
     def key_part(self, value: datetime.datetime) -> str:
         return escape_key_part(value.isoformat())
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _formatted(pyd, self, datetime.datetime)
+
 
 def _same(value: datetime.datetime) -> datetime.datetime:
     return value
@@ -165,6 +169,9 @@ class DateTimeTZField(DateTimeField):
 
     def key_part(self, value: datetime.datetime) -> str:
         return escape_key_part(value.astimezone(_UTC).isoformat())
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _formatted(pyd, self, pyd.AwareDatetime)
 
 
 class DateField(_FormattedField, Field[datetime.date]):
@@ -216,6 +223,9 @@ class DateField(_FormattedField, Field[datetime.date]):
     def from_primitive(self, primitive: Any, binary: bool) -> datetime.date:
         _expect(primitive, str)
         return datetime.date.fromisoformat(primitive)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _formatted(pyd, self, datetime.date)
 
 
 def _date_part(value: datetime.datetime) -> datetime.date:
@@ -279,6 +289,9 @@ class TimeField(_FormattedField, Field[datetime.time]):
     def from_primitive(self, primitive: Any, binary: bool) -> datetime.time:
         _expect(primitive, str)
         return datetime.time.fromisoformat(primitive)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        return _formatted(pyd, self, datetime.time)
 
 
 #: TimestampField resolutions: stored steps per second (seconds ... microseconds).
@@ -390,3 +403,37 @@ class TimestampField(_CheckedOptions, Field[datetime.datetime]):
     def from_json(self, data: Any) -> datetime.datetime:
         _expect(data, str)
         return self.validate(datetime.datetime.fromisoformat(data))
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        # It also takes seconds since the epoch; so does AwareDatetime.
+        if self.resolution == 10**6 and not self.utc:
+            return pyd.AwareDatetime
+        # utc=True takes a naive datetime as UTC; the resolution rounds: the field's own
+        # validation gives the value that will be stored.
+        extra: dict[str, Any] = {"x-resolution": self.resolution}
+        if self.utc:
+            extra["x-utc"] = True
+        return Annotated[
+            datetime.datetime if self.utc else pyd.AwareDatetime,
+            pyd.AfterValidator(_validator(self)),
+            pyd.Field(json_schema_extra=extra),
+        ]
+
+
+def _formatted(pyd: Any, field: DateTimeField | DateField | TimeField, base: Any) -> Any:
+    """A date or time annotation; with ``formats``, a ``str`` is read the way the field reads
+    it (ISO 8601, else the formats), and the input schema is any string with ``x-formats``."""
+    formats = field.formats
+    if formats is None:
+        return base
+
+    validate = _validator(field)
+
+    def read_text(value: Any) -> Any:
+        return validate(value) if isinstance(value, str) else value
+
+    return Annotated[
+        base,
+        pyd.BeforeValidator(read_text),
+        pyd.WithJsonSchema({"type": "string", "x-formats": list(formats)}, mode="validation"),
+    ]

@@ -214,6 +214,14 @@ class ForeignKeyField(Field[M], Generic[M]):
             raise TypeError(f"expected a list of {len(schema.pk_fields)} key parts")
         return tuple(f.from_json(v) for f, v in zip(schema.pk_fields, data, strict=True))
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        """The related primary key's annotation (a tuple for a composite key)."""
+        rel_schema = self.rel_model._schema
+        parts = [f.pydantic_type(pyd) for f in rel_schema.pk_fields]
+        if rel_schema.composite:
+            return tuple.__class_getitem__(tuple(parts))
+        return parts[0]
+
     def key_part(self, value: Any) -> str:
         schema = self.rel_model._schema
         if not schema.composite:
