@@ -87,3 +87,40 @@ def pk_text(pk_fields: Sequence[Field[Any]], pk: tuple[Any, ...]) -> str:
     return KEY_SEPARATOR.join(
         escape_key_part(f.key_part(v)) for f, v in zip(pk_fields, pk, strict=True)
     )
+
+
+# -- index buckets (secondary indexes) ----------------------------------------------------------
+
+
+def hash_tag(name: str) -> str:
+    """The hash-tag text of a model's index buckets: its name without braces."""
+    return name.replace("{", "").replace("}", "")
+
+
+def index_base(namespace: str, name: str) -> str:
+    """The text every index bucket name of a model derives from."""
+    return f"{namespace}{KEY_SEPARATOR}{name}" if namespace else name
+
+
+def bucket_name(base: str, tag: str, bucket: int) -> str:
+    """The name every key of index bucket ``bucket`` derives from (its hash tag included)."""
+    return f"~ix{KEY_SEPARATOR}{base}{KEY_SEPARATOR}{{{tag}.{bucket}}}"
+
+
+def tag_key(key: str, tag: str, bucket: int) -> str:
+    """A row key with its bucket's hash tag at the end (Redis Cluster, several buckets)."""
+    return f"{key}{{{tag}.{bucket}}}"
+
+
+def untag_key(key: str, tag: str) -> str:
+    """A row key without its bucket tag (``key`` itself when it has none)."""
+    if key.endswith("}"):
+        start = key.rfind("{")
+        if start >= 0 and key[start + 1 :].startswith(tag + "."):
+            return key[:start]
+    return key
+
+
+def bucket_of_tagged(key: str, plain: str) -> int:
+    """The bucket number in the tag of ``key``, whose untagged form is ``plain``."""
+    return int(key[len(plain) + 1 : -1].rsplit(".", 1)[1])
