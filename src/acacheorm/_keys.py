@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from ._fields import Field
 
 KEY_SEPARATOR = ":"
+#: The last part of a model's id counter key (see `counter_key`).
+COUNTER_SUFFIX = "__autoincrement__"
 
 
 def escape_key_part(text: str) -> str:
@@ -87,6 +89,13 @@ def pk_text(pk_fields: Sequence[Field[Any]], pk: tuple[Any, ...]) -> str:
     return KEY_SEPARATOR.join(
         escape_key_part(f.key_part(v)) for f, v in zip(pk_fields, pk, strict=True)
     )
+
+
+def counter_key(namespace: str, name: str) -> str:
+    """The key of a model's id counter: never a key of one of its rows (an AutoField key
+    part is an integer)."""
+    ns = f"{namespace}{KEY_SEPARATOR}" if namespace else ""
+    return f"{ns}{name}{KEY_SEPARATOR}{COUNTER_SUFFIX}"
 
 
 # -- index buckets (secondary indexes) ----------------------------------------------------------
