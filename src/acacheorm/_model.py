@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Never, Self
 
+from ._auto import auto_field
 from ._base import ModelBase, State, state_of
 from ._declare import (
     ModelMeta,
@@ -13,7 +14,11 @@ from ._declare import (
     _expand_pk,
     _positional_error,
 )
+from ._display import instances_html
 from ._exceptions import DoesNotExist, ValidationError
+from ._fields import Expression
+from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery
+from ._pydantic import pydantic_model
 from ._query import (
     DeleteQuery,
     GetOrCreateQuery,
@@ -29,7 +34,6 @@ from ._schema import Schema
 from ._types import NOTHING
 
 if TYPE_CHECKING:
-    from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery
     from ._lookups import Condition
 
 
@@ -215,8 +219,6 @@ class Model(ModelBase, metaclass=ModelMeta):
             UserIn = User.pydantic_model(exclude=["created_at"])
             UserPatch = User.pydantic_model(partial=True, exclude=["id"])
         """
-        from ._pydantic import pydantic_model
-
         return pydantic_model(cls, name=name, exclude=tuple(exclude), partial=partial)
 
     def __repr__(self) -> str:
@@ -232,8 +234,6 @@ class Model(ModelBase, metaclass=ModelMeta):
         return f"<{type(self).__name__} {pk}{': ' + rest if rest else ''}>"
 
     def _repr_html_(self) -> str:
-        from ._display import instances_html
-
         return instances_html([self])
 
     def __eq__(self, other: object) -> bool:
@@ -338,8 +338,6 @@ class Model(ModelBase, metaclass=ModelMeta):
             user = await User.get_or_none(id=404)
         """
         _check_conditions(cls, "get_or_none", conditions)
-        from ._filter import FilterResult
-
         key = cls._key_lookup(conditions, pk)
         if key is None:
             return FilterResult(cls.filter(*conditions, **pk), "get_or_none")
@@ -478,8 +476,6 @@ class Model(ModelBase, metaclass=ModelMeta):
     @classmethod
     def _check_changes(cls, changes: dict[str, Any]) -> dict[str, Any]:
         """Validate the new values of an update now, before anything is sent."""
-        from ._fields import Expression
-
         schema = cls._schema
         by_attname = {a: n for n, a in schema.attnames.items()}
         clean: dict[str, Any] = {}
@@ -577,8 +573,6 @@ class Model(ModelBase, metaclass=ModelMeta):
             user.height = 1.9
             await user.save()
         """
-        from ._auto import auto_field
-
         self._check_not_sparse("save")
         auto = auto_field(self._schema)
         if auto is not None and self.__dict__.get(auto.name) is None:
@@ -624,8 +618,6 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             adults = await User.filter(age__gte=18).order_by("name")
         """
-        from ._filter import FilterQuery
-
         return FilterQuery(cls).filter(*conditions, **lookups)
 
     @classmethod
@@ -636,8 +628,6 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             humans = await User.exclude(name__endswith="bot")
         """
-        from ._filter import FilterQuery
-
         return FilterQuery(cls).exclude(*conditions, **lookups)
 
     @classmethod
@@ -648,8 +638,6 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             users = await User.all()
         """
-        from ._filter import FilterQuery
-
         return FilterQuery(cls)
 
     @classmethod
@@ -716,8 +704,6 @@ class Model(ModelBase, metaclass=ModelMeta):
                 email="sam@example.com", defaults={"name": "Sam"}
             )
         """
-        from ._filter import UpdateOrCreateQuery
-
         defaults = dict(defaults or {})
         query = cls.filter(**lookups)
         changes = cls._check_changes(dict(defaults)) if defaults else {}

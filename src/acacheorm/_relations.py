@@ -6,7 +6,7 @@ from typing import Any, Generic, Self, TypeVar, Unpack, overload
 
 from ._base import Model
 from ._exceptions import ConfigurationError
-from ._fields import Field, FieldOptions
+from ._fields import Field, FieldOptions, _not_loaded
 from ._keys import escape_key_part
 from ._schema import _models_by_name, lookup_model
 
@@ -139,8 +139,6 @@ class ForeignKeyField(Field[M], Generic[M]):
         try:
             raw = d[self.attname]
         except KeyError:
-            from ._fields import _not_loaded
-
             raise _not_loaded(instance, self.name) from None
         if raw is None:
             return None  # type: ignore[return-value]
@@ -290,8 +288,6 @@ class RawPk:
         try:
             return instance.__dict__[self.field.attname]
         except KeyError:
-            from ._fields import _not_loaded
-
             raise _not_loaded(instance, self.field.attname) from None
 
     def __set__(self, instance: Any, value: Any) -> None:
