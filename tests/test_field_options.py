@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import acacheorm as co
-from acacheorm import _payload
+from acacheorm import _codec
 from acacheorm.backends.base import Backend
 from tests.conftest import BACKENDS
 from tests.protos import PACKAGE, F, _field
@@ -496,9 +496,7 @@ def test_bad_option_of_a_field_outside_a_model_is_refused_on_use() -> None:
 
 def fingerprint_before_options(model: Any) -> int:
     """The fingerprint as computed before these options existed."""
-    return _payload.fingerprint(
-        [f"{n}={type(f).__name__}" for n, f in model._schema.fields.items()]
-    )
+    return _codec.fingerprint([f"{n}={type(f).__name__}" for n, f in model._schema.fields.items()])
 
 
 def model_with(**fields: co.Field[Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import decimal
 import enum
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 import acacheorm as co
-from acacheorm._fields import escape_key_part
+from acacheorm._keys import escape_key_part
 
 backend = co.SimpleBackend()
 
@@ -448,7 +449,7 @@ def _nested(depth: int) -> Any:
 
 
 def test_json_nesting_deeper_than_the_limit_is_a_validation_error() -> None:
-    from acacheorm._fields import MAX_JSON_DEPTH
+    from acacheorm._fields_struct import MAX_JSON_DEPTH
 
     class Blob(co.Model):
         id = co.IntegerField(primary_key=True)
@@ -466,3 +467,24 @@ def test_json_nesting_deeper_than_the_limit_is_a_validation_error() -> None:
             Blob(id=1, data=_nested(depth))
         with pytest.raises(co.ValidationError, match=r"Blob\.shape"):
             Blob(id=1, shape=_nested(depth))
+
+
+def test_instance_state_is_one_slot_apart_from_the_field_values() -> None:
+    class Writer(co.Model):
+        id = co.IntegerField(primary_key=True)
+        name = co.StringField()
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "json"
+
+    sparse = Writer._sparse((1,))
+    missing = Writer._sparse((2,), "missing")
+    loaded = Writer(id=3, name="a")
+    assert sparse.__dict__ == {"id": 1} and missing.__dict__ == {"id": 2}
+    assert sparse.is_sparse and missing.is_sparse and not loaded.is_sparse
+    assert repr(sparse) == "<Writer id=1 [sparse]>" and repr(missing) == "<Writer id=2 [missing]>"
+    assert sparse.to_dict() == {"id": 1} and loaded.to_dict() == {"id": 3, "name": "a"}
+    with pytest.raises(AttributeError, match="was not found in its backend"):
+        _ = missing.name
+    assert copy.copy(sparse).is_sparse and not copy.copy(loaded).is_sparse

@@ -15,7 +15,7 @@ import pydantic
 import pytest
 
 import acacheorm as co
-from acacheorm._fields import _short_encode
+from acacheorm._fields_scalar import _short_encode
 from acacheorm._pydantic import pydantic_model
 from acacheorm.cli._demo import Gender, define_models
 
@@ -372,3 +372,31 @@ def test_missing_pydantic_names_the_extra(
     monkeypatch.setitem(sys.modules, "pydantic", None)
     with pytest.raises(co.ConfigurationError, match=r"pip install 'acacheorm\[pydantic\]'"):
         pydantic_model(demo[0], name="NeverBuilt")
+
+
+def test_a_field_declares_its_own_pydantic_type() -> None:
+    """The mapping asks each field (``pydantic_type``): a field of your own can say what
+    validates it, and a subclass of a built-in field keeps its parent's constraints."""
+
+    class Slug(co.StringField):
+        def pydantic_type(self, pyd: Any) -> Any:
+            return typing.Annotated[str, pyd.StringConstraints(pattern="^[a-z-]+$")]
+
+    class Score(co.IntegerField):
+        pass
+
+    class Page(co.Model):
+        id = co.IntegerField(primary_key=True)
+        slug = Slug()
+        score = Score(min_value=0)
+
+        class Meta:
+            backend = co.SimpleBackend()
+            serializer = "json"
+
+    schema = pydantic_model(Page)
+    assert schema(id=1, slug="a-b", score=0).slug == "a-b"
+    with pytest.raises(pydantic.ValidationError, match="slug"):
+        schema(id=1, slug="Not A Slug", score=0)
+    with pytest.raises(pydantic.ValidationError, match="score"):
+        schema(id=1, slug="a", score=-1)

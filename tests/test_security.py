@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import acacheorm as co
-from acacheorm import _payload
+from acacheorm import _codec
 from acacheorm.backends.base import Backend
 from acacheorm.backends.memcached import MemcachedBackend
 from acacheorm.backends.redis import RedisBackend
@@ -687,12 +687,12 @@ async def test_a_json_model_never_unpickles_a_planted_payload(
         hostile = pickle.dumps(_CreatesFile(marker), protocol=5)
         body = {"id": 1, "name": "Sam", "admin": True}
         planted = {
-            "unsigned pickle": _payload.header(unsafe.tag, schema.fingerprint) + hostile,
-            "unsigned, as a row": _payload.header(unsafe.tag, schema.fingerprint)
+            "unsigned pickle": _codec.header(unsafe.tag, schema.fingerprint) + hostile,
+            "unsigned, as a row": _codec.header(unsafe.tag, schema.fingerprint)
             + pickle.dumps(body),
-            "the pickle preset's tag": _payload.header(3, schema.fingerprint) + hostile,
-            "a signed pickle": _payload.header(signed.tag, schema.fingerprint) + signed.dumps(body),
-            "msgpack": _payload.header(2, schema.fingerprint) + co.MsgpackSerializer().dumps(body),
+            "the pickle preset's tag": _codec.header(3, schema.fingerprint) + hostile,
+            "a signed pickle": _codec.header(signed.tag, schema.fingerprint) + signed.dumps(body),
+            "msgpack": _codec.header(2, schema.fingerprint) + co.MsgpackSerializer().dumps(body),
         }
         reads: dict[str, Callable[[], Awaitable[Any]]] = {
             "get": lambda: Account.get(id=1),

@@ -37,6 +37,10 @@ class User(co.Model):
 class Article(co.Model):
     id = co.IntegerField(primary_key=True)
     author = co.ForeignKeyField(User)
+    # The options every field shares are typed: these check.
+    slug = co.StringField(null=True, index=True, unique=True)
+    views = co.IntegerField(default=0, index=True, unique=False)
+    editor = co.ForeignKeyField(User, null=True, on_delete=co.SET_NULL, related_name="edited")
 
     class Meta:
         backend = co.SimpleBackend()

@@ -20,6 +20,7 @@ from . import backends
 from ._asgi import install_exception_handlers, lifespan
 from ._auto import AutoField
 from ._commands import KEEP_TTL, Batch
+from ._declare import CompositeKey
 from ._exceptions import (
     AtomicityError,
     BackendError,
@@ -37,30 +38,23 @@ from ._exceptions import (
     ValueTooLargeError,
 )
 from ._executor import BatchEvent, add_batch_hook, remove_batch_hook
-from ._fields import (
+from ._fields import Expression, Field
+from ._fields_scalar import (
     BinaryField,
     BooleanField,
-    DateField,
-    DateTimeField,
-    DateTimeTZField,
     DecimalField,
     EnumField,
-    Expression,
-    Field,
     FloatField,
     IntegerField,
-    JSONField,
-    ListField,
     ShortUUIDField,
     StringField,
-    StructField,
-    TimeField,
-    TimestampField,
     UUIDField,
 )
+from ._fields_struct import JSONField, ListField, StructField
+from ._fields_time import DateField, DateTimeField, DateTimeTZField, TimeField, TimestampField
 from ._filter import FilterQuery
 from ._index import CASCADE, DO_NOTHING, RESTRICT, SET_NULL, OnDelete
-from ._model import CompositeKey, Model
+from ._model import Model
 from ._pydantic import pydantic_model
 from ._query import Query, delete_many, insert_many, prefetch, query_many
 from ._relations import ForeignKeyField

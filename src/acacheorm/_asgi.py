@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+from ._base import Model
 from ._exceptions import (
     BackendUnavailable,
     ConfigurationError,
@@ -25,6 +26,7 @@ from ._exceptions import (
     DoesNotExist,
     ValidationError,
 )
+from ._schema import schema_of
 from .backends.base import Backend
 
 if TYPE_CHECKING:
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from ._model import Model
 
 __all__ = ["install_exception_handlers", "lifespan"]
 
@@ -120,7 +121,6 @@ def _restore(registry: Any, named: dict[str, Any], before: dict[str, Backend]) -
 def _distinct_backends(
     targets: tuple[type[Model] | Backend, ...], resolve: bool = True
 ) -> list[Backend]:
-    from ._model import Model, concrete_schema
 
     if not targets:
         raise TypeError(
@@ -132,7 +132,7 @@ def _distinct_backends(
         if isinstance(target, Backend):
             backend = target
         elif isinstance(target, type) and issubclass(target, Model):
-            schema = concrete_schema(target)
+            schema = schema_of(target)
             if schema is None:
                 raise TypeError(f"lifespan(): {target.__name__} is abstract (it has no backend)")
             if not resolve:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+from . import _keys
+from ._base import Model
 from ._commands import Batch, Incr
 from ._executor import Plan
-from ._fields import KEY_SEPARATOR, IntegerField
+from ._fields import IndexOptions
+from ._fields_scalar import IntegerField
 
 if TYPE_CHECKING:
-    from ._model import Model
     from ._schema import Schema
 
 #: The last part of a model's counter key (``<namespace>:<model>:__autoincrement__``).
-COUNTER_SUFFIX = "__autoincrement__"
 
 
 class AutoField(IntegerField):
@@ -38,8 +39,14 @@ class AutoField(IntegerField):
         assert player.id == 1
     """
 
-    def __init__(self, *, min_value: int | None = None, max_value: int | None = None) -> None:
-        super().__init__(min_value=min_value, max_value=max_value, primary_key=True)
+    def __init__(
+        self,
+        *,
+        min_value: int | None = None,
+        max_value: int | None = None,
+        **options: Unpack[IndexOptions],
+    ) -> None:
+        super().__init__(min_value=min_value, max_value=max_value, primary_key=True, **options)
         self.fast_type = None  # None is a valid value until the row is inserted
 
     def has_default(self) -> bool:
@@ -65,8 +72,7 @@ def auto_field(schema: Schema) -> AutoField | None:
 def counter_key(schema: Schema) -> str:
     """The key of a model's id counter: never a key of one of its rows (an AutoField key
     part is an integer)."""
-    ns = f"{schema.namespace}{KEY_SEPARATOR}" if schema.namespace else ""
-    return f"{ns}{schema.name}{KEY_SEPARATOR}{COUNTER_SUFFIX}"
+    return _keys.counter_key(schema.namespace, schema.name)
 
 
 def assign_ids(schema: Schema, instances: Sequence[Model]) -> Plan:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._model import Model
+    from ._base import Model
 
 
 class InstanceList(list[Any]):

@@ -4,28 +4,37 @@ A field converts a Python value to a *primitive* (None, bool, int, float, str, b
 dict) that every serializer can carry, and back, exactly. ``binary`` says whether the
 serializer carries bytes natively; where it does not (JSON), bytes travel as base64 text.
 On a model class ``User.name`` is the field; on an instance ``user.name`` is the value.
+
+This module holds the base class `Field`, the options every field shares (`FieldOptions`)
+and update expressions; the fields themselves are in ``_fields_scalar`` (numbers, text,
+bytes, UUIDs, enums), ``_fields_time`` (dates and times) and ``_fields_struct`` (JSON,
+lists, structs).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import datetime
 import decimal
 import enum
-import functools
-import math
 import operator
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Generic,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
-from ._exceptions import ConfigurationError, ValidationError
+from ._base import Model, ModelBase, State, state_of
+from ._exceptions import ValidationError
 from ._types import NOTHING
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
@@ -50,22 +59,32 @@ _IMMUTABLE_DEFAULTS = (
 )
 
 
-def _index_options(init: Callable[..., None]) -> Callable[..., None]:
-    """``init`` also taking ``index=`` and ``unique=`` (every field has them)."""
+class IndexOptions(TypedDict, total=False):
+    """The index options every field takes, a primary key's included (see `FieldOptions`)."""
 
-    @functools.wraps(init)
-    def wrapper(
-        self: Field[Any], *args: Any, index: Any = None, unique: Any = None, **kw: Any
-    ) -> None:
-        init(self, *args, **kw)
-        for option, value in (("index", index), ("unique", unique)):
-            if value is None:
-                continue
-            if not isinstance(value, bool):
-                raise TypeError(f"{option} must be a bool, not {value!r}")
-            setattr(self, option, value)
+    index: bool
+    unique: bool
 
-    return wrapper
+
+class FieldOptions(IndexOptions, total=False):
+    """The options every field takes (the one place they are declared).
+
+    ``null``: ``None`` is allowed; ``default``: a value, or a zero-argument callable called
+    per instance (mutable values are copied per instance); ``primary_key``: the field is (part
+    of) the key; ``index``: a secondary index on the field (queries by field read only what
+    it selects); ``unique``: also no two live rows with the same value.
+
+    Example::
+
+        email = co.StringField(null=True, index=True, unique=True)
+    """
+
+    null: bool
+    default: Any
+    primary_key: bool
+
+
+_OPTION_NAMES = frozenset(FieldOptions.__annotations__)
 
 
 if TYPE_CHECKING:
@@ -102,28 +121,29 @@ class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
     name: str
     model: type[Model]
     #: ``index=True``: a secondary index on the field (queries by field read only what it
-    #: selects); ``unique=True``: also no two live rows with the same value. Every field
-    #: takes both options (see ``_index_options``).
+    #: selects); ``unique=True``: also no two live rows with the same value (see
+    #: `FieldOptions`).
     index: bool = False
     unique: bool = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__init__ = _index_options(cls.__dict__["__init__"])  # type: ignore[method-assign]
-
-    def __init__(
-        self, *, null: bool = False, default: Any = NOTHING, primary_key: bool = False
-    ) -> None:
-        if not isinstance(null, bool):
-            raise TypeError(f"null must be a bool, not {null!r}")
-        if not isinstance(primary_key, bool):
-            raise TypeError(f"primary_key must be a bool, not {primary_key!r}")
-        if primary_key and null:
+    def __init__(self, **options: Unpack[FieldOptions]) -> None:
+        for option in options.keys() - _OPTION_NAMES:
+            raise TypeError(
+                f"{type(self).__name__}() got an unexpected keyword argument {option!r}"
+            )
+        # index=None and unique=None mean "not given"; null and primary_key take a bool.
+        for option, value in options.items():
+            if option != "default" and not isinstance(value, bool):
+                if value is None and option in IndexOptions.__annotations__:
+                    continue
+                raise TypeError(f"{option} must be a bool, not {value!r}")
+        self.null: bool = options.get("null", False)
+        self.default = options.get("default", NOTHING)
+        self.primary_key: bool = options.get("primary_key", False)
+        if self.primary_key and self.null:
             raise TypeError("a primary key field cannot be null=True")
-        self.null = null
-        self.default = default
-        self.primary_key = primary_key
+        self.index = bool(options.get("index"))
+        self.unique = bool(options.get("unique"))
         self.name = ""
 
     # -- descriptor protocol ----------------------------------------------------------------
@@ -216,6 +236,23 @@ class Field(_FieldBase, Generic[T]):  # type: ignore[misc]
     def key_part(self, value: T) -> str:
         """The text of this value inside a key (primary key fields)."""
         return str(value)
+
+    def pydantic_type(self, pyd: Any) -> Any:
+        """The pydantic annotation that validates what this field accepts (``None`` aside),
+        for `acacheorm.pydantic_model`; ``pyd`` is the pydantic module. Each field class
+        declares its own; a field type of your own maps to its ``python_type`` when that
+        names one class, else to anything (override this for more).
+
+        Example::
+
+            class Slug(co.StringField):
+                def pydantic_type(self, pyd):
+                    return Annotated[str, pyd.StringConstraints(pattern="^[a-z-]+$")]
+        """
+        python_type = self.python_type
+        if isinstance(python_type, type) and python_type is not object:
+            return python_type
+        return Any
 
     def to_json(self, value: T) -> Any:
         """A (valid, non-None) value as data `json.dumps` accepts: UUIDs, datetimes,
@@ -363,9 +400,9 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 def _not_loaded(instance: Any, name: str) -> AttributeError:
     cls = type(instance).__name__
-    if instance.__dict__.get("_sparse_"):
-        state = instance.__dict__["_sparse_"]
-        detail = "was not found in its backend" if state == "missing" else "is not loaded"
+    state = state_of(instance) if isinstance(instance, ModelBase) else State.LOADED
+    if state is not State.LOADED:
+        detail = "was not found in its backend" if state is State.MISSING else "is not loaded"
         return AttributeError(
             f"{cls}.{name}: this {cls} {detail} (sparse, only its primary key is known); "
             f"`await instance.load()` it or use select_related()"
@@ -384,888 +421,6 @@ def _expect(value: Any, t: type | tuple[type, ...]) -> None:
         raise TypeError(f"expected {_type_name(t)}, not {type(value).__name__}")
 
 
-# -- scalar fields ----------------------------------------------------------------------------
-
-
-class IntegerField(Field[int]):
-    """An ``int`` (``bool`` is refused), optionally bounded.
-
-    Example::
-
-        age = co.IntegerField(min_value=0, max_value=150)
-    """
-
-    operators = ("+", "-")
-    operand_types = (int,)
-
-    identity = True
-    python_type = int
-
-    def __init__(
-        self,
-        *,
-        min_value: int | None = None,
-        max_value: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.min_value = min_value
-        self.max_value = max_value
-        if min_value is None and max_value is None:
-            self.fast_type = int
-
-    def validate(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected int, not {type(value).__name__}")
-        if self.min_value is not None and value < self.min_value:
-            raise ValueError(f"must be >= {self.min_value}")
-        if self.max_value is not None and value > self.max_value:
-            raise ValueError(f"must be <= {self.max_value}")
-        return int(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> int:
-        if isinstance(primitive, bool) or not isinstance(primitive, int):
-            raise TypeError(f"expected int, not {type(primitive).__name__}")
-        return primitive
-
-
-class FloatField(Field[float]):
-    """A ``float`` (an ``int`` is converted), optionally bounded.
-
-    Example::
-
-        height = co.FloatField(min_value=0)
-    """
-
-    operators = ("+", "-")
-    operand_types = (int, float)
-
-    identity = True
-    python_type = float
-
-    def __init__(
-        self,
-        *,
-        min_value: float | None = None,
-        max_value: float | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.min_value = min_value
-        self.max_value = max_value
-
-    def validate(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"expected float, not {type(value).__name__}")
-        result = float(value)
-        if self.min_value is not None and not result >= self.min_value:
-            raise ValueError(f"must be >= {self.min_value}")
-        if self.max_value is not None and not result <= self.max_value:
-            raise ValueError(f"must be <= {self.max_value}")
-        return result
-
-    def from_primitive(self, primitive: Any, binary: bool) -> float:
-        if isinstance(primitive, bool) or not isinstance(primitive, int | float):
-            raise TypeError(f"expected float, not {type(primitive).__name__}")
-        return float(primitive)
-
-    def key_part(self, value: float) -> str:
-        return repr(value)
-
-
-class _CheckedOptions:
-    """A field whose own options are checked when it is defined.
-
-    ``__init__`` cannot name the field (its name is known only once the model class is
-    built), so it records what is wrong in ``_option_error``; building the model raises it as
-    a `ConfigurationError` naming ``Model.field``. A field that never becomes part of a model
-    (the item field of a ListField, a field used on its own) raises it on first use instead.
-    """
-
-    _option_error: str | None = None
-    name: str
-
-    def contribute_to_class(self, cls: type[Model]) -> None:
-        if self._option_error is not None:
-            raise ConfigurationError(f"{cls.__name__}.{self.name}: {self._option_error}")
-
-    def _check_options(self) -> None:
-        if self._option_error is not None:
-            where = f"{type(self).__name__} {self.name}" if self.name else type(self).__name__
-            raise ConfigurationError(f"{where}: {self._option_error}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-#: The rounding modes of the decimal module, by value ("ROUND_HALF_EVEN", ...).
-_ROUNDINGS = frozenset(getattr(decimal, name) for name in dir(decimal) if name.startswith("ROUND_"))
-
-
-class DecimalField(_CheckedOptions, Field[decimal.Decimal]):
-    """A ``Decimal``, stored as a string so every digit survives.
-
-    A value with more than ``decimal_places`` places is refused, or, with
-    ``auto_round=True``, rounded to ``decimal_places`` with the ``decimal`` module's
-    ``rounding`` mode (default ``ROUND_HALF_EVEN``). Bad options are a `ConfigurationError`
-    when the model is defined.
-
-    Example::
-
-        price = co.DecimalField(max_digits=10, decimal_places=2)
-        rate = co.DecimalField(decimal_places=2, auto_round=True, rounding=decimal.ROUND_UP)
-    """
-
-    operators = ("+", "-")
-    operand_types = (int, decimal.Decimal)
-
-    python_type = decimal.Decimal
-
-    def __init__(
-        self,
-        *,
-        max_digits: int | None = None,
-        decimal_places: int | None = None,
-        auto_round: bool = False,
-        rounding: str | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.max_digits = max_digits
-        self.decimal_places = decimal_places
-        self.auto_round = auto_round
-        self.rounding = decimal.ROUND_HALF_EVEN if rounding is None else rounding
-        self._option_error = _decimal_option_error(max_digits, decimal_places, auto_round, rounding)
-
-    def validate(self, value: Any) -> decimal.Decimal:
-        if self._option_error is not None:
-            self._check_options()
-        if isinstance(value, bool):
-            raise TypeError("expected Decimal, not bool")
-        if isinstance(value, float):
-            value = decimal.Decimal(repr(value))
-        elif isinstance(value, int | str):
-            try:
-                value = decimal.Decimal(value)
-            except decimal.InvalidOperation:
-                raise ValueError("not a decimal number") from None
-        _expect(value, decimal.Decimal)
-        if value.is_finite():
-            _sign, digits, exponent = value.as_tuple()
-            assert isinstance(exponent, int)
-            places = max(0, -exponent)
-            whole = max(0, len(digits) + exponent)
-            if self.decimal_places is not None and places > self.decimal_places:
-                if not self.auto_round:
-                    raise ValueError(f"more than {self.decimal_places} decimal places")
-                value = self._round(value, whole)
-                _sign, digits, exponent = value.as_tuple()
-                assert isinstance(exponent, int)
-                places = max(0, -exponent)
-                whole = max(0, len(digits) + exponent)
-            if self.max_digits is not None and whole + places > self.max_digits:
-                raise ValueError(f"more than {self.max_digits} digits")
-            if (
-                self.max_digits is not None
-                and self.decimal_places is not None
-                and whole > self.max_digits - self.decimal_places
-            ):
-                raise ValueError(
-                    f"more than {self.max_digits - self.decimal_places} digits "
-                    "before the decimal point"
-                )
-        return value  # type: ignore[no-any-return]
-
-    def _round(self, value: decimal.Decimal, whole: int) -> decimal.Decimal:
-        """``value`` rounded to ``decimal_places`` (exactly: the context holds every digit)."""
-        assert self.decimal_places is not None
-        context = decimal.Context(
-            prec=whole + self.decimal_places + 2, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
-        )
-        step = decimal.Decimal(1).scaleb(-self.decimal_places)
-        return value.quantize(step, rounding=self.rounding, context=context)
-
-    def to_primitive(self, value: decimal.Decimal, binary: bool) -> str:
-        return str(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> decimal.Decimal:
-        _expect(primitive, str)
-        try:
-            return decimal.Decimal(primitive)
-        except decimal.InvalidOperation:
-            raise ValueError(f"not a decimal: {primitive!r}") from None
-
-
-def _decimal_option_error(
-    max_digits: Any, decimal_places: Any, auto_round: Any, rounding: Any
-) -> str | None:
-    """What is wrong with DecimalField options, or None."""
-    if max_digits is not None and not (_is_int(max_digits) and max_digits > 0):
-        return f"max_digits must be a positive int, not {max_digits!r}"
-    if decimal_places is not None and not (_is_int(decimal_places) and decimal_places >= 0):
-        return f"decimal_places must be an int >= 0, not {decimal_places!r}"
-    if max_digits is not None and decimal_places is not None and decimal_places > max_digits:
-        return f"decimal_places={decimal_places} is more than max_digits={max_digits}"
-    if not isinstance(auto_round, bool):
-        return f"auto_round must be a bool, not {auto_round!r}"
-    if auto_round and decimal_places is None:
-        return "auto_round=True needs decimal_places (the places to round to)"
-    if rounding is not None:
-        if not isinstance(rounding, str) or rounding not in _ROUNDINGS:
-            return (
-                f"rounding must be a rounding mode of the decimal module "
-                f"({', '.join(sorted(_ROUNDINGS))}), not {rounding!r}"
-            )
-        if not auto_round:
-            return "rounding is used only with auto_round=True"
-    return None
-
-
-class BooleanField(Field[bool]):
-    """A ``bool`` (only ``True``/``False``).
-
-    Example::
-
-        married = co.BooleanField(default=False)
-    """
-
-    identity = True
-    python_type = bool
-
-    def validate(self, value: Any) -> bool:
-        _expect(value, bool)
-        return bool(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> bool:
-        _expect(primitive, bool)
-        return bool(primitive)
-
-
-class StringField(Field[str]):
-    """A ``str``, optionally with ``max_length``/``min_length``.
-
-    Example::
-
-        name = co.StringField(max_length=64)
-    """
-
-    operators = ("+",)
-    operand_types = (str,)
-
-    identity = True
-    python_type = str
-
-    def __init__(
-        self,
-        *,
-        max_length: int | None = None,
-        min_length: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.max_length = max_length
-        self.min_length = min_length
-        if max_length is None and min_length is None:
-            self.fast_type = str
-
-    def validate(self, value: Any) -> str:
-        _expect(value, str)
-        if not value.isascii():
-            _check_text(value)
-        if self.max_length is not None and len(value) > self.max_length:
-            raise ValueError(f"longer than max_length={self.max_length}")
-        if self.min_length is not None and len(value) < self.min_length:
-            raise ValueError(f"shorter than min_length={self.min_length}")
-        return str(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> str:
-        _expect(primitive, str)
-        return str(primitive)
-
-    def key_part(self, value: str) -> str:
-        return escape_key_part(value)
-
-
-class BinaryField(Field[bytes]):
-    """``bytes``; stays bytes on every serializer (base64 only inside JSON).
-
-    Example::
-
-        avatar = co.BinaryField(null=True, max_length=65536)
-    """
-
-    operators = ("+",)
-    operand_types = (bytes,)
-
-    python_type = bytes
-
-    def __init__(
-        self,
-        *,
-        max_length: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.max_length = max_length
-
-    def validate(self, value: Any) -> bytes:
-        if isinstance(value, bytearray | memoryview):
-            value = bytes(value)
-        _expect(value, bytes)
-        if self.max_length is not None and len(value) > self.max_length:
-            raise ValueError(f"longer than max_length={self.max_length}")
-        return value  # type: ignore[no-any-return]
-
-    def to_primitive(self, value: bytes, binary: bool) -> bytes | str:
-        return value if binary else base64.b64encode(value).decode("ascii")
-
-    def from_primitive(self, primitive: Any, binary: bool) -> bytes:
-        if binary:
-            _expect(primitive, bytes)
-            return bytes(primitive)
-        _expect(primitive, str)
-        try:
-            return base64.b64decode(primitive, validate=True)
-        except binascii.Error:
-            raise ValueError("not base64") from None
-
-    def key_part(self, value: bytes) -> str:
-        return value.hex()
-
-
-class UUIDField(Field[uuid.UUID]):
-    """A ``uuid.UUID`` (a UUID string is accepted); stored as its canonical text.
-
-    Example::
-
-        token = co.UUIDField(default=uuid.uuid4)
-    """
-
-    python_type = uuid.UUID
-
-    def validate(self, value: Any) -> uuid.UUID:
-        if isinstance(value, str):
-            return uuid.UUID(value)
-        _expect(value, uuid.UUID)
-        return value  # type: ignore[no-any-return]
-
-    def to_primitive(self, value: uuid.UUID, binary: bool) -> str:
-        return str(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> uuid.UUID:
-        _expect(primitive, str)
-        return uuid.UUID(primitive)
-
-
-_B57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B57_INDEX = {c: i for i, c in enumerate(_B57)}
-
-
-def _short_encode(u: uuid.UUID) -> str:
-    n = u.int
-    out = []
-    for _ in range(22):
-        n, r = divmod(n, 57)
-        out.append(_B57[r])
-    return "".join(reversed(out))
-
-
-def _short_decode(text: str) -> uuid.UUID:
-    if len(text) != 22:
-        raise ValueError("a short UUID has 22 characters")
-    n = 0
-    for c in text:
-        try:
-            n = n * 57 + _B57_INDEX[c]
-        except KeyError:
-            raise ValueError(f"{c!r} is not a short-UUID character") from None
-    if n >= 1 << 128:
-        raise ValueError("out of the UUID range")
-    return uuid.UUID(int=n)
-
-
-class ShortUUIDField(UUIDField):
-    """A ``uuid.UUID`` stored as 22 base57 characters (the shortuuid alphabet).
-
-    Example::
-
-        slug = co.ShortUUIDField(default=uuid.uuid4)
-    """
-
-    def validate(self, value: Any) -> uuid.UUID:
-        if isinstance(value, str) and len(value) == 22:
-            return _short_decode(value)
-        return super().validate(value)
-
-    def to_primitive(self, value: uuid.UUID, binary: bool) -> str:
-        return _short_encode(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> uuid.UUID:
-        _expect(primitive, str)
-        return _short_decode(primitive)
-
-    def key_part(self, value: uuid.UUID) -> str:
-        return _short_encode(value)
-
-
-class EnumField(Field[E]):
-    """A member of ``enum_cls``, stored by value (a member's value is accepted too). In a
-    primary key, the members' values must differ as text (``1`` and ``"1"`` would share a
-    key): such an Enum is a `ConfigurationError` when the model is defined.
-
-    Example::
-
-        gender = co.EnumField(Gender, default=Gender.UNKNOWN)
-    """
-
-    def __init__(
-        self,
-        enum_cls: type[E],
-        *,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        if not (isinstance(enum_cls, type) and issubclass(enum_cls, enum.Enum)):
-            raise TypeError(f"EnumField needs an Enum class, not {enum_cls!r}")
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.enum_cls = enum_cls
-        self.python_type = enum_cls
-        self._by_value = {m.value: (m, type(m.value)) for m in enum_cls.__members__.values()}
-
-    def validate(self, value: Any) -> E:
-        if isinstance(value, self.enum_cls):
-            return value
-        try:
-            return self.enum_cls(value)
-        except ValueError:
-            raise ValueError(f"not a {self.enum_cls.__name__}") from None
-
-    def to_primitive(self, value: E, binary: bool) -> Any:
-        return value.value
-
-    def from_primitive(self, primitive: Any, binary: bool) -> E:
-        try:
-            member, value_type = self._by_value[primitive]
-        except (KeyError, TypeError):
-            member = self.enum_cls(primitive)
-            value_type = type(member.value)
-        # 1.0 and True find the member whose value is 1: only a value of its own type is it
-        if value_type is not type(primitive) and not (
-            isinstance(primitive, int)
-            and not isinstance(primitive, bool)
-            and issubclass(value_type, int)
-            and not issubclass(value_type, bool)
-        ):
-            raise TypeError(
-                f"stored {type(primitive).__name__} {primitive!r} for a "
-                f"{value_type.__name__} value of {self.enum_cls.__name__}"
-            )
-        return member
-
-    def key_part(self, value: E) -> str:
-        v = value.value
-        return escape_key_part(v) if isinstance(v, str) else str(v)
-
-
-def _formats_option_error(formats: Any) -> str | None:
-    """What is wrong with a ``formats=`` option, or None."""
-    if formats is None:
-        return None
-    if isinstance(formats, str | bytes) or not isinstance(formats, list | tuple):
-        return f"formats takes a list of strptime format strings, not {formats!r}"
-    for fmt in formats:
-        if not isinstance(fmt, str) or not fmt:
-            return f"formats: {fmt!r} is not a strptime format string"
-        try:
-            datetime.datetime.strptime("", fmt)
-        except ValueError as exc:
-            if not str(exc).startswith("time data"):  # a bad directive, a stray %
-                return f"formats: {exc}"
-    return None
-
-
-def _parse_text(
-    text: str,
-    formats: tuple[str, ...],
-    iso: Callable[[str], T],
-    from_parsed: Callable[[datetime.datetime], T],
-) -> T:
-    """``text`` read as ISO 8601, else with the first of ``formats`` that fits."""
-    try:
-        return iso(text)
-    except ValueError:
-        pass
-    for fmt in formats:
-        try:
-            parsed = datetime.datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        return from_parsed(parsed)
-    if formats:
-        raise ValueError(f"fits neither ISO 8601 nor the formats {list(formats)}")
-    raise ValueError("not ISO 8601 text")
-
-
-class _FormattedField(_CheckedOptions):
-    """The ``formats=`` option of the date and time fields (input only)."""
-
-    def _set_formats(self, formats: Any) -> None:
-        self._option_error = _formats_option_error(formats)
-        self.formats: tuple[str, ...] | None = (
-            None if formats is None or self._option_error is not None else tuple(formats)
-        )
-
-
-class DateTimeField(_FormattedField, Field[datetime.datetime]):
-    """A ``datetime`` (naive or aware), stored as ISO 8601 text; it reads back equal.
-
-    With ``formats=[...]`` (``strptime`` formats) a ``str`` is accepted too: read as ISO 8601
-    if it is, else with the first format that fits; stored values stay ISO 8601 either way.
-
-    Example::
-
-        seen_at = co.DateTimeField(null=True)
-        logged_at = co.DateTimeField(formats=["%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S"])
-    """
-
-    operators = ("+", "-")
-    operand_types = (datetime.timedelta,)
-
-    python_type = datetime.datetime
-
-    def __init__(
-        self,
-        *,
-        formats: list[str] | tuple[str, ...] | None = None,
-        auto_now: bool = False,
-        auto_now_add: bool = False,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self._set_formats(formats)
-        _auto_options(self, auto_now, auto_now_add)
-
-    def _parse(self, value: Any) -> Any:
-        """``value``, or the datetime a ``str`` reads as (with ``formats``); no other check."""
-        if self._option_error is not None:
-            self._check_options()
-        if self.formats is not None and isinstance(value, str):
-            return _parse_text(value, self.formats, datetime.datetime.fromisoformat, _same)
-        return value
-
-    def now(self) -> datetime.datetime:
-        """The current time, for ``auto_now``/``auto_now_add`` (aware, in UTC)."""
-        return datetime.datetime.now(_UTC)
-
-    def validate(self, value: Any) -> datetime.datetime:
-        value = self._parse(value)
-        _expect(value, datetime.datetime)
-        return value  # type: ignore[no-any-return]
-
-    def to_primitive(self, value: datetime.datetime, binary: bool) -> str:
-        return value.isoformat()
-
-    def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
-        _expect(primitive, str)
-        return datetime.datetime.fromisoformat(primitive)
-
-    def key_part(self, value: datetime.datetime) -> str:
-        return escape_key_part(value.isoformat())
-
-
-def _same(value: datetime.datetime) -> datetime.datetime:
-    return value
-
-
-class DateTimeTZField(DateTimeField):
-    """An aware ``datetime``; stored in UTC and read back as the same instant (in UTC).
-
-    ``formats=[...]`` as for `DateTimeField`; the text must carry an offset (ISO 8601 or a
-    format with ``%z``).
-
-    Example::
-
-        created_at = co.DateTimeTZField(default=lambda: datetime.datetime.now(datetime.UTC))
-    """
-
-    def validate(self, value: Any) -> datetime.datetime:
-        value = self._parse(value)
-        _expect(value, datetime.datetime)
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("needs an aware datetime (with tzinfo)")
-        try:
-            value.astimezone(_UTC)  # stored in UTC: 9999-12-31T23:00-05:00 has no UTC year
-        except OverflowError:
-            raise ValueError("out of the datetime range once converted to UTC") from None
-        return value  # type: ignore[no-any-return]
-
-    def to_primitive(self, value: datetime.datetime, binary: bool) -> str:
-        return value.astimezone(_UTC).isoformat()
-
-    def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
-        value = super().from_primitive(primitive, binary)
-        if value.tzinfo is _UTC:
-            return value
-        if value.tzinfo is None:
-            raise ValueError("stored datetime has no timezone")
-        return value.astimezone(_UTC)
-
-    def key_part(self, value: datetime.datetime) -> str:
-        return escape_key_part(value.astimezone(_UTC).isoformat())
-
-
-class DateField(_FormattedField, Field[datetime.date]):
-    """A ``date`` (not a datetime), stored as ISO text.
-
-    With ``formats=[...]`` a ``str`` is accepted too (ISO 8601, else the first format that
-    fits; the date part of what it reads).
-
-    Example::
-
-        birthday = co.DateField(null=True)
-        issued = co.DateField(formats=["%d.%m.%Y"])
-    """
-
-    operators = ("+", "-")
-    operand_types = (datetime.timedelta,)
-
-    python_type = datetime.date
-
-    def __init__(
-        self,
-        *,
-        formats: list[str] | tuple[str, ...] | None = None,
-        auto_now: bool = False,
-        auto_now_add: bool = False,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self._set_formats(formats)
-        _auto_options(self, auto_now, auto_now_add)
-
-    def now(self) -> datetime.date:
-        """Today's date, for ``auto_now``/``auto_now_add``."""
-        return datetime.date.today()
-
-    def validate(self, value: Any) -> datetime.date:
-        if self._option_error is not None:
-            self._check_options()
-        if self.formats is not None and isinstance(value, str):
-            value = _parse_text(value, self.formats, datetime.date.fromisoformat, _date_part)
-        if isinstance(value, datetime.datetime):
-            raise TypeError("expected date, not datetime")
-        _expect(value, datetime.date)
-        return value  # type: ignore[no-any-return]
-
-    def to_primitive(self, value: datetime.date, binary: bool) -> str:
-        return value.isoformat()
-
-    def from_primitive(self, primitive: Any, binary: bool) -> datetime.date:
-        _expect(primitive, str)
-        return datetime.date.fromisoformat(primitive)
-
-
-def _date_part(value: datetime.datetime) -> datetime.date:
-    return value.date()
-
-
-def _time_part(value: datetime.datetime) -> datetime.time:
-    return value.timetz()
-
-
-def _auto_options(field: DateTimeField | DateField, auto_now: bool, auto_now_add: bool) -> None:
-    """``auto_now`` (set on every save and update) and ``auto_now_add`` (set when the row
-    is first built for an insert); either gives the field a default of the current time."""
-    for name, flag in (("auto_now", auto_now), ("auto_now_add", auto_now_add)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, not {flag!r}")
-    if auto_now and auto_now_add:
-        raise TypeError("auto_now and auto_now_add are exclusive (auto_now implies both)")
-    if (auto_now or auto_now_add) and field.default is not NOTHING:
-        raise TypeError("auto_now/auto_now_add set the value: they take no default")
-    field.auto_now = auto_now
-    field.auto_now_add = auto_now_add
-    if auto_now or auto_now_add:
-        field.default = field.now
-
-
-class TimeField(_FormattedField, Field[datetime.time]):
-    """A ``time`` (naive or with a fixed offset), stored as ISO text.
-
-    With ``formats=[...]`` a ``str`` is accepted too (ISO 8601, else the first format that
-    fits; the time part of what it reads, with its offset if the format has ``%z``).
-
-    Example::
-
-        opens_at = co.TimeField(default=datetime.time(9, 0))
-        closes_at = co.TimeField(formats=["%I:%M %p"])
-    """
-
-    python_type = datetime.time
-
-    def __init__(
-        self,
-        *,
-        formats: list[str] | tuple[str, ...] | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self._set_formats(formats)
-
-    def validate(self, value: Any) -> datetime.time:
-        if self._option_error is not None:
-            self._check_options()
-        if self.formats is not None and isinstance(value, str):
-            value = _parse_text(value, self.formats, datetime.time.fromisoformat, _time_part)
-        _expect(value, datetime.time)
-        return value  # type: ignore[no-any-return]
-
-    def to_primitive(self, value: datetime.time, binary: bool) -> str:
-        return value.isoformat()
-
-    def from_primitive(self, primitive: Any, binary: bool) -> datetime.time:
-        _expect(primitive, str)
-        return datetime.time.fromisoformat(primitive)
-
-
-#: TimestampField resolutions: stored steps per second (seconds ... microseconds).
-_RESOLUTIONS: tuple[int, ...] = tuple(10**i for i in range(7))
-
-
-def _resolution(value: Any) -> int | str:
-    """A TimestampField ``resolution``, or what is wrong with it.
-
-    A power of ten up to 10**6; cacheorm's shorthand 0 (seconds) and 2..6 (10**n) too.
-    """
-    if _is_int(value):
-        number = int(value)
-        if number in _RESOLUTIONS:
-            return number
-        if 0 <= number <= 6:
-            return _RESOLUTIONS[number]
-    return (
-        "resolution must be 1 (seconds), 10**3 (milliseconds), 10**6 (microseconds) or "
-        f"another power of ten up to 10**6 (or the exponent 0-6), not {value!r}"
-    )
-
-
-class TimestampField(_CheckedOptions, Field[datetime.datetime]):
-    """An aware UTC ``datetime`` stored as an integer count of steps since the epoch.
-
-    ``resolution`` is the number of steps per second: ``10**6`` (the default, microseconds),
-    ``10**3`` (milliseconds), ``1`` (seconds), or another power of ten in between (the
-    exponent works too: ``resolution=3`` is ``10**3``). A value is rounded (half to even) to
-    the resolution when it is set, so it reads back equal.
-
-    Accepts an aware datetime, or int/float seconds since the epoch. A naive datetime is
-    refused (its instant would be a guess) unless ``utc=True``, which takes it as UTC.
-    Values are read back as aware UTC datetimes.
-
-    Example::
-
-        expires_at = co.TimestampField()
-        seen_at = co.TimestampField(resolution=10**3, utc=True)   # milliseconds
-    """
-
-    operators = ("+", "-")
-    operand_types = (datetime.timedelta,)
-
-    python_type = datetime.datetime
-
-    def __init__(
-        self,
-        *,
-        resolution: int = 10**6,
-        utc: bool = False,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        checked = _resolution(resolution)
-        if isinstance(checked, str):
-            self._option_error = checked
-            checked = 10**6
-        elif not isinstance(utc, bool):
-            self._option_error = f"utc must be a bool, not {utc!r}"
-        self.resolution = checked
-        self.utc = utc is True
-        #: microseconds per stored step
-        self._unit = 10**6 // checked
-        self._digits = len(str(self._unit)) - 1
-        #: what the schema fingerprint adds for this field: the stored integer's scale
-        self.fingerprint_extra = "" if checked == 10**6 else f"(resolution={checked})"
-
-    def validate(self, value: Any) -> datetime.datetime:
-        if self._option_error is not None:
-            self._check_options()
-        unit = self._unit
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ValueError("not a finite timestamp")
-            steps = round(value * self.resolution)  # an int stays exact
-            return _EPOCH + datetime.timedelta(microseconds=steps * unit)
-        _expect(value, datetime.datetime)
-        if value.tzinfo is None or value.utcoffset() is None:
-            if not self.utc:
-                raise ValueError(
-                    "needs an aware datetime (or seconds since the epoch); "
-                    "utc=True takes a naive datetime as UTC"
-                )
-            value = value.replace(tzinfo=_UTC)
-        else:
-            value = value.astimezone(_UTC)
-        if unit == 1:
-            return value  # type: ignore[no-any-return]
-        return _EPOCH + datetime.timedelta(microseconds=self.to_primitive(value, True) * unit)
-
-    def to_primitive(self, value: datetime.datetime, binary: bool) -> int:
-        delta = value - _EPOCH
-        micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-        if self._unit == 1:
-            return micros
-        return round(micros, -self._digits) // self._unit  # half to even, exactly
-
-    def from_primitive(self, primitive: Any, binary: bool) -> datetime.datetime:
-        if isinstance(primitive, bool) or not isinstance(primitive, int):
-            raise TypeError(f"expected int timestamp, not {type(primitive).__name__}")
-        if self._option_error is not None:
-            self._check_options()
-        return _EPOCH + datetime.timedelta(microseconds=primitive * self._unit)
-
-    def to_json(self, value: datetime.datetime) -> str:
-        return value.isoformat()
-
-    def from_json(self, data: Any) -> datetime.datetime:
-        _expect(data, str)
-        return self.validate(datetime.datetime.fromisoformat(data))
-
-
-_JSON_SCALARS = (str, int, float, bool, type(None))
-
-#: How deep a `JSONField` value (or a `StructField`'s primitive) may nest: lists and dicts
-#: inside each other. Deeper values are refused when set, and when read back.
-MAX_JSON_DEPTH = 256
-
-
 def _check_text(text: str) -> None:
     """Refuse a lone surrogate (``"\\ud800"``): no serializer can encode it as UTF-8. (Callers
     skip ASCII text, ``str.isascii()`` being O(1).)"""
@@ -1278,209 +433,23 @@ def _check_text(text: str) -> None:
         ) from None
 
 
-def _check_json(value: Any, path: str = "", depth: int = 0) -> Any:
-    if isinstance(value, _JSON_SCALARS):
-        if isinstance(value, str) and not value.isascii():
-            _check_text(value)
-        return value
-    if depth >= MAX_JSON_DEPTH:
-        where = path if len(path) <= 60 else path[:57] + "..."
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels (at {where or 'top'})")
-    if isinstance(value, list | tuple):
-        return [_check_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"JSON object keys are str, not {type(k).__name__} at {path}")
-            if not k.isascii():
-                _check_text(k)
-            out[k] = _check_json(v, f"{path}.{k}", depth + 1)
-        return out
-    raise TypeError(f"{type(value).__name__} is not JSON data (at {path or 'top'})")
+# -- helpers of the pydantic mapping (``pydantic_type``) -------------------------------------
 
 
-class JSONField(Field[Any]):
-    """Any JSON value (dict, list, str, int, float, bool, None), stored as a value, not
-    as JSON text inside the payload. Tuples become lists.
-
-    Example::
-
-        settings = co.JSONField(default=dict)
-    """
-
-    def validate(self, value: Any) -> Any:
-        return _check_json(value)
-
-    def to_primitive(self, value: Any, binary: bool) -> Any:
-        return value
-
-    def from_primitive(self, primitive: Any, binary: bool) -> Any:
-        return _check_json(primitive)
+def _constrained(pyd: Any, base: Any, **constraints: Any) -> Any:
+    """``base`` with the constraints that are set (``Annotated[int, Field(ge=0)]``)."""
+    given = {k: v for k, v in constraints.items() if v is not None}
+    return Annotated[base, pyd.Field(**given)] if given else base
 
 
-class ListField(Field[list[T]]):
-    """A list whose items are values of ``field``; nests (a ListField of ListFields).
+def _validator(field: Field[Any]) -> Any:
+    """The field's own validation, for a pydantic validator: every refusal a ValueError
+    (pydantic reports those; a TypeError or an OverflowError would escape it)."""
 
-    Example::
-
-        phones = co.ListField(co.StringField(), default=list)
-    """
-
-    operators = ("+",)
-    operand_types = (list, tuple)
-
-    python_type = list
-
-    def __init__(
-        self,
-        field: Field[T],
-        *,
-        max_items: int | None = None,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        if not isinstance(field, Field):
-            raise TypeError(f"ListField needs a field instance, not {field!r}")
-        if field.primary_key:
-            raise TypeError("the item field of a ListField cannot be a primary key")
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.field = field
-        self.max_items = max_items
-        self.identity = field.identity
-
-    def _check_operand_value(self, operand: Any) -> None:
-        super()._check_operand_value(operand)
-        for i, v in enumerate(operand):
-            try:
-                self.field.clean(v)
-            except ValidationError as exc:
-                raise ValueError(f"item {i}: {str(exc).split(': ', 1)[-1]}") from None
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        super().__set_name__(owner, name)
-        self.field.name = f"{name}[]"
-
-    def validate(self, value: Any) -> list[T]:
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"expected list, not {type(value).__name__}")
-        if self.max_items is not None and len(value) > self.max_items:
-            raise ValueError(f"more than max_items={self.max_items} items")
-        item = self.field
-        out = []
-        for i, v in enumerate(value):
-            try:
-                out.append(item.clean(v))
-            except ValidationError as exc:
-                raise ValueError(f"item {i}: {exc}") from None
-        return out
-
-    def to_primitive(self, value: list[T], binary: bool) -> list[Any]:
-        item = self.field
-        if item.identity:
-            return list(value)
-        return [None if v is None else item.to_primitive(v, binary) for v in value]
-
-    def from_primitive(self, primitive: Any, binary: bool) -> list[T]:
-        _expect(primitive, list)
-        item = self.field
-        if item.identity:
-            return [item.clean(v) for v in primitive]
-        if not item.null and None in primitive:
-            raise TypeError("an item may not be None")
-        return [None if v is None else item.from_primitive(v, binary) for v in primitive]  # type: ignore[misc]
-
-    def to_json(self, value: list[T]) -> list[Any]:
-        item = self.field
-        return [None if v is None else item.to_json(v) for v in value]
-
-    def from_json(self, data: Any) -> list[T]:
-        _expect(data, list)
-        item = self.field
-        return [None if v is None else item.from_json(v) for v in data]  # type: ignore[misc]
-
-
-class StructField(Field[T]):
-    """A value of your own type, converted by ``serializer`` to a primitive (dict, list,
-    str, ...) and back by ``deserializer``.
-
-    Example::
-
-        point = co.StructField(lambda p: [p.x, p.y], lambda v: Point(*v))
-    """
-
-    def __init__(
-        self,
-        serializer: Callable[[T], Any],
-        deserializer: Callable[[Any], T],
-        *,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
-    ) -> None:
-        if not callable(serializer) or not callable(deserializer):
-            raise TypeError("StructField needs a serializer and a deserializer callable")
-        super().__init__(null=null, default=default, primary_key=primary_key)
-        self.serializer = serializer
-        self.deserializer = deserializer
-
-    def validate(self, value: Any) -> T:
+    def validate(value: Any) -> Any:
         try:
-            primitive = self.serializer(value)
-        except Exception as exc:  # the user's function: whatever it raises means "does not fit"
-            raise TypeError(f"serializer cannot convert it: {type(exc).__name__}: {exc}") from None
-        try:
-            _check_json_or_bytes(primitive)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"serializer cannot convert it: {exc}") from None
-        return value  # type: ignore[no-any-return]
+            return field.validate(value)
+        except (TypeError, ArithmeticError) as exc:
+            raise ValueError(str(exc)) from None
 
-    def to_primitive(self, value: T, binary: bool) -> Any:
-        return self.serializer(value)
-
-    def from_primitive(self, primitive: Any, binary: bool) -> T:
-        return self.deserializer(primitive)
-
-
-def _check_json_or_bytes(value: Any, depth: int = 0) -> None:
-    if isinstance(value, bytes):
-        return
-    if isinstance(value, str):
-        if not value.isascii():
-            _check_text(value)
-        return
-    if isinstance(value, list | tuple | dict) and depth >= MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, list | tuple):
-        for v in value:
-            _check_json_or_bytes(v, depth + 1)
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError("dict keys must be str")
-            if not k.isascii():
-                _check_text(k)
-            _check_json_or_bytes(v, depth + 1)
-        return
-    if not isinstance(value, _JSON_SCALARS):
-        raise TypeError(f"{type(value).__name__} is not a primitive")
-
-
-# -- keys -------------------------------------------------------------------------------------
-
-KEY_SEPARATOR = ":"
-
-
-def escape_key_part(text: str) -> str:
-    """Escape the separator (and the escape character) inside one part of a key, so two
-    different primary keys can never produce the same key."""
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if KEY_SEPARATOR in text:
-        text = text.replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
-    return text
-
-
-Field.__init__ = _index_options(Field.__init__)  # type: ignore[method-assign]
+    return validate

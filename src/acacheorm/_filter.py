@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids, counter_key
+from ._base import Model
 from ._commands import KEEP_TTL, NOT_READ, Batch, Get, IndexRead
 from ._display import InstanceList
 from ._exceptions import ConfigurationError, MultipleObjectsReturned, SerializationError
 from ._executor import Emit, KeyListing, Plan, Scan
-from ._fields import KEY_SEPARATOR
 from ._index import IndexedField, IndexSpec, spec_of, untag
 from ._indexplan import IndexSource, best_read, count_plan, ordered_field, ordered_plan
+from ._keys import count_separators as _separators
 from ._lookups import (
     And,
     Condition,
@@ -46,9 +47,6 @@ from ._schema import Schema, resolve_ttl
 from ._signals import post_save, pre_save
 from ._types import NOTHING
 from ._writes import checked, write_row
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 M = TypeVar("M", bound="Model")
 R = TypeVar("R")
@@ -99,20 +97,6 @@ def _format_pattern(fmt: str) -> tuple[str, re.Pattern[str]]:
     # ``literal`` holds escaped text; recover the plain prefix for the scan.
     plain = re.sub(r"\\(.)", r"\1", literal)
     return plain, re.compile("".join(pattern), re.DOTALL)
-
-
-def _separators(text: str) -> int:
-    """The number of unescaped key separators in ``text`` (see ``escape_key_part``)."""
-    count = 0
-    escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == KEY_SEPARATOR:
-            count += 1
-    return count
 
 
 class ScanSource:

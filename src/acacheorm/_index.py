@@ -24,22 +24,24 @@ import weakref
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._base import Model
+from ._codec import compile_build
 from ._commands import IndexTerm
 from ._exceptions import ConfigurationError
-from ._fields import (
+from ._fields import Field
+from ._fields_scalar import (
     BooleanField,
     EnumField,
-    Field,
     FloatField,
     IntegerField,
     StringField,
     UUIDField,
 )
+from ._keys import bucket_name, bucket_of_tagged, hash_tag, index_base, tag_key, untag_key
 from ._relations import ForeignKeyField
-from ._schema import _compile_build
+from ._schema import lookup_model
 
 if TYPE_CHECKING:
-    from ._model import Model
     from ._schema import Schema
 
 
@@ -150,9 +152,8 @@ class IndexSpec:
         self.fields = {f.name: f for f in fields}
         self.by_attname = {f.attname: f for f in fields}
         self.has_unique = any(f.unique for f in fields)
-        base = f"{schema.namespace}:{schema.name}" if schema.namespace else schema.name
-        self.base = base
-        self.tag = schema.name.replace("{", "").replace("}", "")
+        self.base = index_base(schema.namespace, schema.name)
+        self.tag = hash_tag(schema.name)
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -163,7 +164,7 @@ class IndexSpec:
 
     def bucket_name(self, b: int) -> str:
         """The name every key of bucket ``b`` derives from (its hash tag included)."""
-        return f"~ix:{self.base}:{{{self.tag}.{b}}}"
+        return bucket_name(self.base, self.tag, b)
 
     def tagged(self) -> bool:
         """Whether row keys carry their bucket's hash tag (Redis Cluster)."""
@@ -176,7 +177,7 @@ class IndexSpec:
         plain = untag(self, key)
         if plain == key:  # stored before the model had indexes: its own slot, not a bucket's
             return self.bucket_name(self.bucket_of(key, self.buckets()))
-        return self.bucket_name(int(key[len(plain) + 1 : -1].rsplit(".", 1)[1]))
+        return self.bucket_name(bucket_of_tagged(key, plain))
 
     def field_for(self, name: str) -> IndexedField | None:
         """The indexed field a lookup name (field name or raw foreign key attname) means."""
@@ -282,8 +283,6 @@ def setup_indexes(model: type[Model]) -> None:
 def _register_dependent(model: type[Model], field: ForeignKeyField[Any]) -> None:
     to = field.to
     if isinstance(to, str):
-        from ._model import lookup_model
-
         try:
             target = model if to == "self" else lookup_model(to)
         except LookupError:
@@ -325,21 +324,17 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
     def tagged(key: str) -> str:
         if not spec.tagged():
             return key
-        return f"{key}{{{spec.tag}.{spec.bucket_of(key, spec.buckets())}}}"
+        return tag_key(key, spec.tag, spec.bucket_of(key, spec.buckets()))
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
     # The fast decode compares a row's key with the key it was read from: the tagged one.
-    schema._fast_build = _compile_build(schema, by_key_of=True)
+    schema._fast_build = compile_build(schema, by_key_of=True)
 
 
 def untag(spec: IndexSpec, key: str) -> str:
     """A row key without its bucket tag (for matching it against the key format)."""
-    if key.endswith("}"):
-        start = key.rfind("{")
-        if start >= 0 and key[start + 1 :].startswith(spec.tag + "."):
-            return key[:start]
-    return key
+    return untag_key(key, spec.tag)
 
 
 def on_delete_of(field: Field[Any]) -> OnDelete:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._base import Model
 from ._exceptions import ValidationError
-from ._fields import Field, JSONField, ListField, StringField, StructField
+from ._fields import Field
+from ._fields_scalar import StringField
+from ._fields_struct import JSONField, ListField, StructField
 from ._relations import ForeignKeyField
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 STRING_LOOKUPS = frozenset(
     {"iexact", "contains", "icontains", "startswith", "istartswith", "endswith", "iendswith"}
@@ -196,7 +196,7 @@ class Not(Condition):
 
 def _value_key(field: Field[Any]) -> Callable[[Any], Any]:
     """How values of ``field`` compare and sort (enum members by their value)."""
-    from ._fields import EnumField
+    from ._fields_scalar import EnumField
 
     if isinstance(field, EnumField):
         return lambda v: v.value if isinstance(v, enum.Enum) else v

@@ -1,832 +1,40 @@
-"""ModelMeta and Model: declaring models, instances, and the query entry points."""
+"""Model: instances and the query entry points (the declaring machinery is in _declare)."""
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import enum
-import sys
-import types
-import typing
-import uuid
-import warnings
-import weakref
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, ClassVar, Never, Self, dataclass_transform
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Never, Self
 
-from ._exceptions import ConfigurationError, DoesNotExist, KeyClashWarning, ValidationError
-from ._fields import (
-    BinaryField,
-    BooleanField,
-    DateField,
-    DateTimeField,
-    DecimalField,
-    EnumField,
-    Field,
-    FloatField,
-    IntegerField,
-    JSONField,
-    ListField,
-    StringField,
-    StructField,
-    TimeField,
-    UUIDField,
+from ._auto import auto_field
+from ._base import ModelBase, State, state_of
+from ._declare import (
+    ModelMeta,
+    _AbstractSchema,
+    _check_conditions,
+    _expand_pk,
+    _positional_error,
 )
-from ._index import setup_indexes
-from ._relations import ForeignKeyField, install_pending_reverse
-from ._schema import NamedSchema, Schema
+from ._display import instances_html
+from ._exceptions import DoesNotExist, ValidationError
+from ._fields import Expression
+from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery
+from ._pydantic import pydantic_model
+from ._query import (
+    DeleteQuery,
+    GetOrCreateQuery,
+    InsertQuery,
+    LoadQuery,
+    Query,
+    RemainingTTLQuery,
+    SelectQuery,
+    TouchQuery,
+    UpdateQuery,
+)
+from ._schema import Schema
 from ._types import NOTHING
-from .backends.base import Backend, normalize_ttl
-from .serializers import Serializer, registry
 
 if TYPE_CHECKING:
-    from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery
     from ._lookups import Condition
-    from ._query import (
-        DeleteQuery,
-        GetOrCreateQuery,
-        InsertQuery,
-        Query,
-        RemainingTTLQuery,
-        SelectQuery,
-        TouchQuery,
-        UpdateQuery,
-    )
-
-META_OPTIONS = frozenset(
-    {
-        "backend",
-        "serializer",
-        "ttl",
-        "primary_key",
-        "name",
-        "namespace",
-        "key_format",
-        "abstract",
-        "read_serializers",
-    }
-)
-
-#: Every concrete model by class name (and by "module.Name"), for ForeignKeyField("Name").
-_models_by_name: dict[str, list[type[Model]]] = {}
-
-
-class CompositeKey:
-    """A primary key made of several fields, for ``Meta.primary_key``.
-
-    ``key_format`` (optional) is a ``%``-format string or a callable taking the pk values.
-
-    Example::
-
-        class Collection(co.Model):
-            collector = co.ForeignKeyField(User)
-            article = co.ForeignKeyField(Article)
-
-            class Meta:
-                primary_key = co.CompositeKey("collector", "article")
-    """
-
-    def __init__(self, *names: str, key_format: str | Callable[..., str] | None = None) -> None:
-        if len(names) < 2:
-            raise TypeError("CompositeKey needs at least two field names")
-        if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"CompositeKey field names must be distinct strings: {names!r}")
-        self.names = names
-        self.key_format = key_format
-
-    def __repr__(self) -> str:
-        return f"CompositeKey{self.names!r}"
-
-
-#: Keywords that writes take (``create(..., ttl=60)``): a field of that name would be
-#: swallowed by the keyword.
-_WRITE_KEYWORDS = frozenset({"ttl", "defaults", "atomic", "force_insert"})
-
-_RESERVED = _WRITE_KEYWORDS | frozenset(
-    {
-        "pk",
-        "save",
-        "delete_instance",
-        "refresh",
-        "load",
-        "to_dict",
-        "from_dict",
-        "create",
-        "insert",
-        "insert_many",
-        "get",
-        "get_by_id",
-        "get_or_none",
-        "get_or_create",
-        "update_or_create",
-        "query",
-        "query_many",
-        "update",
-        "update_many",
-        "set_by_id",
-        "delete",
-        "delete_by_id",
-        "delete_many",
-        "filter",
-        "exclude",
-        "all",
-        "count",
-        "first",
-        "order_by",
-        "limit",
-        "offset",
-        "touch",
-        "remaining_ttl",
-        "objects",
-        "DoesNotExist",
-        "MultipleObjectsReturned",
-        "Meta",
-        "is_sparse",
-        "pydantic_model",
-    }
-)
-
-
-def _meta_options(cls_name: str, bases: tuple[type, ...], meta: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for base in reversed(bases):
-        inherited = getattr(base, "_meta_options", None)
-        if inherited:
-            options.update(inherited)
-    options.pop("abstract", None)
-    # A subclass is another model: it gets its own key name unless it sets one.
-    options.pop("name", None)
-    if meta is not None:
-        for key, value in vars(meta).items():
-            if key.startswith("__"):
-                continue
-            if key not in META_OPTIONS:
-                raise ConfigurationError(
-                    f"{cls_name}.Meta: unknown option {key!r} "
-                    f"(options are {', '.join(sorted(META_OPTIONS))})"
-                )
-            options[key] = value
-    return options
-
-
-def _resolve_serializer(cls_name: str, value: Any, option: str = "serializer") -> Serializer:
-    serializer = _find_serializer(cls_name, value, option)
-    try:
-        serializer.check_available()
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{cls_name}.Meta.{option} {value!r}: {exc}") from exc
-    return serializer
-
-
-def _find_serializer(cls_name: str, value: Any, option: str) -> Serializer:
-    if isinstance(value, Serializer):
-        return value
-    if isinstance(value, str):
-        try:
-            return registry.get_by_name(value)
-        except KeyError:
-            raise ConfigurationError(
-                f"{cls_name}.Meta.{option}: unknown serializer {value!r} "
-                f"(registered: {', '.join(sorted(registry.names()))})"
-            ) from None
-    raise ConfigurationError(
-        f"{cls_name}.Meta.{option} must be a registered name or a Serializer, not {value!r}"
-    )
-
-
-def _resolve_read_serializers(
-    cls_name: str, value: Any, serializer: Serializer
-) -> tuple[Serializer, ...]:
-    """``Meta.read_serializers``: the serializers (besides its own) whose payloads a model
-    reads, resolved now; two different serializers with one tag are refused."""
-    if value is None:
-        return ()
-    if isinstance(value, str | Serializer) or not isinstance(value, list | tuple):
-        raise ConfigurationError(
-            f"{cls_name}.Meta.read_serializers must be a list or tuple of serializer names "
-            f"or Serializer instances, not {value!r}"
-        )
-    out: list[Serializer] = []
-    by_tag = {serializer.tag: serializer}
-    for item in value:
-        resolved = _resolve_serializer(cls_name, item, "read_serializers")
-        other = by_tag.get(resolved.tag)
-        if other is not None and other is not resolved:
-            raise ConfigurationError(
-                f"{cls_name}.Meta.read_serializers: {resolved!r} has the tag "
-                f"{resolved.tag:#06x} of {other!r}, so their payloads cannot be told apart"
-            )
-        if other is None:
-            by_tag[resolved.tag] = resolved
-            out.append(resolved)
-    return tuple(out)
-
-
-def _check_enum_keys(cls_name: str, fields: dict[str, Field[Any]], pk_names: Any) -> None:
-    """An EnumField in a primary key whose members' values are the same text (``1`` and
-    ``"1"``) would store two members under one key: refused at definition."""
-    for name in pk_names:
-        field = fields[name]
-        if not isinstance(field, EnumField):
-            continue
-        seen: dict[str, Any] = {}
-        for member in field.enum_cls:
-            text = field.key_part(member)
-            if text in seen:
-                raise ConfigurationError(
-                    f"{cls_name}.{name}: the members {seen[text]!r} and {member!r} of "
-                    f"{field.enum_cls.__name__} have values that read the same as text "
-                    f"({text!r}), so as part of the primary key they would be stored under "
-                    "one key; give them distinct values"
-                )
-            seen[text] = member
-
-
-#: Live models by backend and key prefix, to warn when two modules' models share keys.
-_models_by_prefix: weakref.WeakKeyDictionary[Backend, dict[str, weakref.ref[type[Model]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-#: The same for models whose ``Meta.backend`` is a name configured at start-up.
-_models_by_backend_name: dict[str, dict[str, weakref.ref[type[Model]]]] = {}
-
-
-def _check_key_clash(cls: type[Model]) -> None:
-    """Warn (`KeyClashWarning`) when a live model of another module stores its rows under
-    the same key prefix on the same backend: the two would read and overwrite each other's
-    rows. A model redefined in its own module (a re-run notebook cell) replaces the old one."""
-    schema = cls._schema
-    if schema.key_format is not None:
-        return  # keys come from the format: the prefix alone says nothing
-    if schema.backend_name is not None:  # a named backend: the name is the backend
-        models = _models_by_backend_name.setdefault(schema.backend_name, {})
-    else:
-        try:
-            models = _models_by_prefix.setdefault(schema.backend, {})
-        except TypeError:  # a backend class that is not hashable or weakly referable
-            return
-    previous = models.get(schema.prefix)
-    other = previous() if previous is not None else None
-    if other is not None and other.__module__ != cls.__module__:
-        warnings.warn(
-            f"{cls.__module__}.{cls.__qualname__} and {other.__module__}."
-            f"{other.__qualname__} store their rows under the same keys "
-            f"({schema.prefix!r}...) on {schema.backend_name or schema.backend!r}: each reads "
-            "and overwrites the other's rows. Give one of them another Meta.name or Meta.namespace",
-            KeyClashWarning,
-            stacklevel=3,
-        )
-        return  # the first model keeps the prefix: a third module's model is warned too
-    models[schema.prefix] = weakref.ref(cls)
-
-
-class _Namespace(dict[str, Any]):
-    """A class body's namespace that remembers the order in which names are declared,
-    annotation-only names (``name: str``) included, so fields keep their declaration order
-    whichever style declares them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.order: dict[str, None] = {}
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key == "__annotations__" and isinstance(value, dict) and not value:
-            value = _Annotations(self.order)
-        self.order.setdefault(key, None)
-        super().__setitem__(key, value)
-
-
-class _Annotations(dict[str, Any]):
-    def __init__(self, order: dict[str, None]) -> None:
-        super().__init__()
-        self._order = order
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._order.setdefault(key, None)
-        super().__setitem__(key, value)
-
-
-class _AbstractSchema:
-    """``_schema`` of an abstract model: any use says the model is abstract."""
-
-    def __get__(self, instance: object, owner: type) -> Schema:
-        raise ConfigurationError(
-            f"{owner.__name__} is abstract (Meta.abstract = True, or the co.Model base class): "
-            "it has no backend or key, so it cannot run queries or build instances; use a "
-            "concrete subclass"
-        )
-
-
-def concrete_schema(cls: type) -> Schema | None:
-    """The schema of a concrete model class, ``None`` for an abstract one."""
-    schema = cls.__dict__.get("_schema")
-    return schema if isinstance(schema, Schema) else None
-
-
-# A dataclass_transform: type checkers build each model's constructor from its annotated
-# fields (``Player(nik="a")`` and ``Player(nick=1)`` are type errors; ``player.email`` is
-# ``str | None``). The field classes are deliberately not listed as field specifiers: to a
-# checker a field object is then a default, so fields the library fills (``null=True``,
-# ``auto_now_add``, a generated key) are not wrongly required; the library itself checks
-# at run time that every required value is given. Fields declared without an annotation
-# are not part of the checked constructor.
-@dataclass_transform(kw_only_default=True)
-class ModelMeta(type):
-    """Builds the frozen `Schema` of each model class at definition time."""
-
-    _schema: Schema
-    _meta_options: dict[str, Any]
-
-    @classmethod
-    def __prepare__(
-        mcs, name: str, bases: tuple[type, ...], /, **kw: Any
-    ) -> MutableMapping[str, object]:
-        return _Namespace()
-
-    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> Any:
-        order = list(getattr(ns, "order", ns))
-        ns = dict(ns)
-        meta = ns.pop("Meta", None)
-        if not any(isinstance(b, ModelMeta) for b in bases):
-            return super().__new__(mcs, name, bases, ns, **kw)  # the Model base class itself
-        options = _meta_options(name, bases, meta)
-        abstract = bool(meta is not None and getattr(meta, "abstract", False))
-        inherited: dict[str, Field[Any]] = {}
-        for base in bases:
-            schema = concrete_schema(base)
-            inherited.update(
-                schema.fields if schema is not None else getattr(base, "_abstract_fields", {})
-            )
-        own = _own_fields(name, ns, order, inherited)
-
-        # Fields: inherited ones first (copied, so each model owns its fields), then own ones.
-        # A subclass that declares a primary key (a field or Meta.primary_key) replaces the
-        # inherited one: an inherited pk field becomes a plain field (an implicit ``id`` goes).
-        own_pk = any(f.primary_key for f in own.values())
-        own_composite = meta is not None and "primary_key" in vars(meta)
-        if own_pk and not own_composite:
-            options.pop("primary_key", None)
-        fields: dict[str, Field[Any]] = {}
-        for base in reversed(bases):
-            schema = concrete_schema(base)
-            parent_fields = (
-                schema.fields if schema is not None else getattr(base, "_abstract_fields", {})
-            )
-            for fname, field in parent_fields.items():
-                copied = _copy_field(field)
-                if (own_pk or own_composite) and copied.primary_key:
-                    if getattr(field, "_implicit_pk", False):
-                        continue
-                    copied.primary_key = False
-                fields[fname] = copied
-        fields.update(own)  # an overridden field keeps its place
-        ns.update(fields)  # inherited field copies become attributes of this class too
-
-        cls: Any = super().__new__(mcs, name, bases, ns, **kw)  # attributes set dynamically
-        cls._meta_options = dict(options)
-        for fname, field in fields.items():
-            field.__set_name__(cls, fname)
-            field.model = cls
-        parent_dne = tuple(
-            dne for b in bases if isinstance(dne := getattr(b, "DoesNotExist", None), type)
-        ) or (DoesNotExist,)
-        cls.DoesNotExist = type(
-            "DoesNotExist",
-            parent_dne,
-            {
-                "__module__": cls.__module__,
-                "__qualname__": f"{cls.__qualname__}.DoesNotExist",
-            },
-        )
-        if abstract:
-            cls._abstract_fields = fields
-            cls._schema = _AbstractSchema()
-            return cls
-
-        # Primary key: explicit field(s), a CompositeKey, or an implicit UUID ``id``.
-        pk_fields = [n for n, f in fields.items() if f.primary_key]
-        composite = options.get("primary_key")
-        if composite is not None:
-            if not isinstance(composite, CompositeKey):
-                raise ConfigurationError(f"{name}.Meta.primary_key must be a CompositeKey")
-            if pk_fields and set(pk_fields) - set(composite.names):
-                raise ConfigurationError(
-                    f"{name}: two primary keys (field {pk_fields[0]!r} and Meta.primary_key)"
-                )
-            for part in composite.names:
-                if part not in fields:
-                    raise ConfigurationError(f"{name}.Meta.primary_key: no field named {part!r}")
-                if fields[part].null:
-                    raise ConfigurationError(f"{name}.{part}: a primary key part cannot be null")
-            pk_names = composite.names
-        elif len(pk_fields) > 1:
-            raise ConfigurationError(
-                f"{name}: two primary keys ({', '.join(pk_fields)}); use Meta.primary_key = "
-                "co.CompositeKey(...) for a composite key"
-            )
-        elif pk_fields:
-            pk_names = (pk_fields[0],)
-        else:
-            if "id" in fields:
-                raise ConfigurationError(
-                    f"{name}: field 'id' is not a primary key, and no other field is"
-                )
-            field = UUIDField(primary_key=True, default=uuid.uuid4)
-            field._implicit_pk = True
-            field.__set_name__(cls, "id")
-            field.model = cls
-            cls.id = field
-            fields = {"id": field, **fields}
-            pk_names = ("id",)
-
-        backend = options.get("backend")
-        if backend is None:
-            raise ConfigurationError(
-                f"{name}.Meta.backend is missing (a co.*Backend instance, or the name of one "
-                "configured with co.backends.configure)"
-            )
-        if isinstance(backend, str):
-            if not backend or "://" in backend:
-                raise ConfigurationError(
-                    f"{name}.Meta.backend must be a backend or the name of one configured at "
-                    f"start-up, not {backend!r} (configure a URL under a name: "
-                    "co.backends.configure(main=url), then backend = 'main')"
-                )
-        elif not isinstance(backend, Backend):
-            raise ConfigurationError(
-                f"{name}.Meta.backend must be a backend or a backend name, not {backend!r}"
-            )
-        if options.get("serializer") is None:
-            raise ConfigurationError(f"{name}.Meta.serializer is missing (e.g. 'msgpack')")
-        serializer = _resolve_serializer(name, options["serializer"])
-        read_serializers = _resolve_read_serializers(
-            name, options.get("read_serializers"), serializer
-        )
-        _check_enum_keys(name, fields, pk_names)
-        try:
-            ttl = normalize_ttl(options.get("ttl"))
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{name}.Meta.ttl: {exc}") from None
-        model_name = options.get("name", name.lower())
-        namespace = options.get("namespace", "")
-        for opt, val in (("name", model_name), ("namespace", namespace)):
-            if not isinstance(val, str):
-                raise ConfigurationError(f"{name}.Meta.{opt} must be a str, not {val!r}")
-        key_format = options.get("key_format")
-        if key_format is None and isinstance(composite, CompositeKey):
-            key_format = composite.key_format
-        if key_format is not None and not (isinstance(key_format, str) or callable(key_format)):
-            raise ConfigurationError(f"{name}.Meta.key_format must be a %-string or a callable")
-        if isinstance(key_format, str):
-            _check_key_format(name, key_format, len(pk_names))
-
-        cls._schema = (NamedSchema if isinstance(backend, str) else Schema)(
-            model=cls,
-            name=model_name,
-            namespace=namespace,
-            fields=fields,
-            pk_names=tuple(pk_names),
-            composite=len(pk_names) > 1,
-            backend=backend,
-            serializer=serializer,
-            ttl=ttl,
-            key_format=key_format,
-            read_serializers=read_serializers,
-        )
-        cls._settable = frozenset(cls._schema.attnames) | frozenset(cls._schema.attnames.values())
-        for field in fields.values():
-            contribute = getattr(field, "contribute_to_class", None)
-            if contribute is not None:
-                contribute(cls)
-        _check_key_clash(cls)
-        _models_by_name.setdefault(name, []).append(cls)
-        _models_by_name.setdefault(f"{cls.__module__}.{name}", []).append(cls)
-        install_pending_reverse(cls)
-        setup_indexes(cls)
-        return cls
-
-
-def _own_fields(
-    name: str, ns: dict[str, Any], order: list[str], inherited: dict[str, Field[Any]]
-) -> dict[str, Field[Any]]:
-    """The fields a class body declares, in declaration order: field objects, annotated
-    field objects (the annotation checked against the field) and bare annotations of
-    supported types. A bare annotation of an inherited field (for type checkers) only
-    checks it."""
-    for key, value in ns.items():
-        if isinstance(value, type) and issubclass(value, Field):
-            raise ConfigurationError(
-                f"{name}.{key} = {value.__name__} is the field class, not a field: "
-                f"call it, {key} = co.{value.__name__}(...)"
-            )
-    annotations = ns.get("__annotations__") or {}
-    if not annotations and "__annotate__" in ns:  # Python 3.14: annotations are lazy
-        import annotationlib  # type: ignore[import-not-found, unused-ignore]
-
-        annotations = annotationlib.call_annotate_function(  # pragma: no cover
-            ns["__annotate__"], annotationlib.Format.FORWARDREF
-        )
-    resolver = _AnnotationResolver(name, ns)
-    own: dict[str, Field[Any]] = {}
-    for fname in [*order, *(k for k in annotations if k not in order)]:
-        value = ns.get(fname)
-        annotated = fname in annotations
-        if not isinstance(value, Field):
-            if not annotated or fname.startswith("_"):
-                continue
-            hint = resolver.resolve(fname, annotations[fname])
-            if hint is _NOT_A_FIELD:
-                continue
-            if fname not in ns and fname in inherited:
-                _check_annotation(name, fname, hint, inherited[fname])
-                continue
-            if fname in ns and (
-                callable(value) or isinstance(value, property | classmethod | staticmethod)
-            ):
-                continue  # an annotated method or property is not a field
-            value = _field_for(name, fname, hint, ns.get(fname, _NO_DEFAULT))
-        elif annotated:
-            hint = resolver.resolve(fname, annotations[fname])
-            if hint is _NOT_A_FIELD:
-                raise ConfigurationError(
-                    f"{name}.{fname}: a field cannot be annotated ClassVar/Final"
-                )
-            _check_annotation(name, fname, hint, value)
-        if fname in _RESERVED or fname.startswith("_"):
-            why = (
-                f"writes take {fname}= as a keyword"
-                if fname in _WRITE_KEYWORDS
-                else "the model uses that name"
-                if fname in _RESERVED
-                else "names starting with '_' are the model's own"
-            )
-            raise ConfigurationError(f"{name}: a field cannot be named {fname!r} ({why})")
-        own[fname] = value
-    return own
-
-
-# -- annotated declarations ----------------------------------------------------------------
-
-_NOT_A_FIELD: Any = object()
-_NO_DEFAULT: Any = object()
-_UNRESOLVED = "unresolved"
-
-#: A bare annotation's type → the field it declares.
-_FIELD_FOR_TYPE: dict[Any, Callable[..., Field[Any]]] = {
-    int: IntegerField,
-    float: FloatField,
-    str: StringField,
-    bool: BooleanField,
-    bytes: BinaryField,
-    decimal.Decimal: DecimalField,
-    uuid.UUID: UUIDField,
-    datetime.datetime: DateTimeField,
-    datetime.date: DateField,
-    datetime.time: TimeField,
-}
-
-
-class _AnnotationResolver:
-    """Evaluates a class body's annotations (strings under ``from __future__ import
-    annotations``) in the module's globals, the class body and the enclosing function."""
-
-    def __init__(self, cls_name: str, ns: dict[str, Any]) -> None:
-        self.cls_name = cls_name
-        module = sys.modules.get(ns.get("__module__", ""))
-        self.globals = dict(vars(module)) if module is not None else {}
-        self.locals: dict[str, Any] = {}
-        try:
-            frame = sys._getframe(3)  # the frame running the class statement
-        except ValueError:  # pragma: no cover - no such frame
-            frame = None
-        if frame is not None and frame.f_code.co_filename != __file__:
-            self.globals = frame.f_globals  # the class statement's own globals
-            if frame.f_locals is not frame.f_globals:
-                self.locals.update(frame.f_locals)  # a model defined inside a function
-        self.locals.update(ns)
-
-    def resolve(self, fname: str, annotation: Any) -> Any:
-        if isinstance(annotation, str):
-            if annotation.replace("typing.", "").startswith(("ClassVar", "Final")):
-                return _NOT_A_FIELD
-            try:
-                annotation = eval(annotation, self.globals, self.locals)
-            except NameError:
-                return (_UNRESOLVED, annotation)
-            except Exception as exc:
-                raise ConfigurationError(
-                    f"{self.cls_name}.{fname}: cannot read the annotation {annotation!r}: {exc}"
-                ) from None
-        origin = typing.get_origin(annotation)
-        if annotation is ClassVar or origin is ClassVar:
-            return _NOT_A_FIELD
-        if annotation is typing.Final or origin is typing.Final:
-            return _NOT_A_FIELD
-        return annotation
-
-
-def _split_optional(hint: Any) -> tuple[Any, bool]:
-    """``X | None`` / ``Optional[X]`` → ``(X, True)``; anything else → ``(hint, False)``."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Annotated:
-        return _split_optional(typing.get_args(hint)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) != len(typing.get_args(hint)):
-            inner = args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
-            return inner, True
-    return hint, False
-
-
-def _unresolved_model_name(hint: Any) -> str | None:
-    """A forward reference to a model (``"Author"``, ``"Author | None"``): its name."""
-    if not (isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED):
-        return None
-    text: str = hint[1].strip()
-    for suffix in ("| None", "|None"):
-        if text.endswith(suffix):
-            text = text[: -len(suffix)].strip()
-    if text.startswith("Optional[") and text.endswith("]"):
-        text = text[len("Optional[") : -1].strip()
-    text = text.strip("'\"")
-    # A model's name: an identifier (maybe dotted) whose last part is capitalised, as class
-    # names are; anything else undefined (a type imported only for type checkers) is an error.
-    if text.replace(".", "").isidentifier() and text.rpartition(".")[2][:1].isupper():
-        return text
-    return None
-
-
-def _unresolved_is_optional(hint: Any) -> bool:
-    text: str = hint[1].replace(" ", "")
-    return text.endswith("|None") or text.startswith("Optional[")
-
-
-def _field_for(cls_name: str, fname: str, hint: Any, default: Any) -> Field[Any]:
-    """The field a bare annotation declares (``bio: str | None = None``)."""
-    options: dict[str, Any] = {}
-    if default is not _NO_DEFAULT:
-        options["default"] = default
-    model_name = _unresolved_model_name(hint)
-    if model_name is not None:
-        to = "self" if model_name == cls_name else model_name
-        return ForeignKeyField(to, null=_unresolved_is_optional(hint), **options)
-    if isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED:
-        raise ConfigurationError(
-            f"{cls_name}.{fname}: the annotation {hint[1]!r} names something undefined"
-        )
-    inner, null = _split_optional(hint)
-    try:
-        return _make_field(inner, null, options)
-    except _Unsupported:
-        raise ConfigurationError(
-            f"{cls_name}.{fname}: {_hint_name(hint)} is not a type a bare annotation can "
-            "declare (int, float, str, bool, bytes, Decimal, UUID, datetime, date, time, an "
-            "Enum, list[T], dict[str, Any], a model); assign a field: "
-            f"{fname}: ... = co.SomeField(...)"
-        ) from None
-
-
-class _Unsupported(Exception):
-    pass
-
-
-def _make_field(hint: Any, null: bool, options: dict[str, Any]) -> Field[Any]:
-    if null:
-        options["null"] = True
-    factory = _FIELD_FOR_TYPE.get(hint)
-    if factory is not None:
-        return factory(**options)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return EnumField(hint, **options)
-    if isinstance(hint, type) and issubclass(hint, Model) and hint is not Model:
-        return ForeignKeyField(hint, **options)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is list or origin is list:
-        if not args:
-            raise _Unsupported
-        item, item_null = _split_optional(args[0])
-        return ListField(_make_field(item, item_null, {}), **options)
-    if hint is dict or origin is dict:
-        if args and args[0] is not str:
-            raise _Unsupported
-        return JSONField(**options)
-    raise _Unsupported
-
-
-def _hint_name(hint: Any) -> str:
-    if isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED:
-        return repr(hint[1])
-    if isinstance(hint, type):
-        return hint.__qualname__
-    return repr(hint).replace("typing.", "")
-
-
-def _check_annotation(cls_name: str, fname: str, hint: Any, field: Field[Any]) -> None:
-    """An annotation must say what the field holds (``age: str = co.IntegerField()`` is
-    an error), ``X | None`` exactly when the field is ``null=True``."""
-    if isinstance(hint, tuple) and hint and hint[0] == _UNRESOLVED:
-        if isinstance(field, ForeignKeyField) and _unresolved_is_optional(hint) != field.null:
-            _mismatch(cls_name, fname, hint, field, nullable=True)
-        return  # a forward reference (a model defined later): nothing more to check
-    inner, null = _split_optional(hint)
-    if inner is Any:
-        return
-    if null != field.null:
-        _mismatch(cls_name, fname, hint, field, nullable=True)
-    if not _fits(inner, field):
-        _mismatch(cls_name, fname, hint, field)
-
-
-def _fits(hint: Any, field: Field[Any]) -> bool:
-    if hint is Any or isinstance(field, JSONField | StructField):
-        return True
-    if isinstance(field, ForeignKeyField):
-        to = field.to
-        if isinstance(to, str):
-            return isinstance(hint, type) and issubclass(hint, Model)
-        return hint is to
-    if isinstance(field, ListField):
-        origin = typing.get_origin(hint)
-        if hint is list:
-            return True
-        if origin is not list:
-            return False
-        item, item_null = _split_optional(typing.get_args(hint)[0])
-        return (item_null or not field.field.null) and _fits(item, field.field)
-    expected = field.python_type
-    if isinstance(expected, tuple):
-        return hint in expected
-    return hint is expected
-
-
-def _mismatch(
-    cls_name: str, fname: str, hint: Any, field: Field[Any], nullable: bool = False
-) -> None:
-    if nullable:
-        detail = (
-            "the field is null=True: annotate it 'X | None'"
-            if field.null
-            else "the annotation allows None: give the field null=True"
-        )
-    else:
-        detail = f"the field holds {_field_type_name(field)}"
-    raise ConfigurationError(
-        f"{cls_name}.{fname}: the annotation {_hint_name(hint)} does not match "
-        f"{type(field).__name__} ({detail})"
-    )
-
-
-def _field_type_name(field: Field[Any]) -> str:
-    if isinstance(field, ForeignKeyField):
-        to = field.to
-        return f"a {to if isinstance(to, str) else to.__name__}"
-    t = field.python_type
-    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
-
-
-def _check_key_format(name: str, key_format: str, arity: int) -> None:
-    """A %-format must take exactly the pk values (ints for %d, anything for %s)."""
-    errors = []
-    for sample in ((0,) * arity, ("x",) * arity):
-        try:
-            key_format % sample
-            return
-        except (TypeError, ValueError) as exc:
-            errors.append(exc)
-    raise ConfigurationError(
-        f"{name}.Meta.key_format {key_format!r} does not take the {arity} primary key "
-        f"value(s): {errors[-1]}"
-    )
-
-
-def _copy_field(field: Field[Any]) -> Field[Any]:
-    new = object.__new__(type(field))
-    new.__dict__.update(field.__dict__)
-    return new
-
-
-def lookup_model(name: str, module: str | None = None, where: str = "") -> type[Model]:
-    """The model called ``name`` (or ``"module.Name"``) for a foreign key declared in
-    ``module``: a model of that name in ``module`` first (its latest definition, for a
-    notebook that redefines it); else the only module that has one. Two other modules with
-    one is a `ConfigurationError` naming both."""
-    found = _models_by_name.get(name, [])
-    if not found:
-        raise LookupError(f"no model named {name!r} is defined")
-    if module is not None:
-        local = [m for m in found if m.__module__ == module]
-        if local:
-            return local[-1]
-    modules = {m.__module__: m for m in found}  # the latest definition per module
-    if len(modules) > 1:
-        names = " and ".join(f"{m.__module__}.{m.__qualname__}" for m in modules.values())
-        raise ConfigurationError(
-            f"{where + ': ' if where else ''}the model name {name!r} is ambiguous ({names}); "
-            "pass the class, or 'module.Name'"
-        )
-    return found[-1]
 
 
 class _TouchMethod:
@@ -845,8 +53,6 @@ class _TouchMethod:
                 assert await Session.touch(id=sid, ttl=1800)   # sliding expiry
                 await session.touch(ttl=1800)
             """
-            from ._query import TouchQuery
-
             if args:
                 raise _positional_error(owner, "touch", args)
             if instance is not None:
@@ -862,38 +68,7 @@ class _TouchMethod:
         return touch
 
 
-def _check_conditions(cls: type[Model], method: str, conditions: tuple[Any, ...]) -> None:
-    """Positional arguments of ``get``/``get_or_none`` are conditions (``User.age >= 18``);
-    anything else (``User.get(1)``) is a primary key given the wrong way."""
-    if conditions:
-        from ._lookups import Condition
-
-        if not all(isinstance(c, Condition) for c in conditions):
-            raise _positional_error(cls, method, conditions)
-
-
-def _positional_error(cls: type[Model], method: str, args: tuple[Any, ...]) -> TypeError:
-    """``User.get(1)``: say which keywords to use instead."""
-    schema = getattr(cls, "_schema", None)
-    if schema is None:
-        return TypeError(f"{cls.__name__}.{method}() takes keyword arguments only")
-    names = schema.pk_names
-    shown = ", ".join(f"{n}={a!r}" for n, a in zip(names, args, strict=False))
-    hint = f"{cls.__name__}.{method}({shown})"
-    if method == "update":
-        hint = f"{cls.__name__}.update({shown}, field=value)"
-    by_id = {"get": "get_by_id", "delete": "delete_by_id", "update": "set_by_id"}.get(method)
-    if by_id is not None:
-        value = args[0] if len(args) == 1 else tuple(args)
-        extra = ", {...}" if method == "update" else ""
-        hint += f" or {cls.__name__}.{by_id}({value!r}{extra})"
-    return TypeError(
-        f"{cls.__name__}.{method}() takes the primary key as keywords "
-        f"({', '.join(names)}), not positionally: use {hint}"
-    )
-
-
-class Model(metaclass=ModelMeta):
+class Model(ModelBase, metaclass=ModelMeta):
     """Base class of every model.
 
     Example::
@@ -964,7 +139,7 @@ class Model(metaclass=ModelMeta):
     @property
     def is_sparse(self) -> bool:
         """True for an instance holding only its primary key (an unloaded foreign key)."""
-        return bool(self.__dict__.get("_sparse_"))
+        return state_of(self) is not State.LOADED
 
     def to_dict(self, mode: str = "python") -> dict[str, Any]:
         """The field values by field name (a foreign key gives the related primary key).
@@ -981,7 +156,7 @@ class Model(metaclass=ModelMeta):
         """
         schema = self._schema
         d = self.__dict__
-        names = schema.pk_names if d.get("_sparse_") else tuple(schema.attnames)
+        names = schema.pk_names if self.is_sparse else tuple(schema.attnames)
         if mode == "python":
             return {n: d[schema.attnames[n]] for n in names}
         if mode != "json":
@@ -1044,25 +219,21 @@ class Model(metaclass=ModelMeta):
             UserIn = User.pydantic_model(exclude=["created_at"])
             UserPatch = User.pydantic_model(partial=True, exclude=["id"])
         """
-        from ._pydantic import pydantic_model
-
         return pydantic_model(cls, name=name, exclude=tuple(exclude), partial=partial)
 
     def __repr__(self) -> str:
         schema = self._schema
         d = self.__dict__
         pk = ", ".join(f"{n}={d.get(schema.attnames[n])!r}" for n in schema.pk_names)
-        state = d.get("_sparse_")
-        if state:
-            return f"<{type(self).__name__} {pk} [{'missing' if state == 'missing' else 'sparse'}]>"
+        state = state_of(self)
+        if state is not State.LOADED:
+            return f"<{type(self).__name__} {pk} [{state.value}]>"
         rest = ", ".join(
             f"{n}={d.get(a)!r}" for n, a in schema.attnames.items() if n not in schema.pk_names
         )
         return f"<{type(self).__name__} {pk}{': ' + rest if rest else ''}>"
 
     def _repr_html_(self) -> str:
-        from ._display import instances_html
-
         return instances_html([self])
 
     def __eq__(self, other: object) -> bool:
@@ -1100,8 +271,6 @@ class Model(metaclass=ModelMeta):
 
             user = await User.create(id=1, name="Sam", height=1.78)
         """
-        from ._query import InsertQuery
-
         return InsertQuery(cls, [cls(**fields)], ttl=ttl, single=True)
 
     @classmethod
@@ -1112,8 +281,6 @@ class Model(metaclass=ModelMeta):
 
             user = await User.insert(id=2, name="Kim", height=1.6)
         """
-        from ._query import InsertQuery
-
         return InsertQuery(cls, [cls(**fields)], ttl=ttl, single=True)
 
     @classmethod
@@ -1126,8 +293,6 @@ class Model(metaclass=ModelMeta):
 
             users = await User.insert_many({"id": 1, "name": "a", "height": 1.0}, user2)
         """
-        from ._query import InsertQuery
-
         instances = [_as_instance(cls, row) for row in rows]
         return InsertQuery(cls, instances, ttl=ttl, single=False, atomic=atomic)
 
@@ -1144,8 +309,6 @@ class Model(metaclass=ModelMeta):
             sam = await User.get(email="sam@example.com")
         """
         _check_conditions(cls, "get", conditions)
-        from ._query import SelectQuery
-
         key = cls._key_lookup(conditions, pk)
         if key is None:
             return cls.filter(*conditions, **pk).get()
@@ -1159,8 +322,6 @@ class Model(metaclass=ModelMeta):
 
             collection = await Collection.get_by_id((1, 2))
         """
-        from ._query import SelectQuery
-
         return SelectQuery(cls, [cls._schema.normalize_pk(pk)], mode="get")
 
     @classmethod
@@ -1177,9 +338,6 @@ class Model(metaclass=ModelMeta):
             user = await User.get_or_none(id=404)
         """
         _check_conditions(cls, "get_or_none", conditions)
-        from ._filter import FilterResult
-        from ._query import SelectQuery
-
         key = cls._key_lookup(conditions, pk)
         if key is None:
             return FilterResult(cls.filter(*conditions, **pk), "get_or_none")
@@ -1212,8 +370,6 @@ class Model(metaclass=ModelMeta):
         """
         if args:
             raise _positional_error(cls, "query", args)
-        from ._query import SelectQuery
-
         return SelectQuery(cls, [cls._pk_from_kwargs("query", pk)], mode="one")
 
     @classmethod
@@ -1224,8 +380,6 @@ class Model(metaclass=ModelMeta):
 
             users = await User.query_many(1, 2, 3)
         """
-        from ._query import SelectQuery
-
         schema = cls._schema
         return SelectQuery(cls, [schema.normalize_pk(pk) for pk in pks], mode="many")
 
@@ -1247,8 +401,6 @@ class Model(metaclass=ModelMeta):
         if args or (defaults is not None and not isinstance(defaults, Mapping)):
             given = args if defaults is None or isinstance(defaults, Mapping) else (defaults, *args)
             raise _positional_error(cls, "get_or_create", given)
-        from ._query import GetOrCreateQuery
-
         pk_values = cls._pk_from_kwargs("get_or_create", pk)
         values = dict(zip(cls._schema.pk_names, pk_values, strict=True))
         for key in defaults or {}:
@@ -1269,8 +421,6 @@ class Model(metaclass=ModelMeta):
         """
         if args:
             raise _positional_error(cls, "update", args)
-        from ._query import UpdateQuery
-
         return UpdateQuery(cls, [cls._split_update(fields)], ttl=ttl, mode="one")
 
     @classmethod
@@ -1283,8 +433,6 @@ class Model(metaclass=ModelMeta):
 
             users = await User.update_many({"id": 1, "height": 1.8}, {"id": 2, "name": "K"})
         """
-        from ._query import UpdateQuery
-
         changes = []
         for row in rows:
             if isinstance(row, Model):
@@ -1305,8 +453,6 @@ class Model(metaclass=ModelMeta):
 
             user = await User.set_by_id(1, {"height": 1.8})
         """
-        from ._query import UpdateQuery
-
         pk_values = cls._schema.normalize_pk(pk)
         changes = cls._check_changes(dict(values))
         return UpdateQuery(cls, [(pk_values, changes)], ttl=ttl, mode="get")
@@ -1330,8 +476,6 @@ class Model(metaclass=ModelMeta):
     @classmethod
     def _check_changes(cls, changes: dict[str, Any]) -> dict[str, Any]:
         """Validate the new values of an update now, before anything is sent."""
-        from ._fields import Expression
-
         schema = cls._schema
         by_attname = {a: n for n, a in schema.attnames.items()}
         clean: dict[str, Any] = {}
@@ -1370,8 +514,6 @@ class Model(metaclass=ModelMeta):
         """
         if args:
             raise _positional_error(cls, "delete", args)
-        from ._query import DeleteQuery
-
         return DeleteQuery(cls, [cls._pk_from_kwargs("delete", pk)], mode="one")
 
     @classmethod
@@ -1382,8 +524,6 @@ class Model(metaclass=ModelMeta):
 
             await User.delete_by_id(1)
         """
-        from ._query import DeleteQuery
-
         return DeleteQuery(cls, [cls._schema.normalize_pk(pk)], mode="get")
 
     @classmethod
@@ -1394,8 +534,6 @@ class Model(metaclass=ModelMeta):
 
             n = await User.delete_many(1, 2, 3)
         """
-        from ._query import DeleteQuery
-
         schema = cls._schema
         return DeleteQuery(cls, [schema.normalize_pk(pk) for pk in pks], mode="many")
 
@@ -1420,8 +558,6 @@ class Model(metaclass=ModelMeta):
 
             left = await Session.remaining_ttl(id=sid)
         """
-        from ._query import RemainingTTLQuery
-
         if args:
             raise _positional_error(cls, "remaining_ttl", args)
         return RemainingTTLQuery(cls, cls._pk_from_kwargs("remaining_ttl", pk))
@@ -1437,9 +573,6 @@ class Model(metaclass=ModelMeta):
             user.height = 1.9
             await user.save()
         """
-        from ._auto import auto_field
-        from ._query import InsertQuery
-
         self._check_not_sparse("save")
         auto = auto_field(self._schema)
         if auto is not None and self.__dict__.get(auto.name) is None:
@@ -1453,8 +586,6 @@ class Model(metaclass=ModelMeta):
 
             await user.delete_instance()
         """
-        from ._query import DeleteQuery
-
         cls = type(self)
         return DeleteQuery(cls, [cls._schema.pk_values(self)], mode="one", instances=[self])
 
@@ -1465,8 +596,6 @@ class Model(metaclass=ModelMeta):
 
             await user.refresh()
         """
-        from ._query import LoadQuery
-
         return LoadQuery(self)
 
     def load(self) -> Query[Self]:
@@ -1476,8 +605,6 @@ class Model(metaclass=ModelMeta):
 
             author = await article.author.load()
         """
-        from ._query import LoadQuery
-
         return LoadQuery(self)
 
     # -- queries by field ---------------------------------------------------------------
@@ -1491,8 +618,6 @@ class Model(metaclass=ModelMeta):
 
             adults = await User.filter(age__gte=18).order_by("name")
         """
-        from ._filter import FilterQuery
-
         return FilterQuery(cls).filter(*conditions, **lookups)
 
     @classmethod
@@ -1503,8 +628,6 @@ class Model(metaclass=ModelMeta):
 
             humans = await User.exclude(name__endswith="bot")
         """
-        from ._filter import FilterQuery
-
         return FilterQuery(cls).exclude(*conditions, **lookups)
 
     @classmethod
@@ -1515,8 +638,6 @@ class Model(metaclass=ModelMeta):
 
             users = await User.all()
         """
-        from ._filter import FilterQuery
-
         return FilterQuery(cls)
 
     @classmethod
@@ -1583,8 +704,6 @@ class Model(metaclass=ModelMeta):
                 email="sam@example.com", defaults={"name": "Sam"}
             )
         """
-        from ._filter import UpdateOrCreateQuery
-
         defaults = dict(defaults or {})
         query = cls.filter(**lookups)
         changes = cls._check_changes(dict(defaults)) if defaults else {}
@@ -1607,7 +726,7 @@ class Model(metaclass=ModelMeta):
         return UpdateOrCreateQuery(cls, query, changes, values, ttl)
 
     def _check_not_sparse(self, what: str) -> None:
-        if self.__dict__.get("_sparse_"):
+        if self.is_sparse:
             raise TypeError(
                 f"cannot {what} a sparse {type(self).__name__} (only its primary key "
                 "is known); load() it first"
@@ -1620,34 +739,11 @@ class Model(metaclass=ModelMeta):
         d = obj.__dict__
         for n, v in zip(schema.pk_names, pk, strict=True):
             d[schema.attnames[n]] = v
-        d["_sparse_"] = state
+        obj._state_ = State(state)
         return obj
 
 
 setattr(Model, "_schema", _AbstractSchema())  # noqa: B010 - the base class is abstract
-
-
-def _expand_pk(schema: Schema, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``pk=value`` → the primary key's field names (a tuple or dict for a composite key)."""
-    out = dict(kwargs)
-    value = out.pop("pk")
-    for n in schema.pk_names:
-        if n in out or schema.attnames[n] in out:
-            raise TypeError(f"{where}: the primary key is given twice (pk= and {n}=)")
-    if schema.composite:
-        if isinstance(value, Mapping):
-            value = tuple(
-                value[n] if n in value else value[schema.attnames[n]] for n in schema.pk_names
-            )
-        if not isinstance(value, tuple | list) or len(value) != len(schema.pk_names):
-            raise TypeError(
-                f"{where}: pk= of {schema.model_name} is a tuple of "
-                f"({', '.join(schema.pk_names)}), not {value!r}"
-            )
-        out.update(zip(schema.pk_names, value, strict=True))
-    else:
-        out[schema.pk_names[0]] = value
-    return out
 
 
 def _as_instance(cls: type[Model], row: Mapping[str, Any] | Model) -> Model:

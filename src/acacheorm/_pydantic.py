@@ -14,42 +14,18 @@ pydantic is imported on first use, so ``import acacheorm`` never needs it.
 from __future__ import annotations
 
 import copy
-import datetime
-import decimal
-import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
+from ._base import Model
 from ._exceptions import ConfigurationError
-from ._fields import (
-    _IMMUTABLE_DEFAULTS,
-    BinaryField,
-    BooleanField,
-    DateField,
-    DateTimeField,
-    DateTimeTZField,
-    DecimalField,
-    EnumField,
-    Field,
-    FloatField,
-    IntegerField,
-    JSONField,
-    ListField,
-    ShortUUIDField,
-    StringField,
-    StructField,
-    TimeField,
-    TimestampField,
-    UUIDField,
-    _short_decode,
-)
-from ._relations import ForeignKeyField
+from ._fields import _IMMUTABLE_DEFAULTS, Field
+from ._schema import schema_of
 from ._types import NOTHING
 
 if TYPE_CHECKING:
     import pydantic
 
-    from ._model import Model
 
 __all__ = ["pydantic_model"]
 
@@ -89,13 +65,11 @@ def pydantic_model(
         user = await User.set_by_id(1, patch)
     """
     pyd = _import_pydantic()
-    from ._model import Model
 
     if not (isinstance(model_cls, type) and issubclass(model_cls, Model)):
         raise TypeError(f"pydantic_model() needs a model class, not {model_cls!r}")
-    from ._model import concrete_schema
 
-    schema = concrete_schema(model_cls)
+    schema = schema_of(model_cls)
     if schema is None:
         raise TypeError(f"{model_cls.__name__} is abstract; it has no fields of its own to map")
     if isinstance(exclude, str):
@@ -121,7 +95,7 @@ def pydantic_model(
     for fname, field in schema.fields.items():
         if fname in excluded:
             continue
-        annotation = _annotation(pyd, field)
+        annotation = field.pydantic_type(pyd)
         if partial:
             definitions[fname] = (annotation | None, None)
             continue
@@ -192,8 +166,6 @@ def _base_class() -> type[pydantic.BaseModel]:
         return _BASE
     import pydantic
 
-    from ._model import Model
-
     config = pydantic.ConfigDict(
         # bytes travel as base64 in JSON both ways (pydantic's default, utf8, cannot carry
         # arbitrary bytes); Python-mode validation still takes raw bytes from to_dict().
@@ -217,135 +189,6 @@ def _base_class() -> type[pydantic.BaseModel]:
 
     _BASE = AcacheormSchema
     return _BASE
-
-
-# -- field → annotation ---------------------------------------------------------------------
-
-
-def _annotation(pyd: Any, field: Field[Any]) -> Any:
-    """The pydantic annotation validating what ``field`` accepts (``None`` aside)."""
-    F = pyd.Field
-    if isinstance(field, ForeignKeyField):
-        rel_schema = field.rel_model._schema
-        parts = [_annotation(pyd, f) for f in rel_schema.pk_fields]
-        if rel_schema.composite:
-            return tuple.__class_getitem__(tuple(parts))
-        return parts[0]
-    if isinstance(field, BooleanField):
-        return bool
-    if isinstance(field, IntegerField):
-        return _constrained(int, F, ge=field.min_value, le=field.max_value)
-    if isinstance(field, FloatField):
-        return _constrained(float, F, ge=field.min_value, le=field.max_value)
-    if isinstance(field, DecimalField):
-        if field.auto_round:
-            # Rounded first, then checked for max_digits: the field's own validation.
-            return Annotated[
-                decimal.Decimal,
-                pyd.AfterValidator(_validator(field)),
-                F(
-                    json_schema_extra={
-                        "x-decimal-places": field.decimal_places,
-                        "x-rounding": field.rounding,
-                    }
-                ),
-            ]
-        return _constrained(
-            decimal.Decimal, F, max_digits=field.max_digits, decimal_places=field.decimal_places
-        )
-    if isinstance(field, StringField):
-        return _constrained(str, F, max_length=field.max_length, min_length=field.min_length)
-    if isinstance(field, BinaryField):
-        return _constrained(bytes, F, max_length=field.max_length)
-    if isinstance(field, ShortUUIDField):
-        # The model also takes the 22-character short form; so does the schema.
-        return Annotated[uuid.UUID, pyd.BeforeValidator(_short_uuid)]
-    if isinstance(field, UUIDField):
-        return uuid.UUID
-    if isinstance(field, EnumField):
-        return field.enum_cls
-    if isinstance(field, TimestampField):
-        # It also takes seconds since the epoch; so does AwareDatetime.
-        if field.resolution == 10**6 and not field.utc:
-            return pyd.AwareDatetime
-        # utc=True takes a naive datetime as UTC; the resolution rounds: the field's own
-        # validation gives the value that will be stored.
-        extra: dict[str, Any] = {"x-resolution": field.resolution}
-        if field.utc:
-            extra["x-utc"] = True
-        return Annotated[
-            datetime.datetime if field.utc else pyd.AwareDatetime,
-            pyd.AfterValidator(_validator(field)),
-            F(json_schema_extra=extra),
-        ]
-    if isinstance(field, DateTimeTZField):
-        return _formatted(pyd, field, pyd.AwareDatetime)
-    if isinstance(field, DateTimeField):
-        return _formatted(pyd, field, datetime.datetime)
-    if isinstance(field, DateField):
-        return _formatted(pyd, field, datetime.date)
-    if isinstance(field, TimeField):
-        return _formatted(pyd, field, datetime.time)
-    if isinstance(field, JSONField):
-        return pyd.JsonValue
-    if isinstance(field, ListField):
-        item = _annotation(pyd, field.field)
-        if field.field.null:
-            item = item | None
-        return _constrained(list.__class_getitem__(item), F, max_length=field.max_items)
-    if isinstance(field, StructField):
-        return Any
-    # A field type of your own: its python_type when it names one class, else anything.
-    python_type = field.python_type
-    if isinstance(python_type, type) and python_type is not object:
-        return python_type
-    return Any
-
-
-def _formatted(pyd: Any, field: DateTimeField | DateField | TimeField, base: Any) -> Any:
-    """A date or time annotation; with ``formats``, a ``str`` is read the way the field reads
-    it (ISO 8601, else the formats), and the input schema is any string with ``x-formats``."""
-    formats = field.formats
-    if formats is None:
-        return base
-
-    validate = _validator(field)
-
-    def read_text(value: Any) -> Any:
-        return validate(value) if isinstance(value, str) else value
-
-    return Annotated[
-        base,
-        pyd.BeforeValidator(read_text),
-        pyd.WithJsonSchema({"type": "string", "x-formats": list(formats)}, mode="validation"),
-    ]
-
-
-def _validator(field: Field[Any]) -> Any:
-    """The field's own validation, for a pydantic validator: every refusal a ValueError
-    (pydantic reports those; a TypeError or an OverflowError would escape it)."""
-
-    def validate(value: Any) -> Any:
-        try:
-            return field.validate(value)
-        except (TypeError, ArithmeticError) as exc:
-            raise ValueError(str(exc)) from None
-
-    return validate
-
-
-def _constrained(base: Any, make_field: Any, **constraints: Any) -> Any:
-    given = {k: v for k, v in constraints.items() if v is not None}
-    return Annotated[base, make_field(**given)] if given else base
-
-
-def _short_uuid(value: Any) -> Any:
-    if isinstance(value, str) and len(value) == 22:
-        try:
-            return _short_decode(value)
-        except ValueError:
-            return value  # let the UUID validator report it
-    return value
 
 
 def _default(pyd: Any, field: Field[Any]) -> Any:

@@ -17,10 +17,11 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
 from ._auto import assign_ids
+from ._base import Model, replace_row
 from ._cas import read_versions, write_unchanged
 from ._commands import (
     KEEP_TTL,
@@ -47,9 +48,6 @@ from ._writes import (
     write_rows,
 )
 from .backends.base import Backend
-
-if TYPE_CHECKING:
-    from ._model import Model
 
 R = TypeVar("R")
 
@@ -233,7 +231,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
     """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
     level, for every distinct related row."""
     level: list[tuple[list[Model], dict[str, Any]]] = [
-        ([i for i in instances if i is not None and not i.__dict__.get("_sparse_")], tree)
+        ([i for i in instances if i is not None and not i.is_sparse], tree)
     ]
     while level:
         wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
@@ -272,7 +270,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
                     continue
                 for obj in objs:
                     rel = obj.__dict__.get(name)
-                    if rel is None or rel.__dict__.get("_sparse_"):
+                    if rel is None or rel.is_sparse:
                         continue
                     key = id(sub)
                     entry = next_level.setdefault(key, ([], sub))
@@ -357,8 +355,7 @@ class LoadQuery(Query[R]):
         if payload is None:
             raise _does_not_exist(schema, pk, key)
         fresh = schema.decode(key, payload)
-        obj.__dict__.clear()
-        obj.__dict__.update(fresh.__dict__)
+        replace_row(obj, fresh)
         return obj
 
 
@@ -707,7 +704,6 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
 
         await co.insert_many(user, article, collection)
     """
-    from ._model import Model
 
     for obj in instances:
         if not isinstance(obj, Model):
@@ -736,7 +732,6 @@ def insert_many(*instances: Model, ttl: Any = NOTHING) -> MultiQuery[list[Any]]:
 
 
 def _model_pk(item: Any, what: str) -> tuple[type[Model], tuple[Any, ...], Model | None]:
-    from ._model import Model
 
     if isinstance(item, Model):
         return type(item), type(item)._schema.pk_values(item), item
@@ -804,7 +799,6 @@ def prefetch(instances: Sequence[Model | None], *paths: str) -> MultiQuery[list[
         articles = [a for a in await Article.query_many(*ids) if a]
         await co.prefetch(articles, "author")
     """
-    from ._model import Model
 
     objs = [o for o in instances if o is not None]
     by_model = _group((type(o), o) for o in objs)

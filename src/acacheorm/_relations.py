@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, Self, TypeVar, Unpack, overload
 
+from ._base import Model
 from ._exceptions import ConfigurationError
-from ._fields import Field, escape_key_part
-from ._types import NOTHING
-
-if TYPE_CHECKING:
-    from ._model import Model
+from ._fields import Field, FieldOptions, _not_loaded
+from ._keys import escape_key_part
+from ._schema import _models_by_name, lookup_model
 
 M = TypeVar("M", bound="Model")
 
@@ -38,14 +37,11 @@ class ForeignKeyField(Field[M], Generic[M]):
         self,
         to: type[M] | str,
         *,
-        null: bool = False,
-        default: Any = NOTHING,
-        primary_key: bool = False,
         related_name: str | None = None,
         on_delete: Any = None,
+        **options: Unpack[FieldOptions],
     ) -> None:
         from ._index import DO_NOTHING, OnDelete
-        from ._model import Model
 
         if not (isinstance(to, str) or (isinstance(to, type) and issubclass(to, Model))):
             raise TypeError(f"ForeignKeyField needs a model, 'self' or a model name, not {to!r}")
@@ -60,9 +56,9 @@ class ForeignKeyField(Field[M], Generic[M]):
                 "on_delete must be co.CASCADE, co.RESTRICT, co.SET_NULL or co.DO_NOTHING, "
                 f"not {on_delete!r}"
             )
-        if on_delete is OnDelete.SET_NULL and not null:
+        if on_delete is OnDelete.SET_NULL and not options.get("null"):
             raise TypeError("on_delete=co.SET_NULL needs null=True")
-        super().__init__(null=null, default=default, primary_key=primary_key)
+        super().__init__(**options)
         self.on_delete = on_delete
         #: The related model as declared: a class, "self" or a model name.
         self.to = to
@@ -91,8 +87,6 @@ class ForeignKeyField(Field[M], Generic[M]):
             if to == "self":
                 install_reverse(self, cls)
             elif isinstance(to, str):
-                from ._model import lookup_model
-
                 try:
                     install_reverse(self, lookup_model(to))
                 except LookupError:  # defined later: installed when it is
@@ -113,8 +107,6 @@ class ForeignKeyField(Field[M], Generic[M]):
             if to == "self":
                 rel = self.model
             else:
-                from ._model import lookup_model
-
                 try:
                     rel = lookup_model(to, self.declared_in, self._where())
                 except ConfigurationError:
@@ -147,8 +139,6 @@ class ForeignKeyField(Field[M], Generic[M]):
         try:
             raw = d[self.attname]
         except KeyError:
-            from ._fields import _not_loaded
-
             raise _not_loaded(instance, self.name) from None
         if raw is None:
             return None  # type: ignore[return-value]
@@ -159,7 +149,6 @@ class ForeignKeyField(Field[M], Generic[M]):
 
     def __set__(self, instance: Any, value: Any) -> None:
         d = instance.__dict__
-        from ._model import Model
 
         if isinstance(value, Model) and value is not None:
             d[self.attname] = self.clean(value)
@@ -176,7 +165,6 @@ class ForeignKeyField(Field[M], Generic[M]):
 
     def validate(self, value: Any) -> Any:
         """The raw related pk for an instance or a pk value."""
-        from ._model import Model
 
         rel = self.rel_model
         schema = rel._schema
@@ -224,6 +212,14 @@ class ForeignKeyField(Field[M], Generic[M]):
             raise TypeError(f"expected a list of {len(schema.pk_fields)} key parts")
         return tuple(f.from_json(v) for f, v in zip(schema.pk_fields, data, strict=True))
 
+    def pydantic_type(self, pyd: Any) -> Any:
+        """The related primary key's annotation (a tuple for a composite key)."""
+        rel_schema = self.rel_model._schema
+        parts = [f.pydantic_type(pyd) for f in rel_schema.pk_fields]
+        if rel_schema.composite:
+            return tuple.__class_getitem__(tuple(parts))
+        return parts[0]
+
     def key_part(self, value: Any) -> str:
         schema = self.rel_model._schema
         if not schema.composite:
@@ -237,8 +233,8 @@ _pending_reverse: dict[str, list[ForeignKeyField[Any]]] = {}
 
 def install_reverse(field: ForeignKeyField[Any], target: type[Model]) -> None:
     """Give ``target`` the reverse query of ``field`` under its ``related_name``."""
+    from ._declare import _RESERVED
     from ._filter import ReverseRelation
-    from ._model import _RESERVED
 
     name = field.related_name
     assert name is not None
@@ -276,8 +272,6 @@ class _UnknownModel(ConfigurationError, LookupError):
 def _did_you_mean(name: str) -> str:
     import difflib
 
-    from ._model import _models_by_name
-
     close = difflib.get_close_matches(name, [n for n in _models_by_name if "." not in n], n=3)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
@@ -294,8 +288,6 @@ class RawPk:
         try:
             return instance.__dict__[self.field.attname]
         except KeyError:
-            from ._fields import _not_loaded
-
             raise _not_loaded(instance, self.field.attname) from None
 
     def __set__(self, instance: Any, value: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._base import Model
 from ._commands import (
     Add,
     Cas,
@@ -30,7 +31,6 @@ from ._executor import Plan
 from ._index import RESTRICT, SET_NULL, check_backend, dependents_of, on_delete_of, spec_of
 
 if TYPE_CHECKING:
-    from ._model import Model
     from ._schema import Schema
 
 _PLAIN: dict[str, Any] = {"set": Set, "add": Add, "replace": Replace}

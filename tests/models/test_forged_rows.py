@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import acacheorm as co
-from acacheorm import _payload
+from acacheorm import _codec
 from acacheorm.backends.base import Backend
 from acacheorm.cli import _ops
 
@@ -394,8 +394,8 @@ def test_aware_datetime_beyond_utc_range_is_a_validation_error() -> None:
 def test_payload_header_is_what_the_model_writes() -> None:
     # guards the hand-made payloads above: the header is the envelope of the model's rows
     Person = person_model(co.SimpleBackend(), "json")
-    tag, fingerprint, _ = _payload.unwrap(Person._schema.encode(Person(id=1, name="a", height=1)))
-    assert Person._schema.header == _payload.header(tag, fingerprint)
+    tag, fingerprint, _ = _codec.unwrap(Person._schema.encode(Person(id=1, name="a", height=1)))
+    assert Person._schema.header == _codec.header(tag, fingerprint)
 
 
 primitives = st.recursive(

@@ -28,3 +28,5 @@ async def mistakes() -> None:
         pass
     print(Player.get(id=1).nick)  # error: mypy pyright
     print(email)
+    co.IntegerField(index="yes")  # error: mypy pyright
+    co.StringField(indexed=True)  # error: mypy pyright

@@ -41,6 +41,20 @@ class Player(co.Model):
         serializer = "json"
 
 
+class Membership(co.Model):
+    """Every field takes the shared options (index=, unique=, ...), typed."""
+
+    id: int = co.IntegerField(primary_key=True, index=False)
+    code: str = co.StringField(max_length=16, index=True, unique=True)
+    rank: int = co.IntegerField(index=True, unique=True)
+    since: datetime.date = co.DateField(index=True)
+    team: Team = co.ForeignKeyField(Team, on_delete=co.CASCADE, related_name="memberships")
+
+    class Meta:
+        backend = "main"
+        serializer = "json"
+
+
 async def main() -> None:
     co.backends.configure(main=co.SimpleBackend())
     team = await Team.create(id=1, name="Reds")

@@ -32,7 +32,7 @@ from .._commands import (
     Touch,
 )
 from .._exceptions import BackendUnavailable
-from .._fields import escape_key_part
+from .._keys import namespace_prefix
 
 if TYPE_CHECKING:
     from .near import NearCache, _Tracker
@@ -276,10 +276,7 @@ class Backend(abc.ABC):
         self.namespace = namespace
         self.timeout = timeout
         self.auto_batch = auto_batch
-        # A ":" (and the escape character) inside the namespace is escaped, as in a key part:
-        # namespace "app" with key "sessions:1" and namespace "app:sessions" with key "1" are
-        # two keys, and clear() of "app" never reaches "app:sessions".
-        self._prefix = f"{escape_key_part(namespace)}:" if namespace else ""
+        self._prefix = namespace_prefix(namespace)
         if near_cache is not None:
             from .near import NearCache
 

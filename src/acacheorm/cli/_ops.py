@@ -12,13 +12,13 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from .. import _executor, _payload
+from .. import _codec, _executor
 from .._cas import read_versions, write_unchanged
 from .._commands import KEEP_TTL, MISSING, Batch, Command, Get, Ttl
 from .._exceptions import SerializationError
 from .._executor import Plan
-from .._fields import KEY_SEPARATOR
 from .._index import spec_of
+from .._keys import separator_positions as _separators
 from .._model import Model
 from .._writes import write_row
 from ..backends.base import Backend
@@ -93,8 +93,8 @@ def describe_tag(tag: int) -> str:
 def payload_format(payload: bytes) -> str:
     """The serializer name(s) of a stored payload, or ``"not an envelope"``."""
     try:
-        tag, _fp, _body = _payload.unwrap(payload)
-    except _payload.EnvelopeError:
+        tag, _fp, _body = _codec.unwrap(payload)
+    except _codec.EnvelopeError:
         return "not an envelope"
     names = serializer_names(tag)
     return "/".join(names) if names else f"tag {tag:#06x}"
@@ -136,8 +136,8 @@ async def inspect_key(backend: Backend, key: str, model: type[Model] | None = No
     if left is MISSING:  # expired between the two commands
         left = 0.0
     try:
-        tag, fingerprint, body = _payload.unwrap(value)
-    except _payload.EnvelopeError as exc:
+        tag, fingerprint, body = _codec.unwrap(value)
+    except _codec.EnvelopeError as exc:
         raise OperationError(
             f"the value under {key!r} ({len(value)} bytes, starting {value[:8].hex(' ')}) is "
             f"not an acacheorm envelope: {exc}"
@@ -207,20 +207,6 @@ def group_of(key: str, depth: int | None = None) -> str:
     if depth is None:
         return key[: cuts[-1]]
     return key[: cuts[min(depth, len(cuts)) - 1]]
-
-
-def _separators(key: str) -> list[int]:
-    """Positions of the unescaped separators in ``key``."""
-    cuts = []
-    escaped = False
-    for i, char in enumerate(key):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == KEY_SEPARATOR:
-            cuts.append(i)
-    return cuts
 
 
 async def collect_stats(
