@@ -535,7 +535,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
             return False
 
         plan = self._with_rows(on_page)
-        listings: list[KeyListing] = []
+        driver = _executor.Driver()
         send: Any = None
         try:
             while True:
@@ -548,7 +548,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                     buffer.clear()
                     for obj in rows:
                         yield obj
-                send = await _executor.perform(step, listings)
+                send = await _executor.perform(step, driver)
             while buffer:
                 rows = buffer[:]
                 buffer.clear()
@@ -556,7 +556,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                     yield obj
         finally:
             plan.close()
-            await _executor.close_listings(listings)
+            await driver.close()
 
     def _resolve(self, cond: Condition) -> Plan:
         """``cond`` with every related condition replaced by an ``in`` on the foreign key

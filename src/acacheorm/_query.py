@@ -10,12 +10,9 @@ without a server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import random
 import sys
 import warnings
-import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
@@ -31,7 +28,7 @@ from ._commands import (
 )
 from ._display import InstanceList
 from ._exceptions import ConflictError
-from ._executor import Emit, Plan, Scan, Sleep, Step, combine
+from ._executor import Backoff, Emit, Lock, Plan, Scan, Step, Unlock, combine
 from ._fields import Expression
 from ._relations import ForeignKeyField, parse_related
 from ._schema import Schema, resolve_ttl
@@ -55,12 +52,6 @@ R = TypeVar("R")
 
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
-
-# One lock per (event loop, backend, key) while an update of that row runs in this process;
-# entries go away with the last holder. (An asyncio.Lock belongs to one loop.)
-_row_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
 
 
 def _check(result: Any) -> Any:
@@ -164,7 +155,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         plan = self._plan()
         try:
             step = next(plan)
-            while isinstance(step, Emit | Sleep):
+            while isinstance(step, Emit | Backoff | Lock | Unlock):
                 step = plan.send(None)
             if isinstance(step, Scan):
                 return []  # the first round trip lists keys: no batch
@@ -435,23 +426,6 @@ class UpdateQuery(_Write, Query[R]):
     row is never resurrected and the remaining TTL is kept (unless ``ttl=`` is given).
     """
 
-    async def execute(self) -> R:
-        """Run the update. Updates of one row from this process take turns (a local lock per
-        key), so they do not fight each other's compare-and-swap; other processes are kept
-        out by the compare-and-swap itself."""
-        self._unsent = False
-        schema = self.model._schema
-        backend = schema.backend
-        loop = id(asyncio.get_running_loop())
-        async with contextlib.AsyncExitStack() as stack:
-            for key in sorted({schema.key(pk) for pk, _ in self.changes}):
-                lock = _row_locks.get((loop, id(backend), key))
-                if lock is None:
-                    lock = _row_locks[(loop, id(backend), key)] = asyncio.Lock()
-                await stack.enter_async_context(lock)
-            result: R = await _executor.run(self._plan())
-            return result
-
     def __init__(
         self,
         model: type[Model],
@@ -480,6 +454,11 @@ class UpdateQuery(_Write, Query[R]):
         results: list[Any] = [None] * len(keys)
         pending = list(range(len(keys)))
         attempt = 0
+        # Updates of one row from this process take turns (the executor's lock per key), so
+        # they do not fight each other's compare-and-swap; other processes are kept out by
+        # the compare-and-swap itself.
+        locked = tuple(sorted(set(keys)))
+        yield Lock(backend, locked)
         while pending:
             got = yield from read_versions(backend, [keys[i] for i in pending])
             todo: list[tuple[int, Model, Any]] = []
@@ -527,8 +506,8 @@ class UpdateQuery(_Write, Query[R]):
                         f"{schema.model_name}: update of {keys[pending[0]]!r} gave up after "
                         f"{attempt} attempts (the row kept changing)"
                     )
-                if attempt >= 3:
-                    yield Sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
+                yield Backoff(attempt)
+        yield Unlock(backend, locked)
         if self.mode == "many":
             return results
         if results[0] is None and self.mode == "get":

@@ -31,7 +31,7 @@ _BUILTIN_SCHEMES = {
 def backend_classes() -> dict[str, type[Backend]]:
     """Every imported backend class by URL scheme (a subclass wins over its base)."""
     found: dict[str, type[Backend]] = {}
-    todo: list[type[Backend]] = [Backend]
+    todo: list[type[Backend]] = [Backend]  # type: ignore[type-abstract]
     while todo:
         cls = todo.pop(0)
         for scheme in cls.__dict__.get("url_schemes", ()):
