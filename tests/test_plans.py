@@ -278,3 +278,72 @@ def test_drive_records_signals_and_refuses_a_missing_canned_result() -> None:
     assert received == []  # recorded, not sent
     with pytest.raises(AssertionError, match="no canned result"):
         drive(Author.query_many(1)._steps(), [])
+
+
+# -- capabilities: refused in the plan, before any I/O ----------------------------------------
+
+
+class _NoTransactions(co.SimpleBackend):
+    capabilities = co.SimpleBackend.capabilities._replace(atomic_batch=False)
+
+
+class _OneSlot(co.SimpleBackend):
+    capabilities = co.SimpleBackend.capabilities._replace(atomic_one_slot=True)
+
+
+class _NoCas(co.SimpleBackend):
+    capabilities = co.SimpleBackend.capabilities._replace(native_cas=False)
+
+
+def test_atomic_write_on_a_backend_without_transactions_fails_in_compile() -> None:
+    class Item(co.Model):
+        id = co.StringField(primary_key=True)
+
+        class Meta:
+            backend = _NoTransactions()
+            serializer = "json"
+
+    query = Item.insert_many({"id": "a"}, {"id": "b"}, atomic=True)
+    with pytest.raises(co.AtomicityError, match="cannot write 2 rows all-or-nothing"):
+        query.compile()
+    # one row is one command: atomic anyway
+    [(_, batch)] = Item.insert_many({"id": "a"}, atomic=True).compile()
+    assert batch.atomic and len(batch.commands) == 1
+
+
+def test_atomic_write_across_cluster_slots_fails_in_compile() -> None:
+    class Item(co.Model):
+        id = co.StringField(primary_key=True)
+
+        class Meta:
+            backend = _OneSlot()
+            serializer = "json"
+
+    with pytest.raises(co.AtomicityError, match="span 2 slots"):
+        Item.insert_many({"id": "a"}, {"id": "b"}, atomic=True).compile()
+    # a common hash tag puts them in one slot
+    [(_, batch)] = Item.insert_many({"id": "{u1}a"}, {"id": "{u1}b"}, atomic=True).compile()
+    assert batch.atomic and len(batch.commands) == 2
+
+
+def test_update_on_a_backend_without_cas_fails_in_compile() -> None:
+    class Item(co.Model):
+        id = co.StringField(primary_key=True)
+        n = co.IntegerField(default=0)
+
+        class Meta:
+            backend = _NoCas()
+            serializer = "json"
+
+    with pytest.raises(co.ConfigurationError, match="needs compare-and-swap"):
+        Item.update(id="a", n=1).compile()
+
+
+def test_hash_slot_matches_redis() -> None:
+    from acacheorm._plans import hash_slot
+
+    # values from CLUSTER KEYSLOT
+    assert hash_slot("foo") == 12182
+    assert hash_slot("{user1000}.following") == hash_slot("{user1000}.followers") == 3443
+    assert hash_slot("foo{}{bar}") == hash_slot("foo{}{bar}")
+    assert hash_slot("{}x") != hash_slot("x")

@@ -256,12 +256,34 @@ class Batch(NamedTuple):
 
 
 class Capabilities(NamedTuple):
-    """What a backend does natively; the compiler and executor read it."""
+    """What a backend does natively; the planner reads it before anything is sent.
 
+    What a backend cannot do is refused in the plan (an ``atomic=True`` write of several
+    rows without ``atomic_batch``, of keys on several hash slots with ``atomic_one_slot``,
+    an update without ``native_cas``, a query by field without ``listable``); what it only
+    lacks natively the executor emulates with plan steps of plain commands, so hooks see
+    every round trip (``negative_incr``, ``replace_keep_ttl``).
+
+    Example::
+
+        from acacheorm.commands import Capabilities
+
+        class MyBackend(co.Backend):
+            capabilities = Capabilities(atomic_batch=True, native_cas=True)
+    """
+
+    #: Runs a batch all-or-nothing (``Batch(atomic=True)``).
     atomic_batch: bool = False
+    #: ... but only when every key is in one Redis Cluster hash slot.
+    atomic_one_slot: bool = False
+    #: Runs `Gets` and `Cas` (updates, migrations, the emulations below need them).
     native_cas: bool = False
-    max_key_length: int | None = None
-    max_value_size: int | None = None
+    #: Runs `Incr` with a negative delta, on any stored integer. Without it the executor
+    #: runs a negative `Incr` as `Gets` then `Cas` (or `Add` for a missing key), retried.
+    negative_incr: bool = True
+    #: Runs `Replace` with ``ttl=KEEP_TTL``. Without it the executor runs it as `Gets` then
+    #: ``Cas(..., KEEP_TTL)``, retried.
+    replace_keep_ttl: bool = True
     #: `Backend.scan` lists every live key cheaply enough for queries by field (memcached
     #: can only dump its LRU, so it is not listable).
     listable: bool = False

@@ -582,11 +582,10 @@ class MemcachedBackend(Backend):
         backend = co.MemcachedBackend.from_url("memcached://10.0.0.1,10.0.0.2?namespace=app")
     """
 
+    # No native negative incr or replace keeping the TTL: the executor runs those as
+    # gets/cas plan steps (see `acacheorm._executor`).
     capabilities = Capabilities(
-        atomic_batch=False,
-        native_cas=True,
-        max_key_length=None,  # any key is accepted: long or odd keys are mapped
-        max_value_size=DEFAULT_ITEM_SIZE - ITEM_OVERHEAD - MAX_KEY_LENGTH,
+        atomic_batch=False, native_cas=True, negative_incr=False, replace_keep_ttl=False
     )
     url_schemes = ("memcached",)
 
