@@ -347,3 +347,59 @@ def test_hash_slot_matches_redis() -> None:
     assert hash_slot("{user1000}.following") == hash_slot("{user1000}.followers") == 3443
     assert hash_slot("foo{}{bar}") == hash_slot("foo{}{bar}")
     assert hash_slot("{}x") != hash_slot("x")
+
+
+# -- emulations: what a backend lacks natively, as plan steps ---------------------------------
+
+
+def test_negative_incr_emulation_is_gets_then_cas_retried() -> None:
+    from acacheorm._commands import Incr
+    from acacheorm._plans import emulation_plan
+
+    driven = drive(
+        emulation_plan(BACKEND, Incr("n", -3, 60.0)),
+        [[(b"5", "t1")], [False], [(b"7", "t2")], [True]],
+    )
+    assert driven.commands == [
+        [Gets("n")],
+        [Cas("n", b"2", "t1", KEEP_TTL)],
+        [Gets("n")],
+        [Cas("n", b"4", "t2", KEEP_TTL)],  # the remaining TTL is kept
+    ]
+    assert Backoff(1) in driven.steps and driven.value == 4
+    # a missing key is created with the TTL, as the native command would
+    created = drive(emulation_plan(BACKEND, Incr("m", -1, 60.0)), [[None], [True]])
+    assert created.commands[1] == [Add("m", b"-1", 60.0)] and created.value == -1
+    # a value that is not an integer fails the slot, not the batch
+    bad = drive(emulation_plan(BACKEND, Incr("s", -1)), [[(b"abc", "t")]])
+    assert isinstance(bad.value, co.BackendError) and "not an integer" in str(bad.value)
+
+
+def test_replace_keeping_ttl_emulation() -> None:
+    from acacheorm._commands import Replace
+    from acacheorm._plans import emulation_plan
+
+    absent = drive(emulation_plan(BACKEND, Replace("r", b"v", KEEP_TTL)), [[None]])
+    assert absent.commands == [[Gets("r")]] and absent.value is False
+    present = drive(emulation_plan(BACKEND, Replace("r", b"v", KEEP_TTL)), [[(b"old", 9)], [True]])
+    assert present.commands[1] == [Cas("r", b"v", 9, KEEP_TTL)] and present.value is True
+
+
+async def test_memcached_decr_round_trips_are_seen_by_hooks(
+    memcached_servers: list[tuple[str, int]],
+) -> None:
+    from tests.conftest import unique_namespace
+
+    backend = co.MemcachedBackend(memcached_servers, namespace=unique_namespace("plans"))
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        assert await backend.decr("c", 2) == -2  # missing: Gets, then Add
+        assert await backend.incr("c", 5) == 3  # ma cannot take "-2": NotNative, Gets, Cas
+        assert await backend.incr("c", 1) == 4  # native
+    finally:
+        co.remove_batch_hook(events.append)
+        await backend.clear()
+        await backend.close()
+    kinds_seen = [[type(c).__name__ for c in e.batch.commands] for e in events]
+    assert kinds_seen == [["Gets"], ["Add"], ["Incr"], ["Gets"], ["Cas"], ["Incr"]]

@@ -36,6 +36,8 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+from ._exceptions import BackendError
+
 
 class _KeepTTL(enum.Enum):
     KEEP_TTL = "KEEP_TTL"
@@ -253,6 +255,27 @@ class Batch(NamedTuple):
             kinds[name] = kinds.get(name, 0) + 1
         inner = ", ".join(f"{k}x{v}" for k, v in kinds.items())
         return f"Batch({inner}{', atomic' if self.atomic else ''})"
+
+
+class NotNative(BackendError):
+    """In a result slot: the backend could not run this command natively and changed
+    nothing; the executor runs ``redo`` instead as plain `Gets`/`Cas`/`Add` round trips
+    (an `Incr` on a value the store's own increment cannot take). ``result``, if not
+    None, is what the slot reports once ``redo`` succeeded; ``create=False``: a ``redo``
+    that finds its key gone leaves it gone.
+
+    Example::
+
+        return NotNative(f"incr of {key!r}: not a 64-bit unsigned value", redo=cmd)
+    """
+
+    def __init__(
+        self, message: str, redo: Command, *, result: Any = None, create: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.redo = redo
+        self.result = result
+        self.create = create
 
 
 class Capabilities(NamedTuple):

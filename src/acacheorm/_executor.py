@@ -24,7 +24,8 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, NamedTuple
 
-from ._commands import Batch, Get, Gets, Has
+from ._commands import Batch, Command, Get, Gets, Has, NotNative
+from ._exceptions import AtomicityError
 from ._signals import Signal
 from .backends.base import Backend, NothingRan
 
@@ -374,9 +375,57 @@ def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
 
 async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     """Run one batch on one backend, merged with concurrent ones where allowed. A batch
-    with no command is no round trip: nothing is sent and no hook hears of it."""
+    with no command is no round trip: nothing is sent and no hook hears of it.
+
+    Commands the backend's `Capabilities` say it cannot run natively (a negative `Incr`,
+    a ``Replace(..., KEEP_TTL)``), and those it answers with `NotNative`, are run as plans
+    of plain commands (`acacheorm._plans.emulation_plan`): each of their round trips is
+    one more batch here, seen by hooks like any other."""
     if not batch.commands:
         return []
+    caps = backend.capabilities
+    if caps.negative_incr and caps.replace_keep_ttl:
+        return await _execute_batch(backend, batch)
+    from ._plans import emulation_plan, needs_emulation
+
+    if any(needs_emulation(caps, c) for c in batch.commands):
+        return await _emulated(backend, batch)
+    results = await _execute_batch(backend, batch)
+    for i, result in enumerate(results):
+        if isinstance(result, NotNative):
+            done = await run(emulation_plan(backend, result.redo, create=result.create))
+            ok = result.result is not None and not isinstance(done, BaseException)
+            results[i] = result.result if ok else done
+    return results
+
+
+async def _emulated(backend: Backend, batch: Batch) -> list[Any]:
+    """``batch`` in order: runs of native commands as batches, each emulated command as
+    its plan in between (so commands on one key keep their order)."""
+    from ._plans import emulation_plan, needs_emulation
+
+    caps = backend.capabilities
+    if batch.atomic and len(batch.commands) > 1:
+        raise AtomicityError(
+            f"{type(backend).__name__} cannot run {batch!r} all-or-nothing: some of its "
+            "commands are emulated with several round trips"
+        )
+    results: list[Any] = []
+    native: list[Command] = []
+    for command in batch.commands:
+        if not needs_emulation(caps, command):
+            native.append(command)
+            continue
+        if native:
+            results.extend(await execute_batch(backend, Batch(tuple(native))))
+            native = []
+        results.append(await run(emulation_plan(backend, command)))
+    if native:
+        results.extend(await execute_batch(backend, Batch(tuple(native))))
+    return results
+
+
+async def _execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     near = backend.near_cache
     if near is not None and not batch.atomic:
         # Reads all held in the process: answered now, without a round trip or a yield.

@@ -15,9 +15,21 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._auto import counter_key
-from ._commands import Batch, Get, IndexRead
-from ._exceptions import AtomicityError, ConfigurationError
-from ._executor import KeyListing, Plan, Scan, Step
+from ._commands import (
+    KEEP_TTL,
+    Add,
+    Batch,
+    Capabilities,
+    Cas,
+    Command,
+    Get,
+    Gets,
+    Incr,
+    IndexRead,
+    Replace,
+)
+from ._exceptions import AtomicityError, BackendError, ConfigurationError, ConflictError
+from ._executor import Backoff, KeyListing, Plan, Scan, Step
 from ._fields import KEY_SEPARATOR
 from ._index import IndexSpec, spec_of, untag
 from ._indexplan import IndexSource, best_read
@@ -362,3 +374,59 @@ def exact_index_read(schema: Schema, where: And) -> tuple[IndexSpec, IndexRead] 
     if best is None or not best[1]:
         return None
     return spec, best[0]
+
+
+# -- emulations of commands a backend lacks natively -----------------------------------------
+
+#: Compare-and-swap rounds before an emulated command gives up with ConflictError.
+EMULATION_ATTEMPTS = 100
+
+_INTEGER = re.compile(rb" *(-?[0-9]+) *")  # memcached pads in-place increments with spaces
+
+
+def needs_emulation(caps: Capabilities, command: Command) -> bool:
+    """Whether ``command`` is one the backend declares it cannot run natively."""
+    kind = type(command)
+    if kind is Incr:
+        return not caps.negative_incr and command.delta < 0  # type: ignore[union-attr]
+    if kind is Replace:
+        return not caps.replace_keep_ttl and command.ttl is KEEP_TTL  # type: ignore[union-attr]
+    return False
+
+
+def emulation_plan(backend: Backend, command: Command, *, create: bool = True) -> Plan:
+    """``command`` (an `Incr` or a ``Replace(..., KEEP_TTL)``) as plain round trips: read
+    the key with its version token, write the new value only if unchanged, keeping the
+    key's remaining TTL; a lost race is read again after a `Backoff`. Returns the command's
+    result, or the exception of a failed slot (as a backend would put in the slot)."""
+    key = command.key
+    for attempt in range(1, EMULATION_ATTEMPTS + 1):
+        if attempt > 1:
+            yield Backoff(attempt - 1)
+        got = (yield [(backend, Batch((Gets(key),)))])[0][0]
+        if isinstance(got, BaseException):
+            return got
+        if isinstance(command, Replace):
+            if got is None:
+                return False
+            write: Command = Cas(key, command.value, got[1], KEEP_TTL)
+        else:
+            assert isinstance(command, Incr)
+            if got is None:
+                if not create:
+                    return None
+                new = command.delta
+                write = Add(key, str(new).encode(), command.ttl)
+            else:
+                match = _INTEGER.fullmatch(got[0])
+                if match is None:
+                    return BackendError(f"incr: the value under {key!r} is not an integer")
+                new = int(match.group(1)) + command.delta
+                write = Cas(key, str(new).encode(), got[1], KEEP_TTL)
+        done = (yield [(backend, Batch((write,)))])[0][0]
+        if isinstance(done, BaseException):
+            return done
+        if done:
+            return True if isinstance(command, Replace) else new
+    what = "replace" if isinstance(command, Replace) else "incr"
+    return ConflictError(f"{what} of {key!r} kept losing to other writers")
