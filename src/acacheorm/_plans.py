@@ -136,7 +136,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
     """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
     level, for every distinct related row."""
     level: list[tuple[list[Model], dict[str, Any]]] = [
-        ([i for i in instances if i is not None and not i.__dict__.get("_sparse_")], tree)
+        ([i for i in instances if i is not None and not i.is_sparse], tree)
     ]
     while level:
         wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
@@ -175,7 +175,7 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
                     continue
                 for obj in objs:
                     rel = obj.__dict__.get(name)
-                    if rel is None or rel.__dict__.get("_sparse_"):
+                    if rel is None or rel.is_sparse:
                         continue
                     key = id(sub)
                     entry = next_level.setdefault(key, ([], sub))
