@@ -4,6 +4,7 @@ assert the SQL a query compiles to)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -403,3 +404,34 @@ async def test_memcached_decr_round_trips_are_seen_by_hooks(
         await backend.close()
     kinds_seen = [[type(c).__name__ for c in e.batch.commands] for e in events]
     assert kinds_seen == [["Gets"], ["Add"], ["Incr"], ["Gets"], ["Cas"], ["Incr"]]
+
+
+# -- the executor's locks ---------------------------------------------------------------------
+
+
+async def test_locks_are_reentrant_within_a_plan_and_released_when_it_fails() -> None:
+    from acacheorm import _executor
+
+    order: list[str] = []
+
+    def failing() -> Any:
+        yield Lock(BACKEND, ("k",))
+        yield Lock(BACKEND, ("k", "j"))  # a nested plan of the same row: no self-deadlock
+        yield Unlock(BACKEND, ("k", "j"))
+        order.append("failing")
+        raise ValueError("boom")
+
+    def later() -> Any:
+        yield Lock(BACKEND, ("k",))
+        order.append("later")
+        yield Unlock(BACKEND, ("k",))
+        return "done"
+
+    with pytest.raises(ValueError, match="boom"):
+        await _executor.run(failing())
+    # the failed plan still held "k": the executor released it when the plan ended (a
+    # lock left held would make this wait forever)
+    async with asyncio.timeout(10):
+        assert await _executor.run(later()) == "done"
+    assert order == ["failing", "later"]
+    assert not any(key[2] in ("k", "j") for key in _executor._key_locks)
