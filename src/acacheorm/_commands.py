@@ -36,6 +36,8 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+from ._exceptions import BackendError
+
 
 class _KeepTTL(enum.Enum):
     KEEP_TTL = "KEEP_TTL"
@@ -255,13 +257,56 @@ class Batch(NamedTuple):
         return f"Batch({inner}{', atomic' if self.atomic else ''})"
 
 
-class Capabilities(NamedTuple):
-    """What a backend does natively; the compiler and executor read it."""
+class NotNative(BackendError):
+    """In a result slot: the backend could not run this command natively and changed
+    nothing; the executor runs ``redo`` instead as plain `Gets`/`Cas`/`Add` round trips
+    (an `Incr` on a value the store's own increment cannot take). ``result``, if not
+    None, is what the slot reports once ``redo`` succeeded; ``create=False``: a ``redo``
+    that finds its key gone leaves it gone.
 
+    Example::
+
+        return NotNative(f"incr of {key!r}: not a 64-bit unsigned value", redo=cmd)
+    """
+
+    def __init__(
+        self, message: str, redo: Command, *, result: Any = None, create: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.redo = redo
+        self.result = result
+        self.create = create
+
+
+class Capabilities(NamedTuple):
+    """What a backend does natively; the planner reads it before anything is sent.
+
+    What a backend cannot do is refused in the plan (an ``atomic=True`` write of several
+    rows without ``atomic_batch``, of keys on several hash slots with ``atomic_one_slot``,
+    an update without ``native_cas``, a query by field without ``listable``); what it only
+    lacks natively the executor emulates with plan steps of plain commands, so hooks see
+    every round trip (``negative_incr``, ``replace_keep_ttl``).
+
+    Example::
+
+        from acacheorm.commands import Capabilities
+
+        class MyBackend(co.Backend):
+            capabilities = Capabilities(atomic_batch=True, native_cas=True)
+    """
+
+    #: Runs a batch all-or-nothing (``Batch(atomic=True)``).
     atomic_batch: bool = False
+    #: ... but only when every key is in one Redis Cluster hash slot.
+    atomic_one_slot: bool = False
+    #: Runs `Gets` and `Cas` (updates, migrations, the emulations below need them).
     native_cas: bool = False
-    max_key_length: int | None = None
-    max_value_size: int | None = None
+    #: Runs `Incr` with a negative delta, on any stored integer. Without it the executor
+    #: runs a negative `Incr` as `Gets` then `Cas` (or `Add` for a missing key), retried.
+    negative_incr: bool = True
+    #: Runs `Replace` with ``ttl=KEEP_TTL``. Without it the executor runs it as `Gets` then
+    #: ``Cas(..., KEEP_TTL)``, retried.
+    replace_keep_ttl: bool = True
     #: `Backend.scan` lists every live key cheaply enough for queries by field (memcached
     #: can only dump its LRU, so it is not listable).
     listable: bool = False

@@ -1,9 +1,12 @@
 """The executor: the one place where batches meet backends.
 
 A query's plan is a generator (sans-I/O): it yields a step, the executor runs it and sends
-back the results, until the plan returns its value. A step is either a list of
-``(backend, Batch)`` pairs, run concurrently (one round trip per backend), or an `Emit` of a
-signal.
+back the results, until the plan returns its value. A step is a list of ``(backend, Batch)``
+pairs, run concurrently (one round trip per backend), an `Emit` of a signal, a `Scan` page
+of a key listing, a `Lock`/`Unlock` of per-key locks or a `Backoff` before a retry. The
+plan decides *what* happens; the executor decides *how*: it holds the locks (and releases
+whatever a plan still holds when it ends, however it ends) and picks the backoff pauses.
+`drive` walks a plan with canned results instead, for tests.
 
 Automatic batching: with ``backend.auto_batch`` on, batches submitted to one backend in the
 same event-loop iteration are merged into one batch (one round trip) and each caller gets its
@@ -15,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+import weakref
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, NamedTuple
 
-from ._commands import Batch, Get, Gets, Has
+from ._commands import Batch, Command, Get, Gets, Has, NotNative
+from ._exceptions import AtomicityError
 from ._signals import Signal
 from .backends.base import Backend, NothingRan
 
@@ -40,10 +46,36 @@ class Emit(NamedTuple):
     kwargs: dict[str, Any]
 
 
-class Sleep(NamedTuple):
-    """A plan step that waits (backoff between compare-and-swap retries)."""
+class Backoff(NamedTuple):
+    """A plan step before retry number ``attempt`` (1 for the first retry) of a
+    compare-and-swap that lost a race; the executor picks the pause (`backoff_seconds`)."""
 
-    seconds: float
+    attempt: int
+
+
+def backoff_seconds(attempt: int) -> float:
+    """The pause before retry ``attempt``: none for the first two, then a random one
+    (jitter) growing with the attempt, at most 50 ms."""
+    if attempt < 3:
+        return 0.0
+    return random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6)))
+
+
+class Lock(NamedTuple):
+    """A plan step that takes this process's lock of each of ``keys`` on ``backend`` (in
+    sorted order), held until an `Unlock` of them or the plan's end. Updates of one row
+    from one process take turns this way, instead of fighting each other's compare-and-swap.
+    A plan that holds a key already (a nested plan of the same row) takes it again freely."""
+
+    backend: Backend
+    keys: tuple[str, ...]
+
+
+class Unlock(NamedTuple):
+    """A plan step that releases the locks a `Lock` of the same keys took."""
+
+    backend: Backend
+    keys: tuple[str, ...]
 
 
 class KeyListing:
@@ -91,7 +123,7 @@ class Scan(NamedTuple):
     listing: KeyListing
 
 
-Plan = Generator["Step | Emit | Sleep | Scan", Any, Any]
+Plan = Generator["Step | Emit | Backoff | Lock | Unlock | Scan", Any, Any]
 
 
 class BatchEvent(NamedTuple):
@@ -343,9 +375,57 @@ def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
 
 async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     """Run one batch on one backend, merged with concurrent ones where allowed. A batch
-    with no command is no round trip: nothing is sent and no hook hears of it."""
+    with no command is no round trip: nothing is sent and no hook hears of it.
+
+    Commands the backend's `Capabilities` say it cannot run natively (a negative `Incr`,
+    a ``Replace(..., KEEP_TTL)``), and those it answers with `NotNative`, are run as plans
+    of plain commands (`acacheorm._plans.emulation_plan`): each of their round trips is
+    one more batch here, seen by hooks like any other."""
     if not batch.commands:
         return []
+    caps = backend.capabilities
+    if caps.negative_incr and caps.replace_keep_ttl:
+        return await _execute_batch(backend, batch)
+    from ._plans import emulation_plan, needs_emulation
+
+    if any(needs_emulation(caps, c) for c in batch.commands):
+        return await _emulated(backend, batch)
+    results = await _execute_batch(backend, batch)
+    for i, result in enumerate(results):
+        if isinstance(result, NotNative):
+            done = await run(emulation_plan(backend, result.redo, create=result.create))
+            ok = result.result is not None and not isinstance(done, BaseException)
+            results[i] = result.result if ok else done
+    return results
+
+
+async def _emulated(backend: Backend, batch: Batch) -> list[Any]:
+    """``batch`` in order: runs of native commands as batches, each emulated command as
+    its plan in between (so commands on one key keep their order)."""
+    from ._plans import emulation_plan, needs_emulation
+
+    caps = backend.capabilities
+    if batch.atomic and len(batch.commands) > 1:
+        raise AtomicityError(
+            f"{type(backend).__name__} cannot run {batch!r} all-or-nothing: some of its "
+            "commands are emulated with several round trips"
+        )
+    results: list[Any] = []
+    native: list[Command] = []
+    for command in batch.commands:
+        if not needs_emulation(caps, command):
+            native.append(command)
+            continue
+        if native:
+            results.extend(await execute_batch(backend, Batch(tuple(native))))
+            native = []
+        results.append(await run(emulation_plan(backend, command)))
+    if native:
+        results.extend(await execute_batch(backend, Batch(tuple(native))))
+    return results
+
+
+async def _execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     near = backend.near_cache
     if near is not None and not batch.atomic:
         # Reads all held in the process: answered now, without a round trip or a yield.
@@ -374,45 +454,165 @@ async def run_step(step: Step) -> list[list[Any]]:
     return list(await asyncio.gather(*(execute_batch(b, batch) for b, batch in step)))
 
 
-async def perform(step: Step | Emit | Sleep | Scan, listings: list[KeyListing]) -> Any:
-    """Run one step of a plan; what the plan receives for it. Key listings read are added
-    to ``listings``, for the driver to close when the plan ends."""
+# One lock per (event loop, backend, key) while a plan holds it in this process; entries go
+# away with the last holder. (An asyncio.Lock belongs to one loop.)
+_key_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
+
+
+class Driver:
+    """What one run of a plan holds: the key listings it opened and the key locks it took;
+    `close` gives them all back."""
+
+    def __init__(self) -> None:
+        self.listings: list[KeyListing] = []
+        self.locks: dict[tuple[int, int, str], tuple[asyncio.Lock, int]] = {}
+
+    async def lock(self, step: Lock) -> None:
+        loop = id(asyncio.get_running_loop())
+        for key in sorted(set(step.keys)):
+            ident = (loop, id(step.backend), key)
+            held = self.locks.get(ident)
+            if held is not None:
+                self.locks[ident] = (held[0], held[1] + 1)
+                continue
+            lock = _key_locks.get(ident)
+            if lock is None:
+                lock = _key_locks[ident] = asyncio.Lock()
+            await lock.acquire()
+            self.locks[ident] = (lock, 1)
+
+    def unlock(self, step: Unlock) -> None:
+        loop = id(asyncio.get_running_loop())
+        for key in set(step.keys):
+            ident = (loop, id(step.backend), key)
+            held = self.locks.get(ident)
+            if held is None:
+                continue
+            if held[1] > 1:
+                self.locks[ident] = (held[0], held[1] - 1)
+            else:
+                del self.locks[ident]
+                held[0].release()
+
+    async def close(self) -> None:
+        """Release every lock still held and close the key listings (the plan may have
+        stopped before their end)."""
+        locks, self.locks = self.locks, {}
+        for lock, _ in locks.values():
+            lock.release()
+        listings, self.listings = self.listings, []
+        for listing in listings:
+            await listing.aclose()
+
+
+async def perform(step: Step | Emit | Backoff | Lock | Unlock | Scan, driver: Driver) -> Any:
+    """Run one step of a plan; what the plan receives for it. What the step takes (key
+    listings, locks) is kept in ``driver``, for `Driver.close` when the plan ends."""
     if isinstance(step, Emit):
         for i, instance in enumerate(step.instances):
             kwargs = {k: (v[i] if isinstance(v, list) else v) for k, v in step.kwargs.items()}
             await step.signal.send(step.sender, instance, **kwargs)
         return None
-    if isinstance(step, Sleep):
-        await asyncio.sleep(step.seconds)
+    if isinstance(step, Backoff):
+        seconds = backoff_seconds(step.attempt)
+        if seconds:
+            await asyncio.sleep(seconds)
+        return None
+    if isinstance(step, Lock):
+        await driver.lock(step)
+        return None
+    if isinstance(step, Unlock):
+        driver.unlock(step)
         return None
     if isinstance(step, Scan):
-        if step.listing not in listings:
-            listings.append(step.listing)
+        if step.listing not in driver.listings:
+            driver.listings.append(step.listing)
         return await step.listing.next_page()
     return await run_step(step)
-
-
-async def close_listings(listings: list[KeyListing]) -> None:
-    """Close the key listings a plan opened (it may have stopped before their end)."""
-    for listing in listings:
-        await listing.aclose()
-    listings.clear()
 
 
 async def run(plan: Plan) -> Any:
     """Drive a plan to completion; returns its value."""
     send: Any = None
-    listings: list[KeyListing] = []
+    driver = Driver()
     try:
         while True:
             step = plan.send(send)
-            send = await perform(step, listings)
+            send = await perform(step, driver)
     except StopIteration as stop:
         return stop.value
     finally:
         plan.close()
-        if listings:
-            await close_listings(listings)
+        if driver.listings or driver.locks:
+            await driver.close()
+
+
+class Driven(NamedTuple):
+    """What `drive` saw: every step the plan yielded, in order, and the plan's value."""
+
+    steps: list[Any]
+    value: Any
+
+    @property
+    def batches(self) -> list[list[tuple[Backend, Batch]]]:
+        """The round trips alone (the steps that are lists of ``(backend, Batch)``)."""
+        return [step for step in self.steps if isinstance(step, list)]
+
+    @property
+    def commands(self) -> list[list[Any]]:
+        """Per round trip, its commands (every batch of the step, in order)."""
+        return [[c for _, batch in step for c in batch.commands] for step in self.batches]
+
+
+def drive(plan: Plan, results: Iterable[Any] | Callable[[Any], Any] = ()) -> Driven:
+    """Walk a whole plan without a server, for tests (as peewee's tests assert the SQL a
+    query compiles to).
+
+    ``results`` holds the canned answer of each round trip and each key-listing page, in
+    order: for a round trip of one batch, that batch's list of results; for a round trip to
+    several backends, one such list per ``(backend, Batch)`` of the step; for a listing
+    page, its list of keys. An item may also be a function of the step; a single function
+    instead of a sequence answers every step. Signals, locks and backoffs are recorded but
+    not run. Raises what the plan raises, and `AssertionError` when the plan asks for more
+    round trips than were canned.
+
+    Example::
+
+        driven = drive(query._plan(), [[None]])          # a get that misses
+        assert driven.commands == [[Get("user:1")]]
+    """
+    answer: Callable[[Any], Any] | None = results if callable(results) else None
+    canned = iter(()) if callable(results) else iter(results)
+    steps: list[Any] = []
+    send: Any = None
+    try:
+        while True:
+            step = plan.send(send)
+            steps.append(step)
+            send = None
+            if isinstance(step, Emit | Backoff | Lock | Unlock):
+                continue
+            if answer is not None:
+                reply = answer(step)
+            else:
+                try:
+                    reply = next(canned)
+                except StopIteration:
+                    raise AssertionError(
+                        f"the plan asked for round trip {len(steps)} with no canned result: "
+                        f"{step!r}"
+                    ) from None
+                if callable(reply):
+                    reply = reply(step)
+            if isinstance(step, list) and len(step) == 1:
+                reply = [reply]
+            send = reply
+    except StopIteration as stop:
+        return Driven(steps, stop.value)
+    finally:
+        plan.close()
 
 
 def combine(plans: list[Plan]) -> Plan:
@@ -423,7 +623,7 @@ def combine(plans: list[Plan]) -> Plan:
     sends: list[Any] = [None] * len(plans)
     active = list(range(len(plans)))
     while active:
-        steps: dict[int, Step | Emit | Sleep] = {}
+        steps: dict[int, Step | Emit | Backoff | Lock | Unlock] = {}
         for i in active:
             try:
                 step = plans[i].send(sends[i])
@@ -435,17 +635,17 @@ def combine(plans: list[Plan]) -> Plan:
             steps[i] = step
         active = list(steps)
         io: dict[int, Step] = {}
-        sleep = 0.0
+        attempt = 0
         for i, step in steps.items():
             sends[i] = None
-            if isinstance(step, Emit):
+            if isinstance(step, Emit | Lock | Unlock):
                 yield step
-            elif isinstance(step, Sleep):
-                sleep = max(sleep, step.seconds)
+            elif isinstance(step, Backoff):
+                attempt = max(attempt, step.attempt)
             else:
                 io[i] = step
-        if sleep:
-            yield Sleep(sleep)
+        if attempt:
+            yield Backoff(attempt)
         if not io:
             continue
         # Merge per backend (atomic batches stay whole and separate).

@@ -11,20 +11,18 @@ reads as absent on every backend and is never returned or counted.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
-from ._auto import assign_ids, counter_key
+from ._auto import assign_ids
 from ._base import Model
-from ._commands import KEEP_TTL, NOT_READ, Batch, Get, IndexRead
+from ._commands import KEEP_TTL, NOT_READ, Batch, Get
 from ._display import InstanceList
-from ._exceptions import ConfigurationError, MultipleObjectsReturned, SerializationError
-from ._executor import Emit, KeyListing, Plan, Scan
-from ._index import IndexedField, IndexSpec, spec_of, untag
-from ._indexplan import IndexSource, best_read, count_plan, ordered_field, ordered_plan
-from ._keys import count_separators as _separators
+from ._exceptions import MultipleObjectsReturned, SerializationError
+from ._executor import Emit, Plan
+from ._index import IndexedField, IndexSpec, spec_of
+from ._indexplan import IndexSource, count_plan, ordered_field, ordered_plan
 from ._lookups import (
     And,
     Condition,
@@ -35,15 +33,18 @@ from ._lookups import (
     parse_lookup,
     sort_key,
 )
-from ._query import (
-    MAX_UPDATE_ATTEMPTS,
-    DeleteQuery,
-    Query,
-    UpdateQuery,
+from ._plans import (
+    PAGE_SIZE,
+    ScanSource,
+    candidate_source,
+    check_listable,
+    exact_index_read,
+    pk_keys,
     prefetch_plan,
 )
+from ._query import MAX_UPDATE_ATTEMPTS, DeleteQuery, Query, UpdateQuery
 from ._relations import parse_related
-from ._schema import Schema, resolve_ttl
+from ._schema import resolve_ttl
 from ._signals import post_save, pre_save
 from ._types import NOTHING
 from ._writes import checked, write_row
@@ -51,184 +52,7 @@ from ._writes import checked, write_row
 M = TypeVar("M", bound="Model")
 R = TypeVar("R")
 
-#: Keys listed per scan step and rows read per multi-get.
-PAGE_SIZE = 500
-
 PagePlan = Generator[Any, Any, bool]
-
-
-def check_listable(schema: Schema) -> None:
-    """A `ConfigurationError` when the model's backend cannot list its keys."""
-    backend = schema.backend
-    if not backend.capabilities.listable:
-        raise ConfigurationError(
-            f"{schema.model_name}: queries by field (filter, exclude, all, count, first, "
-            f"get by non-key fields) need a backend that can list its keys, and "
-            f"{type(backend).__name__} cannot (Memcached has no way to enumerate keys "
-            "short of dumping its LRU, which misses keys and is never used for queries); "
-            "read rows by primary key, or keep this model on Redis, memory or the filesystem"
-        )
-
-
-# -- candidate sources -----------------------------------------------------------------------
-
-
-def _format_pattern(fmt: str) -> tuple[str, re.Pattern[str]]:
-    """The fixed text before the first conversion of a ``%``-format key, and a pattern that
-    matches every key the format can produce."""
-    conversion = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?(.)")
-    pattern = []
-    literal: str | None = None
-    pos = 0
-    for m in conversion.finditer(fmt):
-        text = fmt[pos : m.start()]
-        pattern.append(re.escape(text))
-        pos = m.end()
-        conv = m.group(1)
-        if conv == "%":
-            pattern.append("%")
-            continue
-        if literal is None:
-            literal = "".join(p for p in pattern)
-        pattern.append(r"\s*[-+]?\d+" if conv in "diu" else ".+?")
-    pattern.append(re.escape(fmt[pos:]))
-    if literal is None:
-        literal = "".join(pattern)
-    # ``literal`` holds escaped text; recover the plain prefix for the scan.
-    plain = re.sub(r"\\(.)", r"\1", literal)
-    return plain, re.compile("".join(pattern), re.DOTALL)
-
-
-class ScanSource:
-    """Every key of the model: a listing of the keys under its prefix, in pages.
-
-    Keys that this model cannot have produced (another model's rows under a longer name,
-    its id counter) are skipped before anything is read.
-    """
-
-    def __init__(self, schema: Schema, page_size: int = PAGE_SIZE) -> None:
-        self.schema = schema
-        self.page_size = page_size
-        self.counter = counter_key(schema)
-        self.spec = spec_of(schema)
-        fmt = schema.key_format
-        self.pattern: re.Pattern[str] | None = None
-        self.parts = len(schema.pk_names)
-        if fmt is None:
-            self.prefix = schema.prefix
-        elif isinstance(fmt, str):
-            literal, pattern = _format_pattern(fmt)
-            self.prefix = schema.prefix + literal
-            self.pattern = pattern
-        else:
-            self.prefix = schema.prefix
-        if not self.prefix:
-            raise ConfigurationError(
-                f"{schema.model_name}: its keys (key_format {fmt!r}) have no fixed prefix, so "
-                "its rows cannot be told from other keys of the store; give the model a "
-                "Meta.namespace of its own, or a key_format that starts with fixed text"
-            )
-
-    def owns(self, key: str) -> bool:
-        """Whether ``key`` can be a row key of this model."""
-        if key == self.counter:
-            return False
-        if self.spec is not None:
-            key = untag(self.spec, key)
-        rest = key[len(self.schema.prefix) :]
-        if self.pattern is not None:
-            return self.pattern.fullmatch(rest) is not None
-        if self.schema.key_format is not None:
-            return True  # a callable format: every key under the model's namespace
-        return _separators(rest) == self.parts - 1
-
-    def next_keys(self, listing: KeyListing | None) -> Plan:
-        """The next non-empty page of candidate keys; ``[]`` at the end."""
-        assert listing is not None
-        while True:
-            page: list[str] = yield Scan(listing)
-            if not page:
-                return []
-            keys = [k for k in page if self.owns(k)]
-            if keys:
-                return keys
-
-    def listing(self) -> KeyListing:
-        return KeyListing(self.schema.backend, self.prefix, self.page_size)
-
-    def describe(self) -> str:
-        return (
-            f"full scan: reads every row of {self.schema.model_name} (keys listed under "
-            f"{self.prefix!r} about {self.page_size} per round trip, then one multi-get "
-            f"round trip per page of up to {self.page_size} rows)"
-        )
-
-
-class KeySource:
-    """The keys of primary keys named by the filter (``pk=``/``pk__in=``): no listing."""
-
-    def __init__(self, schema: Schema, pks: list[tuple[Any, ...]]) -> None:
-        self.schema = schema
-        self.keys = list(dict.fromkeys(schema.key(pk) for pk in pks))
-
-    def listing(self) -> None:
-        return None
-
-    def next_keys(self, listing: Any) -> Plan:
-        keys, self.keys = self.keys[:PAGE_SIZE], self.keys[PAGE_SIZE:]
-        return keys
-        yield  # pragma: no cover - a plan, for the same protocol as ScanSource
-
-    def describe(self) -> str:
-        n = len(self.keys)
-        return (
-            f"key lookup: reads {n} row(s) of {self.schema.model_name} by primary key "
-            f"({max(1, -(-n // PAGE_SIZE))} multi-get round trip(s))"
-        )
-
-
-def _pk_keys(schema: Schema, cond: And) -> list[tuple[Any, ...]] | None:
-    """The primary keys a filter is limited to by a top-level ``pk``/``pk__in`` lookup."""
-    for part in cond.parts:
-        if not isinstance(part, Lookup):
-            continue
-        if part.name == "pk" or (not schema.composite and part.name in schema.pk_names):
-            if part.lookup == "exact":
-                values = [part.value]
-            elif part.lookup == "in" and isinstance(part.value, frozenset):
-                values = sorted(part.value, key=repr)
-            else:
-                continue
-            if schema.composite:
-                return [tuple(v) for v in values]
-            return [(v,) for v in values]
-    return None
-
-
-def candidate_source(schema: Schema, where: And) -> ScanSource | KeySource | IndexSource:
-    """Where a filter's candidate keys come from: the keys its primary-key lookups name, the
-    keys an index selects, or every key of the model. Rows are re-checked against the whole
-    condition whatever the source."""
-    pks = _pk_keys(schema, where)
-    if pks is not None:
-        return KeySource(schema, pks)
-    spec = spec_of(schema)
-    if spec is not None:
-        best = best_read(spec, where)
-        if best is not None:
-            return IndexSource(schema, spec, best[0], best[2])
-    return ScanSource(schema)
-
-
-def _exact_index_read(schema: Schema, where: And) -> tuple[IndexSpec, IndexRead] | None:
-    """The index read that answers ``where`` exactly (a count without reading rows)."""
-    spec = spec_of(schema)
-    if spec is None or _pk_keys(schema, where) is not None:
-        return None
-    best = best_read(spec, where)
-    if best is None or not best[1]:
-        return None
-    return spec, best[0]
 
 
 def _ordered_index(query: FilterQuery[Any]) -> tuple[IndexSpec, IndexedField, bool] | None:
@@ -239,7 +63,7 @@ def _ordered_index(query: FilterQuery[Any]) -> tuple[IndexSpec, IndexedField, bo
     spec = spec_of(schema)
     if spec is None or query._limit is None or not query.ordering:
         return None
-    if _related_parts(query.where) or _pk_keys(schema, query.where) is not None:
+    if _related_parts(query.where) or pk_keys(schema, query.where) is not None:
         return None
     name, desc = query.ordering[0]
     f = ordered_field(spec, name)
@@ -519,7 +343,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
             return False
 
         plan = self._with_rows(on_page)
-        listings: list[KeyListing] = []
+        driver = _executor.Driver()
         send: Any = None
         try:
             while True:
@@ -532,7 +356,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                     buffer.clear()
                     for obj in rows:
                         yield obj
-                send = await _executor.perform(step, listings)
+                send = await _executor.perform(step, driver)
             while buffer:
                 rows = buffer[:]
                 buffer.clear()
@@ -540,7 +364,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                     yield obj
         finally:
             plan.close()
-            await _executor.close_listings(listings)
+            await driver.close()
 
     def _resolve(self, cond: Condition) -> Plan:
         """``cond`` with every related condition replaced by an ``in`` on the foreign key
@@ -642,7 +466,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 offset, limit = offset, 1 if limit is None or limit > 0 else 0
             keep = None if limit is None else offset + limit
             if mode == "count" and limit is None:  # the ordering does not change a count
-                exact = _exact_index_read(schema, self.where)
+                exact = exact_index_read(schema, self.where)
                 if exact is not None:
                     total = yield from count_plan(schema, exact[0], exact[1])
                     return max(0, total - offset)
@@ -688,7 +512,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
             if offset or limit is not None:  # within a slice of the ordering
                 hits = yield from self._run("list", {})
                 hits = hits[:2]
-            elif mode == "exists" and (exact := _exact_index_read(schema, self.where)):
+            elif mode == "exists" and (exact := exact_index_read(schema, self.where)):
                 n = yield from count_plan(schema, exact[0], exact[1], limit=1)
                 return n > 0
             else:
@@ -756,7 +580,7 @@ class FilterQuery(Query[list[M]], Generic[M]):
             )
         source = ScanSource(schema) if related else candidate_source(schema, self.where)
         if mode in ("count", "exists") and self._limit is None and not self._offset:
-            exact = _exact_index_read(schema, self.where)
+            exact = exact_index_read(schema, self.where)
             if exact is not None:
                 return (
                     f"index count: {source.describe().split(' (')[0]} counted in the index "

@@ -10,12 +10,9 @@ without a server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import random
 import sys
 import warnings
-import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any, Generic, Self, TypeVar
 
@@ -32,9 +29,11 @@ from ._commands import (
 )
 from ._display import InstanceList
 from ._exceptions import ConflictError
-from ._executor import Emit, Plan, Scan, Sleep, Step, combine
+from ._executor import Backoff, Emit, Lock, Plan, Scan, Unlock, combine
 from ._fields import Expression
-from ._relations import ForeignKeyField, parse_related
+from ._plans import check_atomic, check_cas, prefetch_plan
+from ._plans import check_result as _check
+from ._relations import parse_related
 from ._schema import Schema, resolve_ttl
 from ._signals import post_delete, post_save, pre_delete, pre_save
 from ._types import NOTHING
@@ -53,18 +52,6 @@ R = TypeVar("R")
 
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
-
-# One lock per (event loop, backend, key) while an update of that row runs in this process;
-# entries go away with the last holder. (An asyncio.Lock belongs to one loop.)
-_row_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
-
-
-def _check(result: Any) -> Any:
-    if isinstance(result, BaseException):
-        raise result
-    return result
 
 
 def _describe_pk(schema: Schema, pk: tuple[Any, ...]) -> str:
@@ -162,7 +149,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         plan = self._plan()
         try:
             step = next(plan)
-            while isinstance(step, Emit | Sleep):
+            while isinstance(step, Emit | Backoff | Lock | Unlock):
                 step = plan.send(None)
             if isinstance(step, Scan):
                 return []  # the first round trip lists keys: no batch
@@ -207,77 +194,6 @@ def _describe_rows(model: type[Model], pks: Sequence[tuple[Any, ...]]) -> str:
 
 
 # -- reads -----------------------------------------------------------------------------------
-
-
-def _get_step(requests: Sequence[tuple[Schema, str]]) -> Step:
-    """One multi-get batch per backend for ``(schema, key)`` requests, in request order."""
-    by_backend: dict[int, tuple[Backend, list[Any]]] = {}
-    for schema, key in requests:
-        entry = by_backend.get(id(schema.backend))
-        if entry is None:
-            entry = by_backend[id(schema.backend)] = (schema.backend, [])
-        entry[1].append(Get(key))
-    return [(backend, Batch(tuple(cmds))) for backend, cmds in by_backend.values()]
-
-
-def _split_get_results(
-    requests: Sequence[tuple[Schema, str]], step: Step, results: list[list[Any]]
-) -> list[Any]:
-    per_backend = {id(b): iter(r) for (b, _), r in zip(step, results, strict=True)}
-    return [_check(next(per_backend[id(schema.backend)])) for schema, _ in requests]
-
-
-def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Plan:
-    """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
-    level, for every distinct related row."""
-    level: list[tuple[list[Model], dict[str, Any]]] = [
-        ([i for i in instances if i is not None and not i.is_sparse], tree)
-    ]
-    while level:
-        wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
-        links: list[tuple[Model, ForeignKeyField[Any], tuple[int, str]]] = []
-        for objs, subtree in level:
-            for name in subtree:
-                for obj in objs:
-                    field = type(obj)._schema.fields[name]
-                    assert isinstance(field, ForeignKeyField)
-                    raw = obj.__dict__[field.attname]
-                    if raw is None:
-                        continue
-                    rel_schema = field.rel_model._schema
-                    pk = raw if rel_schema.composite else (raw,)
-                    ident = (id(rel_schema), rel_schema.key(pk))
-                    wanted.setdefault(ident, (rel_schema, pk))
-                    links.append((obj, field, ident))
-        if not wanted:
-            return
-        requests = [(schema, key) for (_, key), (schema, _) in wanted.items()]
-        step = _get_step(requests)
-        raw_results = yield step
-        payloads = _split_get_results(requests, step, raw_results)
-        loaded: dict[tuple[int, str], Model] = {}
-        for (ident, (schema, pk)), payload in zip(wanted.items(), payloads, strict=True):
-            if payload is None:
-                loaded[ident] = schema.model._sparse(pk, "missing")
-            else:
-                loaded[ident] = schema.decode(ident[1], payload)
-        next_level: dict[int, tuple[list[Model], dict[str, Any]]] = {}
-        for obj, field, ident in links:
-            obj.__dict__[field.name] = loaded[ident]
-        for objs, subtree in level:
-            for name, sub in subtree.items():
-                if not sub:
-                    continue
-                for obj in objs:
-                    rel = obj.__dict__.get(name)
-                    if rel is None or rel.is_sparse:
-                        continue
-                    key = id(sub)
-                    entry = next_level.setdefault(key, ([], sub))
-                    entry[0].append(rel)
-        level = [
-            (list({id(o): o for o in objs}.values()), sub) for objs, sub in next_level.values()
-        ]
 
 
 class SelectQuery(Query[R]):
@@ -403,11 +319,15 @@ class InsertQuery(_Write, Query[R]):
                 now = field.now()
                 for obj in instances:
                     obj.__dict__[field.name] = now
+        if self.atomic:
+            check_atomic(schema, len(instances))  # before any I/O (ids are I/O)
         if not self.replace:
             yield from assign_ids(schema, instances)
         if pre_save.receivers_for(model):
             yield Emit(pre_save, model, instances, {})
         commands = write_rows(schema, "replace" if self.replace else "set", instances, self.ttl)
+        if self.atomic:
+            check_atomic(schema, len(commands), [c.key for c in commands])
         results = (yield [(schema.backend, Batch(commands, self.atomic))])[0]
         for command, result in zip(commands, results, strict=True):
             if not checked(schema, command, result) and self.replace:
@@ -431,23 +351,6 @@ class UpdateQuery(_Write, Query[R]):
     meanwhile is read again and merged again, so no concurrent update is lost, a deleted
     row is never resurrected and the remaining TTL is kept (unless ``ttl=`` is given).
     """
-
-    async def execute(self) -> R:
-        """Run the update. Updates of one row from this process take turns (a local lock per
-        key), so they do not fight each other's compare-and-swap; other processes are kept
-        out by the compare-and-swap itself."""
-        self._unsent = False
-        schema = self.model._schema
-        backend = schema.backend
-        loop = id(asyncio.get_running_loop())
-        async with contextlib.AsyncExitStack() as stack:
-            for key in sorted({schema.key(pk) for pk, _ in self.changes}):
-                lock = _row_locks.get((loop, id(backend), key))
-                if lock is None:
-                    lock = _row_locks[(loop, id(backend), key)] = asyncio.Lock()
-                await stack.enter_async_context(lock)
-            result: R = await _executor.run(self._plan())
-            return result
 
     def __init__(
         self,
@@ -473,10 +376,16 @@ class UpdateQuery(_Write, Query[R]):
         model = self.model
         schema = model._schema
         backend = schema.backend
+        check_cas(schema, "an update")
         keys = [schema.key(pk) for pk, _ in self.changes]
         results: list[Any] = [None] * len(keys)
         pending = list(range(len(keys)))
         attempt = 0
+        # Updates of one row from this process take turns (the executor's lock per key), so
+        # they do not fight each other's compare-and-swap; other processes are kept out by
+        # the compare-and-swap itself.
+        locked = tuple(sorted(set(keys)))
+        yield Lock(backend, locked)
         while pending:
             got = yield from read_versions(backend, [keys[i] for i in pending])
             todo: list[tuple[int, Model, Any]] = []
@@ -524,8 +433,8 @@ class UpdateQuery(_Write, Query[R]):
                         f"{schema.model_name}: update of {keys[pending[0]]!r} gave up after "
                         f"{attempt} attempts (the row kept changing)"
                     )
-                if attempt >= 3:
-                    yield Sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
+                yield Backoff(attempt)
+        yield Unlock(backend, locked)
         if self.mode == "many":
             return results
         if results[0] is None and self.mode == "get":

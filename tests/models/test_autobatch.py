@@ -228,7 +228,9 @@ async def test_a_raw_failure_reaches_only_its_caller(
     )
     assert isinstance(results[0], co.BackendError)
     assert results[1] == b"fine"
-    assert round_trips.count == 1
+    # memcached's own incr refuses the value; the executor then reads it (a Gets of its
+    # own, seen by hooks) to tell a number it cannot take from one that is no number
+    assert round_trips.count == (1 if backend.capabilities.negative_incr else 2)
 
 
 async def test_merged_raw_calls_on_one_key_keep_their_order(

@@ -66,6 +66,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio.to_thread
 
@@ -555,6 +556,26 @@ class FileSystemBackend(Backend):
 
     capabilities = Capabilities(atomic_batch=True, native_cas=True, listable=True, indexes=True)
     url_schemes = ("file",)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> FileSystemBackend:
+        """Build from ``file:///var/cache/app`` (a local path); keyword arguments as for the
+        constructor.
+
+        Example::
+
+            backend = co.FileSystemBackend.from_url("file:///var/cache/app")
+        """
+        from .._urls import no_leftovers, redact
+
+        parts = urlsplit(url)
+        no_leftovers(url, dict(parse_qsl(parts.query, keep_blank_values=True)))
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file URLs name a local path (file:///path), not {redact(url)!r}")
+        if not path:
+            raise ValueError(f"no path in {redact(url)!r}")
+        return cls(path, **options)
 
     def __init__(
         self,

@@ -17,10 +17,14 @@ What memcached lacks is emulated here:
   the TTL again just before it (``mg <key> t``); if a touch moved it meanwhile, the row
   is written once more with the new TTL (two more round trips, only then).
 - ``Incr`` is memcached's ``ma`` (with ``N``/``J`` to create a missing key) when the delta is
-  non-negative. memcached stores unsigned numbers only and its decrement stops at 0, so
-  negative deltas, negative stored values and numbers beyond 64 bits use a gets/cas loop
-  (two round trips or more). That loop keeps the key's remaining TTL.
-- ``Replace(..., KEEP_TTL)`` is a gets/cas loop as well.
+  non-negative. memcached stores unsigned numbers only and its decrement stops at 0: the
+  capabilities say so (``negative_incr=False``), and the executor runs a negative ``Incr``
+  as gets/cas round trips of its own, which keep the key's remaining TTL. An ``Incr`` that
+  ``ma`` cannot take (a negative stored value, numbers beyond 64 bits) gets `NotNative` in
+  its slot, and the executor does the same; an increment that wrapped past ``2**64 - 1``
+  gets a `NotNative` asking the executor to add the lost ``2**64`` back.
+- ``Replace(..., KEEP_TTL)`` is not sent either (``replace_keep_ttl=False``): the executor
+  runs it as ``Gets`` then ``Cas(..., KEEP_TTL)``.
 - Keys memcached cannot hold (empty, over 250 bytes, spaces, control or non-ASCII characters)
   are stored as ``<namespace>:~<sha1 hex>``. A user key that itself starts with ``~`` is
   mapped too, so the two forms never collide.
@@ -69,6 +73,7 @@ from .._commands import (
     Gets,
     Has,
     Incr,
+    NotNative,
     Replace,
     Set,
     Touch,
@@ -80,7 +85,6 @@ from .._exceptions import (
     BackendError,
     BackendUnavailable,
     ConfigurationError,
-    ConflictError,
     ValueTooLargeError,
 )
 from .base import (
@@ -113,8 +117,6 @@ MAX_RELATIVE_EXPTIME = 60 * 60 * 24 * 30
 #: that it stored it, so a longer TTL is cut to end then.
 MAX_EXPTIME = 2**31 - 1
 MIN_SERVER_VERSION = (1, 6, 10)
-#: How many times a gets/cas loop (incr emulation, replace keeping the TTL) retries.
-CAS_RETRIES = 100
 
 #: Ring layouts, each named after the libmemcached setting it reproduces.
 HASHINGS = ("ketama_weighted", "ketama", "ketama_md5")
@@ -582,11 +584,10 @@ class MemcachedBackend(Backend):
         backend = co.MemcachedBackend.from_url("memcached://10.0.0.1,10.0.0.2?namespace=app")
     """
 
+    # No native negative incr or replace keeping the TTL: the executor runs those as
+    # gets/cas plan steps (see `acacheorm._executor`).
     capabilities = Capabilities(
-        atomic_batch=False,
-        native_cas=True,
-        max_key_length=None,  # any key is accepted: long or odd keys are mapped
-        max_value_size=DEFAULT_ITEM_SIZE - ITEM_OVERHEAD - MAX_KEY_LENGTH,
+        atomic_batch=False, native_cas=True, negative_incr=False, replace_keep_ttl=False
     )
     url_schemes = ("memcached",)
 
@@ -865,8 +866,10 @@ class MemcachedBackend(Backend):
         if isinstance(cmd, Add):
             return self._store(name, key, cmd.value, b" ME", cmd.ttl)
         if isinstance(cmd, Replace):
-            if cmd.ttl is KEEP_TTL:
-                return self._replace_keeping_ttl(name, key, cmd.value)
+            if cmd.ttl is KEEP_TTL:  # not native: the executor runs it as gets/cas
+                return self._not_native(
+                    f"replace of {name!r} keeping its TTL", Replace(name, cmd.value, KEEP_TTL)
+                )
             return self._store(name, key, cmd.value, b" MR", cmd.ttl)
         if isinstance(cmd, Gets):
             return self._gets(name, key)
@@ -980,77 +983,32 @@ class MemcachedBackend(Backend):
             yield _Request(self._set_line(key, value, flags), final=False)
         return True  # written either way
 
-    def _replace_keeping_ttl(self, name: str, key: bytes, value: bytes) -> _Step:
-        error = self._too_large(name, key, value)
-        if error is not None:
-            return error
-        for _ in range(CAS_RETRIES):
-            reply = yield _Request(b"mg %b c t\r\n" % key, final=False)
-            if reply.code == b"EN":
-                return False
-            if reply.code != b"HD":
-                return self._refused(name, reply)
-            ttl = reply.flag(b"t")
-            when = 0 if ttl < 0 else _exptime_remaining(ttl)
-            flags = b" C%d T%d" % (reply.flag(b"c"), when)
-            reply = yield _Request(self._set_line(key, value, flags), final=False)
-            if reply.code == b"HD":
-                return True
-            if reply.code == b"NF":
-                return False
-            if reply.code != b"EX":
-                return self._refused(name, reply)
-        return ConflictError(f"replace of {name!r} kept losing to other writers")
+    @staticmethod
+    def _not_native(what: str, redo: Command) -> _Step:
+        """A slot for the executor to run as gets/cas round trips (nothing was sent)."""
+        return NotNative(f"{what}: not native on memcached", redo)
+        yield  # pragma: no cover - a step, for the same protocol as the others
 
     def _incr(self, name: str, key: bytes, delta: int, ttl: float | None) -> _Step:
-        create = exptime(ttl)
-        if 0 <= delta < 2**64:
-            # Native and atomic: creates a missing key holding delta (N: TTL on creation).
-            line = b"ma %b N%d J%d D%d v\r\n" % (key, create, delta, delta)
-            reply = yield _Request(line, final=False)
-            if reply.code == b"VA":
-                new = _parse_int(reply.value)
-                if new is None:
-                    raise _ProtocolError(f"ma returned {reply.value!r}")
-                if new >= delta:
-                    return new
-                # memcached wrapped past 2**64 - 1; put the lost 2**64 back, exactly.
-                repaired = yield from self._incr_by_cas(name, key, 2**64, None)
-                return repaired if isinstance(repaired, BaseException) else new + 2**64
-            if not reply.line.startswith(b"CLIENT_ERROR cannot increment"):
-                return self._refused(name, reply)
-            # a negative, too large or non-numeric value: the gets/cas path decides
-        return (yield from self._incr_by_cas(name, key, delta, create))
-
-    def _incr_by_cas(self, name: str, key: bytes, delta: int, create: int | None) -> _Step:
-        """Add ``delta`` with a gets/cas loop; a missing key is created with TTL ``create``
-        (``None``: left missing). The key's remaining TTL is kept."""
-        for _ in range(CAS_RETRIES):
-            reply = yield _Request(b"mg %b v c t\r\n" % key, final=False)
-            if reply.code == b"EN":
-                if create is None:
-                    return None
-                data = str(delta).encode()
-                reply = yield _Request(self._set_line(key, data, b" ME T%d" % create), False)
-                if reply.code == b"HD":
-                    return delta
-                if reply.code == b"NS":  # created meanwhile
-                    continue
-                return self._refused(name, reply)
-            if reply.code != b"VA":
-                return self._refused(name, reply)
-            old = _parse_int(reply.value)
-            if old is None:
-                return BackendError(f"incr: the value under {name!r} is not an integer")
-            ttl = reply.flag(b"t")
-            data = str(old + delta).encode()
-            flags = b" C%d T%d" % (reply.flag(b"c"), 0 if ttl < 0 else _exptime_remaining(ttl))
-            reply = yield _Request(self._set_line(key, data, flags), final=False)
-            if reply.code == b"HD":
-                return old + delta
-            if reply.code not in (b"EX", b"NF"):
-                return self._refused(name, reply)
-        return ConflictError(f"incr of {name!r} kept losing to other writers")
+        if not 0 <= delta < 2**64:  # memcached's numbers are unsigned 64-bit
+            return NotNative(f"incr of {name!r} by {delta}", Incr(name, delta, ttl))
+        # Native and atomic: creates a missing key holding delta (N: TTL on creation).
+        line = b"ma %b N%d J%d D%d v\r\n" % (key, exptime(ttl), delta, delta)
+        reply = yield _Request(line, final=False)
+        if reply.code == b"VA":
+            new = _parse_int(reply.value)
+            if new is None:
+                raise _ProtocolError(f"ma returned {reply.value!r}")
+            if new >= delta:
+                return new
+            # memcached wrapped past 2**64 - 1: the executor puts the lost 2**64 back.
+            return NotNative(
+                f"incr of {name!r} wrapped", Incr(name, 2**64), result=new + 2**64, create=False
+            )
+        if reply.line.startswith(b"CLIENT_ERROR cannot increment"):
+            # a negative, too large or non-numeric value, left as it was
+            return NotNative(f"incr of {name!r}", Incr(name, delta, ttl))
+        return self._refused(name, reply)
 
     # -- clear and close ------------------------------------------------------------------
 

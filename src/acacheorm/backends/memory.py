@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from .._commands import (
     KEEP_TTL,
@@ -64,6 +65,22 @@ class SimpleBackend(Backend):
     url_schemes = ("memory",)
     # Its storage is this object's own: a near cache follows its writes and needs no max_ttl.
     _near_local = True
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SimpleBackend:
+        """Build from ``memory://`` (``?max_entries=N``); keyword arguments win over the URL.
+
+        Example::
+
+            backend = co.SimpleBackend.from_url("memory://?max_entries=1000")
+        """
+        from .._urls import no_leftovers
+
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+        if "max_entries" in query:
+            options.setdefault("max_entries", int(query.pop("max_entries")))
+        no_leftovers(url, query)
+        return cls(**options)
 
     def __init__(
         self,

@@ -445,7 +445,6 @@ class RedisBackend(Backend):
     capabilities: ClassVar[Capabilities] = Capabilities(
         atomic_batch=True,
         native_cas=True,
-        max_value_size=512 * 1024 * 1024,
         listable=True,
         indexes=True,
     )
@@ -496,7 +495,9 @@ class RedisBackend(Backend):
             )
         self._cluster = isinstance(client, RedisCluster)
         if self._cluster:  # rows of an indexed model spread over buckets (hash slots)
-            self.__dict__["capabilities"] = self.capabilities._replace(index_buckets=16)
+            self.__dict__["capabilities"] = self.capabilities._replace(
+                index_buckets=16, atomic_one_slot=True
+            )
         if isinstance(client, RedisCluster):
             decodes = client.get_encoder().decode_responses
         else:
