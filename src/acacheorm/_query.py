@@ -239,7 +239,19 @@ class SelectQuery(Query[R]):
         if self._tree:
             return await super().execute()
         schema = self.model._schema
-        keys = [schema.key(pk) for pk in self.pks]
+        pks = self.pks
+        if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
+            key = schema.key(pks[0])
+            payload = (await _executor.execute_batch(schema.backend, Batch((Get(key),))))[0]
+            if payload is None:
+                if self.mode == "get":
+                    raise _does_not_exist(schema, pks[0], key)
+                return None  # type: ignore[return-value]
+            if isinstance(payload, BaseException):
+                raise payload
+            row: Any = schema.decode(key, payload)
+            return row  # type: ignore[no-any-return]
+        keys = [schema.key(pk) for pk in pks]
         results = await _executor.execute_batch(schema.backend, Batch(tuple(map(Get, keys))))
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
