@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import errno
 import fcntl
 import functools
@@ -71,7 +70,6 @@ import anyio.to_thread
 
 from .._commands import (
     KEEP_TTL,
-    MISSING,
     READ_COMMANDS,
     Add,
     Batch,
@@ -79,20 +77,15 @@ from .._commands import (
     Cas,
     Command,
     Delete,
-    Get,
-    Gets,
-    Has,
-    Incr,
     IndexedWrite,
     IndexRead,
     Replace,
     Set,
     Touch,
-    Ttl,
-    WriteTTL,
 )
 from .._exceptions import AtomicityError, BackendError, BackendUnavailable
 from ._fsindex import FsIndexes
+from ._semantics import UNCHANGED, Entry, Semantics
 from .base import DEFAULT_TIMEOUT, Backend, check_scan_args
 
 if TYPE_CHECKING:
@@ -120,24 +113,10 @@ _DATA_NAME: Final = re.compile(r"[0-9a-f]{64}")
 _TEMP_NAME: Final = re.compile(r"\.([0-9a-f]{64})\.[0-9a-f]{12}\.tmp")
 _NS_NAME: Final = re.compile(r"ns-[0-9a-f]{32}")
 _TRASH_PREFIX: Final = ".trash-"
-_INTEGER: Final = re.compile(rb"-?[0-9]+")
 # Lock polling when a timeout is set: start short (locks are held for microseconds to a few
 # fsyncs), back off to a cap so a waiter neither spins nor oversleeps a released lock.
 _POLL_FIRST: Final = 0.0001
 _POLL_MAX: Final = 0.005
-
-
-class _Entry(NamedTuple):
-    value: bytes
-    expires: float  # absolute unix time, 0.0 = never
-    token: int
-
-
-class _Unchanged(enum.Enum):
-    UNCHANGED = 0
-
-
-_UNCHANGED: Final = _Unchanged.UNCHANGED
 
 
 class _Corrupt(Exception):
@@ -168,15 +147,11 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
-def _expires_at(ttl: float | None, now: float) -> float:
-    return 0.0 if ttl is None else now + ttl
-
-
 def _namespace_dirname(namespace: str) -> str:
     return "ns-" + hashlib.sha256(_key_bytes(namespace)).hexdigest()[:32]
 
 
-def _encode(key_bytes: bytes, entry: _Entry) -> bytes:
+def _encode(key_bytes: bytes, entry: Entry) -> bytes:
     head = _HEADER.pack(
         _MAGIC,
         FORMAT_VERSION,
@@ -192,7 +167,7 @@ def _encode(key_bytes: bytes, entry: _Entry) -> bytes:
     return b"".join((head, crc.to_bytes(4, "little"), key_bytes, entry.value))
 
 
-def _decode(data: bytes, key_bytes: bytes) -> _Entry:
+def _decode(data: bytes, key_bytes: bytes) -> Entry:
     size = _HEADER.size
     if len(data) < size:
         raise _Corrupt(f"{len(data)} bytes, shorter than the header")
@@ -210,7 +185,7 @@ def _decode(data: bytes, key_bytes: bytes) -> _Entry:
         raise _Corrupt("the file holds another key")
     if zlib.crc32(view[size:], zlib.crc32(view[:_CRC_OFFSET])) != crc:
         raise _Corrupt("checksum mismatch")
-    return _Entry(data[size + klen :], expires, token)
+    return Entry(data[size + klen :], expires, token)
 
 
 def _read_file(path: str) -> bytes | None:
@@ -383,59 +358,11 @@ def _os_error(exc: OSError, action: str) -> BackendError:
     return error
 
 
-# -- the command semantics, free of I/O ---------------------------------------------------
+# -- the command semantics (shared with the in-process backend) ------------------------------
 
-
-def _replace_expiry(ttl: WriteTTL, entry: _Entry, now: float) -> float:
-    if ttl is KEEP_TTL:
-        return entry.expires
-    return _expires_at(ttl, now)
-
-
-def _apply(
-    cmd: Command, entry: _Entry | None, now: float
-) -> tuple[Any, _Entry | _Unchanged | None]:
-    """One command against the key's live entry: (result, new entry / None / _UNCHANGED)."""
-    if isinstance(cmd, Get):
-        return (None if entry is None else entry.value), _UNCHANGED
-    if isinstance(cmd, Set):
-        return True, _Entry(cmd.value, _expires_at(cmd.ttl, now), _new_token())
-    if isinstance(cmd, Gets):
-        return (None if entry is None else (entry.value, entry.token)), _UNCHANGED
-    if isinstance(cmd, Has):
-        return entry is not None, _UNCHANGED
-    if isinstance(cmd, Add):
-        if entry is not None:
-            return False, _UNCHANGED
-        return True, _Entry(cmd.value, _expires_at(cmd.ttl, now), _new_token())
-    if isinstance(cmd, Replace | Cas):
-        if entry is None or (isinstance(cmd, Cas) and entry.token != cmd.token):
-            return False, _UNCHANGED
-        return True, _Entry(cmd.value, _replace_expiry(cmd.ttl, entry, now), _new_token())
-    if isinstance(cmd, Delete):
-        return (False, _UNCHANGED) if entry is None else (True, None)
-    if isinstance(cmd, Incr):
-        if entry is None:
-            new = cmd.delta
-            return new, _Entry(str(new).encode(), _expires_at(cmd.ttl, now), _new_token())
-        try:
-            if not _INTEGER.fullmatch(entry.value):
-                raise ValueError
-            new = int(entry.value) + cmd.delta
-        except ValueError:
-            error = BackendError(f"incr: the value under {cmd.key!r} is not an integer")
-            return error, _UNCHANGED
-        return new, _Entry(str(new).encode(), entry.expires, _new_token())
-    if isinstance(cmd, Touch):
-        if entry is None:
-            return False, _UNCHANGED
-        # The value is unchanged, so the token (which names the value's version) is kept.
-        return True, _Entry(entry.value, _expires_at(cmd.ttl, now), entry.token)
-    if isinstance(cmd, Ttl):
-        if entry is None:
-            return MISSING, _UNCHANGED
-        return (None if entry.expires == 0.0 else max(0.0, entry.expires - now)), _UNCHANGED
-    raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - the union is closed
+# Expiry is an absolute unix time, 0.0 for never (as in the file header).
+_SEMANTICS: Final = Semantics(lambda: _new_token(), never=0.0)
+_apply = _SEMANTICS.apply
 
 
 def _plain_write(cmd: IndexedWrite) -> Command:
@@ -691,7 +618,7 @@ class FileSystemBackend(Backend):
 
     # -- worker-thread code below: blocking I/O only here ------------------------------------
 
-    def _load(self, loc: _Location, now: float) -> _Entry | None:
+    def _load(self, loc: _Location, now: float) -> Entry | None:
         """The live entry at ``loc``; expired and unreadable files are removed and absent.
 
         Callers hold the stripe lock (shared is enough: writers are excluded, so the file
@@ -711,7 +638,7 @@ class FileSystemBackend(Backend):
             return None
         return entry
 
-    def _store(self, loc: _Location, entry: _Entry | None) -> None:
+    def _store(self, loc: _Location, entry: Entry | None) -> None:
         if entry is None:
             if _unlink(loc.file) and self.fsync:
                 _fsync_dir(loc.directory)
@@ -763,7 +690,7 @@ class FileSystemBackend(Backend):
                 # A Set does not depend on what is there: skip reading it.
                 entry = None if type(cmd) is Set else self._load(loc, now)
                 result, new = _apply(cmd, entry, now)
-                if new is not _UNCHANGED:
+                if new is not UNCHANGED:
                     self._store(loc, new)
             except OSError as exc:
                 result = _os_error(exc, f"{type(cmd).__name__} {cmd.key!r}")
@@ -778,7 +705,7 @@ class FileSystemBackend(Backend):
 
         def apply() -> tuple[Any, Any, bool]:
             result, new = _apply(plain, self._load(loc, now), now)
-            if new is _UNCHANGED:
+            if new is UNCHANGED:
                 return result, None, False
             return result, new, True
 
@@ -807,7 +734,7 @@ class FileSystemBackend(Backend):
         for stripe in sorted(exclusive):
             locks.acquire(stripe, exclusive[stripe])
         now = _now()  # one instant for the whole batch
-        state: dict[str, _Entry | None] = {}
+        state: dict[str, Entry | None] = {}
         dirty: dict[str, _Location] = {}
         results: list[Any] = []
         for cmd, loc in zip(commands, locs, strict=True):
@@ -818,7 +745,7 @@ class FileSystemBackend(Backend):
             else:
                 entry = state[loc.digest] = self._load(loc, now)
             result, new = _apply(cmd, entry, now)
-            if new is not _UNCHANGED:
+            if new is not UNCHANGED:
                 state[loc.digest] = new
                 dirty[loc.digest] = loc
             results.append(result)
@@ -826,7 +753,7 @@ class FileSystemBackend(Backend):
             self._commit(dirty, state)
         return results
 
-    def _commit(self, dirty: dict[str, _Location], state: dict[str, _Entry | None]) -> None:
+    def _commit(self, dirty: dict[str, _Location], state: dict[str, Entry | None]) -> None:
         staged: list[tuple[str, _Location]] = []
         deletes: list[_Location] = []
         try:
