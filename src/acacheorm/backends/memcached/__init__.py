@@ -517,26 +517,13 @@ class MemcachedBackend(Backend):
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _flush_node(self, node: Node) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                with self._errors(node):
-                    async with node.connection() as conn:
-                        conn.writer.write(b"flush_all\r\n")
-                        node.round_trips += 1
-                        line = await read_line(conn.reader)
-                        if line != b"OK":
-                            raise BackendError(f"flush_all on {node.name} answered {line!r}")
-        except TimeoutError as exc:
-            raise BackendUnavailable(f"memcached {node.name} timed out in flush_all") from exc
-
-    async def _clear_node(self, node: Node) -> None:
-        """Delete this namespace's keys on ``node``, found with ``lru_crawler metadump``.
-
-        The timeout bounds each wait for progress, not the whole dump, which can be long.
-        """
+    @contextlib.asynccontextmanager
+    async def _session(
+        self, node: Node, what: str
+    ) -> AsyncIterator[tuple[Connection, Callable[[], None]]]:
+        """A connection to ``node`` for ``what`` (clear, scan), and a function to call on
+        progress: the timeout bounds each wait for progress, not the whole operation."""
         loop = asyncio.get_running_loop()
-        prefix = self._wire_prefix.encode("ascii")
         try:
             async with asyncio.timeout(self.timeout) as deadline:
 
@@ -546,20 +533,32 @@ class MemcachedBackend(Backend):
 
                 with self._errors(node):
                     async with node.connection() as conn:
-                        keys = await self._dump_keys(node, conn, prefix, progress)
-                        for start in range(0, len(keys), 1000):
-                            chunk = keys[start : start + 1000]
-                            conn.writer.write(b"".join(b"md %b\r\n" % k for k in chunk))
-                            node.round_trips += 1
-                            for _ in chunk:
-                                reply = await read_reply(conn.reader)
-                                if reply.code not in (b"HD", b"NF"):
-                                    raise BackendError(
-                                        f"delete on {node.name} answered {reply.line!r}"
-                                    )
-                            progress()
+                        yield conn, progress
         except TimeoutError as exc:
-            raise BackendUnavailable(f"memcached {node.name} timed out in clear") from exc
+            raise BackendUnavailable(f"memcached {node.name} timed out in {what}") from exc
+
+    async def _flush_node(self, node: Node) -> None:
+        async with self._session(node, "flush_all") as (conn, _):
+            conn.writer.write(b"flush_all\r\n")
+            node.round_trips += 1
+            line = await read_line(conn.reader)
+            if line != b"OK":
+                raise BackendError(f"flush_all on {node.name} answered {line!r}")
+
+    async def _clear_node(self, node: Node) -> None:
+        """Delete this namespace's keys on ``node``, found with ``lru_crawler metadump``."""
+        prefix = self._wire_prefix.encode("ascii")
+        async with self._session(node, "clear") as (conn, progress):
+            keys = await self._dump_keys(node, conn, prefix, progress)
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                conn.writer.write(b"".join(b"md %b\r\n" % k for k in chunk))
+                node.round_trips += 1
+                for _ in chunk:
+                    reply = await read_reply(conn.reader)
+                    if reply.code not in (b"HD", b"NF"):
+                        raise BackendError(f"delete on {node.name} answered {reply.line!r}")
+                progress()
 
     async def _dump_keys(
         self, node: Node, conn: Connection, prefix: bytes, progress: Callable[[], None]
@@ -620,19 +619,9 @@ class MemcachedBackend(Backend):
 
     async def _scan_node(self, node: Node, prefix: bytes) -> list[bytes]:
         """The wire keys on ``node`` that start with ``prefix`` (metadump; see `scan`)."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.timeout) as deadline:
-
-                def progress() -> None:
-                    if self.timeout is not None:
-                        deadline.reschedule(loop.time() + self.timeout)
-
-                with self._errors(node):
-                    async with node.connection() as conn:
-                        return await self._dump_keys(node, conn, prefix, progress)
-        except TimeoutError as exc:
-            raise BackendUnavailable(f"memcached {node.name} timed out in scan") from exc
+        async with self._session(node, "scan") as (conn, progress):
+            return await self._dump_keys(node, conn, prefix, progress)
+        raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
     async def _close(self) -> None:
         for node in self._nodes:

@@ -122,6 +122,15 @@ def _packer() -> Callable[[tuple[Any, ...]], bytes] | None:
     return pack_command
 
 
+def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
+    """``commands`` in RESP, ready for ``send_packed_command``."""
+    pack = _packer()
+    if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+        packed: list[bytes] = conn.pack_commands(commands)
+        return packed
+    return [pack(tuple(args)) for args in commands]
+
+
 async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
     """Send ``commands`` on ``conn`` in one write and read their replies, an error reply as
     its exception; in ``MULTI``/``EXEC`` when ``transaction`` (`Refused` when the server
@@ -135,11 +144,7 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
     from redis.exceptions import ExecAbortError, ResponseError
 
     wanted = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
-    pack = _packer()
-    if pack is None:  # pragma: no cover - hiredis comes with the redis extra
-        packed = conn.pack_commands(wanted)
-    else:
-        packed = [pack(tuple(args)) for args in wanted]
+    packed = _pack(conn, wanted)
     unread = len(wanted)
     read = conn.read_response
     try:
@@ -364,11 +369,7 @@ async def _node_round_trip(
             ]
         else:
             wanted = [commands[k] for k in positions]
-        pack = _packer()
-        if pack is None:  # pragma: no cover - hiredis comes with the redis extra
-            packed = conn.pack_commands(wanted)
-        else:
-            packed = [pack(tuple(args)) for args in wanted]
+        packed = _pack(conn, wanted)
         unread = len(wanted)
         await conn.send_packed_command(packed)
         read = conn.read_response
