@@ -127,6 +127,11 @@ def name_slot_errors(commands: Sequence[Command], results: list[Any], cut: int =
     `Backend.execute` applies it to every backend's results, so a backend just puts the
     error it has in the slot.
     """
+    for result in results:  # the common case first, checked fast: no error at all
+        if isinstance(result, BackendError):
+            break
+    else:
+        return results
     for i, result in enumerate(results):
         if isinstance(result, BackendError) and not str(result).startswith("command #"):
             cmd = commands[i]

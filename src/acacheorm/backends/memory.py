@@ -24,7 +24,7 @@ from .._commands import (
 )
 from .._exceptions import ValueTooLargeError
 from ._memindex import MemoryIndexes
-from ._semantics import UNCHANGED, Entry, Semantics
+from ._semantics import UNCHANGED, Semantics
 from .base import Backend, NothingRan, check_scan_args
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class SimpleBackend(Backend):
         results: list[Any] = []
         append = results.append
         apply = self._semantics.apply
+        versions = self._versions
         for cmd in commands:
             kind = type(cmd)
             key = cmd.key
@@ -153,6 +154,11 @@ class SimpleBackend(Backend):
                 else:
                     data.move_to_end(key)
                     append(entry[0])
+            elif kind is Set:  # the other hot path: what Semantics.apply does for a Set
+                ttl = cmd.ttl  # type: ignore[union-attr]
+                expires = None if ttl is None else now + ttl  # type: ignore[operator]
+                self._put(key, cmd.value, expires, next(versions))  # type: ignore[union-attr]
+                append(True)
             elif kind is IndexedWrite:
                 append(
                     self._indexes.write(
@@ -166,9 +172,7 @@ class SimpleBackend(Backend):
             elif kind is IndexRead:
                 append(self._indexes.read(cmd, self._prefix, now))  # type: ignore[arg-type]
             else:
-                # A Set does not depend on what is there: skip looking it up.
-                live = None if kind is Set else self._live(key, now)
-                result, new = apply(cmd, None if live is None else Entry._make(live), now)
+                result, new = apply(cmd, self._live(key, now), now)
                 if new is None:
                     del data[key]
                 elif new is not UNCHANGED:
