@@ -474,12 +474,19 @@ async def refresh_slots(client: RedisCluster) -> None:
 def relearn_slots(client: RedisCluster) -> None:
     """Have the client learn the slot map again before its next command, as redis-py does
     after a connection error (the node may have failed over)."""
-    client._initialize = True
+    if hasattr(client, "_initialize"):  # else a redis-py without it: it relearns on its own
+        client._initialize = True
 
 
 def set_push_handler(conn: Any, handler: Callable[[Any], Any]) -> None:
     """Have ``conn`` (RESP3) pass invalidation pushes to ``handler``."""
-    conn._parser.set_invalidation_push_handler(handler)
+    parser = getattr(conn, "_parser", None)
+    if parser is None or not hasattr(parser, "set_invalidation_push_handler"):
+        raise BackendError(
+            "this redis-py has no invalidation push hook on its connections: the near "
+            "cache cannot track Redis invalidations (redis-py >=8.1,<9 has it)"
+        )
+    parser.set_invalidation_push_handler(handler)
 
 
 async def move_slot(client: RedisCluster, moved: Exception) -> None:
