@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
+from .. import _exceptions
 from .._commands import (
     KEEP_TTL,
     READ_COMMANDS,
@@ -31,7 +32,7 @@ from .._commands import (
     Set,
     Touch,
 )
-from .._exceptions import BackendError, BackendUnavailable
+from .._exceptions import BackendUnavailable
 from .._fields import escape_key_part
 
 if TYPE_CHECKING:
@@ -127,13 +128,14 @@ def name_slot_errors(commands: Sequence[Command], results: list[Any], cut: int =
     `Backend.execute` applies it to every backend's results, so a backend just puts the
     error it has in the slot.
     """
+    error = _exceptions.BackendError
     for result in results:  # the common case first, checked fast: no error at all
-        if isinstance(result, BackendError):
+        if isinstance(result, error):
             break
     else:
         return results
     for i, result in enumerate(results):
-        if isinstance(result, BackendError) and not str(result).startswith("command #"):
+        if isinstance(result, error) and not str(result).startswith("command #"):
             cmd = commands[i]
             what = f"command #{i + 1} ({type(cmd).__name__} {cmd.key[cut:]!r}) of the batch"
             try:
