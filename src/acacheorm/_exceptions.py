@@ -15,7 +15,7 @@ CacheORMError
     └── AtomicityError           (an all-or-nothing batch cannot be run atomically here)
 ```
 
-Driver exceptions (redis-py, aiomcache, OS errors) never leak: backends map them with
+Driver exceptions (redis-py, socket and OS errors) never leak: backends map them with
 ``map_errors`` and re-raise ``from`` the original.
 """
 

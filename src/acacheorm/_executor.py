@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from ._commands import Batch, Command, Get, Gets, Has, NotNative
 from ._exceptions import AtomicityError
 from ._signals import Signal
-from .backends.base import Backend, NothingRan
+from .backends.base import Backend, NothingRan, name_slot_errors
 
 logger = logging.getLogger("acacheorm")
 
@@ -391,12 +391,14 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if any(needs_emulation(caps, c) for c in batch.commands):
         return await _emulated(backend, batch)
     results = await _execute_batch(backend, batch)
+    emulated = False
     for i, result in enumerate(results):
         if isinstance(result, NotNative):
             done = await run(emulation_plan(backend, result.redo, create=result.create))
             ok = result.result is not None and not isinstance(done, BaseException)
             results[i] = result.result if ok else done
-    return results
+            emulated = True
+    return name_slot_errors(batch.commands, results) if emulated else results
 
 
 async def _emulated(backend: Backend, batch: Batch) -> list[Any]:
@@ -422,7 +424,7 @@ async def _emulated(backend: Backend, batch: Batch) -> list[Any]:
         results.append(await run(emulation_plan(backend, command)))
     if native:
         results.extend(await execute_batch(backend, Batch(tuple(native))))
-    return results
+    return name_slot_errors(batch.commands, results)
 
 
 async def _execute_batch(backend: Backend, batch: Batch) -> list[Any]:

@@ -12,6 +12,7 @@ import pytest
 
 import acacheorm as co
 from acacheorm._commands import KEEP_TTL, Add, Batch, Cas, Delete, Get, Gets, Incr, Set
+from acacheorm._executor import execute_batch
 from acacheorm.backends import base
 from acacheorm.backends.base import Backend
 
@@ -267,6 +268,20 @@ async def test_batch_mixed_commands_in_order(backend: Backend) -> None:
         )
     )
     assert results == [True, b"1", False, 3, None, True, None]
+
+
+async def test_a_failed_slot_names_its_command_and_index(backend: Backend) -> None:
+    await backend.set("user:1", b"not a number")
+    # Through the executor: memcached answers this incr with a gets/cas plan it runs there.
+    results = await execute_batch(
+        backend, Batch((Get("user:1"), Set("other", b"1", None), Incr("user:1", 1, None)))
+    )
+    assert results[:2] == [b"not a number", True]
+    err = results[2]
+    assert isinstance(err, co.BackendError)
+    # the namespace is not part of the key shown; the index counts from 1
+    assert str(err).startswith("command #3 (Incr 'user:1') of the batch: "), str(err)
+    assert await backend.get("user:1") == b"not a number"
 
 
 async def test_gets_and_cas(backend: Backend) -> None:

@@ -816,11 +816,19 @@ def test_urls() -> None:
     assert isinstance(built, MemcachedBackend) and built.namespace == "x"
 
 
-def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_needs_no_driver(
+    monkeypatch: pytest.MonkeyPatch, memcached_servers: list[Address]
+) -> None:
+    """The backend speaks the protocol on connections of its own: no aiomcache needed."""
     monkeypatch.setitem(sys.modules, "aiomcache", None)
     monkeypatch.setitem(sys.modules, "aiomcache.pool", None)
-    with pytest.raises(co.ConfigurationError, match=r"pip install 'acacheorm\[memcached\]'"):
-        MemcachedBackend(("127.0.0.1", 11211))
+    backend = MemcachedBackend(memcached_servers, namespace=unique_namespace())
+    try:
+        await backend.set("k", b"v")
+        assert await backend.get("k") == b"v"
+        await backend.clear()
+    finally:
+        await backend.close()
 
 
 def test_capabilities() -> None:

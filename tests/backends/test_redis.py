@@ -1315,3 +1315,81 @@ async def test_cluster_batches_beyond_max_connections_wait_for_a_connection(
         for node in client.get_primaries():
             assert 1 <= len(node._connections) <= 4  # never more than max_connections
         await backend.clear()
+
+
+# -- redis-py internals: the version check and the public-pipeline fallback -----------------
+
+
+@pytest.fixture
+def without_internals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """redis-py as if a release had dropped an internal the backend relies on (redis-py
+    itself needs the real ones, so a name it never had stands for it); the backend's own
+    paths on those internals fail the test if taken."""
+    from acacheorm.backends.redis import _cluster
+
+    gone = ("redis.asyncio.cluster.ClusterNode", "dropped_internal")
+    monkeypatch.setattr(_cluster, "_PRIVATE", (*_cluster._PRIVATE, gone))
+
+    def used(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a redis-py internal was used")
+
+    monkeypatch.setattr(_cluster, "_exchange", used)
+    monkeypatch.setattr(_cluster, "_node_round_trip", used)
+    _cluster.private_api.cache_clear()
+    yield
+    _cluster.private_api.cache_clear()
+
+
+def test_unsupported_redis_py_version_is_detected(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    from acacheorm.backends.redis import _cluster
+
+    _cluster.private_api.cache_clear()
+    try:
+        assert _cluster.private_api() is True  # the installed one is in the range
+        _cluster.private_api.cache_clear()
+        monkeypatch.setattr(redis, "__version__", "9.0.0")
+        with caplog.at_level("WARNING", "acacheorm.backends.redis"):
+            assert _cluster.private_api() is False
+        assert "redis-py 9.0.0 is outside the supported range" in caplog.text
+    finally:
+        _cluster.private_api.cache_clear()
+
+
+async def test_without_internals_a_cluster_batch_uses_the_public_pipeline(
+    rc: RedisBackend, without_internals: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from acacheorm.backends.redis import _cluster
+
+    with caplog.at_level("WARNING", "acacheorm.backends.redis"):
+        assert _cluster.private_api() is False
+    assert "has no ClusterNode.dropped_internal" in caplog.text
+    keys = [f"k{i}" for i in range(30)]  # spread over many slots, so over every node
+    sets = tuple(Set(k, k.encode(), 60) for k in keys)
+    results = await rc.execute(
+        Batch((*sets, Incr("n", 2, None), *(Get(k) for k in keys), Delete("k1"), Get("k1")))
+    )
+    assert results == [True] * 30 + [2] + [k.encode() for k in keys] + [True, None]
+    await rc.set("text", b"x")
+    [err] = await rc.execute(Batch((Incr("text", 1, None),)))
+    assert isinstance(err, co.BackendError)  # an error reply still fills only its slot
+    atomic = Batch((Set("{t}a", b"1", None), Incr("{t}n", 5, None), Get("{t}a")), atomic=True)
+    assert await rc.execute(atomic) == [True, 5, b"1"]
+
+
+async def test_without_internals_a_single_connection_client_uses_a_pipeline(
+    redis_url: str, without_internals: None
+) -> None:
+    client = aredis.Redis.from_url(redis_url, single_connection_client=True)
+    try:
+        backend = RedisBackend(client, namespace=unique_namespace(), auto_batch=False)
+        async with backend:
+            await smoke(backend)
+            batch = Batch((Set("a", b"1", None), Incr("n", 3, None), Get("a")), atomic=True)
+            assert await backend.execute(batch) == [True, 3, b"1"]
+            await backend.clear()
+    finally:
+        await client.aclose()

@@ -12,10 +12,11 @@ import abc
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
+from .. import _exceptions
 from .._commands import (
     KEEP_TTL,
     READ_COMMANDS,
@@ -116,6 +117,36 @@ def unknown_outcome(exc: BaseException) -> BackendUnavailable:
     err = BackendUnavailable(f"{exc}; {OUTCOME_UNKNOWN}")
     err.__cause__ = exc
     return err
+
+
+def name_slot_errors(commands: Sequence[Command], results: list[Any], cut: int = 0) -> list[Any]:
+    """``results`` with each `BackendError` in a slot replaced by one that names the command
+    and where it stands in the batch, as redis-py names a failed pipeline command:
+    ``command #3 (Incr 'user:1') of the batch: <what went wrong>`` (counted from 1; the key
+    without its first ``cut`` characters, the namespace). Same type, same cause.
+
+    `Backend.execute` applies it to every backend's results, so a backend just puts the
+    error it has in the slot.
+    """
+    error = _exceptions.BackendError
+    for result in results:  # the common case first, checked fast: no error at all
+        if isinstance(result, error):
+            break
+    else:
+        return results
+    for i, result in enumerate(results):
+        if isinstance(result, error) and not str(result).startswith("command #"):
+            cmd = commands[i]
+            what = f"command #{i + 1} ({type(cmd).__name__} {cmd.key[cut:]!r}) of the batch"
+            try:
+                named = type(result)(f"{what}: {result}")
+            except TypeError:  # pragma: no cover - an error type with its own __init__
+                continue
+            named.__dict__.update(result.__dict__)
+            named.__cause__ = result.__cause__ if result.__cause__ is not None else result
+            named.__suppress_context__ = True
+            results[i] = named
+    return results
 
 
 class PerLoop(Generic[T]):
@@ -339,8 +370,10 @@ class Backend(abc.ABC):
             )
         near = self.near_cache
         if near is not None:
-            return (await near.run(self, batch, self._execute))[0]
-        return await self._execute(batch)
+            results = (await near.run(self, batch, self._execute))[0]
+        else:
+            results = await self._execute(batch)
+        return name_slot_errors(batch.commands, results, len(prefix))
 
     async def _execute_near(self, batch: Batch) -> tuple[list[Any], int]:
         """`execute` through the near cache; also how many reads it answered."""
@@ -354,7 +387,8 @@ class Backend(abc.ABC):
                 tuple(new(type(c), (prefix + c[0], *c[1:])) for c in batch.commands),
                 batch.atomic,
             )
-        return await near.run(self, batch, self._execute)
+        results, hits = await near.run(self, batch, self._execute)
+        return name_slot_errors(batch.commands, results, len(prefix)), hits
 
     async def _one(self, cmd: Command) -> Any:
         result = (await (_run_batch or _load_executor())(self, Batch((cmd,))))[0]

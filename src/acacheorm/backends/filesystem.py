@@ -52,18 +52,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import errno
 import fcntl
 import functools
 import hashlib
 import logging
-import math
 import os
 import re
-import struct
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -72,7 +67,6 @@ import anyio.to_thread
 
 from .._commands import (
     KEEP_TTL,
-    MISSING,
     READ_COMMANDS,
     Add,
     Batch,
@@ -80,20 +74,32 @@ from .._commands import (
     Cas,
     Command,
     Delete,
-    Get,
-    Gets,
-    Has,
-    Incr,
     IndexedWrite,
     IndexRead,
     Replace,
     Set,
     Touch,
-    Ttl,
-    WriteTTL,
 )
-from .._exceptions import AtomicityError, BackendError, BackendUnavailable
+from .._exceptions import AtomicityError, BackendUnavailable
+from ._fsfiles import (
+    _FILE_MODE,
+    _O_CLOEXEC,
+    FORMAT_VERSION,
+    _Corrupt,
+    _decode,
+    _discard,
+    _encode,
+    _fsync_dir,
+    _header_says_remove,
+    _key_of_file,
+    _os_error,
+    _read_file,
+    _rmdir_if_empty,
+    _rmtree,
+    _unlink,
+)
 from ._fsindex import FsIndexes
+from ._semantics import UNCHANGED, Entry, Semantics
 from .base import DEFAULT_TIMEOUT, Backend, check_scan_args
 
 if TYPE_CHECKING:
@@ -105,44 +111,16 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: The version written in every file header; files of another version are unreadable.
-FORMAT_VERSION: Final = 1
-_MAGIC: Final = b"ACFS"
-_HEADER: Final = struct.Struct("<4sBBHdQIQI")
-_CRC_OFFSET: Final = _HEADER.size - 4
-_FILE_MODE: Final = 0o600
-_O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_O_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
-# O_NONBLOCK is a no-op on regular files; it keeps a foreign FIFO from hanging a reader.
-_O_READ: Final = os.O_RDONLY | _O_CLOEXEC | os.O_NONBLOCK
 _STRIPES: Final = tuple(f"{i:02x}" for i in range(256))
 _SHARD_NAME: Final = re.compile(r"[0-9a-f]{2}")
 _DATA_NAME: Final = re.compile(r"[0-9a-f]{64}")
 _TEMP_NAME: Final = re.compile(r"\.([0-9a-f]{64})\.[0-9a-f]{12}\.tmp")
 _NS_NAME: Final = re.compile(r"ns-[0-9a-f]{32}")
 _TRASH_PREFIX: Final = ".trash-"
-_INTEGER: Final = re.compile(rb"-?[0-9]+")
 # Lock polling when a timeout is set: start short (locks are held for microseconds to a few
 # fsyncs), back off to a cap so a waiter neither spins nor oversleeps a released lock.
 _POLL_FIRST: Final = 0.0001
 _POLL_MAX: Final = 0.005
-
-
-class _Entry(NamedTuple):
-    value: bytes
-    expires: float  # absolute unix time, 0.0 = never
-    token: int
-
-
-class _Unchanged(enum.Enum):
-    UNCHANGED = 0
-
-
-_UNCHANGED: Final = _Unchanged.UNCHANGED
-
-
-class _Corrupt(Exception):
-    """A file at a key's path that is not a readable entry for that key."""
 
 
 class _Location(NamedTuple):
@@ -169,65 +147,8 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
-def _expires_at(ttl: float | None, now: float) -> float:
-    return 0.0 if ttl is None else now + ttl
-
-
 def _namespace_dirname(namespace: str) -> str:
     return "ns-" + hashlib.sha256(_key_bytes(namespace)).hexdigest()[:32]
-
-
-def _encode(key_bytes: bytes, entry: _Entry) -> bytes:
-    head = _HEADER.pack(
-        _MAGIC,
-        FORMAT_VERSION,
-        0,
-        0,
-        entry.expires,
-        entry.token,
-        len(key_bytes),
-        len(entry.value),
-        0,
-    )[:_CRC_OFFSET]
-    crc = zlib.crc32(entry.value, zlib.crc32(key_bytes, zlib.crc32(head)))
-    return b"".join((head, crc.to_bytes(4, "little"), key_bytes, entry.value))
-
-
-def _decode(data: bytes, key_bytes: bytes) -> _Entry:
-    size = _HEADER.size
-    if len(data) < size:
-        raise _Corrupt(f"{len(data)} bytes, shorter than the header")
-    magic, version, _flags, _reserved, expires, token, klen, vlen, crc = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise _Corrupt("not an acacheorm file (bad magic)")
-    if version != FORMAT_VERSION:
-        raise _Corrupt(f"format version {version}, this build reads {FORMAT_VERSION}")
-    if size + klen + vlen != len(data):
-        raise _Corrupt(f"{len(data)} bytes, the header says {size + klen + vlen}")
-    if not math.isfinite(expires) or expires < 0:
-        raise _Corrupt(f"bad expiry {expires!r}")
-    view = memoryview(data)
-    if view[size : size + klen] != key_bytes:
-        raise _Corrupt("the file holds another key")
-    if zlib.crc32(view[size:], zlib.crc32(view[:_CRC_OFFSET])) != crc:
-        raise _Corrupt("checksum mismatch")
-    return _Entry(data[size + klen :], expires, token)
-
-
-def _read_file(path: str) -> bytes | None:
-    """The whole file, or None if it does not exist."""
-    try:
-        fd = os.open(path, _O_READ)
-    except FileNotFoundError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        parts = []
-        while chunk := os.read(fd, max(size, 65536)):
-            parts.append(chunk)
-    finally:
-        os.close(fd)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -260,183 +181,11 @@ def _write_temp(directory: str, digest: str, data: bytes, fsync: bool) -> str:
     return name
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC | _O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# -- the command semantics (shared with the in-process backend) ------------------------------
 
-
-def _discard(path: str) -> None:
-    """Best-effort removal (of a temp file, an expired or unreadable entry)."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _unlink(path: str) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _rmdir_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-            raise
-
-
-def _rmtree(top: str) -> None:
-    """shutil.rmtree that tolerates another process deleting the same tree."""
-    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
-        for name in filenames:
-            _unlink(os.path.join(dirpath, name))
-        for name in dirnames:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                _unlink(path)
-            else:
-                try:
-                    os.rmdir(path)
-                except FileNotFoundError:
-                    pass
-    try:
-        os.rmdir(top)
-    except FileNotFoundError:
-        pass
-
-
-def _header_says_remove(path: str, now: float) -> bool:
-    """For cull: whether the file is expired or structurally unreadable (header only)."""
-    try:
-        fd = os.open(path, _O_READ)
-    except FileNotFoundError:
-        return False
-    try:
-        head = os.read(fd, _HEADER.size)
-        size = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-    if len(head) < _HEADER.size:
-        return True
-    magic, version, _f, _r, expires, _token, klen, vlen, _crc = _HEADER.unpack(head)
-    if (
-        magic != _MAGIC
-        or version != FORMAT_VERSION
-        or size != _HEADER.size + klen + vlen
-        or not math.isfinite(expires)
-        or expires < 0
-    ):
-        logger.warning("removing unreadable cache file %s", path)
-        return True
-    return bool(expires != 0.0 and expires <= now)
-
-
-def _key_of_file(path: str, digest: str, now: float) -> bytes | None:
-    """For scan: the full key a data file holds, read from its header, or None if the file
-    is gone, expired, structurally unreadable or holds a key that does not hash to its name.
-    The value's checksum is left to the reads (scan does not read values)."""
-    try:
-        fd = os.open(path, _O_READ)
-    except FileNotFoundError:
-        return None
-    try:
-        head = os.read(fd, _HEADER.size)
-        if len(head) < _HEADER.size:
-            return None
-        magic, version, _f, _r, expires, _token, klen, vlen, _crc = _HEADER.unpack(head)
-        if (
-            magic != _MAGIC
-            or version != FORMAT_VERSION
-            or os.fstat(fd).st_size != _HEADER.size + klen + vlen
-            or not math.isfinite(expires)
-            or expires < 0
-            or (expires != 0.0 and expires <= now)
-        ):
-            return None
-        key = os.read(fd, klen)
-    finally:
-        os.close(fd)
-    if len(key) != klen or hashlib.sha256(key).hexdigest() != digest:
-        return None
-    return key
-
-
-def _os_error(exc: OSError, action: str) -> BackendError:
-    """Map an OSError to a BackendError with the cause attached (never leak OSError)."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        reason = "no space left on the device"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        reason = "permission denied"
-    elif exc.errno == errno.EROFS:
-        reason = "read-only filesystem"
-    else:
-        reason = exc.strerror or type(exc).__name__
-    where = f" ({exc.filename})" if exc.filename else ""
-    error = BackendError(f"filesystem backend: {action}: {reason}{where}")
-    error.__cause__ = exc
-    return error
-
-
-# -- the command semantics, free of I/O ---------------------------------------------------
-
-
-def _replace_expiry(ttl: WriteTTL, entry: _Entry, now: float) -> float:
-    if ttl is KEEP_TTL:
-        return entry.expires
-    return _expires_at(ttl, now)
-
-
-def _apply(
-    cmd: Command, entry: _Entry | None, now: float
-) -> tuple[Any, _Entry | _Unchanged | None]:
-    """One command against the key's live entry: (result, new entry / None / _UNCHANGED)."""
-    if isinstance(cmd, Get):
-        return (None if entry is None else entry.value), _UNCHANGED
-    if isinstance(cmd, Set):
-        return True, _Entry(cmd.value, _expires_at(cmd.ttl, now), _new_token())
-    if isinstance(cmd, Gets):
-        return (None if entry is None else (entry.value, entry.token)), _UNCHANGED
-    if isinstance(cmd, Has):
-        return entry is not None, _UNCHANGED
-    if isinstance(cmd, Add):
-        if entry is not None:
-            return False, _UNCHANGED
-        return True, _Entry(cmd.value, _expires_at(cmd.ttl, now), _new_token())
-    if isinstance(cmd, Replace | Cas):
-        if entry is None or (isinstance(cmd, Cas) and entry.token != cmd.token):
-            return False, _UNCHANGED
-        return True, _Entry(cmd.value, _replace_expiry(cmd.ttl, entry, now), _new_token())
-    if isinstance(cmd, Delete):
-        return (False, _UNCHANGED) if entry is None else (True, None)
-    if isinstance(cmd, Incr):
-        if entry is None:
-            new = cmd.delta
-            return new, _Entry(str(new).encode(), _expires_at(cmd.ttl, now), _new_token())
-        try:
-            if not _INTEGER.fullmatch(entry.value):
-                raise ValueError
-            new = int(entry.value) + cmd.delta
-        except ValueError:
-            error = BackendError(f"incr: the value under {cmd.key!r} is not an integer")
-            return error, _UNCHANGED
-        return new, _Entry(str(new).encode(), entry.expires, _new_token())
-    if isinstance(cmd, Touch):
-        if entry is None:
-            return False, _UNCHANGED
-        # The value is unchanged, so the token (which names the value's version) is kept.
-        return True, _Entry(entry.value, _expires_at(cmd.ttl, now), entry.token)
-    if isinstance(cmd, Ttl):
-        if entry is None:
-            return MISSING, _UNCHANGED
-        return (None if entry.expires == 0.0 else max(0.0, entry.expires - now)), _UNCHANGED
-    raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - the union is closed
+# Expiry is an absolute unix time, 0.0 for never (as in the file header).
+_SEMANTICS: Final = Semantics(lambda: _new_token(), never=0.0)
+_apply = _SEMANTICS.apply
 
 
 def _plain_write(cmd: IndexedWrite) -> Command:
@@ -712,7 +461,7 @@ class FileSystemBackend(Backend):
 
     # -- worker-thread code below: blocking I/O only here ------------------------------------
 
-    def _load(self, loc: _Location, now: float) -> _Entry | None:
+    def _load(self, loc: _Location, now: float) -> Entry | None:
         """The live entry at ``loc``; expired and unreadable files are removed and absent.
 
         Callers hold the stripe lock (shared is enough: writers are excluded, so the file
@@ -732,7 +481,7 @@ class FileSystemBackend(Backend):
             return None
         return entry
 
-    def _store(self, loc: _Location, entry: _Entry | None) -> None:
+    def _store(self, loc: _Location, entry: Entry | None) -> None:
         if entry is None:
             if _unlink(loc.file) and self.fsync:
                 _fsync_dir(loc.directory)
@@ -784,7 +533,7 @@ class FileSystemBackend(Backend):
                 # A Set does not depend on what is there: skip reading it.
                 entry = None if type(cmd) is Set else self._load(loc, now)
                 result, new = _apply(cmd, entry, now)
-                if new is not _UNCHANGED:
+                if new is not UNCHANGED:
                     self._store(loc, new)
             except OSError as exc:
                 result = _os_error(exc, f"{type(cmd).__name__} {cmd.key!r}")
@@ -799,7 +548,7 @@ class FileSystemBackend(Backend):
 
         def apply() -> tuple[Any, Any, bool]:
             result, new = _apply(plain, self._load(loc, now), now)
-            if new is _UNCHANGED:
+            if new is UNCHANGED:
                 return result, None, False
             return result, new, True
 
@@ -828,7 +577,7 @@ class FileSystemBackend(Backend):
         for stripe in sorted(exclusive):
             locks.acquire(stripe, exclusive[stripe])
         now = _now()  # one instant for the whole batch
-        state: dict[str, _Entry | None] = {}
+        state: dict[str, Entry | None] = {}
         dirty: dict[str, _Location] = {}
         results: list[Any] = []
         for cmd, loc in zip(commands, locs, strict=True):
@@ -839,7 +588,7 @@ class FileSystemBackend(Backend):
             else:
                 entry = state[loc.digest] = self._load(loc, now)
             result, new = _apply(cmd, entry, now)
-            if new is not _UNCHANGED:
+            if new is not UNCHANGED:
                 state[loc.digest] = new
                 dirty[loc.digest] = loc
             results.append(result)
@@ -847,7 +596,7 @@ class FileSystemBackend(Backend):
             self._commit(dirty, state)
         return results
 
-    def _commit(self, dirty: dict[str, _Location], state: dict[str, _Entry | None]) -> None:
+    def _commit(self, dirty: dict[str, _Location], state: dict[str, Entry | None]) -> None:
         staged: list[tuple[str, _Location]] = []
         deletes: list[_Location] = []
         try:

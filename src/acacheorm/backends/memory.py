@@ -12,26 +12,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .._commands import (
-    KEEP_TTL,
-    MISSING,
     Add,
     Batch,
     Capabilities,
     Cas,
-    Delete,
     Get,
-    Gets,
-    Has,
     Incr,
     IndexedWrite,
     IndexRead,
     Replace,
     Set,
-    Touch,
-    Ttl,
 )
-from .._exceptions import BackendError, ValueTooLargeError
+from .._exceptions import ValueTooLargeError
 from ._memindex import MemoryIndexes
+from ._semantics import UNCHANGED, Semantics
 from .base import Backend, NothingRan, check_scan_args
 
 if TYPE_CHECKING:
@@ -106,6 +100,7 @@ class SimpleBackend(Backend):
         # overwritten since are recognised by their version (or expiry) and skipped.
         self._expiries: list[tuple[float, int, str]] = []
         self._indexes = MemoryIndexes(self._live)
+        self._semantics = Semantics(self._versions.__next__, never=None)
 
     def _live(self, key: str, now: float) -> list[Any] | None:
         entry = self._data.get(key)
@@ -118,8 +113,10 @@ class SimpleBackend(Backend):
         return entry
 
     def _store(self, key: str, value: bytes, expires: float | None) -> None:
+        self._put(key, value, expires, next(self._versions))
+
+    def _put(self, key: str, value: bytes, expires: float | None, version: int) -> None:
         data = self._data
-        version = next(self._versions)
         data[key] = [value, expires, version]
         data.move_to_end(key)
         if self.max_entries is not None:
@@ -162,78 +159,23 @@ class SimpleBackend(Backend):
         data = self._data
         results: list[Any] = []
         append = results.append
-        ttl: Any
+        apply = self._semantics.apply
+        versions = self._versions
         for cmd in commands:
             kind = type(cmd)
             key = cmd.key
-            if kind is Get:
+            if kind is Get:  # the hot path, inline (and a read refreshes the key's LRU place)
                 entry = self._live(key, now)
                 if entry is None:
                     append(None)
                 else:
                     data.move_to_end(key)
                     append(entry[0])
-            elif kind is Set:
+            elif kind is Set:  # the other hot path: what Semantics.apply does for a Set
                 ttl = cmd.ttl  # type: ignore[union-attr]
-                self._store(key, cmd.value, None if ttl is None else now + ttl)  # type: ignore[union-attr]
+                expires = None if ttl is None else now + ttl  # type: ignore[operator]
+                self._put(key, cmd.value, expires, next(versions))  # type: ignore[union-attr]
                 append(True)
-            elif kind is Gets:
-                entry = self._live(key, now)
-                append(None if entry is None else (entry[0], entry[2]))
-            elif kind is Has:
-                append(self._live(key, now) is not None)
-            elif kind is Add:
-                if self._live(key, now) is not None:
-                    append(False)
-                else:
-                    ttl = cmd.ttl  # type: ignore[union-attr]
-                    self._store(key, cmd.value, None if ttl is None else now + ttl)  # type: ignore[union-attr]
-                    append(True)
-            elif kind is Replace or kind is Cas:
-                entry = self._live(key, now)
-                if entry is None or (kind is Cas and entry[2] != cmd.token):  # type: ignore[union-attr]
-                    append(False)
-                    continue
-                ttl = cmd.ttl  # type: ignore[union-attr]
-                expires = entry[1] if ttl is KEEP_TTL else (None if ttl is None else now + ttl)
-                self._store(key, cmd.value, expires)  # type: ignore[union-attr]
-                append(True)
-            elif kind is Delete:
-                existed = self._live(key, now) is not None
-                if existed:
-                    del data[key]
-                append(existed)
-            elif kind is Incr:
-                entry = self._live(key, now)
-                if entry is None:
-                    new = cmd.delta  # type: ignore[union-attr]
-                    ttl = cmd.ttl  # type: ignore[union-attr]
-                    self._store(key, str(new).encode(), None if ttl is None else now + ttl)
-                    append(new)
-                    continue
-                try:
-                    new = int(entry[0]) + cmd.delta  # type: ignore[union-attr]
-                except ValueError:
-                    append(BackendError(f"incr: the value under {key!r} is not an integer"))
-                    continue
-                self._store(key, str(new).encode(), entry[1])
-                append(new)
-            elif kind is Touch:
-                entry = self._live(key, now)
-                if entry is None:
-                    append(False)
-                else:
-                    ttl = cmd.ttl  # type: ignore[union-attr]
-                    entry[1] = None if ttl is None else now + ttl
-                    if entry[1] is not None and self.max_entries is not None:
-                        self._note_expiry(entry[1], entry[2], key)
-                    append(True)
-            elif kind is Ttl:
-                entry = self._live(key, now)
-                if entry is None:
-                    append(MISSING)
-                else:
-                    append(None if entry[1] is None else max(0.0, entry[1] - now))
             elif kind is IndexedWrite:
                 append(
                     self._indexes.write(
@@ -246,8 +188,13 @@ class SimpleBackend(Backend):
                 )
             elif kind is IndexRead:
                 append(self._indexes.read(cmd, self._prefix, now))  # type: ignore[arg-type]
-            else:  # pragma: no cover - the Command union is closed
-                raise TypeError(f"unknown command {cmd!r}")
+            else:
+                result, new = apply(cmd, self._live(key, now), now)
+                if new is None:
+                    del data[key]
+                elif new is not UNCHANGED:
+                    self._put(key, new.value, new.expires, new.token)
+                append(result)
         return results
 
     async def _near_get(self, keys: list[str]) -> list[tuple[Any, float | None]]:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
-from .._exceptions import IntegrityError
+from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
+from ..._exceptions import IntegrityError
 
 # KEYS[r] the row keys (one slot). ARGV, 7 per row: bucket, mode, value, ttl ('K' keep,
 # 'N' none, or PX), token (cas), the row's new entries (JSON: [[field, kind, value], ...]),

@@ -32,19 +32,19 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import BackendError
+from ..._exceptions import BackendError
+from . import _cluster
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.connection import AbstractConnection
 
-    from .near import NearCache
-    from .redis import RedisBackend
+    from ..near import NearCache
+    from . import RedisBackend
 
 logger = logging.getLogger("acacheorm.near")
 
 _ids = itertools.count(1)
-_CHUNK = 1000
 
 # Each key's value and PTTL, read atomically: an entry then expires when the row does. A
 # key holding another type gets its error (WRONGTYPE, as a lone GET) in its own slot.
@@ -83,7 +83,7 @@ async def read_with_ttl(backend: RedisBackend, keys: list[str]) -> list[tuple[An
     """``(value, remaining seconds)`` for each full key, in one round trip (per node)."""
     from redis.crc import key_slot
 
-    from .redis import _ONE, _encode_key, _Wire
+    from ._wire import _CHUNK, _ONE, _encode_key, _Wire
 
     script = backend.__dict__.get("_near_script")
     if script is None:
@@ -105,10 +105,9 @@ async def read_with_ttl(backend: RedisBackend, keys: list[str]) -> list[tuple[An
             ks = [encoded[i] for i in run]
             wires.append(_Wire(["EVALSHA", script.sha, len(ks), *ks], run, _ONE, script=script))
             slots.append(slot)
-    if backend._cluster:
-        replies = await _cluster_send(backend, wires, slots)
-    else:
-        replies = await backend._send(wires, False)
+    # On Cluster straight to the nodes (the backend's per-node path, which follows MOVED/ASK;
+    # redis-py's own routing of a lone EVALSHA costs ~60 µs of Python).
+    replies = await backend._send(wires, False, slots if backend._cluster else None)
     out: list[tuple[Any, float | None]] = [(None, 0.0)] * len(keys)
     for wire, reply in zip(wires, replies, strict=True):
         if isinstance(reply, Exception):
@@ -127,23 +126,6 @@ async def read_with_ttl(backend: RedisBackend, keys: list[str]) -> list[tuple[An
             # PTTL: -1 no expiry, -2 missing; counted from before the request was sent.
             out[i] = (value, None if pttl == -1 else max(0.0, pttl / 1000))
     return out
-
-
-async def _cluster_send(backend: RedisBackend, wires: list[Any], slots: list[int]) -> list[Any]:
-    """The script calls straight to their nodes (the backend's per-node path, which follows
-    MOVED/ASK; redis-py's own routing of a lone EVALSHA costs ~60 µs of Python), re-sent with
-    the script body if a node lost its script cache."""
-    from redis.exceptions import NoScriptError
-
-    replies = await backend._cluster_round_trip([w.args for w in wires], slots)
-    again = [k for k, r in enumerate(replies) if isinstance(r, NoScriptError)]
-    if again:
-        retried = await backend._cluster_round_trip(
-            [wires[k].as_eval() for k in again], [slots[k] for k in again]
-        )
-        for k, reply in zip(again, retried, strict=True):
-            replies[k] = reply
-    return replies
 
 
 class RedisTracker:
@@ -211,11 +193,11 @@ class RedisTracker:
             return True
         from redis.crc import key_slot
 
-        from .redis import _encode_key
+        from ._wire import _encode_key
 
         cluster: RedisCluster = self._backend.client  # type: ignore[assignment]
         try:
-            node = cluster.nodes_manager.get_node_from_slot(key_slot(_encode_key(key)))
+            node = _cluster.node_of_slot(cluster, key_slot(_encode_key(key)))
         except Exception:
             return False
         if node.name in self._tracked:
@@ -274,7 +256,7 @@ class RedisTracker:
         conn: AbstractConnection = cls(**kwargs)
         try:
             await conn.connect()  # type: ignore[no-untyped-call]
-            conn._parser.set_invalidation_push_handler(_as_push)  # type: ignore[attr-defined]
+            _cluster.set_push_handler(conn, _as_push)
             args: list[Any] = ["CLIENT", "TRACKING", "ON", "BCAST"]
             prefix = backend.full_key("")
             if prefix:
@@ -335,7 +317,7 @@ class RedisTracker:
                 if cluster is None:
                     conns[first] = await self._open(None)
                 else:
-                    await cluster.nodes_manager.initialize()
+                    await _cluster.refresh_slots(cluster)
                     node = cluster.get_primaries()[0]
                     first = node.name
                     conns[first] = await self._open(node)
@@ -398,12 +380,7 @@ class RedisTracker:
 
     @staticmethod
     def _node(cluster: RedisCluster, host: str, port: int) -> Any:
-        node = cluster.nodes_manager.get_node(host, port)
-        if node is not None:
-            return node
-        from redis.asyncio.cluster import ClusterNode
-
-        return ClusterNode(host, port, "primary", **cluster.nodes_manager.connection_kwargs)
+        return _cluster.node_at(cluster, host, port, add=False)
 
 
 def _parse_masters(reply: Any) -> dict[str, tuple[str, int]]:

@@ -1,0 +1,497 @@
+"""What `RedisBackend` does below redis-py's public API: the only module that does.
+
+redis-py's pipelines and commands re-send after a connection error (a write whose reply was
+lost would run twice), and its cluster pipeline spends ~15 µs of Python per command. So
+writes are sent here, on connections taken from redis-py's pools, packed by hiredis; on
+Cluster, straight to the nodes that own their slots, following ``MOVED``/``ASK`` here. That
+reaches into redis-py's internals: ``RedisCluster.nodes_manager`` and its slot cache,
+``ClusterNode.acquire_connection``/``release``, ``RedisCluster._initialize``,
+``Redis._single_conn_lock``, a connection's ``_parser`` (the near cache's push handler).
+
+Those were checked against the redis-py versions in `SUPPORTED` (pyproject bounds the
+dependency alike). With another version, or when one of them is missing, `private_api`
+is False and batches go through redis-py's public pipelines instead (``pipeline()``,
+``execute(raise_on_error=False)``): the results are the same, but a connection error may
+make redis-py send a write again, and it costs more Python per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any
+
+from ..._exceptions import BackendError
+from ._wire import _NO_REPLY, _translate, _unavailable_types
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+logger = logging.getLogger("acacheorm.backends.redis")
+
+#: The redis-py versions whose internals this module was written against: [low, high).
+SUPPORTED = ((8, 1), (9,))
+_REDIRECTS = 16  # rounds of MOVED/ASK followed in a Cluster batch (redis-py's request TTL)
+#: The deadline of the running Cluster batch: each node's part is bounded by it on its own,
+#: so a node that does not answer fails only its own commands.
+SCOPE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "acacheorm_redis_scope", default=None
+)
+#: (class path, attribute) pairs this module uses that redis-py does not document.
+_PRIVATE = (
+    ("redis.asyncio.cluster.ClusterNode", "acquire_connection"),
+    ("redis.asyncio.cluster.ClusterNode", "release"),
+    ("redis.asyncio.cluster.ClusterNode", "disconnect_if_needed"),
+    ("redis.asyncio.cluster.NodesManager", "get_node_from_slot"),
+    ("redis.asyncio.cluster.NodesManager", "move_slot"),
+    ("redis.asyncio.cluster.NodesManager", "set_nodes"),
+    ("redis.asyncio.connection.AbstractConnection", "send_packed_command"),
+    ("redis.asyncio.connection.AbstractConnection", "read_response"),
+)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for part in text.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@functools.cache
+def private_api() -> bool:
+    """Whether the installed redis-py is one this module knows the internals of.
+
+    Checked once per process, at the first batch: the version must be in `SUPPORTED` and
+    every attribute in ``_PRIVATE`` must exist. Otherwise every batch takes redis-py's public
+    pipelines (see the module docstring), and a warning is logged once saying why.
+    """
+    import importlib
+
+    import redis
+
+    version = _version(getattr(redis, "__version__", "0"))
+    low, high = SUPPORTED
+    if not low <= version < high:
+        logger.warning(
+            "redis-py %s is outside the supported range (>=8.1,<9): RedisBackend uses "
+            "redis-py's public pipelines, which may re-send a write after a connection error",
+            redis.__version__,
+        )
+        return False
+    for path, attr in _PRIVATE:
+        module, _, name = path.rpartition(".")
+        if not hasattr(getattr(importlib.import_module(module), name, None), attr):
+            logger.warning(
+                "redis-py %s has no %s.%s: RedisBackend uses redis-py's public pipelines, "
+                "which may re-send a write after a connection error",
+                redis.__version__,
+                name,
+                attr,
+            )
+            return False
+    return True
+
+
+class Refused(Exception):
+    """The server refused a MULTI/EXEC as a whole (EXECABORT); ``reason`` says why."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+@functools.cache
+def _packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """hiredis' C ``pack_command``, or None without hiredis.
+
+    redis-py's asyncio connections pack in Python (~1.8 ms for 1,000 GETs, against 0.24 ms).
+    Every argument a wire carries is bytes, an int or an ASCII str, which both pack alike.
+    """
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    return pack_command
+
+
+def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
+    """``commands`` in RESP, ready for ``send_packed_command``."""
+    pack = _packer()
+    if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+        packed: list[bytes] = conn.pack_commands(commands)
+        return packed
+    return [pack(tuple(args)) for args in commands]
+
+
+async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
+    """Send ``commands`` on ``conn`` in one write and read their replies, an error reply as
+    its exception; in ``MULTI``/``EXEC`` when ``transaction`` (`Refused` when the server
+    aborts it: then nothing ran).
+
+    Nothing is ever sent twice: a connection lost once the write began raises, and the
+    caller reports that the outcome is unknown (redis-py's own pipelines and commands retry
+    after a connection error, re-sending writes that may have run). Whatever interrupts the
+    reads leaves the connection closed, never back in the pool with replies still to come.
+    """
+    from redis.exceptions import ExecAbortError, ResponseError
+
+    wanted = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
+    packed = _pack(conn, wanted)
+    unread = len(wanted)
+    read = conn.read_response
+    try:
+        await conn.send_packed_command(packed)
+        if not transaction:
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await read())
+                except ResponseError as exc:
+                    replies.append(exc)
+                unread -= 1
+            return replies
+        await read()  # +OK for MULTI
+        unread -= 1
+        queued: list[ResponseError] = []
+        for _ in commands:
+            try:
+                await read()  # +QUEUED
+            except ResponseError as exc:
+                queued.append(exc)
+            unread -= 1
+        try:
+            reply = await read()
+        except ExecAbortError as exc:
+            unread = 0
+            # Nothing ran; the reason is why a command could not be queued (MOVED, OOM…).
+            raise Refused(queued[0] if queued else exc) from exc
+        unread = 0
+    except BaseException:
+        if unread:
+            await conn.disconnect(nowait=True)
+        raise
+    if not isinstance(reply, list) or len(reply) != len(commands):
+        raise BackendError(f"redis EXEC gave an unexpected reply: {reply!r}")
+    return reply
+
+
+async def cluster_round_trip(
+    client: RedisCluster, commands: list[list[Any]], slots: list[int]
+) -> list[Any]:
+    """Non-atomic commands on Cluster: one write per node, to every node concurrently.
+
+    redis-py's cluster pipeline spends ~15 µs of Python per command (it routes each one
+    again and packs in Python): 1,000 GETs over 1,000 slots took 15-24 ms with it, 4 ms
+    here. Each node gets all of its commands in one write on one pooled connection, and
+    its replies are read in order.
+
+    A command answered MOVED or ASK did not run: those, and only those, are sent again,
+    in batch order, to where the reply points (after MOVED the slot map learns the new
+    owner; after ASK the command follows an ``ASKING`` on the same connection, which
+    redis-py's own redirect handling does not ensure). Within a slot this keeps the
+    order of commands on one key: the owner answers MOVED to every command after the
+    slot left it, and ASK for a key only when it does not hold that key, which no later
+    command on it can then create there. A command that ran is never sent twice; one
+    still redirected after ``_REDIRECTS`` rounds keeps the error in its slot.
+
+    A node that fails (connection lost, no answer within the timeout) fails only the
+    commands it had not answered: their slots get the error, the other nodes' replies
+    stand. Only when every command failed so is the error raised for the whole batch.
+    """
+    from redis.exceptions import AskError, MovedError, SlotNotCoveredError
+
+    if not private_api():
+        return await _public_pipeline(client, commands, False)
+    nodes = client.nodes_manager
+    node_of = nodes.get_node_from_slot
+    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+    try:
+        for k, slot in enumerate(slots):
+            node = node_of(slot)
+            group = groups.get(node.name)
+            if group is None:
+                groups[node.name] = group = (node, [])
+            group[1].append(k)
+    except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
+        relearn_slots(client)  # learn the slot map again for the next call
+        raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
+    replies: list[Any] = [_NO_REPLY] * len(commands)
+    errors: list[int] = []  # positions of the error replies
+    asking: set[int] = set()
+    unavailable = _unavailable_types()
+    failed = 0  # positions that hold a node's failure
+    for round_ in range(_REDIRECTS):
+        calls = [
+            _node_round_trip(client, node, commands, ks, replies, errors, asking)
+            for node, ks in groups.values()
+        ]
+        if round_ == 0 and len(calls) == 1:
+            await calls[0]  # one node: its failure is the whole batch's
+        else:
+            outcomes = await _per_node(calls)
+            for (_, ks), failure in zip(groups.values(), outcomes, strict=True):
+                if failure is None:
+                    continue
+                for k in ks:
+                    if replies[k] is _NO_REPLY:
+                        replies[k] = failure
+                        failed += 1
+            if failed == len(commands):
+                raise next(r for r in replies if isinstance(r, BaseException))
+        if not errors:
+            return replies
+        errors.sort()
+        for k in errors:
+            if isinstance(replies[k], unavailable):  # CLUSTERDOWN: the slot map is stale
+                relearn_slots(client)
+        again = [k for k in errors if isinstance(replies[k], AskError)]  # or MovedError
+        if not again:
+            return replies
+        errors.clear()
+        asking.clear()
+        groups.clear()
+        moved: set[int] = set()
+        for k in again:
+            err = replies[k]
+            replies[k] = _NO_REPLY
+            if isinstance(err, MovedError):
+                if err.slot_id not in moved:
+                    moved.add(err.slot_id)
+                    await nodes.move_slot(err)
+                node = node_of(slots[k])
+            else:
+                node = node_at(client, err.host, err.port)
+                asking.add(k)
+            group = groups.get(node.name)
+            if group is None:
+                groups[node.name] = group = (node, [])
+            group[1].append(k)
+    return replies
+
+
+def node_at(client: RedisCluster, host: str, port: int, *, add: bool = True) -> ClusterNode:
+    """The node at ``host:port``, added to the client's nodes if new (as redis-py's
+    ``move_slot`` does; not with ``add=False``): a slot may migrate to a node that owns no
+    slot yet."""
+    from redis.asyncio.cluster import ClusterNode
+
+    nodes = client.nodes_manager
+    node = nodes.get_node(host, port)
+    if node is None:
+        node = ClusterNode(host, port, "primary", **nodes.connection_kwargs)
+        if add:
+            nodes.set_nodes(nodes.nodes_cache, {node.name: node})
+    return node
+
+
+async def _per_node(calls: list[Coroutine[Any, Any, None]]) -> list[Exception | None]:
+    """Run one call per node concurrently; what each raised (None: it succeeded).
+
+    Each call is bounded by the batch's deadline on its own, so a node that does not
+    answer in time fails only its own part. Cancelling the caller cancels every call and
+    waits for them, so none goes on reading without a deadline around it. An exception
+    that is not a driver or network error (a bug) is raised once all calls are done.
+    """
+    scope = SCOPE.get()
+    deadline = None if scope is None else scope.when()
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    late: set[asyncio.Future[None]] = set()
+    if scope is not None:
+        scope.reschedule(None)  # the wait below keeps the deadline instead
+    try:
+        wait = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        if wait is None or wait > 0:
+            _, late = await asyncio.wait(tasks, timeout=wait)
+        else:
+            late = set(tasks)
+    finally:
+        for task in tasks:
+            task.cancel()  # those not done: on timeout, or when the caller is cancelled
+        pending = [task for task in tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending)
+        if scope is not None:  # after the wait: it must not fail the nodes that answered
+            scope.reschedule(deadline)
+    outcomes: list[Exception | None] = []
+    for task in tasks:
+        if task in late:
+            if not task.cancelled():
+                task.exception()  # finished while being cancelled: superseded
+            outcomes.append(TimeoutError())
+        else:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, Exception):
+                raise exc
+            outcomes.append(exc)
+    for exc in outcomes:
+        if exc is not None and _translate(exc, None) is None:
+            raise exc
+    return outcomes
+
+
+async def _node_round_trip(
+    client: RedisCluster,
+    node: ClusterNode,
+    commands: list[list[Any]],
+    positions: list[int],
+    replies: list[Any],
+    errors: list[int],
+    asking: AbstractSet[int],
+) -> None:
+    """Send ``commands[k] for k in positions`` to ``node`` in one write (``ASKING`` first
+    for those in ``asking``); read the replies into ``replies[k]`` in order (an error
+    reply as the exception, its ``k`` added to ``errors``).
+
+    Whatever interrupts the reads (cancellation, timeout, a connection error) leaves the
+    connection closed, never back in the pool with replies still to come: redis-py's
+    ``send_packed_command`` and ``read_response`` close it on any exception, and so does
+    the guard below for anything raised between two reads.
+    """
+    from redis.exceptions import ResponseError
+
+    conn = node.acquire_connection()
+    unread = 0
+    try:
+        await node.disconnect_if_needed(conn)  # marked after a topology change
+        if asking:
+            wanted = [
+                args
+                for k in positions
+                for args in ((["ASKING"], commands[k]) if k in asking else (commands[k],))
+            ]
+        else:
+            wanted = [commands[k] for k in positions]
+        packed = _pack(conn, wanted)
+        unread = len(wanted)
+        await conn.send_packed_command(packed)
+        read = conn.read_response
+        for k in positions:
+            if k in asking:
+                await read()  # +OK for ASKING
+                unread -= 1
+            try:
+                replies[k] = await read()
+            except ResponseError as exc:
+                replies[k] = exc
+                errors.append(k)
+            unread -= 1
+    except BaseException as exc:
+        if unread:
+            await conn.disconnect(nowait=True)
+        if isinstance(exc, _unavailable_types()):
+            # As redis-py does after a connection error: learn the slot map again before
+            # the next command (the node may have failed over).
+            relearn_slots(client)
+        raise
+    finally:
+        node.release(conn)
+
+
+async def multi_exec_on(client: RedisCluster, slot: int, commands: list[list[Any]]) -> list[Any]:
+    """``commands`` in MULTI/EXEC on the node owning ``slot`` (`Refused` if aborted)."""
+    if not private_api():
+        return await _public_pipeline(client, commands, True)
+    node: ClusterNode = client.nodes_manager.get_node_from_slot(slot)
+    conn = node.acquire_connection()
+    try:
+        await node.disconnect_if_needed(conn)  # marked after a topology change
+        return await _exchange(conn, commands, True)
+    finally:
+        node.release(conn)
+
+
+# -- clear ----------------------------------------------------------------------------
+
+
+async def standalone_round_trip(
+    client: Redis, commands: list[list[Any]], transaction: bool
+) -> list[Any]:
+    """``commands`` in one write on one pooled connection (in ``MULTI``/``EXEC`` when
+    ``transaction``); their replies in order, an error reply as its exception."""
+    if not private_api():
+        return await _public_pipeline(client, commands, transaction)
+    if client.single_connection_client:
+        lock = getattr(client, "_single_conn_lock", None)
+        if lock is None:
+            return await _public_pipeline(client, commands, transaction)
+        await client.initialize()
+        async with lock:
+            return await _exchange(client.connection, commands, transaction)
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await _exchange(conn, commands, transaction)
+    finally:
+        await pool.release(conn)
+
+
+async def _public_pipeline(
+    client: Redis | RedisCluster, commands: list[list[Any]], transaction: bool
+) -> list[Any]:
+    """The fallback without `private_api`: redis-py's own pipeline (cluster or not)."""
+    from redis.exceptions import ExecAbortError
+
+    pipe = client.pipeline(transaction=transaction)
+    for args in commands:
+        pipe.execute_command(*args)
+    try:
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    except ExecAbortError as exc:
+        raise Refused(exc) from exc
+    return replies
+
+
+def startup_node_names(client: RedisCluster) -> list[str]:
+    """The ``host:port`` of the nodes the client was given (for repr)."""
+    return sorted(client.nodes_manager.startup_nodes)
+
+
+def check_connection_options(client: RedisCluster) -> None:
+    """Build (without connecting) what each connection will be built from, so that a bad
+    option (protocol=9, ssl_cert_reqs=bogus) fails now, not as an unavailable server."""
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class(**node.connection_kwargs)
+
+
+def node_of_slot(client: RedisCluster, slot: int) -> ClusterNode:
+    """The node the client believes owns ``slot`` (a KeyError if it knows none)."""
+    return client.nodes_manager.get_node_from_slot(slot)
+
+
+async def refresh_slots(client: RedisCluster) -> None:
+    """Learn the slot map again, now."""
+    await client.nodes_manager.initialize()
+
+
+def relearn_slots(client: RedisCluster) -> None:
+    """Have the client learn the slot map again before its next command, as redis-py does
+    after a connection error (the node may have failed over)."""
+    if hasattr(client, "_initialize"):  # else a redis-py without it: it relearns on its own
+        client._initialize = True
+
+
+def set_push_handler(conn: Any, handler: Callable[[Any], Any]) -> None:
+    """Have ``conn`` (RESP3) pass invalidation pushes to ``handler``."""
+    parser = getattr(conn, "_parser", None)
+    if parser is None or not hasattr(parser, "set_invalidation_push_handler"):
+        raise BackendError(
+            "this redis-py has no invalidation push hook on its connections: the near "
+            "cache cannot track Redis invalidations (redis-py >=8.1,<9 has it)"
+        )
+    parser.set_invalidation_push_handler(handler)
+
+
+async def move_slot(client: RedisCluster, moved: Exception) -> None:
+    """Learn from a ``MOVED`` reply where its slot went."""
+    if private_api():
+        await client.nodes_manager.move_slot(moved)  # type: ignore[arg-type]
+    else:
+        relearn_slots(client)

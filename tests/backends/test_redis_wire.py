@@ -1,0 +1,60 @@
+"""A batch planned into Redis commands and their replies put into result slots, without a
+server (backends/redis/_wire.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("redis")
+
+import redis.asyncio as aredis
+from redis.exceptions import ResponseError
+
+from acacheorm._commands import KEEP_TTL, MISSING, Get, Incr, Set, Touch, Ttl
+from acacheorm._exceptions import BackendError
+from acacheorm.backends.redis._wire import Planner, assemble
+
+
+@pytest.fixture
+def planner() -> Planner:
+    return Planner(aredis.Redis(), "")  # a client that never connects: scripts only
+
+
+def test_runs_become_multi_key_commands(planner: Planner) -> None:
+    cmds = (Get("a"), Get("b"), Set("c", b"1", None), Set("d", b"2", None), Incr("e", 3, None))
+    wires = planner.plan(cmds, range(len(cmds)), frozenset())
+    assert [w.args for w in wires] == [
+        ["MGET", b"a", b"b"],
+        ["MSET", b"c", b"1", b"d", b"2"],
+        ["INCRBY", b"e", 3],
+    ]
+    assert [list(w.targets) for w in wires] == [[0, 1], [2, 3], [4]]
+
+
+def test_sets_with_a_ttl_call_the_script_by_digest_unless_inline(planner: Planner) -> None:
+    cmds = (Set("a", b"1", 1.5), Set("b", b"2", None))
+    [wire] = planner.plan(cmds, range(2), frozenset())
+    assert wire.args[0] == "EVALSHA" and wire.args[2:] == [2, b"a", b"b", b"1", 1500, b"2", 0]
+    [wire] = planner.plan(cmds, range(2), True)  # in MULTI: the body, never NOSCRIPT
+    assert wire.args[0] == "EVAL" and wire.args[2:] == [2, b"a", b"b", b"1", 1500, b"2", 0]
+
+
+def test_single_commands(planner: Planner) -> None:
+    assert [w.args for w in planner.single(Set("k", b"v", KEEP_TTL), 0, False)] == [
+        ["SET", b"k", b"v", "KEEPTTL"]
+    ]
+    # PERSIST says 0 for a key without a TTL too: EXISTS gives the result
+    assert [w.args for w in planner.single(Touch("k", None), 0, False)] == [
+        ["EXISTS", b"k"],
+        ["PERSIST", b"k"],
+    ]
+
+
+def test_assemble_fills_slots_and_spreads_an_error(planner: Planner) -> None:
+    cmds = (Get("a"), Get("b"), Ttl("c"), Touch("d", None))
+    wires = planner.plan(cmds, range(len(cmds)), frozenset())
+    replies = [ResponseError("WRONGTYPE"), -2, 1, 0]
+    results = assemble(len(cmds), wires, replies, timeout=1.0)
+    assert isinstance(results[0], BackendError) and results[0] is results[1]
+    assert "redis MGET: WRONGTYPE" in str(results[0])
+    assert results[2:] == [MISSING, True]
