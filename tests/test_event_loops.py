@@ -108,3 +108,42 @@ def test_close_in_a_loop_then_use_in_the_next(
 
     asyncio.run(write_and_close())
     assert asyncio.run(read_and_clean()) == 5
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "redis-cluster"])
+def test_a_near_cache_follows_its_backend_into_the_next_event_loop(
+    cluster: bool, request: pytest.FixtureRequest
+) -> None:
+    """The near cache's tracking channel belongs to the loop that opened it: in the next
+    loop it is opened again, so local reads are served (and invalidated) there too."""
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    backend = co.RedisBackend(
+        url, cluster=cluster, namespace=unique_namespace(), near_cache=co.NearCache()
+    )
+    model = make_model(backend)
+    writer = co.RedisBackend(url, cluster=cluster, namespace=backend.namespace)
+    other = make_model(writer)
+
+    async def one(n: int) -> tuple[int, int]:
+        await model.create(id=1, hits=n)
+        near = backend.near_cache
+        assert near is not None
+        await near.wait_ready()
+        assert (await model.get(id=1)).hits == n  # a miss fills the near cache
+        before = near.stats().hits
+        assert (await model.get(id=1)).hits == n  # answered locally
+        hits = near.stats().hits - before
+        await other.update(id=1, hits=n + 100)  # another client writes: invalidated
+        async with asyncio.timeout(10):
+            while (await model.get(id=1)).hits != n + 100:
+                await asyncio.sleep(0.005)
+        await writer.close()
+        return hits, (await model.get(id=1)).hits
+
+    assert asyncio.run(one(1)) == (1, 101)
+    assert asyncio.run(one(2)) == (1, 102)
+
+    async def close() -> None:
+        await backend.close()
+
+    asyncio.run(close())
