@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable
-from typing import Annotated, Any, Unpack
+from typing import Annotated, Any, TypeVar, Unpack
 
 from ._fields import (
     _EPOCH,
@@ -70,22 +70,15 @@ class _FormattedField(_CheckedOptions):
         )
 
 
-class DateTimeField(_FormattedField, Field[datetime.datetime]):
-    """A ``datetime`` (naive or aware), stored as ISO 8601 text; it reads back equal.
+_D = TypeVar("_D", datetime.date, datetime.datetime)
 
-    With ``formats=[...]`` (``strptime`` formats) a ``str`` is accepted too: read as ISO 8601
-    if it is, else with the first format that fits; stored values stay ISO 8601 either way.
 
-    Example::
-
-        seen_at = co.DateTimeField(null=True)
-        logged_at = co.DateTimeField(formats=["%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S"])
-    """
+class _DatedField(_FormattedField, Field[_D]):
+    """``formats=``, ``auto_now`` and ``auto_now_add``, and ``+``/``-`` of a timedelta in
+    update expressions: what `DateTimeField` and `DateField` share."""
 
     operators = ("+", "-")
     operand_types = (datetime.timedelta,)
-
-    python_type = datetime.datetime
 
     def __init__(
         self,
@@ -98,6 +91,24 @@ class DateTimeField(_FormattedField, Field[datetime.datetime]):
         super().__init__(**options)
         self._set_formats(formats)
         _auto_options(self, auto_now, auto_now_add)
+
+    def now(self) -> _D:
+        raise NotImplementedError
+
+
+class DateTimeField(_DatedField[datetime.datetime]):
+    """A ``datetime`` (naive or aware), stored as ISO 8601 text; it reads back equal.
+
+    With ``formats=[...]`` (``strptime`` formats) a ``str`` is accepted too: read as ISO 8601
+    if it is, else with the first format that fits; stored values stay ISO 8601 either way.
+
+    Example::
+
+        seen_at = co.DateTimeField(null=True)
+        logged_at = co.DateTimeField(formats=["%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S"])
+    """
+
+    python_type = datetime.datetime
 
     def _parse(self, value: Any) -> Any:
         """``value``, or the datetime a ``str`` reads as (with ``formats``); no other check."""
@@ -174,7 +185,7 @@ class DateTimeTZField(DateTimeField):
         return _formatted(pyd, self, pyd.AwareDatetime)
 
 
-class DateField(_FormattedField, Field[datetime.date]):
+class DateField(_DatedField[datetime.date]):
     """A ``date`` (not a datetime), stored as ISO text.
 
     With ``formats=[...]`` a ``str`` is accepted too (ISO 8601, else the first format that
@@ -186,22 +197,7 @@ class DateField(_FormattedField, Field[datetime.date]):
         issued = co.DateField(formats=["%d.%m.%Y"])
     """
 
-    operators = ("+", "-")
-    operand_types = (datetime.timedelta,)
-
     python_type = datetime.date
-
-    def __init__(
-        self,
-        *,
-        formats: list[str] | tuple[str, ...] | None = None,
-        auto_now: bool = False,
-        auto_now_add: bool = False,
-        **options: Unpack[FieldOptions],
-    ) -> None:
-        super().__init__(**options)
-        self._set_formats(formats)
-        _auto_options(self, auto_now, auto_now_add)
 
     def now(self) -> datetime.date:
         """Today's date, for ``auto_now``/``auto_now_add``."""
@@ -236,7 +232,7 @@ def _time_part(value: datetime.datetime) -> datetime.time:
     return value.timetz()
 
 
-def _auto_options(field: DateTimeField | DateField, auto_now: bool, auto_now_add: bool) -> None:
+def _auto_options(field: Any, auto_now: bool, auto_now_add: bool) -> None:
     """``auto_now`` (set on every save and update) and ``auto_now_add`` (set when the row
     is first built for an insert); either gives the field a default of the current time."""
     for name, flag in (("auto_now", auto_now), ("auto_now_add", auto_now_add)):
