@@ -60,6 +60,14 @@ class _RateColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.0f} keys/s")
 
 
+async def _count_keys(bar: Any, backend: Backend, prefix: str, batch_size: int) -> int:
+    """Count the keys under ``prefix`` with a "listing keys" line on ``bar`` (rate, count)."""
+    listing = bar.add_task("listing keys", total=None)
+    total = await _ops.count_keys(backend, prefix, batch_size, lambda n: bar.advance(listing, n))
+    bar.update(listing, total=total, completed=total)
+    return total
+
+
 def _progress(console: Console) -> Progress:
     """Count, rate, elapsed time and (when the total is known) a bar and the time left."""
     return Progress(
@@ -282,11 +290,7 @@ def stats(
     async def go() -> list[_ops.GroupStats]:
         async with backend:
             with _progress(console) as bar:
-                listing = bar.add_task("listing keys", total=None)
-                total = await _ops.count_keys(
-                    backend, prefix, batch_size, lambda n: bar.advance(listing, n)
-                )
-                bar.update(listing, total=total, completed=total)
+                total = await _count_keys(bar, backend, prefix, batch_size)
                 task = bar.add_task("reading", total=total)
                 return await _ops.collect_stats(
                     backend,
@@ -369,11 +373,7 @@ def migrate(
             with _progress(console) as bar:
                 # Count first (so the rewrite can show the time left), then stream: no list
                 # of every key is ever held.
-                listing = bar.add_task("listing keys", total=None)
-                total = await _ops.count_keys(
-                    backend, key_prefix, batch_size, lambda n: bar.advance(listing, n)
-                )
-                bar.update(listing, total=total, completed=total)
+                total = await _count_keys(bar, backend, key_prefix, batch_size)
                 task = bar.add_task("checking" if dry_run else "migrating", total=total)
                 return await _ops.migrate(
                     backend,
