@@ -142,7 +142,8 @@ async def scaling(args: argparse.Namespace) -> int:
                 print_row(r)
                 results.append(r)
         print(
-            f"\n{'memory held per row':<28} {'backend':<14} {'rows':>6} {'orm B':>8} {'raw B':>8}"
+            f"\n{'memory held per row':<28} {'backend':<14} {'rows':>6} {'orm B':>8} "
+            f"{'raw B':>8} {'ratio':>6}"
         )
         for backend_name in backends:
             count = max(10, int(100_000 * args.scale))
