@@ -5,6 +5,7 @@ file to benchmarks/results/.
 
     python -m benchmarks                       # every backend (starts its own servers)
     python -m benchmarks --backends memory,redis --rounds 5 --serializer json
+    python -m benchmarks --scaling --rounds 3  # how cost grows: rows, tasks, memory at 100k
 """
 
 from __future__ import annotations
@@ -78,7 +79,15 @@ async def main(argv: list[str] | None = None) -> int:
         "--scale", type=float, default=1.0, help="multiply row counts (0.1 for a quick run)"
     )
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead of the usual cases: query_many at 100 / 10k / 100k rows, concurrent "
+        "get_by_id at 10 ... 10,000 tasks and memory per instance at 100k rows, per backend",
+    )
     args = parser.parse_args(argv)
+    if args.scaling:
+        return await scaling(args)
     results: list[dict[str, Any]] = []
     print(
         f"{'operation':<28} {'backend':<14} {'rows':>6} {'orm_ops/s':>12} {'raw_ops/s':>12} "
@@ -99,6 +108,55 @@ async def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"bench-{stamp}-{args.serializer}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "python": sys.version,
+                "platform": platform.platform(),
+                "serializer": args.serializer,
+                "rounds": args.rounds,
+                "scale": args.scale,
+                "cpus": os.cpu_count(),
+                "results": results,
+                "memory": memory,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten {out}")
+    return 0
+
+
+async def scaling(args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
+    print(
+        f"{'operation':<28} {'backend':<14} {'rows':>6} {'orm_ops/s':>12} {'raw_ops/s':>12} "
+        f"{'ratio':>6}"
+    )
+    backends = args.backends.split(",")
+    async with cases.Servers(backends) as servers:
+        for backend_name in backends:
+            for case in cases.scaling_cases(servers, backend_name, args.serializer, args.scale):
+                r = await run_case(case, args.rounds)
+                print_row(r)
+                results.append(r)
+        print(
+            f"\n{'memory held per row':<28} {'backend':<14} {'rows':>6} {'orm B':>8} "
+            f"{'raw B':>8} {'ratio':>6}"
+        )
+        for backend_name in backends:
+            count = max(10, int(100_000 * args.scale))
+            m = await cases.scaling_memory(servers, backend_name, args.serializer, count)
+            print(
+                f"{'query_many result':<28} {backend_name:<14} {count:>6} "
+                f"{m['orm_bytes']:>8.0f} {m['raw_bytes']:>8.0f} {m['ratio']:>6.2f}",
+                flush=True,
+            )
+            memory.append(m)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"scaling-{stamp}-{args.serializer}.json"
     out.write_text(
         json.dumps(
             {

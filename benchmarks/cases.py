@@ -414,3 +414,136 @@ def memory_footprint(serializer: str, count: int) -> dict[str, float]:
         f"bare {serializer} bytes per row": bare,
         "envelope overhead (bytes)": stored - bare,
     }
+
+
+# -- scaling: how cost grows with the amount of work (python -m benchmarks --scaling) --------
+
+SCALING_ROWS = (100, 10_000, 100_000)
+SCALING_TASKS = (10, 100, 1_000, 10_000)
+
+
+def scaling_cases(servers: Servers, backend_name: str, serializer: str, scale: float) -> list[Case]:
+    """query_many at 100 / 10k / 100k rows and concurrent get_by_id at 10 ... 10,000 tasks,
+    over one data set of the largest row count (loaded once per backend)."""
+    dumps, loads = codec(serializer)
+    state: dict[str, Any] = {}
+    top = max(10, int(max(SCALING_ROWS) * scale))
+    cases: list[Case] = []
+
+    async def open_() -> None:
+        if "backend" in state:
+            return
+        backend, raw = make(servers, backend_name)
+        User, _, _ = define_models(backend, serializer)
+        state.update(backend=backend, raw=raw, User=User)
+        for start in range(0, top, 10_000):
+            stop = min(top, start + 10_000)
+            await User.insert_many(*(orm_row(i) for i in range(start, stop)))
+            await raw.set_many([(f"raw:{i}", dumps(raw_row(i))) for i in range(start, stop)], TTL)
+
+    async def close() -> None:
+        await state["backend"].clear()
+        await state["backend"].close()
+        await state["raw"].close()
+        state.clear()
+
+    async def keep() -> None:
+        pass
+
+    def many(count: int) -> tuple[Callable[[], Awaitable[int]], Callable[[], Awaitable[int]]]:
+        async def orm() -> int:
+            rows = await state["User"].query_many(*range(count))
+            assert rows[-1] is not None
+            return count
+
+        async def raw() -> int:
+            values = await state["raw"].mget([f"raw:{i}" for i in range(count)])
+            rows = [dict(loads(v)) for v in values if v is not None]
+            assert len(rows) == count
+            return count
+
+        return orm, raw
+
+    def concurrent(
+        tasks: int,
+    ) -> tuple[Callable[[], Awaitable[int]], Callable[[], Awaitable[int]]]:
+        async def orm() -> int:
+            get = state["User"].get_by_id
+            await asyncio.gather(*(get(i) for i in range(tasks)))
+            return tasks
+
+        async def raw() -> int:
+            client = state["raw"]
+
+            async def one(i: int) -> dict[str, Any]:
+                return dict(loads(await client.get(f"raw:{i}")))
+
+            await asyncio.gather(*(one(i) for i in range(tasks)))
+            return tasks
+
+        return orm, raw
+
+    plan: list[tuple[str, int, str, Any]] = []
+    for rows in SCALING_ROWS:
+        count = max(10, int(rows * scale))
+        plan.append(("query_many", count, "", many(count)))
+    for tasks in SCALING_TASKS:
+        count = max(10, int(tasks * scale))
+        plan.append(("concurrent get_by_id", 1, f"{count} tasks", concurrent(count)))
+    for index, (name, rows, note, (orm, raw)) in enumerate(plan):
+        c = Case(name, backend_name, rows, note)
+        c.setup_fn = open_
+        c.teardown_fn = close if index == len(plan) - 1 else keep
+        c.orm, c.raw = orm, raw
+        cases.append(c)
+    return cases
+
+
+async def scaling_memory(
+    servers: Servers, backend_name: str, serializer: str, count: int
+) -> dict[str, Any]:
+    """Bytes held per row by the result of one query_many of ``count`` rows (instances) and by
+    the raw side's list of decoded dicts, read back from the backend."""
+    dumps, loads = codec(serializer)
+    backend, raw = make(servers, backend_name)
+    User, _, _ = define_models(backend, serializer)
+    try:
+        for start in range(0, count, 10_000):
+            stop = min(count, start + 10_000)
+            await User.insert_many(*(orm_row(i) for i in range(start, stop)))
+            await raw.set_many([(f"raw:{i}", dumps(raw_row(i))) for i in range(start, stop)], TTL)
+
+        async def held(read: Callable[[], Awaitable[list[Any]]]) -> float:
+            gc.collect()
+            tracemalloc.start()
+            try:
+                rows = await read()
+                gc.collect()
+                # what the result keeps alive once the read's transient buffers are gone
+                size = tracemalloc.get_traced_memory()[0]
+                assert len(rows) == count
+            finally:
+                tracemalloc.stop()
+            del rows
+            return size / count
+
+        async def orm_read() -> list[Any]:
+            return list(await User.query_many(*range(count)))
+
+        async def raw_read() -> list[Any]:
+            values = await raw.mget([f"raw:{i}" for i in range(count)])
+            return [dict(loads(v)) for v in values if v is not None]
+
+        orm_bytes = await held(orm_read)
+        raw_bytes = await held(raw_read)
+    finally:
+        await backend.clear()
+        await backend.close()
+        await raw.close()
+    return {
+        "backend": backend_name,
+        "rows": count,
+        "orm_bytes": orm_bytes,
+        "raw_bytes": raw_bytes,
+        "ratio": orm_bytes / raw_bytes,
+    }

@@ -31,7 +31,8 @@ def test_classifiers() -> None:
 def test_all_includes_every_integration() -> None:
     [spec] = EXTRAS["all"]
     wanted = set(re.search(r"\[(.*)\]", spec).group(1).split(","))  # type: ignore[union-attr]
-    assert wanted == set(EXTRAS) - {"all", "docs", "test", "dev"}
+    # peers: other libraries, for the comparison benchmark only (benchmarks/peers.py)
+    assert wanted == set(EXTRAS) - {"all", "docs", "test", "dev", "peers"}
     assert "fastapi" in wanted
 
 
