@@ -169,21 +169,32 @@ return out
 # Replies: a count, or a flat list key, value[, row] per row ('' for a row not included).
 READ_LUA = """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
-local cap, fetched = tonumber(ARGV[4]), 0
+local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-local function emit(k, v)
-  out[#out + 1] = k
-  out[#out + 1] = v
-  if cap > 0 then
-    if fetched < cap then
-      fetched = fetched + 1
-      out[#out + 1] = redis.call('GET', k)
+local ks, vs = {}, {}
+-- The selected keys with their values, and the first `cap` rows read by MGET (one call
+-- per 1000 keys rather than one GET per row).
+local function reply()
+  local n = #ks
+  local m = math.min(cap, n)
+  local rows = {}
+  for s = 1, m, 1000 do
+    local got = redis.call('MGET', unpack(ks, s, math.min(s + 999, m)))
+    for i = 1, #got do rows[s + i - 1] = got[i] end
+  end
+  local out, j = {}, 0
+  for i = 1, n do
+    out[j + 1] = ks[i]
+    out[j + 2] = vs[i]
+    if cap > 0 then
+      if i <= m then out[j + 3] = rows[i] else out[j + 3] = '' end
+      j = j + 3
     else
-      out[#out + 1] = ''
+      j = j + 2
     end
   end
+  return out
 end
 if op == 'eq' then
   local total = 0
@@ -193,12 +204,13 @@ if op == 'eq' then
       total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
     else
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')) do
-        emit(m, '')
+        ks[#ks + 1] = m
+        vs[#vs + 1] = ''
       end
     end
   end
   if count_only then return total end
-  return out
+  return reply()
 end
 local kind, lo, hi, desc = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
 local skip, left = tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -209,15 +221,19 @@ if desc then a, z = hi, lo end
 local xkey = b .. ':x'
 local total, pos = 0, 0
 while left ~= 0 do
+  -- a page no longer than the members still wanted (each can be live), at most 256
+  local want = 256
+  if left > 0 and skip + left < want then want = skip + left end
   local args = {'ZRANGE', zkey, a, z, by}
   if desc then args[#args + 1] = 'REV' end
   args[#args + 1] = 'LIMIT'
   args[#args + 1] = pos
-  args[#args + 1] = 256
+  args[#args + 1] = want
   if kind == 'num' then args[#args + 1] = 'WITHSCORES' end
   local got = redis.call(unpack(args))
   local step = kind == 'num' and 2 or 1
   if #got == 0 then break end
+  local cand, cval = {}, {}
   for i = 1, #got, step do
     local m, v = got[i], got[i + 1]
     local k = m
@@ -225,13 +241,22 @@ while left ~= 0 do
       local cut = string.find(m, '\\0', 1, true)
       k, v = string.sub(m, cut + 1), string.sub(m, 1, cut - 1)
     end
-    local exp = redis.call('ZSCORE', xkey, k)
+    cand[#cand + 1] = k
+    cval[#cval + 1] = v
+  end
+  -- the expiries of the page's rows in one call (false: no expiry)
+  local exps = redis.call('ZMSCORE', xkey, unpack(cand))
+  for i = 1, #cand do
+    local exp = exps[i]
     if (not exp) or tonumber(exp) > now then
       if skip > 0 then
         skip = skip - 1
       else
         total = total + 1
-        if not count_only then emit(k, v) end
+        if not count_only then
+          ks[#ks + 1] = cand[i]
+          vs[#vs + 1] = cval[i]
+        end
         if left > 0 then
           left = left - 1
           if left == 0 then break end
@@ -239,11 +264,11 @@ while left ~= 0 do
       end
     end
   end
-  pos = pos + #got / step
-  if #got / step < 256 then break end
+  pos = pos + #cand
+  if #cand < want then break end
 end
 if count_only then return total end
-return out
+return reply()
 """
 
 
