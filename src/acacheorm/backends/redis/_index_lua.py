@@ -166,35 +166,27 @@ return out
 # KEYS[1] the bucket. ARGV: 1 op, 2 field, 3 count_only ('1'/'0'), 4 rows (how many of the
 # first rows listed come with their value), then for 'eq' the values; for 'range'/'prefix':
 # 5 kind, 6 lo, 7 hi (Redis range syntax), 8 desc, 9 offset, 10 count (-1: all).
-# Replies: a count, or a flat list key, value[, row] per row ('' for a row not included).
+# Replies: a count, or [keys, values (empty for 'eq'), the rows of the first `rows` keys].
 READ_LUA = """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ks, vs = {}, {}
--- The selected keys with their values, and the first `cap` rows read by MGET (one call
--- per 1000 keys rather than one GET per row).
+-- The reply: {keys, values, rows}: the selected keys, their values (empty for 'eq') and the
+-- rows of the first `cap` keys, read by MGET (one call per 1000 keys, not a GET per row).
 local function reply()
-  local n = #ks
-  local m = math.min(cap, n)
+  local m = math.min(cap, #ks)
   local rows = {}
-  for s = 1, m, 1000 do
-    local got = redis.call('MGET', unpack(ks, s, math.min(s + 999, m)))
-    for i = 1, #got do rows[s + i - 1] = got[i] end
-  end
-  local out, j = {}, 0
-  for i = 1, n do
-    out[j + 1] = ks[i]
-    out[j + 2] = vs[i]
-    if cap > 0 then
-      if i <= m then out[j + 3] = rows[i] else out[j + 3] = '' end
-      j = j + 3
-    else
-      j = j + 2
+  if m > 0 and m <= 1000 then
+    rows = redis.call('MGET', unpack(ks, 1, m))
+  else
+    for s = 1, m, 1000 do
+      local got = redis.call('MGET', unpack(ks, s, math.min(s + 999, m)))
+      for i = 1, #got do rows[s + i - 1] = got[i] end
     end
   end
-  return out
+  return {ks, vs, rows}
 end
 if op == 'eq' then
   local total = 0
@@ -203,9 +195,11 @@ if op == 'eq' then
     if count_only then
       total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
     else
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')) do
-        ks[#ks + 1] = m
-        vs[#vs + 1] = ''
+      local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
+      if #ks == 0 then
+        ks = got
+      else
+        for _, m in ipairs(got) do ks[#ks + 1] = m end
       end
     end
   end
@@ -346,23 +340,18 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
     def convert(reply: Any) -> Any:
         if cmd.count_only:
             return int(reply)
-        out: list[Any] = []
-        num = cmd.op == "range" and cmd.kind == "num"
-        step = 3 if cmd.rows else 2
-        for i in range(0, len(reply), step):
-            key = reply[i].decode()[cut:]
-            v = reply[i + 1]
-            if cmd.op == "eq":
-                value: Any = None
-            elif num:
-                value = float(v)
-            else:
-                value = v.decode()
-            if step == 3:
-                row = reply[i + 2]
-                out.append((key, value, _NOT_READ if row == b"" else row))
-            else:
-                out.append((key, value))
-        return out
+        raw_keys, raw_values, rows = reply
+        keys = [k.decode()[cut:] for k in raw_keys]
+        if cmd.op == "eq":
+            values: list[Any] = [None] * len(keys)
+        elif cmd.kind == "num" and cmd.op == "range":
+            values = [float(v) for v in raw_values]
+        else:
+            values = [v.decode() for v in raw_values]
+        if not cmd.rows:
+            return list(zip(keys, values, strict=True))
+        if len(rows) < len(keys):  # the keys beyond the first `rows`: their rows not read
+            rows = [*rows, *[_NOT_READ] * (len(keys) - len(rows))]
+        return list(zip(keys, values, rows, strict=True))
 
     return convert
