@@ -42,7 +42,11 @@ def models(backend: co.Backend) -> tuple[type[co.Model], type[co.Model]]:
     return Item, PlainItem
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], rounds: int = 7) -> float:
+async def timed(fn: Callable[[], Awaitable[Any]], rounds: int = 25, warm_up: int = 3) -> float:
+    """The median time of ``fn`` over ``rounds`` calls, after ``warm_up`` untimed ones (the
+    first calls of a path run much slower and only add noise on a loaded machine)."""
+    for _ in range(warm_up):
+        await fn()
     times = []
     for _ in range(rounds):
         start = time.perf_counter()

@@ -276,7 +276,7 @@ def _exact_type(field: Field[Any]) -> type | None:
 
 
 def compile_build(
-    schema: Schema, by_key_of: bool = False
+    schema: Schema, by_key_of: bool = False, retag: Callable[[str], str] | None = None
 ) -> Callable[[dict[str, Any], str], Model | None]:
     """The fast build of a row of the schema's own format: a function generated once per
     model, with one straight-line check per field (cheaper than a loop over the fields,
@@ -286,7 +286,9 @@ def compile_build(
     A field stored as itself is checked by exact type (``type(v) is int``: a bool is no
     int; ``None`` only if the field is ``null``); a list of such items item by item; any
     other field is converted by its ``from_primitive``, which refuses a primitive of the
-    wrong type. Last, the key is recomputed from the row and compared with the key read.
+    wrong type. Last, the key is recomputed from the row and compared with the key read
+    (``by_key_of``: by ``schema.key_of``; ``retag``: a single primary key's plain key passed
+    through it, the same key ``key_of`` gives, without the calls around it).
     Names enter the source only through ``repr``.
     """
     env: dict[str, Any] = {
@@ -336,11 +338,15 @@ def compile_build(
         add(f"    data[{attname!r}] = data.pop({name!r})")
     add("    obj = _new(_model)")
     add("    _set_dict(obj, data)")  # not through Model.__setattr__
-    attname = None if by_key_of else schema._single_attname
+    attname = None if by_key_of and retag is None else schema._single_attname
     if attname is not None:
         pk_field = schema.pk_fields[0]
         env["_key_part"] = str if type(pk_field).key_part is Field.key_part else pk_field.key_part
-        add(f"    if _prefix + _key_part(data[{attname!r}]) != key:")
+        if retag is not None:
+            env["_retag"] = retag
+            add(f"    if _retag(_prefix + _key_part(data[{attname!r}])) != key:")
+        else:
+            add(f"    if _prefix + _key_part(data[{attname!r}]) != key:")
     else:
         add("    if _key_of(obj) != key:")
     add("        return None")

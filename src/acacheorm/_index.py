@@ -329,7 +329,7 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
     # The fast decode compares a row's key with the key it was read from: the tagged one.
-    schema._fast_build = compile_build(schema, by_key_of=True)
+    schema._fast_build = compile_build(schema, by_key_of=True, retag=tagged)
 
 
 def untag(spec: IndexSpec, key: str) -> str:

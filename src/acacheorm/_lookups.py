@@ -456,6 +456,19 @@ def sort_key(
         target = _Target(model, name)
         parts.append((target.getter, target.sort_key, desc))
     pk_values = schema.pk_values
+    if not parts:  # by primary key alone: the same order without the loop
+        single = schema._single_attname
+        if single is not None:
+
+            def by_single_pk(obj: Model) -> tuple[Any, ...]:
+                return ((obj.__dict__[single],),)
+
+            return by_single_pk
+
+        def by_pk(obj: Model) -> tuple[Any, ...]:
+            return (pk_values(obj),)
+
+        return by_pk
 
     def key(obj: Model) -> tuple[Any, ...]:
         out: list[Any] = []

@@ -187,6 +187,27 @@ async def test_expired_rows_leave_the_index_at_once(indexed: Backend) -> None:
     assert [p.id for p in await Player.filter(nick="a").order_by("score").limit(5)] == [1]
 
 
+async def test_range_reads_page_past_many_expired_entries(indexed: Backend) -> None:
+    # 300 expired rows below 300 live ones: range reads page through entries (several pages
+    # of the index, some of a single member for exists()) and skip every expired one.
+    _, Player = define(indexed)
+    await Player.insert_many(*(Player(id=i, nick="e", score=i) for i in range(300)), ttl=0.2)
+    await Player.insert_many(*(Player(id=i, nick="l", score=i) for i in range(300, 600)))
+
+    async def expired() -> bool:
+        return await Player.filter(score__gte=0).count() == 300
+
+    await eventually(expired)
+    assert not await Player.filter(score__lt=300).exists()
+    assert await Player.filter(score__lt=301).exists()
+    assert await Player.filter(score__range=(250, 310)).count() == 11
+    top = await Player.filter(score__gte=0).order_by("score").limit(5)
+    assert [p.id for p in top] == [300, 301, 302, 303, 304]
+    low = await Player.filter(score__lt=303).order_by("-score").offset(1).limit(5)
+    assert [p.id for p in low] == [301, 300]
+    assert [p.id for p in await Player.filter(score__gte=598)] == [598, 599]
+
+
 async def test_on_delete_set_null_cascade_restrict(indexed: Backend) -> None:
     Team, Player = define(indexed)
 

@@ -166,24 +166,27 @@ return out
 # KEYS[1] the bucket. ARGV: 1 op, 2 field, 3 count_only ('1'/'0'), 4 rows (how many of the
 # first rows listed come with their value), then for 'eq' the values; for 'range'/'prefix':
 # 5 kind, 6 lo, 7 hi (Redis range syntax), 8 desc, 9 offset, 10 count (-1: all).
-# Replies: a count, or a flat list key, value[, row] per row ('' for a row not included).
+# Replies: a count, or [keys, values (empty for 'eq'), the rows of the first `rows` keys].
 READ_LUA = """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
-local cap, fetched = tonumber(ARGV[4]), 0
+local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-local function emit(k, v)
-  out[#out + 1] = k
-  out[#out + 1] = v
-  if cap > 0 then
-    if fetched < cap then
-      fetched = fetched + 1
-      out[#out + 1] = redis.call('GET', k)
-    else
-      out[#out + 1] = ''
+local ks, vs = {}, {}
+-- The reply: {keys, values, rows}: the selected keys, their values (empty for 'eq') and the
+-- rows of the first `cap` keys, read by MGET (one call per 1000 keys, not a GET per row).
+local function reply()
+  local m = math.min(cap, #ks)
+  local rows = {}
+  if m > 0 and m <= 1000 then
+    rows = redis.call('MGET', unpack(ks, 1, m))
+  else
+    for s = 1, m, 1000 do
+      local got = redis.call('MGET', unpack(ks, s, math.min(s + 999, m)))
+      for i = 1, #got do rows[s + i - 1] = got[i] end
     end
   end
+  return {ks, vs, rows}
 end
 if op == 'eq' then
   local total = 0
@@ -192,13 +195,16 @@ if op == 'eq' then
     if count_only then
       total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
     else
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')) do
-        emit(m, '')
+      local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
+      if #ks == 0 then
+        ks = got
+      else
+        for _, m in ipairs(got) do ks[#ks + 1] = m end
       end
     end
   end
   if count_only then return total end
-  return out
+  return reply()
 end
 local kind, lo, hi, desc = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
 local skip, left = tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -209,15 +215,19 @@ if desc then a, z = hi, lo end
 local xkey = b .. ':x'
 local total, pos = 0, 0
 while left ~= 0 do
+  -- a page no longer than the members still wanted (each can be live), at most 256
+  local want = 256
+  if left > 0 and skip + left < want then want = skip + left end
   local args = {'ZRANGE', zkey, a, z, by}
   if desc then args[#args + 1] = 'REV' end
   args[#args + 1] = 'LIMIT'
   args[#args + 1] = pos
-  args[#args + 1] = 256
+  args[#args + 1] = want
   if kind == 'num' then args[#args + 1] = 'WITHSCORES' end
   local got = redis.call(unpack(args))
   local step = kind == 'num' and 2 or 1
   if #got == 0 then break end
+  local cand, cval = {}, {}
   for i = 1, #got, step do
     local m, v = got[i], got[i + 1]
     local k = m
@@ -225,13 +235,22 @@ while left ~= 0 do
       local cut = string.find(m, '\\0', 1, true)
       k, v = string.sub(m, cut + 1), string.sub(m, 1, cut - 1)
     end
-    local exp = redis.call('ZSCORE', xkey, k)
+    cand[#cand + 1] = k
+    cval[#cval + 1] = v
+  end
+  -- the expiries of the page's rows in one call (false: no expiry)
+  local exps = redis.call('ZMSCORE', xkey, unpack(cand))
+  for i = 1, #cand do
+    local exp = exps[i]
     if (not exp) or tonumber(exp) > now then
       if skip > 0 then
         skip = skip - 1
       else
         total = total + 1
-        if not count_only then emit(k, v) end
+        if not count_only then
+          ks[#ks + 1] = cand[i]
+          vs[#vs + 1] = cval[i]
+        end
         if left > 0 then
           left = left - 1
           if left == 0 then break end
@@ -239,11 +258,11 @@ while left ~= 0 do
       end
     end
   end
-  pos = pos + #got / step
-  if #got / step < 256 then break end
+  pos = pos + #cand
+  if #cand < want then break end
 end
 if count_only then return total end
-return out
+return reply()
 """
 
 
@@ -321,23 +340,18 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
     def convert(reply: Any) -> Any:
         if cmd.count_only:
             return int(reply)
-        out: list[Any] = []
-        num = cmd.op == "range" and cmd.kind == "num"
-        step = 3 if cmd.rows else 2
-        for i in range(0, len(reply), step):
-            key = reply[i].decode()[cut:]
-            v = reply[i + 1]
-            if cmd.op == "eq":
-                value: Any = None
-            elif num:
-                value = float(v)
-            else:
-                value = v.decode()
-            if step == 3:
-                row = reply[i + 2]
-                out.append((key, value, _NOT_READ if row == b"" else row))
-            else:
-                out.append((key, value))
-        return out
+        raw_keys, raw_values, rows = reply
+        keys = [k.decode()[cut:] for k in raw_keys]
+        if cmd.op == "eq":
+            values: list[Any] = [None] * len(keys)
+        elif cmd.kind == "num" and cmd.op == "range":
+            values = [float(v) for v in raw_values]
+        else:
+            values = [v.decode() for v in raw_values]
+        if not cmd.rows:
+            return list(zip(keys, values, strict=True))
+        if len(rows) < len(keys):  # the keys beyond the first `rows`: their rows not read
+            rows = [*rows, *[_NOT_READ] * (len(keys) - len(rows))]
+        return list(zip(keys, values, rows, strict=True))
 
     return convert
