@@ -462,6 +462,18 @@ class Model(ModelBase, metaclass=ModelMeta):
         schema = cls._schema
         if "pk" in fields:
             fields = _expand_pk(schema, fields, f"{cls.__name__}.update()")
+        fast = schema._pk_fast_type
+        if fast is not None:  # one pk field given by its name, of its plain type
+            name = schema.pk_names[0]
+            value = fields.get(name)
+            attname = schema.attnames[name]
+            if (
+                type(value) is fast
+                and (attname == name or attname not in fields)
+                and (not isinstance(value, str) or value.isascii())
+            ):
+                del fields[name]
+                return (value,), cls._check_changes(fields)
         pk_part = {}
         for n in schema.pk_names:
             for k in (n, schema.attnames[n]):
@@ -477,10 +489,13 @@ class Model(ModelBase, metaclass=ModelMeta):
     def _check_changes(cls, changes: dict[str, Any]) -> dict[str, Any]:
         """Validate the new values of an update now, before anything is sent."""
         schema = cls._schema
-        by_attname = {a: n for n, a in schema.attnames.items()}
+        fields = schema.fields
         clean: dict[str, Any] = {}
         for key, value in changes.items():
-            name = key if key in schema.fields else by_attname.get(key)
+            if key in fields:
+                name: str | None = key
+            else:
+                name = next((n for n, a in schema.attnames.items() if a == key), None)
             if name is None:
                 raise TypeError(f"{cls.__name__} has no field {key!r}")
             if name in schema.pk_names:

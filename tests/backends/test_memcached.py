@@ -252,6 +252,30 @@ async def test_writes_are_one_request_per_node(mc: MemcachedBackend) -> None:
     assert [n.round_trips - t for n, t in zip(mc._nodes, trips, strict=True)] == [1, 1]
 
 
+async def test_a_lone_command_is_one_request_without_the_batch_machinery(
+    mc: MemcachedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await mc.get_many(*keys_by_node(mc, 100).values())  # a node's first use checks its version
+    await mc.set("lone", b"v1", ttl=60)
+
+    async def grouped(*args: Any) -> Any:
+        raise AssertionError("a one-command batch went through the per-node grouping")
+
+    monkeypatch.setattr(mc, "_run_node", grouped)
+    trips = sum(n.round_trips for n in mc._nodes)
+    assert await mc.get("lone") == b"v1"
+    [(value, token)] = await mc.execute(Batch((Gets("lone"),)))
+    assert value == b"v1"
+    # keeping the TTL: the TTL read and the write share one request
+    assert await mc.execute(Batch((Cas("lone", b"v2", token, KEEP_TTL),))) == [True]
+    assert await mc.execute(Batch((Cas("lone", b"v3", token, KEEP_TTL),))) == [False]
+    assert await mc.get("lone") == b"v2"
+    assert await mc.get("absent") is None
+    assert sum(n.round_trips for n in mc._nodes) - trips == 6
+    left = await remaining_ttl(mc.server_for("lone"), mc.wire_key(mc.full_key("lone")))
+    assert left is not None and 55 <= left <= 61
+
+
 async def test_same_key_commands_stay_in_order(mc: MemcachedBackend) -> None:
     results = await execute_batch(
         mc,

@@ -717,6 +717,38 @@ async def test_cluster_get_many_one_request_per_master_concurrently(
     assert all(what == "send" for what, _ in wire.events[:3]) and first_read == 3
 
 
+async def test_cluster_lone_get_goes_straight_to_its_node(
+    rc: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from acacheorm.backends.redis import _cluster
+
+    await rc.set("lone", b"v")
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    through_redis_py: list[tuple[Any, ...]] = []
+    command = client.execute_command
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        through_redis_py.append(args)
+        return await command(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", counted)
+    assert await rc.get("lone") == b"v"
+    assert await rc.get("absent") is None
+    assert await rc.execute(Batch((Has("lone"),))) == [True]
+    assert through_redis_py == []
+
+    # A node that cannot be reached so: redis-py's command path, with its retries, reads.
+    async def unreachable(*args: Any) -> None:
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(_cluster, "_node_round_trip", unreachable)
+    assert await rc.get("lone") == b"v"
+    assert through_redis_py == [("GET", raw(rc, "lone"))]
+
+
 async def test_cluster_atomic_across_slots_is_refused(rc: RedisBackend, wire: Wire) -> None:
     keys = await keys_on_every_master(rc, per_node=1)
     batch = Batch(tuple(Set(k, b"v") for k in keys), atomic=True)

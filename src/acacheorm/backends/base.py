@@ -364,10 +364,14 @@ class Backend(abc.ABC):
         prefix = self._prefix
         if prefix:
             new = tuple.__new__  # a command is a NamedTuple whose first item is its key
-            batch = Batch(
-                tuple(new(type(c), (prefix + c[0], *c[1:])) for c in batch.commands),
-                batch.atomic,
-            )
+            commands = batch.commands
+            if len(commands) == 1:
+                c = commands[0]
+                batch = Batch((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic)
+            else:
+                batch = Batch(
+                    tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic
+                )
         near = self.near_cache
         if near is not None:
             results = (await near.run(self, batch, self._execute))[0]

@@ -328,8 +328,14 @@ class MemcachedBackend(Backend):
             raise AtomicityError(
                 f"memcached cannot run {batch!r} all-or-nothing: it has no transactions"
             )
-        by_node: dict[int, list[tuple[int, Command, bytes]]] = {}
         ring = self._ring
+        if len(commands) == 1:  # the common lone command: no grouping, no per-item state
+            cmd = commands[0]
+            key = self.wire_key(cmd.key)
+            nodes = self._nodes
+            node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
+            return [await self._run_one(node, cmd, key)]
+        by_node: dict[int, list[tuple[int, Command, bytes]]] = {}
         for index, cmd in enumerate(commands):
             key = self.wire_key(cmd.key)
             by_node.setdefault(ring.node_for(key), []).append((index, cmd, key))
@@ -427,6 +433,62 @@ class MemcachedBackend(Backend):
                 raise unknown_outcome(exc) from exc
             raise
         return results
+
+    async def _run_one(self, node: Node, cmd: Command, key: bytes) -> Any:
+        """`_run_node` for a batch of one command: the same exchange, without the rounds'
+        bookkeeping (one request in flight at a time, each step's reply read before the
+        next is sent)."""
+        steps: _Step | None = None
+        if type(cmd) is Get:
+            data = get_request([key])
+        else:
+            steps = self._steps(cmd, key)
+            try:
+                data = next(steps).data
+            except StopIteration as stop:  # settled without asking (value too large, ...)
+                return stop.value
+        sent = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                with self._errors(node):
+                    # `Node.connection`, inline: back to the pool only after a clean exchange
+                    generation = node._generation
+                    pool = node.pool
+                    conn = await pool.acquire()
+                    clean = False
+                    try:
+                        if not node.checked:
+                            await self._check_version(node, conn)
+                        reader, writer = conn
+                        while True:
+                            sent = True
+                            writer.write(data)
+                            node.round_trips += 1
+                            if steps is None:
+                                result = (await read_values(reader)).get(key)
+                                break
+                            try:
+                                request = steps.send(await read_reply(reader))
+                                while request is _MORE:
+                                    request = steps.send(await read_reply(reader))
+                            except StopIteration as stop:
+                                result = stop.value
+                                break
+                            data = request.data
+                        clean = True
+                    finally:
+                        pool.release(conn, clean and generation == node._generation)
+        except TimeoutError as exc:
+            err = BackendUnavailable(f"memcached {node.name} did not answer within {self.timeout}s")
+            if sent and has_writes((cmd,)):
+                raise unknown_outcome(err) from exc
+            raise err from exc
+        except BackendUnavailable as exc:
+            # A sent write whose reply never came may have run; it is not sent again.
+            if sent and has_writes((cmd,)):
+                raise unknown_outcome(exc) from exc
+            raise
+        return result
 
     async def _round(
         self,

@@ -173,7 +173,7 @@ def with_value(reply: _Reply, data: bytes) -> _Reply:
     """``reply`` holding the value ``data`` (the bytes `reply_head` asked for)."""
     if data[-2:] != b"\r\n":
         raise _ProtocolError(f"value of {len(data) - 2} bytes not terminated by CRLF")
-    return reply._replace(value=data[:-2])
+    return _Reply(reply.code, reply.flags, data[:-2], reply.line)  # (faster than _replace)
 
 
 def value_head(line: bytes) -> tuple[bytes, int] | None:
