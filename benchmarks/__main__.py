@@ -70,6 +70,29 @@ def print_row(r: dict[str, Any]) -> None:
     )
 
 
+def write_results(kind: str, args: argparse.Namespace, results: Any, memory: Any) -> None:
+    """Save a run as JSON in benchmarks/results/ with the machine and the options."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"{kind}-{stamp}-{args.serializer}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "python": sys.version,
+                "platform": platform.platform(),
+                "serializer": args.serializer,
+                "rounds": args.rounds,
+                "scale": args.scale,
+                "cpus": os.cpu_count(),
+                "results": results,
+                "memory": memory,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten {out}")
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--backends", default="memory,redis,redis-cluster,memcached")
@@ -105,25 +128,7 @@ async def main(argv: list[str] | None = None) -> int:
     print()
     for k, v in memory.items():
         print(f"{k:<44} {v:>10.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = RESULTS / f"bench-{stamp}-{args.serializer}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "python": sys.version,
-                "platform": platform.platform(),
-                "serializer": args.serializer,
-                "rounds": args.rounds,
-                "scale": args.scale,
-                "cpus": os.cpu_count(),
-                "results": results,
-                "memory": memory,
-            },
-            indent=2,
-        )
-    )
-    print(f"\nwritten {out}")
+    write_results("bench", args, results, memory)
     return 0
 
 
@@ -154,25 +159,7 @@ async def scaling(args: argparse.Namespace) -> int:
                 flush=True,
             )
             memory.append(m)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = RESULTS / f"scaling-{stamp}-{args.serializer}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "python": sys.version,
-                "platform": platform.platform(),
-                "serializer": args.serializer,
-                "rounds": args.rounds,
-                "scale": args.scale,
-                "cpus": os.cpu_count(),
-                "results": results,
-                "memory": memory,
-            },
-            indent=2,
-        )
-    )
-    print(f"\nwritten {out}")
+    write_results("scaling", args, results, memory)
     return 0
 
 
