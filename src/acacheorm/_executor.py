@@ -229,43 +229,15 @@ def _report(
 async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]:
     if not _hooks and not logger.isEnabledFor(logging.DEBUG):
         return await backend.execute(batch)
-    if backend.near_cache is not None:
-        return await _execute_near(backend, batch, merged)
-    start = time.perf_counter()
-    error: BaseException | None = None
-    results: list[Any] | None = None
-    try:
-        results = await backend.execute(batch)
-        return results
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        duration = time.perf_counter() - start
-        logger.debug(
-            "%r %r: %d commands, %d merged, %.3f ms%s",
-            backend,
-            batch,
-            len(batch.commands),
-            merged,
-            duration * 1000,
-            f", failed: {error!r}" if error else "",
-        )
-        event = BatchEvent(backend, batch, duration, error, merged, results)
-        for hook in list(_hooks):
-            try:
-                hook(event)
-            except Exception:
-                logger.exception("acacheorm batch hook %r failed; ignored", hook)
-
-
-async def _execute_near(backend: Backend, batch: Batch, merged: int) -> list[Any]:
     start = time.perf_counter()
     error: BaseException | None = None
     results: list[Any] | None = None
     near_hits = 0
     try:
-        results, near_hits = await backend._execute_near(batch)
+        if backend.near_cache is not None:
+            results, near_hits = await backend._execute_near(batch)
+        else:
+            results = await backend.execute(batch)
         return results
     except BaseException as exc:
         error = exc

@@ -363,15 +363,7 @@ class Backend(abc.ABC):
             return []
         prefix = self._prefix
         if prefix:
-            new = tuple.__new__  # a command is a NamedTuple whose first item is its key
-            commands = batch.commands
-            if len(commands) == 1:
-                c = commands[0]
-                batch = Batch((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic)
-            else:
-                batch = Batch(
-                    tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic
-                )
+            batch = self._prefixed(batch, prefix)
         near = self.near_cache
         if near is not None:
             results = (await near.run(self, batch, self._execute))[0]
@@ -386,13 +378,19 @@ class Backend(abc.ABC):
             return await self.execute(batch), 0
         prefix = self._prefix
         if prefix:
-            new = tuple.__new__
-            batch = Batch(
-                tuple(new(type(c), (prefix + c[0], *c[1:])) for c in batch.commands),
-                batch.atomic,
-            )
+            batch = self._prefixed(batch, prefix)
         results, hits = await near.run(self, batch, self._execute)
         return name_slot_errors(batch.commands, results, len(prefix)), hits
+
+    @staticmethod
+    def _prefixed(batch: Batch, prefix: str) -> Batch:
+        """``batch`` with ``prefix`` (the namespace) before every key."""
+        new = tuple.__new__  # a command is a NamedTuple whose first item is its key
+        commands = batch.commands
+        if len(commands) == 1:  # the common lone command, without a generator
+            c = commands[0]
+            return Batch((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic)
+        return Batch(tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic)
 
     async def _one(self, cmd: Command) -> Any:
         result = (await (_run_batch or _load_executor())(self, Batch((cmd,))))[0]
