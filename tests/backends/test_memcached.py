@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import acacheorm as co
 from acacheorm._commands import KEEP_TTL, Batch, Cas, Delete, Get, Gets, Incr, Replace, Set
@@ -350,6 +352,30 @@ def test_wire_keys_for_odd_namespaces(memcached_servers: list[Address]) -> None:
     assert backend.wire_key("~plain").startswith(b"~") and len(backend.wire_key("~p")) == 41
     assert len(backend.wire_key("z" * 250)) == 250
     assert len(backend.wire_key("z" * 251)) == 41
+
+
+_KEY_CHARS = st.sampled_from(["a", "Z", ":", "!", "~", " ", "\t", "\x00", "\x7f", "é", "\ud800"])
+
+
+@given(
+    namespace=st.sampled_from(["", "app", "a b", "~x", "é"]),
+    keys=st.lists(
+        st.one_of(
+            st.text(_KEY_CHARS, max_size=4),
+            st.sampled_from(["a" * 243, "a" * 244, "a" * 250, "a" * 251, "app", "app:"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    prefixed=st.booleans(),
+)
+def test_a_batch_maps_its_keys_as_each_key_alone(
+    namespace: str, keys: list[str], prefixed: bool
+) -> None:
+    # a batch converts its keys all at once when it can: it must match key by key
+    backend = MemcachedBackend([("127.0.0.1", 11211)], namespace=namespace)
+    full = [backend.full_key(k) if prefixed else k for k in keys]
+    assert backend._wire_keys(full) == [backend.wire_key(k) for k in full]
 
 
 # -- values and TTLs -------------------------------------------------------------------------

@@ -329,6 +329,29 @@ class MemcachedBackend(Backend):
         raw = full_key.encode("utf-8", "surrogatepass")
         return f"{wire_prefix}~{hashlib.sha1(raw, usedforsecurity=False).hexdigest()}".encode()
 
+    def _wire_keys(self, full_keys: list[str]) -> list[bytes]:
+        """`wire_key` of each of ``full_keys``. When every key may be sent as it is (the
+        common case), that is checked and converted over all the keys at once."""
+        prefix = self._prefix
+        if self._wire_prefix == prefix and full_keys:
+            # With no space in any key, one space per key before it finds each key's start:
+            # every key must start with the namespace and go on with something but "~".
+            joined = " ".join(full_keys)
+            lead = " " + prefix
+            starts = " " + joined
+            if (
+                joined.isascii()
+                and joined.isprintable()
+                and joined.count(" ") == len(full_keys) - 1
+                and starts.count(lead) == len(full_keys)
+                and lead + "~" not in starts
+                and lead + " " not in starts + " "
+                and max(map(len, full_keys)) <= MAX_KEY_LENGTH
+            ):
+                return joined.encode("ascii").split(b" ")
+        wire_key = self.wire_key
+        return [wire_key(key) for key in full_keys]
+
     def server_for(self, key: str) -> tuple[str, int]:
         """The ``(host, port)`` of the node that holds ``key`` (a key as given to `get`)."""
         node = self._nodes[self._ring.node_for(self.wire_key(self.full_key(key)))]
@@ -349,8 +372,7 @@ class MemcachedBackend(Backend):
             key = self.wire_key(cmd.key)
             node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
             return [await self._run_one(node, cmd, key)]
-        wire_key = self.wire_key
-        keys = [wire_key(cmd.key) for cmd in commands]
+        keys = self._wire_keys([cmd.key for cmd in commands])
         if all(type(cmd) is Get for cmd in commands):
             return await self._get_many(keys)
         by_node: dict[int, list[tuple[int, Command, bytes]]] = {}
