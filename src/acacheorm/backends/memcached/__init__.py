@@ -498,7 +498,7 @@ class MemcachedBackend(Backend):
         generation = node._generation
         pool = node.pool
         try:
-            conn = await pool.acquire(deadline)
+            conn = pool.take() or await pool.acquire(deadline)
             clean = False
             try:
                 conn.deadline = deadline
@@ -537,7 +537,7 @@ class MemcachedBackend(Backend):
         generation = node._generation
         pool = node.pool
         try:
-            conn = await pool.acquire(deadline)
+            conn = pool.take() or await pool.acquire(deadline)
             clean = False
             try:
                 conn.deadline = deadline
@@ -573,7 +573,7 @@ class MemcachedBackend(Backend):
         generation = node._generation
         pool = node.pool
         try:
-            conn = await pool.acquire(deadline)
+            conn = pool.take() or await pool.acquire(deadline)
             clean = False
             try:
                 conn.deadline = deadline

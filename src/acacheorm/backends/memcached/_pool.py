@@ -180,14 +180,16 @@ class Connection(asyncio.Protocol):
 class Pool:
     """At most ``size`` connections to ``host:port``, opened when first needed.
 
-    `acquire` waits while all are in use; `release` keeps a connection for the next caller
-    only when told it is clean, and closes it otherwise.
+    `take` hands out an idle connection at once when one is free; `acquire` also waits
+    while all are in use, first come first served. `release` keeps a connection for the
+    next caller only when told it is clean, and closes it otherwise.
     """
 
     def __init__(self, host: str, port: int, size: int) -> None:
         self.host = host
         self.port = port
-        self._slots = asyncio.Semaphore(size)
+        self._free = size  # slots not in use
+        self._waiters: deque[asyncio.Future[None]] = deque()  # for a slot, in order
         self._idle: deque[Connection] = deque()
         self._busy = 0
 
@@ -195,15 +197,40 @@ class Pool:
         """Connections open now: idle plus in use."""
         return len(self._idle) + self._busy
 
+    def take(self) -> Connection | None:
+        """An idle connection, without waiting; None when there is none to take now."""
+        if self._free and not self._waiters:
+            idle = self._idle
+            while idle:
+                conn = idle.pop()
+                if conn.usable():
+                    self._free -= 1
+                    self._busy += 1
+                    return conn
+                conn.close()  # the server closed it while it was idle
+        return None
+
     async def acquire(self, deadline: float = _NO_DEADLINE) -> Connection:
         """A connection (idle, or opened now), waiting until ``deadline`` (loop time) at
         most; past it, `TimeoutError`."""
-        slots = self._slots
-        if slots.locked() and deadline != _NO_DEADLINE:
-            async with asyncio.timeout_at(deadline):
-                await slots.acquire()
+        if self._free and not self._waiters:
+            self._free -= 1
         else:
-            await slots.acquire()
+            slot = asyncio.get_running_loop().create_future()
+            self._waiters.append(slot)
+            try:
+                if deadline != _NO_DEADLINE:
+                    async with asyncio.timeout_at(deadline):
+                        await slot
+                else:
+                    await slot
+            except BaseException:
+                if slot.done() and not slot.cancelled():
+                    self._hand_on()  # handed a slot while leaving: pass it on
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(slot)
+                raise
         try:
             idle = self._idle
             while idle:
@@ -223,10 +250,20 @@ class Pool:
                     lambda: Connection(loop), self.host, self.port
                 )
         except BaseException:
-            slots.release()
+            self._hand_on()
             raise
         self._busy += 1
         return conn
+
+    def _hand_on(self) -> None:
+        """A slot is free: to the first caller waiting for one, or back to the pool."""
+        waiters = self._waiters
+        while waiters:
+            slot = waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+        self._free += 1
 
     def release(self, conn: Connection, clean: bool) -> None:
         self._busy -= 1
@@ -235,7 +272,7 @@ class Pool:
             self._idle.append(conn)
         else:
             conn.close()
-        self._slots.release()
+        self._hand_on()
 
     async def clear(self) -> None:
         """Close the idle connections (those in use close when they come back dirty)."""
