@@ -762,6 +762,20 @@ async def test_cancelled_in_flight_requests_leave_no_reply_behind(
                 ]
 
 
+async def test_a_connection_holding_bytes_nobody_asked_for_is_not_reused(
+    mc: MemcachedBackend,
+) -> None:
+    await mc.set("k", b"v")
+    [node] = [n for n in mc._nodes if (n.host, n.port) == mc.server_for("k")]
+    pool = node.pool
+    conn = pool.take()
+    assert conn is not None
+    conn.data_received(b"HD\r\n")  # as if the server had answered more than was asked
+    pool.release(conn, clean=True)
+    assert pool.take() is None  # closed, not kept: its next reader would read that reply
+    assert await mc.get("k") == b"v"  # on a new connection
+
+
 async def test_cancelled_mixed_batches_keep_connections_in_step(mc: MemcachedBackend) -> None:
     rng = random.Random(7)
     loop = asyncio.get_running_loop()

@@ -101,6 +101,18 @@ class Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    def _read_to(self, pos: int) -> None:
+        """Mark what is before ``pos`` (in the buffer `_buffer` returned) as read."""
+        if pos == len(self._data):
+            self._data = b""  # all read: do not keep a large reply alive
+            self._pos = 0
+        else:
+            self._pos = pos
+
+    def drained(self) -> bool:
+        """Whether every byte received has been read (a clean exchange leaves none)."""
+        return self._pos == len(self._data) and not self._chunks
+
     def _buffer(self) -> tuple[bytes, int]:
         """Every byte received and not read yet, as ``(data, start)``."""
         if self._chunks:
@@ -151,7 +163,7 @@ class Connection(asyncio.Protocol):
         while True:
             data, pos = self._buffer()
             pos, need = parse_values(data, pos, values)
-            self._pos = pos
+            self._read_to(pos)
             if not need:
                 return values
             await self._wait(need - pos)
@@ -162,7 +174,7 @@ class Connection(asyncio.Protocol):
             data, pos = self._buffer()
             reply, end = parse_reply(data, pos)
             if reply is not None:
-                self._pos = end
+                self._read_to(end)
                 return reply
             await self._wait(end - pos)
 
@@ -172,7 +184,7 @@ class Connection(asyncio.Protocol):
             data, pos = self._buffer()
             end = data.find(b"\n", pos)
             if end >= 0:
-                self._pos = end + 1
+                self._read_to(end + 1)
                 return data[pos : end + 1]
             await self._wait(len(data) - pos + 1)
 
@@ -267,7 +279,7 @@ class Pool:
 
     def release(self, conn: Connection, clean: bool) -> None:
         self._busy -= 1
-        if clean and conn.usable():
+        if clean and conn.usable() and conn.drained():
             conn.deadline = _NO_DEADLINE
             self._idle.append(conn)
         else:
