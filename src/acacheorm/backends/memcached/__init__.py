@@ -372,7 +372,7 @@ class MemcachedBackend(Backend):
             key = self.wire_key(cmd.key)
             node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
             return [await self._run_one(node, cmd, key)]
-        keys = self._wire_keys([cmd.key for cmd in commands])
+        keys = self._wire_keys([cmd[0] for cmd in commands])  # a command's first item: its key
         if all(type(cmd) is Get for cmd in commands):
             return await self._get_many(keys)
         by_node: dict[int, list[tuple[int, Command, bytes]]] = {}
