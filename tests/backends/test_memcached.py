@@ -278,6 +278,27 @@ async def test_a_lone_command_is_one_request_without_the_batch_machinery(
     assert left is not None and 55 <= left <= 61
 
 
+async def test_a_batch_of_gets_is_one_request_per_node_with_usable_tokens(
+    mc: MemcachedBackend,
+) -> None:
+    keys = [f"g:{i}" for i in range(60)]
+    await mc.set_many({k: k.encode() for k in keys}, ttl=60)
+    asked = [*keys, *keys[:5], "g:missing"]
+    trips = [n.round_trips for n in mc._nodes]
+    results = await mc.execute(Batch(tuple(Gets(k) for k in asked)))
+    assert [n.round_trips - t for n, t in zip(mc._nodes, trips, strict=True)] == [1, 1]
+    assert results[-1] is None
+    assert [value for value, _ in results[:-1]] == [k.encode() for k in asked[:-1]]
+    # the tokens are a lone Gets' tokens: a cas with one keeps the TTL, a stale one loses
+    first = {k: token for k, (_, token) in zip(keys, results, strict=False)}
+    writes = await mc.execute(Batch(tuple(Cas(k, b"new", first[k], KEEP_TTL) for k in keys)))
+    assert writes == [True] * len(keys)
+    assert await mc.execute(Batch((Cas(keys[0], b"newer", first[keys[0]], None),))) == [False]
+    assert await mc.get_many(*keys) == [b"new"] * len(keys)
+    left = await remaining_ttl(mc.server_for(keys[1]), mc.wire_key(mc.full_key(keys[1])))
+    assert left is not None and 55 <= left <= 61
+
+
 async def test_same_key_commands_stay_in_order(mc: MemcachedBackend) -> None:
     results = await execute_batch(
         mc,
@@ -405,6 +426,13 @@ async def test_oversize_by_the_server_limit(memcached_servers: list[Address]) ->
             await backend.set("huge", b"x" * (1536 * 1024))
         await backend.set("after", b"ok")  # the connection is still in step
         assert await backend.get("after") == b"ok"
+        # in a batch, the refusal is the refused command's error; the rest are written
+        results = await backend.execute(
+            Batch((Set("huge", b"x" * (1536 * 1024), None), Set("small", b"s", 60)))
+        )
+        assert isinstance(results[0], co.ValueTooLargeError) and "'huge'" in str(results[0])
+        assert results[1] is True
+        assert await backend.get_many("small", "after", "huge") == [b"s", b"ok", None]
     async with MemcachedBackend(
         memcached_servers, namespace=unique_namespace("mc"), max_value_size=4096
     ) as small:

@@ -47,11 +47,12 @@ import contextlib
 import hashlib
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
-from ..._commands import Batch, Capabilities, Command, Get, Gets
+from ..._commands import Batch, Capabilities, Command, Get, Gets, Set
 from ..._exceptions import AtomicityError, BackendError, BackendUnavailable
 from ..base import DEFAULT_TIMEOUT, Backend, check_scan_args, has_writes, unknown_outcome
 from ._pool import Connection, Node, read_dump_line, read_line
@@ -64,12 +65,14 @@ from ._protocol import (
     MAX_KEY_LENGTH,
     MIN_SERVER_VERSION,
     Steps,
+    _CasToken,
     _ProtocolError,
     _Request,
     _Step,
     exptime,
     get_request,
     server_version,
+    set_line,
 )
 from ._ring import DEFAULT_PORT, HASHINGS, KetamaRing
 
@@ -92,6 +95,7 @@ _SAFE_WIRE_KEY = re.compile(rb"[!-~]{1,250}")
 
 
 ServerSpec = str | tuple[str, int] | tuple[str, int, int]
+T = TypeVar("T")
 
 
 def _parse_server(spec: Any) -> tuple[str, int, int]:
@@ -373,8 +377,15 @@ class MemcachedBackend(Backend):
             node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
             return [await self._run_one(node, cmd, key)]
         keys = self._wire_keys([cmd[0] for cmd in commands])  # a command's first item: its key
-        if all(type(cmd) is Get for cmd in commands):
-            return await self._get_many(keys)
+        kinds = {type(cmd) for cmd in commands}
+        if len(kinds) == 1:  # one kind of command: each has one request and one reply
+            kind = kinds.pop()
+            if kind is Get:
+                return await self._get_many(keys)
+            if kind is Gets:
+                return await self._gets_many(commands, keys)
+            if kind is Set:
+                return await self._sets_many(cast("tuple[Set, ...]", commands), keys)
         by_node: dict[int, list[tuple[int, Command, bytes]]] = {}
         for index, (cmd, key) in enumerate(zip(commands, keys, strict=True)):
             by_node.setdefault(ring.node_for(key), []).append((index, cmd, key))
@@ -490,10 +501,17 @@ class MemcachedBackend(Backend):
             )
         node.checked = True
 
-    async def _run_gets(self, node: Node, keys: list[bytes]) -> dict[bytes, bytes]:
-        """The values ``node`` holds for ``keys``: one multi-key ``get`` (each key once),
-        its reply parsed in bulk."""
-        request = get_request(keys)
+    async def _exchange(
+        self,
+        node: Node,
+        request: bytes,
+        read: Callable[[Connection], Awaitable[T]],
+        writes: bool,
+    ) -> T:
+        """Send ``request`` to ``node`` in one write and ``read`` its replies, on a pooled
+        connection, by the deadline; failures map as `_failure` says (``writes``: the
+        request holds writes, whose outcome a lost reply leaves unknown)."""
+        sent = False
         deadline = self._deadline()
         generation = node._generation
         pool = node.pool
@@ -504,15 +522,123 @@ class MemcachedBackend(Backend):
                 conn.deadline = deadline
                 if not node.checked:
                     await self._check_version(node, conn)
+                sent = True
                 conn.write(request)
                 node.round_trips += 1
-                values = await conn.read_values()
+                result = await read(conn)
                 clean = True
             finally:
                 pool.release(conn, clean and generation == node._generation)
         except BaseException as exc:
-            raise self._failure(node, exc, False) from exc
-        return values
+            raise self._failure(node, exc, sent and writes) from exc
+        return result
+
+    async def _run_gets(self, node: Node, keys: list[bytes]) -> dict[bytes, bytes]:
+        """The values ``node`` holds for ``keys``: one multi-key ``get`` (each key once),
+        its reply parsed in bulk."""
+        return await self._exchange(node, get_request(keys), Connection.read_values, False)
+
+    async def _by_node(
+        self,
+        keys: list[bytes],
+        run: Callable[[Node, list[int]], Awaitable[list[Any]]],
+    ) -> list[Any]:
+        """Results of a batch whose commands are all of one kind, ``run`` on each node with
+        the positions of that node's commands (all nodes at once); a node that failed
+        fails only its own slots."""
+        nodes = self._nodes
+        if len(nodes) == 1:
+            return await run(nodes[0], list(range(len(keys))))
+        node_for = self._ring.node_for
+        by_node: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            by_node.setdefault(node_for(key), []).append(index)
+        if len(by_node) == 1:
+            [(n, indexes)] = by_node.items()
+            return await run(nodes[n], indexes)
+        groups = list(by_node.items())
+        outcomes = await asyncio.gather(
+            *(run(nodes[n], indexes) for n, indexes in groups), return_exceptions=True
+        )
+        self._check_outcomes(outcomes)
+        results: list[Any] = [None] * len(keys)
+        for (_, indexes), outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                for index in indexes:
+                    results[index] = outcome
+            else:
+                for index, result in zip(indexes, outcome, strict=True):
+                    results[index] = result
+        return results
+
+    def _name(self, cmd: Command) -> str:
+        """The key of ``cmd`` as the caller wrote it (without the namespace), for errors."""
+        prefix = self._prefix
+        return cmd.key[len(prefix) :] if cmd.key.startswith(prefix) else cmd.key
+
+    async def _gets_many(self, commands: tuple[Command, ...], keys: list[bytes]) -> list[Any]:
+        """A batch of `Gets`: one ``mg <key> v c t`` per command, pipelined per node in one
+        write, the replies read in bulk."""
+
+        async def run(node: Node, indexes: list[int]) -> list[Any]:
+            async def read(conn: Connection) -> list[Any]:
+                replies = await conn.read_replies(len(indexes))
+                now = time.monotonic()
+                out: list[Any] = []
+                for index, reply in zip(indexes, replies, strict=True):
+                    code = reply.code
+                    if code == b"VA":
+                        token = _CasToken(reply.flag(b"c"), reply.flag(b"t"), now)
+                        out.append((reply.value, token))
+                    elif code == b"EN":
+                        out.append(None)
+                    else:
+                        out.append(Steps._refused(self._name(commands[index]), reply))
+                return out
+
+            request = b"".join([b"mg %b v c t\r\n" % keys[index] for index in indexes])
+            return await self._exchange(node, request, read, False)
+
+        return await self._by_node(keys, run)
+
+    async def _sets_many(self, commands: tuple[Set, ...], keys: list[bytes]) -> list[Any]:
+        """A batch of `Set`: one ``ms`` per command, pipelined per node in one write, the
+        replies read in bulk. A value too large gets its error without being sent."""
+        limit = self.max_value_size - ITEM_OVERHEAD
+        flags: dict[float | None, bytes] = {}  # exptime flag per TTL, made once per batch
+
+        async def run(node: Node, indexes: list[int]) -> list[Any]:
+            out: list[Any] = [None] * len(indexes)
+            lines: list[bytes] = []
+            sent: list[int] = []  # positions in `out` of the commands sent
+            for at, index in enumerate(indexes):
+                cmd = commands[index]
+                key = keys[index]
+                value = cmd.value
+                if len(value) + len(key) > limit:
+                    out[at] = self._steps_of._too_large(self._name(cmd), key, value)
+                    continue
+                ttl = cmd.ttl
+                flag = flags.get(ttl)
+                if flag is None:
+                    flag = flags[ttl] = b" T%d" % exptime(ttl)
+                lines.append(set_line(key, value, flag))
+                sent.append(at)
+            if not lines:
+                return out
+
+            async def read(conn: Connection) -> None:
+                replies = await conn.read_replies(len(sent))
+                for at, reply in zip(sent, replies, strict=True):
+                    if reply.code == b"HD":
+                        out[at] = True
+                    else:
+                        out[at] = Steps._refused(self._name(commands[indexes[at]]), reply)
+
+            await self._exchange(node, b"".join(lines), read, True)
+            return out
+
+        return await self._by_node(keys, run)
 
     async def _run_node(
         self, node: Node, items: list[tuple[int, Command, bytes]]
@@ -663,9 +789,7 @@ class MemcachedBackend(Backend):
 
     def _steps(self, cmd: Command, key: bytes) -> _Step:
         # messages name the key as the caller wrote it, without the namespace prefix
-        prefix = self._prefix
-        name = cmd.key[len(prefix) :] if cmd.key.startswith(prefix) else cmd.key
-        return self._steps_of.of(cmd, key, name)
+        return self._steps_of.of(cmd, key, self._name(cmd))
 
     # -- clear and close ------------------------------------------------------------------
 

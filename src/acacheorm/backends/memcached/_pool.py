@@ -178,6 +178,26 @@ class Connection(asyncio.Protocol):
                 return reply
             await self._wait(end - pos)
 
+    async def read_replies(self, count: int) -> list[_Reply]:
+        """The next ``count`` meta replies, parsed as they arrive, all at once."""
+        replies: list[_Reply] = []
+        if not count:
+            return replies
+        append = replies.append
+        while True:
+            data, pos = self._buffer()
+            while True:
+                reply, end = parse_reply(data, pos)
+                if reply is None:
+                    break
+                append(reply)
+                pos = end
+                if len(replies) == count:
+                    self._read_to(pos)
+                    return replies
+            self._read_to(pos)
+            await self._wait(end - pos)
+
     async def readline(self) -> bytes:
         """One line, up to and including its LF."""
         while True:
