@@ -774,12 +774,12 @@ class MemcachedBackend(Backend):
                     results.append((p.index, values.get(p.key)))
                     p.done = True
                 continue
-            reply = await conn.read_reply()
+            reply = conn.take_reply() or await conn.read_reply()
             assert part.steps is not None
             try:
                 request = part.steps.send(reply)
                 while request is _MORE:
-                    request = part.steps.send(await conn.read_reply())
+                    request = part.steps.send(conn.take_reply() or await conn.read_reply())
                 part.request = request
             except StopIteration as stop:
                 results.append((part.index, stop.value))

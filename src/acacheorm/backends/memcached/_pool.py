@@ -168,6 +168,14 @@ class Connection(asyncio.Protocol):
                 return values
             await self._wait(need - pos)
 
+    def take_reply(self) -> _Reply | None:
+        """The next meta reply if it has all arrived, else None (nothing is read then)."""
+        data, pos = self._buffer()
+        reply, end = parse_reply(data, pos)
+        if reply is not None:
+            self._read_to(end)
+        return reply
+
     async def read_reply(self) -> _Reply:
         """One meta reply (with its value, if it has one)."""
         while True:
