@@ -6,7 +6,8 @@ one multi-key ``get`` with duplicate keys sent once. The other commands use memc
 protocol (memcached 1.6.10 or newer, checked once per node), spoken by this package itself
 (`_protocol`, no I/O) on connections from a small pool of its own per node (`_pool`): a
 request that fails, times out or is cancelled closes its connection, so a late reply can
-never reach the next caller.
+never reach the next caller. Replies are parsed in bulk from what has arrived, and a batch
+of one kind of command (gets, cas reads, sets) skips the per-command step machinery.
 
 What memcached lacks is emulated here:
 
