@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import acacheorm as co
 from acacheorm._commands import KEEP_TTL, Batch, Cas, Delete, Get, Gets, Incr, Replace, Set
@@ -276,6 +278,27 @@ async def test_a_lone_command_is_one_request_without_the_batch_machinery(
     assert left is not None and 55 <= left <= 61
 
 
+async def test_a_batch_of_gets_is_one_request_per_node_with_usable_tokens(
+    mc: MemcachedBackend,
+) -> None:
+    keys = [f"g:{i}" for i in range(60)]
+    await mc.set_many({k: k.encode() for k in keys}, ttl=60)
+    asked = [*keys, *keys[:5], "g:missing"]
+    trips = [n.round_trips for n in mc._nodes]
+    results = await mc.execute(Batch(tuple(Gets(k) for k in asked)))
+    assert [n.round_trips - t for n, t in zip(mc._nodes, trips, strict=True)] == [1, 1]
+    assert results[-1] is None
+    assert [value for value, _ in results[:-1]] == [k.encode() for k in asked[:-1]]
+    # the tokens are a lone Gets' tokens: a cas with one keeps the TTL, a stale one loses
+    first = {k: token for k, (_, token) in zip(keys, results, strict=False)}
+    writes = await mc.execute(Batch(tuple(Cas(k, b"new", first[k], KEEP_TTL) for k in keys)))
+    assert writes == [True] * len(keys)
+    assert await mc.execute(Batch((Cas(keys[0], b"newer", first[keys[0]], None),))) == [False]
+    assert await mc.get_many(*keys) == [b"new"] * len(keys)
+    left = await remaining_ttl(mc.server_for(keys[1]), mc.wire_key(mc.full_key(keys[1])))
+    assert left is not None and 55 <= left <= 61
+
+
 async def test_same_key_commands_stay_in_order(mc: MemcachedBackend) -> None:
     results = await execute_batch(
         mc,
@@ -352,6 +375,30 @@ def test_wire_keys_for_odd_namespaces(memcached_servers: list[Address]) -> None:
     assert len(backend.wire_key("z" * 251)) == 41
 
 
+_KEY_CHARS = st.sampled_from(["a", "Z", ":", "!", "~", " ", "\t", "\x00", "\x7f", "é", "\ud800"])
+
+
+@given(
+    namespace=st.sampled_from(["", "app", "a b", "~x", "é"]),
+    keys=st.lists(
+        st.one_of(
+            st.text(_KEY_CHARS, max_size=4),
+            st.sampled_from(["a" * 243, "a" * 244, "a" * 250, "a" * 251, "app", "app:"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    prefixed=st.booleans(),
+)
+def test_a_batch_maps_its_keys_as_each_key_alone(
+    namespace: str, keys: list[str], prefixed: bool
+) -> None:
+    # a batch converts its keys all at once when it can: it must match key by key
+    backend = MemcachedBackend([("127.0.0.1", 11211)], namespace=namespace)
+    full = [backend.full_key(k) if prefixed else k for k in keys]
+    assert backend._wire_keys(full) == [backend.wire_key(k) for k in full]
+
+
 # -- values and TTLs -------------------------------------------------------------------------
 
 
@@ -379,6 +426,13 @@ async def test_oversize_by_the_server_limit(memcached_servers: list[Address]) ->
             await backend.set("huge", b"x" * (1536 * 1024))
         await backend.set("after", b"ok")  # the connection is still in step
         assert await backend.get("after") == b"ok"
+        # in a batch, the refusal is the refused command's error; the rest are written
+        results = await backend.execute(
+            Batch((Set("huge", b"x" * (1536 * 1024), None), Set("small", b"s", 60)))
+        )
+        assert isinstance(results[0], co.ValueTooLargeError) and "'huge'" in str(results[0])
+        assert results[1] is True
+        assert await backend.get_many("small", "after", "huge") == [b"s", b"ok", None]
     async with MemcachedBackend(
         memcached_servers, namespace=unique_namespace("mc"), max_value_size=4096
     ) as small:
@@ -734,6 +788,20 @@ async def test_cancelled_in_flight_requests_leave_no_reply_behind(
                 assert await asyncio.gather(*(backend.get(k) for k in keys)) == [
                     k.encode() for k in keys
                 ]
+
+
+async def test_a_connection_holding_bytes_nobody_asked_for_is_not_reused(
+    mc: MemcachedBackend,
+) -> None:
+    await mc.set("k", b"v")
+    [node] = [n for n in mc._nodes if (n.host, n.port) == mc.server_for("k")]
+    pool = node.pool
+    conn = pool.take()
+    assert conn is not None
+    conn.data_received(b"HD\r\n")  # as if the server had answered more than was asked
+    pool.release(conn, clean=True)
+    assert pool.take() is None  # closed, not kept: its next reader would read that reply
+    assert await mc.get("k") == b"v"  # on a new connection
 
 
 async def test_cancelled_mixed_batches_keep_connections_in_step(mc: MemcachedBackend) -> None:

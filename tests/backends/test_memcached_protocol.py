@@ -26,24 +26,20 @@ from acacheorm.backends.memcached._protocol import (
     _Reply,
     _Step,
     get_request,
-    reply_head,
+    parse_reply,
+    parse_values,
     server_version,
     set_line,
-    strip_line,
-    value_head,
-    with_value,
 )
 
 
 def replies(data: bytes) -> list[_Reply]:
-    """Every meta reply in ``data``, read as the pool reads a socket: line, then value."""
+    """Every meta reply in ``data``, read as a connection reads them."""
     out: list[_Reply] = []
-    while data:
-        cut = data.index(b"\n") + 1
-        reply, more = reply_head(strip_line(data[:cut]))
-        data = data[cut:]
-        if more:
-            reply, data = with_value(reply, data[:more]), data[more:]
+    pos = 0
+    while pos < len(data):
+        reply, pos = parse_reply(data, pos)
+        assert reply is not None, f"reply cut short: {data[pos:]!r}"
         out.append(reply)
     return out
 
@@ -74,23 +70,62 @@ def test_meta_replies_parse_with_and_without_values() -> None:
 
 
 def test_bad_reply_bytes_are_protocol_errors() -> None:
-    with pytest.raises(ConnectionResetError):
-        strip_line(b"HD")  # cut short: the server closed the connection
-    with pytest.raises(_ProtocolError, match="bad line"):
-        strip_line(b"HD\n")
-    with pytest.raises(_ProtocolError, match="empty reply"):
-        reply_head(b"")
-    head, more = reply_head(b"VA 3")
+    with pytest.raises(_ProtocolError, match="bad reply"):
+        parse_reply(b"\r\n", 0)
+    with pytest.raises(_ProtocolError, match="bad reply"):
+        parse_reply(b"HD\nHD\r\n", 0)  # a bare LF inside a line
+    with pytest.raises(_ProtocolError, match="bad reply"):
+        parse_reply(b"VA -3\r\nabc\r\n", 0)
     with pytest.raises(_ProtocolError, match="not terminated by CRLF"):
-        with_value(head, b"abcde"[:more])
+        parse_reply(b"VA 3\r\nabcde", 0)
+    with pytest.raises(ValueError):
+        parse_reply(b"VA x\r\n", 0)
 
 
-def test_classic_get_reply_lines() -> None:
-    assert value_head(b"VALUE app:k 0 3") == (b"app:k", 5)
-    assert value_head(b"END") is None
-    with pytest.raises(_ProtocolError, match="unexpected reply to get"):
-        value_head(b"ERROR")
+def test_a_reply_cut_short_asks_for_the_bytes_it_lacks() -> None:
+    data = b"VA 5 c1\r\nhello\r\n"
+    for cut in range(len(data)):
+        reply, need = parse_reply(data[:cut], 0)
+        assert reply is None and cut < need <= len(data)
+    assert parse_reply(b"HD\r\n" + data, 4) == (
+        _Reply(b"VA", (b"c1",), b"hello", b"VA 5 c1"),
+        4 + len(data),
+    )
+
+
+def test_classic_get_replies_parse_in_bulk() -> None:
+    # values may hold anything, CRLF and "END" included: only the lengths delimit them
+    stored = {b"app:a": b"x\r\nEND\r\n", b"app:b": b"", b"app:c": bytes(range(256))}
+    data = b"".join(b"VALUE %b 0 %d\r\n%b\r\n" % (k, len(v), v) for k, v in stored.items())
+    data += b"END\r\n"
+    values: dict[bytes, bytes] = {}
+    assert parse_values(data + b"HD\r\n", 0, values) == (len(data), 0)
+    assert values == stored
+    # arriving in pieces: what is complete is read, and the rest waits for enough bytes
+    for cut in range(len(data)):
+        values = {}
+        pos, need = parse_values(data[:cut], 0, values)
+        assert need > cut and pos <= cut
+        assert parse_values(data, pos, values) == (len(data), 0)
+        assert values == stored
     assert get_request([b"a", b"b", b"a"]) == b"get a b\r\n"  # each key once
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"ERROR\r\n",
+        b"SERVER_ERROR out of memory\r\n",
+        b"VALUE k 0\r\n",
+        b"VALUE k 0 3 9\r\nabc\r\nEND\r\n",  # a cas unique: not the reply to get
+        b"VALUE k 0 -1\r\n\r\nEND\r\n",
+        b"VALUE k 0 3\r\nabcd\r\nEND\r\n",  # longer than announced
+        b"END \r\n",
+    ],
+)
+def test_bad_get_replies_are_protocol_errors(reply: bytes) -> None:
+    with pytest.raises((_ProtocolError, ValueError)):
+        parse_values(reply, 0, {})
 
 
 def test_server_version() -> None:

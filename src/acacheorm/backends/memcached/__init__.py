@@ -6,7 +6,8 @@ one multi-key ``get`` with duplicate keys sent once. The other commands use memc
 protocol (memcached 1.6.10 or newer, checked once per node), spoken by this package itself
 (`_protocol`, no I/O) on connections from a small pool of its own per node (`_pool`): a
 request that fails, times out or is cancelled closes its connection, so a late reply can
-never reach the next caller.
+never reach the next caller. Replies are parsed in bulk from what has arrived, and a batch
+of one kind of command (gets, cas reads, sets) skips the per-command step machinery.
 
 What memcached lacks is emulated here:
 
@@ -45,15 +46,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
-from ..._commands import Batch, Capabilities, Command, Get, Gets
+from ..._commands import Batch, Capabilities, Command, Get, Gets, Set
 from ..._exceptions import AtomicityError, BackendError, BackendUnavailable
 from ..base import DEFAULT_TIMEOUT, Backend, check_scan_args, has_writes, unknown_outcome
-from ._pool import Connection, Node, read_dump_line, read_line, read_reply, read_values
+from ._pool import Connection, Node, read_dump_line, read_line
 from ._protocol import (
     _GET,
     _MORE,
@@ -63,12 +66,14 @@ from ._protocol import (
     MAX_KEY_LENGTH,
     MIN_SERVER_VERSION,
     Steps,
+    _CasToken,
     _ProtocolError,
     _Request,
     _Step,
     exptime,
     get_request,
     server_version,
+    set_line,
 )
 from ._ring import DEFAULT_PORT, HASHINGS, KetamaRing
 
@@ -91,6 +96,7 @@ _SAFE_WIRE_KEY = re.compile(rb"[!-~]{1,250}")
 
 
 ServerSpec = str | tuple[str, int] | tuple[str, int, int]
+T = TypeVar("T")
 
 
 def _parse_server(spec: Any) -> tuple[str, int, int]:
@@ -304,7 +310,20 @@ class MemcachedBackend(Backend):
         Keys memcached can hold are sent unchanged; others become ``<namespace>:~<sha1>``.
         """
         prefix, wire_prefix = self._prefix, self._wire_prefix
-        if full_key.startswith(prefix):
+        if wire_prefix == prefix and full_key.startswith(prefix):
+            # the namespace is sent as it is: check the whole key at once (printable ASCII
+            # without spaces, a first character after the namespace other than "~")
+            first = full_key[len(prefix) : len(prefix) + 1]
+            if (
+                first
+                and first != "~"
+                and len(full_key) <= MAX_KEY_LENGTH
+                and full_key.isascii()
+                and full_key.isprintable()
+                and " " not in full_key
+            ):
+                return full_key.encode("ascii")
+        elif full_key.startswith(prefix):
             rest = full_key[len(prefix) :]
             if (
                 rest[:1] != "~"
@@ -314,6 +333,29 @@ class MemcachedBackend(Backend):
                 return (wire_prefix + rest).encode("ascii")
         raw = full_key.encode("utf-8", "surrogatepass")
         return f"{wire_prefix}~{hashlib.sha1(raw, usedforsecurity=False).hexdigest()}".encode()
+
+    def _wire_keys(self, full_keys: list[str]) -> list[bytes]:
+        """`wire_key` of each of ``full_keys``. When every key may be sent as it is (the
+        common case), that is checked and converted over all the keys at once."""
+        prefix = self._prefix
+        if self._wire_prefix == prefix and full_keys:
+            # With no space in any key, one space per key before it finds each key's start:
+            # every key must start with the namespace and go on with something but "~".
+            joined = " ".join(full_keys)
+            lead = " " + prefix
+            starts = " " + joined
+            if (
+                joined.isascii()
+                and joined.isprintable()
+                and joined.count(" ") == len(full_keys) - 1
+                and starts.count(lead) == len(full_keys)
+                and lead + "~" not in starts
+                and lead + " " not in starts + " "
+                and max(map(len, full_keys)) <= MAX_KEY_LENGTH
+            ):
+                return joined.encode("ascii").split(b" ")
+        wire_key = self.wire_key
+        return [wire_key(key) for key in full_keys]
 
     def server_for(self, key: str) -> tuple[str, int]:
         """The ``(host, port)`` of the node that holds ``key`` (a key as given to `get`)."""
@@ -329,20 +371,29 @@ class MemcachedBackend(Backend):
                 f"memcached cannot run {batch!r} all-or-nothing: it has no transactions"
             )
         ring = self._ring
+        nodes = self._nodes
         if len(commands) == 1:  # the common lone command: no grouping, no per-item state
             cmd = commands[0]
             key = self.wire_key(cmd.key)
-            nodes = self._nodes
             node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
             return [await self._run_one(node, cmd, key)]
+        keys = self._wire_keys([cmd[0] for cmd in commands])  # a command's first item: its key
+        kinds = {type(cmd) for cmd in commands}
+        if len(kinds) == 1:  # one kind of command: each has one request and one reply
+            kind = kinds.pop()
+            if kind is Get:
+                return await self._get_many(keys)
+            if kind is Gets:
+                return await self._gets_many(commands, keys)
+            if kind is Set:
+                return await self._sets_many(cast("tuple[Set, ...]", commands), keys)
         by_node: dict[int, list[tuple[int, Command, bytes]]] = {}
-        for index, cmd in enumerate(commands):
-            key = self.wire_key(cmd.key)
+        for index, (cmd, key) in enumerate(zip(commands, keys, strict=True)):
             by_node.setdefault(ring.node_for(key), []).append((index, cmd, key))
         results: list[Any] = [None] * len(commands)
         if len(by_node) == 1:
             [(n, items)] = by_node.items()
-            for index, result in await self._run_node(self._nodes[n], items):
+            for index, result in await self._run_node(nodes[n], items):
                 results[index] = result
             return results
         # Every node's part runs to its end (or to the timeout) even when another fails, so
@@ -350,15 +401,10 @@ class MemcachedBackend(Backend):
         # refused; a node that failed fails only its own commands.
         groups = list(by_node.items())
         outcomes = await asyncio.gather(
-            *(self._run_node(self._nodes[n], items) for n, items in groups),
+            *(self._run_node(nodes[n], items) for n, items in groups),
             return_exceptions=True,
         )
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, BackendError):
-                raise failure  # not the server's doing: a bug, or a cancellation
-        if len(failures) == len(outcomes):
-            raise failures[0]
+        self._check_outcomes(outcomes)
         for (_, items), outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 for index, _, _ in items:
@@ -368,22 +414,85 @@ class MemcachedBackend(Backend):
                     results[index] = result
         return results
 
+    @staticmethod
+    def _check_outcomes(outcomes: list[Any]) -> None:
+        """Raise what no slot may hold (not the server's doing: a bug, a cancellation), or
+        the failure of every node when all failed."""
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, BackendError):
+                raise failure
+        if failures and len(failures) == len(outcomes):
+            raise failures[0]
+
+    async def _get_many(self, keys: list[bytes]) -> list[Any]:
+        """A batch of plain gets (wire keys): one multi-key ``get`` per node, all nodes at
+        once, with each key's value (or None) in its slot."""
+        nodes = self._nodes
+        if len(nodes) == 1:
+            get = (await self._run_gets(nodes[0], keys)).get
+            return [get(key) for key in keys]
+        node_for = self._ring.node_for
+        where = [node_for(key) for key in keys]
+        by_node: dict[int, list[bytes]] = {}
+        for n, key in zip(where, keys, strict=True):
+            by_node.setdefault(n, []).append(key)
+        groups = list(by_node.items())
+        outcomes = await asyncio.gather(
+            *(self._run_gets(nodes[n], part) for n, part in groups), return_exceptions=True
+        )
+        self._check_outcomes(outcomes)
+        found: dict[bytes, bytes] = {}
+        failed: dict[int, BaseException] = {}
+        for (n, _), outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed[n] = outcome
+            else:
+                found.update(outcome)
+        get = found.get
+        if not failed:
+            return [get(key) for key in keys]
+        return [failed[n] if n in failed else get(key) for n, key in zip(where, keys, strict=True)]
+
+    def _deadline(self) -> float:
+        """The event loop time an exchange starting now must end by."""
+        timeout = self.timeout
+        return math.inf if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    def _failure(self, node: Node, exc: BaseException, writes_sent: bool) -> BaseException:
+        """What ``exc``, raised by an exchange with ``node``, becomes: network and protocol
+        failures map to the acacheorm hierarchy, and when writes were sent, a lost reply
+        says their outcome is unknown (they may have run: nothing is sent again)."""
+        err: BaseException
+        if isinstance(exc, TimeoutError):
+            err = BackendUnavailable(f"memcached {node.name} did not answer within {self.timeout}s")
+        elif isinstance(exc, BackendError):
+            err = exc
+        elif isinstance(exc, OSError | EOFError):  # refused, reset, closed
+            err = BackendUnavailable(f"memcached {node.name} is unavailable: {exc!r}")
+        elif isinstance(exc, _ProtocolError | ValueError | IndexError):
+            return BackendError(f"unexpected reply from memcached {node.name}: {exc}")
+        else:
+            return exc  # not the server's doing: a bug, or a cancellation
+        if writes_sent and isinstance(err, BackendUnavailable):
+            return unknown_outcome(err)
+        return err
+
     @contextlib.contextmanager
     def _errors(self, node: Node) -> Iterator[None]:
         """Map what the network and the protocol raise to the acacheorm hierarchy."""
         try:
             yield
-        except BackendError:
-            raise
-        except (OSError, EOFError) as exc:  # refused, reset, closed (IncompleteReadError)
-            raise BackendUnavailable(f"memcached {node.name} is unavailable: {exc!r}") from exc
-        except (_ProtocolError, ValueError, IndexError) as exc:
-            raise BackendError(f"unexpected reply from memcached {node.name}: {exc}") from exc
+        except BaseException as exc:
+            err = self._failure(node, exc, False)
+            if err is exc:
+                raise
+            raise err from exc
 
     async def _check_version(self, node: Node, conn: Connection) -> None:
-        conn.writer.write(b"version\r\n")
+        conn.write(b"version\r\n")
         node.round_trips += 1
-        line = await read_line(conn.reader)
+        line = await read_line(conn)
         version = server_version(line)
         if version < MIN_SERVER_VERSION:
             need = ".".join(map(str, MIN_SERVER_VERSION))
@@ -392,6 +501,145 @@ class MemcachedBackend(Backend):
                 f"{need} or newer (meta commands)"
             )
         node.checked = True
+
+    async def _exchange(
+        self,
+        node: Node,
+        request: bytes,
+        read: Callable[[Connection], Awaitable[T]],
+        writes: bool,
+    ) -> T:
+        """Send ``request`` to ``node`` in one write and ``read`` its replies, on a pooled
+        connection, by the deadline; failures map as `_failure` says (``writes``: the
+        request holds writes, whose outcome a lost reply leaves unknown)."""
+        sent = False
+        deadline = self._deadline()
+        generation = node._generation
+        pool = node.pool
+        try:
+            conn = pool.take() or await pool.acquire(deadline)
+            clean = False
+            try:
+                conn.deadline = deadline
+                if not node.checked:
+                    await self._check_version(node, conn)
+                sent = True
+                conn.write(request)
+                node.round_trips += 1
+                result = await read(conn)
+                clean = True
+            finally:
+                pool.release(conn, clean and generation == node._generation)
+        except BaseException as exc:
+            raise self._failure(node, exc, sent and writes) from exc
+        return result
+
+    async def _run_gets(self, node: Node, keys: list[bytes]) -> dict[bytes, bytes]:
+        """The values ``node`` holds for ``keys``: one multi-key ``get`` (each key once),
+        its reply parsed in bulk."""
+        return await self._exchange(node, get_request(keys), Connection.read_values, False)
+
+    async def _by_node(
+        self,
+        keys: list[bytes],
+        run: Callable[[Node, list[int]], Awaitable[list[Any]]],
+    ) -> list[Any]:
+        """Results of a batch whose commands are all of one kind, ``run`` on each node with
+        the positions of that node's commands (all nodes at once); a node that failed
+        fails only its own slots."""
+        nodes = self._nodes
+        if len(nodes) == 1:
+            return await run(nodes[0], list(range(len(keys))))
+        node_for = self._ring.node_for
+        by_node: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            by_node.setdefault(node_for(key), []).append(index)
+        if len(by_node) == 1:
+            [(n, indexes)] = by_node.items()
+            return await run(nodes[n], indexes)
+        groups = list(by_node.items())
+        outcomes = await asyncio.gather(
+            *(run(nodes[n], indexes) for n, indexes in groups), return_exceptions=True
+        )
+        self._check_outcomes(outcomes)
+        results: list[Any] = [None] * len(keys)
+        for (_, indexes), outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                for index in indexes:
+                    results[index] = outcome
+            else:
+                for index, result in zip(indexes, outcome, strict=True):
+                    results[index] = result
+        return results
+
+    def _name(self, cmd: Command) -> str:
+        """The key of ``cmd`` as the caller wrote it (without the namespace), for errors."""
+        prefix = self._prefix
+        return cmd.key[len(prefix) :] if cmd.key.startswith(prefix) else cmd.key
+
+    async def _gets_many(self, commands: tuple[Command, ...], keys: list[bytes]) -> list[Any]:
+        """A batch of `Gets`: one ``mg <key> v c t`` per command, pipelined per node in one
+        write, the replies read in bulk."""
+
+        async def run(node: Node, indexes: list[int]) -> list[Any]:
+            async def read(conn: Connection) -> list[Any]:
+                replies = await conn.read_replies(len(indexes))
+                now = time.monotonic()
+                out: list[Any] = []
+                for index, reply in zip(indexes, replies, strict=True):
+                    code = reply.code
+                    if code == b"VA":
+                        token = _CasToken(reply.flag(b"c"), reply.flag(b"t"), now)
+                        out.append((reply.value, token))
+                    elif code == b"EN":
+                        out.append(None)
+                    else:
+                        out.append(Steps._refused(self._name(commands[index]), reply))
+                return out
+
+            request = b"".join([b"mg %b v c t\r\n" % keys[index] for index in indexes])
+            return await self._exchange(node, request, read, False)
+
+        return await self._by_node(keys, run)
+
+    async def _sets_many(self, commands: tuple[Set, ...], keys: list[bytes]) -> list[Any]:
+        """A batch of `Set`: one ``ms`` per command, pipelined per node in one write, the
+        replies read in bulk. A value too large gets its error without being sent."""
+        limit = self.max_value_size - ITEM_OVERHEAD
+        flags: dict[float | None, bytes] = {}  # exptime flag per TTL, made once per batch
+
+        async def run(node: Node, indexes: list[int]) -> list[Any]:
+            out: list[Any] = [None] * len(indexes)
+            lines: list[bytes] = []
+            sent: list[int] = []  # positions in `out` of the commands sent
+            for at, index in enumerate(indexes):
+                cmd = commands[index]
+                key = keys[index]
+                value = cmd.value
+                if len(value) + len(key) > limit:
+                    out[at] = self._steps_of._too_large(self._name(cmd), key, value)
+                    continue
+                ttl = cmd.ttl
+                flag = flags.get(ttl)
+                if flag is None:
+                    flag = flags[ttl] = b" T%d" % exptime(ttl)
+                lines.append(set_line(key, value, flag))
+                sent.append(at)
+            if not lines:
+                return out
+
+            async def read(conn: Connection) -> None:
+                replies = await conn.read_replies(len(sent))
+                for at, reply in zip(sent, replies, strict=True):
+                    if reply.code == b"HD":
+                        out[at] = True
+                    else:
+                        out[at] = Steps._refused(self._name(commands[indexes[at]]), reply)
+
+            await self._exchange(node, b"".join(lines), read, True)
+            return out
+
+        return await self._by_node(keys, run)
 
     async def _run_node(
         self, node: Node, items: list[tuple[int, Command, bytes]]
@@ -412,26 +660,26 @@ class MemcachedBackend(Backend):
         if not pending:
             return results
         sent = False
+        deadline = self._deadline()
+        generation = node._generation
+        pool = node.pool
         try:
-            async with asyncio.timeout(self.timeout):
-                with self._errors(node):
-                    async with node.connection() as conn:
-                        if not node.checked:
-                            await self._check_version(node, conn)
-                        while pending:
-                            sent = True
-                            await self._round(node, conn, pending, results)
-                            pending = [p for p in pending if not p.done]
-        except TimeoutError as exc:
-            err = BackendUnavailable(f"memcached {node.name} did not answer within {self.timeout}s")
-            if sent and has_writes(cmd for _, cmd, _ in items):
-                raise unknown_outcome(err) from exc
-            raise err from exc
-        except BackendUnavailable as exc:
+            conn = pool.take() or await pool.acquire(deadline)
+            clean = False
+            try:
+                conn.deadline = deadline
+                if not node.checked:
+                    await self._check_version(node, conn)
+                while pending:
+                    sent = True
+                    await self._round(node, conn, pending, results)
+                    pending = [p for p in pending if not p.done]
+                clean = True
+            finally:
+                pool.release(conn, clean and generation == node._generation)
+        except BaseException as exc:
             # Sent writes whose replies never came may have run; they are not sent again.
-            if sent and has_writes(cmd for _, cmd, _ in items):
-                raise unknown_outcome(exc) from exc
-            raise
+            raise self._failure(node, exc, sent and has_writes(c for _, c, _ in items)) from exc
         return results
 
     async def _run_one(self, node: Node, cmd: Command, key: bytes) -> Any:
@@ -440,7 +688,7 @@ class MemcachedBackend(Backend):
         next is sent)."""
         steps: _Step | None = None
         if type(cmd) is Get:
-            data = get_request([key])
+            data = b"get " + key + b"\r\n"
         else:
             steps = self._steps(cmd, key)
             try:
@@ -448,46 +696,37 @@ class MemcachedBackend(Backend):
             except StopIteration as stop:  # settled without asking (value too large, ...)
                 return stop.value
         sent = False
+        deadline = self._deadline()
+        generation = node._generation
+        pool = node.pool
         try:
-            async with asyncio.timeout(self.timeout):
-                with self._errors(node):
-                    # `Node.connection`, inline: back to the pool only after a clean exchange
-                    generation = node._generation
-                    pool = node.pool
-                    conn = await pool.acquire()
-                    clean = False
+            conn = pool.take() or await pool.acquire(deadline)
+            clean = False
+            try:
+                conn.deadline = deadline
+                if not node.checked:
+                    await self._check_version(node, conn)
+                while True:
+                    sent = True
+                    conn.write(data)
+                    node.round_trips += 1
+                    if steps is None:
+                        result = (await conn.read_values()).get(key)
+                        break
                     try:
-                        if not node.checked:
-                            await self._check_version(node, conn)
-                        reader, writer = conn
-                        while True:
-                            sent = True
-                            writer.write(data)
-                            node.round_trips += 1
-                            if steps is None:
-                                result = (await read_values(reader)).get(key)
-                                break
-                            try:
-                                request = steps.send(await read_reply(reader))
-                                while request is _MORE:
-                                    request = steps.send(await read_reply(reader))
-                            except StopIteration as stop:
-                                result = stop.value
-                                break
-                            data = request.data
-                        clean = True
-                    finally:
-                        pool.release(conn, clean and generation == node._generation)
-        except TimeoutError as exc:
-            err = BackendUnavailable(f"memcached {node.name} did not answer within {self.timeout}s")
-            if sent and has_writes((cmd,)):
-                raise unknown_outcome(err) from exc
-            raise err from exc
-        except BackendUnavailable as exc:
+                        request = steps.send(await conn.read_reply())
+                        while request is _MORE:
+                            request = steps.send(await conn.read_reply())
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    data = request.data
+                clean = True
+            finally:
+                pool.release(conn, clean and generation == node._generation)
+        except BaseException as exc:
             # A sent write whose reply never came may have run; it is not sent again.
-            if sent and has_writes((cmd,)):
-                raise unknown_outcome(exc) from exc
-            raise
+            raise self._failure(node, exc, sent and has_writes((cmd,))) from exc
         return result
 
     async def _round(
@@ -527,23 +766,21 @@ class MemcachedBackend(Backend):
                 chunks.append(get_request([p.key for p in part]))
             else:
                 chunks.append(part.request.data)
-        # No drain before reading: memcached answers while we write, and draining first
-        # could deadlock a large pipeline whose replies fill both socket buffers.
-        conn.writer.write(b"".join(chunks))
+        conn.write(b"".join(chunks))
         node.round_trips += 1
         for part in parts:
             if isinstance(part, list):
-                values = await read_values(conn.reader)
+                values = await conn.read_values()
                 for p in part:
                     results.append((p.index, values.get(p.key)))
                     p.done = True
                 continue
-            reply = await read_reply(conn.reader)
+            reply = conn.take_reply() or await conn.read_reply()
             assert part.steps is not None
             try:
                 request = part.steps.send(reply)
                 while request is _MORE:
-                    request = part.steps.send(await read_reply(conn.reader))
+                    request = part.steps.send(conn.take_reply() or await conn.read_reply())
                 part.request = request
             except StopIteration as stop:
                 results.append((part.index, stop.value))
@@ -553,9 +790,7 @@ class MemcachedBackend(Backend):
 
     def _steps(self, cmd: Command, key: bytes) -> _Step:
         # messages name the key as the caller wrote it, without the namespace prefix
-        prefix = self._prefix
-        name = cmd.key[len(prefix) :] if cmd.key.startswith(prefix) else cmd.key
-        return self._steps_of.of(cmd, key, name)
+        return self._steps_of.of(cmd, key, self._name(cmd))
 
     # -- clear and close ------------------------------------------------------------------
 
@@ -604,9 +839,9 @@ class MemcachedBackend(Backend):
 
     async def _flush_node(self, node: Node) -> None:
         async with self._session(node, "flush_all") as (conn, _):
-            conn.writer.write(b"flush_all\r\n")
+            conn.write(b"flush_all\r\n")
             node.round_trips += 1
-            line = await read_line(conn.reader)
+            line = await read_line(conn)
             if line != b"OK":
                 raise BackendError(f"flush_all on {node.name} answered {line!r}")
 
@@ -617,10 +852,10 @@ class MemcachedBackend(Backend):
             keys = await self._dump_keys(node, conn, prefix, progress)
             for start in range(0, len(keys), 1000):
                 chunk = keys[start : start + 1000]
-                conn.writer.write(b"".join(b"md %b\r\n" % k for k in chunk))
+                conn.write(b"".join(b"md %b\r\n" % k for k in chunk))
                 node.round_trips += 1
                 for _ in chunk:
-                    reply = await read_reply(conn.reader)
+                    reply = await conn.read_reply()
                     if reply.code not in (b"HD", b"NF"):
                         raise BackendError(f"delete on {node.name} answered {reply.line!r}")
                 progress()
@@ -630,10 +865,10 @@ class MemcachedBackend(Backend):
     ) -> list[bytes]:
         while True:
             # metadump must be alone in the server's read buffer: nothing pipelined with it
-            conn.writer.write(b"lru_crawler metadump all\r\n")
+            conn.write(b"lru_crawler metadump all\r\n")
             node.round_trips += 1
             keys: list[bytes] = []
-            line = await read_dump_line(conn.reader)
+            line = await read_dump_line(conn)
             if line.startswith(b"BUSY"):  # another crawl is running; wait for it
                 await asyncio.sleep(0.05)
                 continue
@@ -650,7 +885,7 @@ class MemcachedBackend(Backend):
                 count += 1
                 if count % 1000 == 0:
                     progress()
-                line = await read_dump_line(conn.reader)
+                line = await read_dump_line(conn)
             return keys
 
     async def scan(self, prefix: str = "", count: int = 500) -> AsyncIterator[str]:

@@ -145,46 +145,60 @@ _GET = _Request(b"")
 _MORE = _Request(b"", final=False)
 
 
-# -- replies: what a reader asks for next ------------------------------------------------------
+# -- replies: parsed in bulk from what has been received -------------------------------------
 
 
-def strip_line(line: bytes) -> bytes:
-    """A reply line as read (up to LF) without its CRLF; a line cut short means the server
-    closed the connection (`ConnectionResetError`)."""
-    if not line.endswith(b"\r\n"):
-        if not line or not line.endswith(b"\n"):
-            raise ConnectionResetError("memcached closed the connection")
-        raise _ProtocolError(f"bad line from memcached: {line!r}")
-    return line[:-2]
+def parse_values(data: bytes, pos: int, values: dict[bytes, bytes]) -> tuple[int, int]:
+    """Read the reply to a classic ``get`` in ``data`` from ``pos`` on, as far as it has
+    arrived, putting each complete ``VALUE`` item in ``values`` (key -> value).
+
+    Returns where the items read end and, for what follows, 0 once ``END`` was read, or
+    else the length ``data`` must reach before the next item can be read. One loop over the
+    buffer, whatever the number of items.
+    """
+    find = data.find
+    while True:
+        eol = find(b"\r\n", pos)
+        if eol < 0:
+            return pos, len(data) + 1
+        words = data[pos:eol].split(b" ")
+        if len(words) != 4 or words[0] != b"VALUE":
+            if eol - pos == 3 and data.startswith(b"END", pos):
+                return eol + 2, 0
+            raise _ProtocolError(f"unexpected reply to get: {data[pos:eol]!r}")
+        start = eol + 2
+        end = start + int(words[3])
+        if end < start:
+            raise _ProtocolError(f"unexpected reply to get: {data[pos:eol]!r}")
+        if end + 2 > len(data):
+            return pos, end + 2
+        if data[end : end + 2] != b"\r\n":
+            raise _ProtocolError(f"value of {end - start} bytes not terminated by CRLF")
+        values[words[1]] = data[start:end]
+        pos = end + 2
 
 
-def reply_head(line: bytes) -> tuple[_Reply, int]:
-    """A meta reply from its first line (CRLF stripped), and how many bytes follow it (a
-    ``VA`` value and its CRLF; 0 for none): pass them to `with_value`."""
+def parse_reply(data: bytes, pos: int) -> tuple[_Reply | None, int]:
+    """The meta reply in ``data`` at ``pos`` and where it ends; or, when it has not all
+    arrived, ``None`` and the length ``data`` must reach first."""
+    eol = data.find(b"\r\n", pos)
+    if eol < 0:
+        return None, len(data) + 1
+    line = data[pos:eol]
     words = line.split()
-    if not words:
-        raise _ProtocolError("empty reply from memcached")
-    if words[0] == b"VA":
-        return _Reply(b"VA", tuple(words[2:]), None, line), int(words[1]) + 2
-    return _Reply(words[0], tuple(words[1:]), None, line), 0
-
-
-def with_value(reply: _Reply, data: bytes) -> _Reply:
-    """``reply`` holding the value ``data`` (the bytes `reply_head` asked for)."""
-    if data[-2:] != b"\r\n":
-        raise _ProtocolError(f"value of {len(data) - 2} bytes not terminated by CRLF")
-    return _Reply(reply.code, reply.flags, data[:-2], reply.line)  # (faster than _replace)
-
-
-def value_head(line: bytes) -> tuple[bytes, int] | None:
-    """A line of a classic ``get`` reply: the key and how many bytes follow (value and
-    CRLF), or None at ``END``."""
-    if line == b"END":
-        return None
-    words = line.split()
-    if len(words) < 4 or words[0] != b"VALUE":
-        raise _ProtocolError(f"unexpected reply to get: {line!r}")
-    return words[1], int(words[3]) + 2
+    if not words or b"\n" in line:
+        raise _ProtocolError(f"bad reply from memcached: {line!r}")
+    if words[0] != b"VA":
+        return _Reply(words[0], tuple(words[1:]), None, line), eol + 2
+    start = eol + 2
+    end = start + int(words[1])
+    if end < start:
+        raise _ProtocolError(f"bad reply from memcached: {line!r}")
+    if end + 2 > len(data):
+        return None, end + 2
+    if data[end : end + 2] != b"\r\n":
+        raise _ProtocolError(f"value of {end - start} bytes not terminated by CRLF")
+    return _Reply(b"VA", tuple(words[2:]), data[start:end], line), end + 2
 
 
 def server_version(line: bytes) -> tuple[int, ...]:
