@@ -17,11 +17,13 @@ own slice of the results, its own per-command errors. The merge is flushed with
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from asyncio import get_running_loop
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sized
 from typing import Any, NamedTuple
 
 from ._commands import Batch, Command, Get, Gets, Has, NotNative
@@ -260,6 +262,8 @@ class _Coalescer:
         self.loop = loop
         self.window: list[tuple[Batch, asyncio.Future[list[Any]] | None]] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        #: The loop's queue of callbacks ready to run (asyncio's own loops), or None.
+        self.ready: Sized | None = _ready_queue(loop)
 
     async def submit(self, batch: Batch) -> list[Any]:
         window = self.window
@@ -336,12 +340,20 @@ class _Coalescer:
                 fut.set_result(results)
 
 
+def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
+    """The queue of callbacks ready to run in this loop iteration, for asyncio's own loops
+    (one object for the loop's life); None for any other loop (uvloop, ...), which keeps
+    the batching window."""
+    ready = getattr(loop, "_ready", None)
+    return ready if isinstance(ready, collections.deque) else None
+
+
 def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
     """True when no other callback is queued to run in this loop iteration, so no other task
     can submit a batch before this one's I/O: the batching window would only cost a loop
     iteration. Reads the ready queue of asyncio's own loops; any other loop (uvloop, ...)
     answers False, which keeps the window."""
-    ready = getattr(loop, "_ready", None)
+    ready = _ready_queue(loop)
     return ready is not None and not ready
 
 
@@ -356,8 +368,31 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if not batch.commands:
         return []
     caps = backend.capabilities
-    if caps.negative_incr and caps.replace_keep_ttl:
+    if not (caps.negative_incr and caps.replace_keep_ttl):
+        return await _emulating(backend, batch)
+    # The hot path of every query, in one frame: no emulation to look for, then (unless a
+    # near cache answers) straight to the transport, or through the batching window.
+    if backend.near_cache is not None or batch.atomic or not backend.auto_batch:
         return await _execute_batch(backend, batch)
+    loop = get_running_loop()
+    # One coalescer per backend and event loop, kept on the backend itself so it lives and
+    # dies with it.
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None or coalescer.loop is not loop:
+        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    ready = coalescer.ready
+    if coalescer.window is not None or ready is None or ready:
+        return await coalescer.submit(batch)
+    # A lone await: nothing else is ready to run, so no other task can submit a batch
+    # before this one's I/O, and a window would only cost a loop iteration.
+    if _hooks or logger.isEnabledFor(logging.DEBUG):
+        return await _execute(backend, batch)
+    return await backend.execute(batch)
+
+
+async def _emulating(backend: Backend, batch: Batch) -> list[Any]:
+    """`execute_batch` on a backend with commands it cannot run natively."""
+    caps = backend.capabilities
     from ._plans import emulation_plan, needs_emulation
 
     if any(needs_emulation(caps, c) for c in batch.commands):
@@ -410,9 +445,7 @@ async def _execute_batch(backend: Backend, batch: Batch) -> list[Any]:
             return local
     if not backend.auto_batch or batch.atomic:
         return await _execute(backend, batch)
-    loop = asyncio.get_running_loop()
-    # One coalescer per backend and event loop, kept on the backend itself so it lives and
-    # dies with it.
+    loop = get_running_loop()
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)

@@ -50,6 +50,8 @@ from .backends.base import Backend
 
 R = TypeVar("R")
 
+_new = tuple.__new__
+
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
 
@@ -242,7 +244,9 @@ class SelectQuery(Query[R]):
         pks = self.pks
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
-            payload = (await _executor.execute_batch(schema.backend, Batch((Get(key),))))[0]
+            # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
+            batch = _new(Batch, ((_new(Get, (key,)),), False))
+            payload = (await _executor.execute_batch(schema.backend, batch))[0]
             if payload is None:
                 if self.mode == "get":
                     raise _does_not_exist(schema, pks[0], key)

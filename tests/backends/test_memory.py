@@ -69,3 +69,20 @@ async def test_expiry_bookkeeping_stays_bounded(clock: Clock) -> None:
     for i in range(5000):
         await backend.set(f"k{i % 5}", b"v", ttl=60)
     assert len(backend._expiries) <= 2 * 5 + 64
+
+
+async def test_a_subclass_that_overrides_execute_sees_lone_reads_too() -> None:
+    """A lone read is answered without the batch machinery only by SimpleBackend's own
+    ``_execute``: a subclass that wraps it (counting, injecting faults) sees every read."""
+    seen: list[list[str]] = []
+
+    class Watched(SimpleBackend):
+        async def _execute(self, batch: memory.Batch) -> list[object]:
+            seen.append([c.key for c in batch.commands])
+            return await super()._execute(batch)
+
+    backend = Watched(namespace="app")
+    await backend.set("a", b"1")
+    assert await backend.get("a") == b"1"
+    assert await backend.get("absent") is None
+    assert seen == [["app:a"], ["app:a"], ["app:absent"]]

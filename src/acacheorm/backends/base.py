@@ -389,8 +389,10 @@ class Backend(abc.ABC):
         commands = batch.commands
         if len(commands) == 1:  # the common lone command, without a generator
             c = commands[0]
-            return Batch((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic)
-        return Batch(tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic)
+            return new(Batch, ((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic))
+        return new(
+            Batch, (tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic)
+        )
 
     async def _one(self, cmd: Command) -> Any:
         result = (await (_run_batch or _load_executor())(self, Batch((cmd,))))[0]

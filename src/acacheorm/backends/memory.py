@@ -8,7 +8,7 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from .._commands import (
@@ -145,6 +145,40 @@ class SimpleBackend(Backend):
             entry = data.get(key)
             if entry is not None and entry[2] == version and entry[1] == expires:
                 del data[key]
+
+    def _read(self, key: str) -> bytes | None:
+        """The value of full ``key`` now (None: absent or expired), refreshing its LRU place."""
+        data = self._data
+        entry = data.get(key)
+        if entry is None:
+            return None
+        expires = entry[1]
+        if expires is not None and expires <= time.monotonic():
+            del data[key]
+            return None
+        data.move_to_end(key)
+        value: bytes = entry[0]
+        return value
+
+    async def execute(self, batch: Batch) -> list[Any]:
+        """`Backend.execute`; a lone read without a near cache is answered here directly
+        (the same answer, without the namespaced copy of the batch)."""
+        commands = batch.commands
+        if (
+            len(commands) == 1
+            and type(commands[0]) is Get
+            and self.near_cache is None
+            and self._direct_reads
+        ):
+            return [self._read(self._prefix + commands[0][0])]
+        return await super().execute(batch)
+
+    #: Whether `_execute` is this class's own (a subclass that overrides it sees every batch).
+    _direct_reads: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._direct_reads = cls._execute is SimpleBackend._execute
 
     async def _execute(self, batch: Batch) -> list[Any]:
         commands = batch.commands
