@@ -380,8 +380,13 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    window = coalescer.window
+    if window is not None:  # join the open window (Coalescer.submit, inline)
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        window.append((batch, fut))
+        return await fut
     ready = coalescer.ready
-    if coalescer.window is not None or ready is None or ready:
+    if ready is None or ready:
         return await coalescer.submit(batch)
     # A lone await: nothing else is ready to run, so no other task can submit a batch
     # before this one's I/O, and a window would only cost a loop iteration.

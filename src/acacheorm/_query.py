@@ -14,6 +14,7 @@ import copy
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from itertools import repeat
 from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
@@ -51,6 +52,12 @@ from .backends.base import Backend
 R = TypeVar("R")
 
 _new = tuple.__new__
+
+
+def _gets(keys: list[str]) -> Batch:
+    """``Batch(tuple(map(Get, keys)))``, built without the NamedTuples' Python frames."""
+    return _new(Batch, (tuple(map(_new, repeat(Get), zip(keys))), False))
+
 
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
@@ -228,7 +235,7 @@ class SelectQuery(Query[R]):
     def _plan(self) -> Plan:
         schema = self.model._schema
         keys = [schema.key(pk) for pk in self.pks]
-        results = (yield [(schema.backend, Batch(tuple(map(Get, keys))))])[0]
+        results = (yield [(schema.backend, _gets(keys))])[0]
         rows = schema.decode_many(keys, results)
         if self._tree:
             yield from prefetch_plan(rows, self._tree)
@@ -256,7 +263,7 @@ class SelectQuery(Query[R]):
             row: Any = schema.decode(key, payload)
             return row  # type: ignore[no-any-return]
         keys = [schema.key(pk) for pk in pks]
-        results = await _executor.execute_batch(schema.backend, Batch(tuple(map(Get, keys))))
+        results = await _executor.execute_batch(schema.backend, _gets(keys))
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
 

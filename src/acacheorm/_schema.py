@@ -140,6 +140,8 @@ class Schema:
 
     def key(self, pk: tuple[Any, ...]) -> str:
         """The key under which the row with primary key values ``pk`` is stored."""
+        if self._single_attname is not None:  # one key part, no key_format: row_key's case
+            return self.prefix + self._single_key_part(pk[0])
         return row_key(self.prefix, self.pk_fields, pk, self.key_format)
 
     def key_of(self, instance: Model) -> str:
