@@ -16,6 +16,7 @@ from .._commands import (
     Batch,
     Capabilities,
     Cas,
+    Command,
     Get,
     Incr,
     IndexedWrite,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .near import NearCache
 
 _WRITES = (Set, Add, Replace, Cas, Incr, IndexedWrite)
+_JUST_GET = {Get}
 
 
 class _TooManyKeys(ValueTooLargeError, NothingRan):
@@ -164,14 +166,34 @@ class SimpleBackend(Backend):
         """`Backend.execute`; a lone read without a near cache is answered here directly
         (the same answer, without the namespaced copy of the batch)."""
         commands = batch.commands
-        if (
-            len(commands) == 1
-            and type(commands[0]) is Get
-            and self.near_cache is None
-            and self._direct_reads
-        ):
-            return [self._read(self._prefix + commands[0][0])]
+        if self.near_cache is None and self._direct_reads:
+            if len(commands) == 1:
+                if type(commands[0]) is Get:
+                    return [self._read(self._prefix + commands[0][0])]
+            elif {*map(type, commands)} == _JUST_GET:
+                return self._read_many(commands)
         return await super().execute(batch)
+
+    def _read_many(self, commands: tuple[Command, ...]) -> list[bytes | None]:
+        """`_read` of every key of a batch of `Get` (the namespace added here), in order."""
+        prefix = self._prefix
+        data = self._data
+        move_to_end = data.move_to_end
+        now = time.monotonic()
+        results: list[bytes | None] = []
+        append = results.append
+        for command in commands:
+            key = prefix + command[0]
+            entry = data.get(key)
+            if entry is None:
+                append(None)
+            elif entry[1] is not None and entry[1] <= now:
+                del data[key]
+                append(None)
+            else:
+                move_to_end(key)
+                append(entry[0])
+        return results
 
     #: Whether `_execute` is this class's own (a subclass that overrides it sees every batch).
     _direct_reads: ClassVar[bool] = True
