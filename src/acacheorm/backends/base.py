@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -390,8 +391,13 @@ class Backend(abc.ABC):
         if len(commands) == 1:  # the common lone command, without a generator
             c = commands[0]
             return new(Batch, ((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic))
+        kind = type(commands[0])
+        if len(commands[0]) == 1 and {*map(type, commands)} == {kind}:
+            # Commands of one kind that hold only their key (a multi-get): built in C.
+            keys = zip([prefix + c[0] for c in commands])
+            return new(Batch, (tuple(map(new, repeat(kind), keys)), batch.atomic))
         return new(
-            Batch, (tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic)
+            Batch, (tuple([new(type(c), (prefix + c[0], *c[1:])) for c in commands]), batch.atomic)
         )
 
     async def _one(self, cmd: Command) -> Any:
