@@ -395,6 +395,31 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     return await backend.execute(batch)
 
 
+#: What `read_now` answers when the read must go through `execute_batch`.
+LATER: Any = object()
+
+
+def read_now(backend: Backend, key: str) -> Any:
+    """The result of a lone ``Get(key)`` when the backend answers it in the process
+    (`SimpleBackend`) and nothing else could join or see it: no other callback ready to
+    run, no batching window open, no near cache, no batch hook, no debug logging; else
+    `LATER` (then run the batch with `execute_batch`). The same answer as that batch, with
+    no batch built and no coroutine to drive."""
+    if not backend._reads_now or backend.near_cache is not None:
+        return LATER
+    if backend.auto_batch:
+        loop = get_running_loop()
+        coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+        if coalescer is None or coalescer.loop is not loop:
+            coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+        ready = coalescer.ready
+        if coalescer.window is not None or ready is None or ready:
+            return LATER
+    if _hooks or logger.isEnabledFor(logging.DEBUG):
+        return LATER
+    return backend._read_now(key)
+
+
 async def _emulating(backend: Backend, batch: Batch) -> list[Any]:
     """`execute_batch` on a backend with commands it cannot run natively."""
     caps = backend.capabilities

@@ -251,9 +251,12 @@ class SelectQuery(Query[R]):
         pks = self.pks
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
-            # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
-            batch = _new(Batch, ((_new(Get, (key,)),), False))
-            payload = (await _executor.execute_batch(schema.backend, batch))[0]
+            backend = schema.backend
+            payload = _executor.read_now(backend, key)  # an in-process store, nothing pending
+            if payload is _executor.LATER:
+                # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
+                batch = _new(Batch, ((_new(Get, (key,)),), False))
+                payload = (await _executor.execute_batch(backend, batch))[0]
             if payload is None:
                 if self.mode == "get":
                     raise _does_not_exist(schema, pks[0], key)

@@ -323,6 +323,15 @@ class Backend(abc.ABC):
     #: every change a near cache must follow).
     _near_local: ClassVar[bool] = False
 
+    #: Whether a lone `Get` is answered in the process, without I/O, by `_read_now` (the
+    #: executor then reads at once, without a batch, when nothing else is pending).
+    _reads_now: ClassVar[bool] = False
+
+    def _read_now(self, key: str) -> bytes | None:
+        """The value of ``key`` (without the namespace) read at once, for a backend whose
+        `_reads_now` is true; what `execute` of a batch of one `Get` would answer."""
+        raise NotImplementedError
+
     def _near_tracker(self) -> _Tracker | None:
         """The invalidation channel a near cache follows (None: there is none)."""
         return None

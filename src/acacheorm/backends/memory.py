@@ -197,10 +197,14 @@ class SimpleBackend(Backend):
 
     #: Whether `_execute` is this class's own (a subclass that overrides it sees every batch).
     _direct_reads: ClassVar[bool] = True
+    _reads_now = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._direct_reads = cls._execute is SimpleBackend._execute
+        cls._direct_reads = cls._reads_now = cls._execute is SimpleBackend._execute
+
+    def _read_now(self, key: str) -> bytes | None:
+        return self._read(self._prefix + key)
 
     async def _execute(self, batch: Batch) -> list[Any]:
         commands = batch.commands
