@@ -234,7 +234,7 @@ class SelectQuery(Query[R]):
 
     def _plan(self) -> Plan:
         schema = self.model._schema
-        keys = [schema.key(pk) for pk in self.pks]
+        keys = schema.keys(self.pks)
         results = (yield [(schema.backend, _gets(keys))])[0]
         rows = schema.decode_many(keys, results)
         if self._tree:
@@ -265,7 +265,7 @@ class SelectQuery(Query[R]):
                 raise payload
             row: Any = schema.decode(key, payload)
             return row  # type: ignore[no-any-return]
-        keys = [schema.key(pk) for pk in pks]
+        keys = schema.keys(pks)
         results = await _executor.execute_batch(schema.backend, _gets(keys))
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
