@@ -133,22 +133,26 @@ def _split_get_results(
     return [check_result(next(per_backend[id(schema.backend)])) for schema, _ in requests]
 
 
-#: Primary key types whose equal values always make the same key (1 == True == 1.0 do not).
-_PLAIN_PKS: frozenset[type] = frozenset({int, str})
 _LOADED = State.LOADED
 
 
-def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Plan:
+def prefetch_plan(
+    instances: Iterable[Model | None], tree: dict[str, Any], decoded: bool = False
+) -> Plan:
     """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
-    level, for every distinct related row."""
-    level: list[tuple[list[Model], dict[str, Any]]] = [
-        ([i for i in instances if i is not None and state_of(i) is _LOADED], tree)
-    ]
+    level, for every distinct related row. ``decoded``: the instances are rows just read
+    (or None), all loaded."""
+    objs = [i for i in instances if i is not None and (decoded or state_of(i) is _LOADED)]
+    level: list[tuple[list[Model], dict[str, Any]]] = [(objs, tree)]
     while level:
         wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
-        links: list[tuple[Model, str, tuple[int, str]]] = []
+        # Per foreign key of a level: its name, the instances that have one, their targets.
+        links: list[tuple[str, list[Model], list[tuple[int, str]]]] = []
         for objs, subtree in level:
             for name in subtree:
+                linked: list[Model] = []
+                targets: list[tuple[int, str]] = []
+                links.append((name, linked, targets))
                 model: type[Model] | None = None
                 for obj in objs:
                     if type(obj) is not model:  # the field and its related schema, per model
@@ -162,16 +166,18 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
                     raw = obj.__dict__[attname]
                     if raw is None:
                         continue
-                    # Rows sharing a related row share its key, computed once (for the
-                    # plain types only, whose equal values always make equal keys).
-                    ident = ident_of.get(raw) if type(raw) in _PLAIN_PKS else None
+                    # Rows sharing a related row share its key, computed once (for ints and
+                    # strs, whose equal values always make equal keys: 1 == True == 1.0 not).
+                    plain = type(raw) is int or type(raw) is str
+                    ident = ident_of.get(raw) if plain else None
                     if ident is None:
                         pk = raw if composite else (raw,)
                         ident = (id(rel_schema), rel_schema.key(pk))
                         wanted.setdefault(ident, (rel_schema, pk))
-                        if type(raw) in _PLAIN_PKS:
+                        if plain:
                             ident_of[raw] = ident
-                    links.append((obj, name, ident))
+                    linked.append(obj)
+                    targets.append(ident)
         if not wanted:
             return
         requests = [(schema, key) for (_, key), (schema, _) in wanted.items()]
@@ -185,8 +191,9 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
             else:
                 loaded[ident] = schema.decode(ident[1], payload)
         next_level: dict[int, tuple[list[Model], dict[str, Any]]] = {}
-        for obj, name, ident in links:
-            obj.__dict__[name] = loaded[ident]
+        for name, linked, targets in links:
+            for obj, ident in zip(linked, targets, strict=True):
+                obj.__dict__[name] = loaded[ident]
         for objs, subtree in level:
             for name, sub in subtree.items():
                 if not sub:

@@ -238,7 +238,7 @@ class SelectQuery(Query[R]):
         results = (yield [(schema.backend, _gets(keys))])[0]
         rows = schema.decode_many(keys, results)
         if self._tree:
-            yield from prefetch_plan(rows, self._tree)
+            yield from prefetch_plan(rows, self._tree, decoded=True)
         return self._result(schema, keys, rows)
 
     async def execute(self) -> R:
