@@ -88,7 +88,10 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     #: A write query not yet awaited, executed or compiled: warned about when collected.
     _unsent = False
-    #: The executions driven through the coroutine protocol, one per task (send/throw).
+    #: The execution driven through the coroutine protocol (send/throw) by one task, and
+    #: that task; those of other tasks driving the same query at the same time, by task.
+    _coro: Coroutine[Any, Any, R] | None = None
+    _task: Any = None
     _coros: dict[Any, Coroutine[Any, Any, R]] | None = None
 
     def _plan(self) -> Plan:
@@ -117,14 +120,28 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             key: Any = asyncio.current_task()
         except RuntimeError:  # driven by hand, outside an event loop
             key = None
+        coro = self._coro
+        if coro is not None and self._task is key:
+            return key, coro
         coros = self._coros
-        if coros is None:
-            coros = self._coros = {}
-        coro = coros.get(key)
+        coro = None if coros is None else coros.get(key)
         if coro is None:
             self._unsent = False
-            coro = coros[key] = self.execute()
+            coro = self.execute()
+            if self._coro is None:
+                self._task, self._coro = key, coro
+            else:  # several tasks at once drive this query
+                if coros is None:
+                    coros = self._coros = {}
+                coros[key] = coro
         return key, coro
+
+    def _finished(self, key: Any) -> None:
+        """Forget the execution of task ``key`` (it ended)."""
+        if self._coro is not None and self._task is key:
+            self._task = self._coro = None
+        elif self._coros is not None:
+            self._coros.pop(key, None)
 
     def send(self, value: Any) -> Any:
         """Coroutine protocol: start or resume the execution a task drives."""
@@ -132,7 +149,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         try:
             return coro.send(value)
         except BaseException:
-            self._coros.pop(key, None)  # type: ignore[union-attr]  # finished
+            self._finished(key)
             raise
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
@@ -143,14 +160,17 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
                 return coro.throw(typ)
             return coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
         except BaseException:
-            self._coros.pop(key, None)  # type: ignore[union-attr]
+            self._finished(key)
             raise
 
     def close(self) -> None:
         """Coroutine protocol: stop the executions tasks were driving, if any."""
-        coros, self._coros = self._coros, None
-        for coro in (coros or {}).values():
+        coro, coros = self._coro, self._coros
+        self._task = self._coro = self._coros = None
+        if coro is not None:
             coro.close()
+        for other in (coros or {}).values():
+            other.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
@@ -171,7 +191,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
-        new.__dict__.pop("_coros", None)
+        for name in ("_coro", "_task", "_coros"):
+            new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
         return new
 
