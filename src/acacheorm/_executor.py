@@ -21,7 +21,6 @@ import collections
 import logging
 import random
 import time
-import weakref
 from asyncio import get_running_loop
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sized
 from typing import Any, NamedTuple
@@ -491,11 +490,22 @@ async def run_step(step: Step) -> list[list[Any]]:
     return list(await asyncio.gather(*(execute_batch(b, batch) for b, batch in step)))
 
 
-# One lock per (event loop, backend, key) while a plan holds it in this process; entries go
-# away with the last holder. (An asyncio.Lock belongs to one loop.)
-_key_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
+# The keys plans of this process hold, per (event loop, backend, key): the futures of the
+# plans waiting for the key, in order (an empty list: held, nobody waiting). An entry goes
+# away with its last holder. A free key is taken without any object of its own; a plan that
+# releases a key others wait for hands it to the first of them.
+_key_locks: dict[tuple[int, int, str], list[asyncio.Future[None]]] = {}
+
+
+def _hand_over(ident: tuple[int, int, str]) -> None:
+    """Release a held key: to the first plan still waiting for it, else free it."""
+    waiters = _key_locks[ident]
+    while waiters:
+        fut = waiters.pop(0)
+        if not fut.done():
+            fut.set_result(None)
+            return
+    del _key_locks[ident]
 
 
 class Driver:
@@ -504,41 +514,52 @@ class Driver:
 
     def __init__(self) -> None:
         self.listings: list[KeyListing] = []
-        self.locks: dict[tuple[int, int, str], tuple[asyncio.Lock, int]] = {}
+        #: The keys held, with how many `Lock` steps took each (nested plans of a row).
+        self.locks: dict[tuple[int, int, str], int] = {}
 
     async def lock(self, step: Lock) -> None:
-        loop = id(asyncio.get_running_loop())
+        loop = get_running_loop()
         for key in sorted(set(step.keys)):
-            ident = (loop, id(step.backend), key)
+            ident = (id(loop), id(step.backend), key)
             held = self.locks.get(ident)
             if held is not None:
-                self.locks[ident] = (held[0], held[1] + 1)
+                self.locks[ident] = held + 1
                 continue
-            lock = _key_locks.get(ident)
-            if lock is None:
-                lock = _key_locks[ident] = asyncio.Lock()
-            await lock.acquire()
-            self.locks[ident] = (lock, 1)
+            waiters = _key_locks.get(ident)
+            if waiters is None:  # free: taken at once
+                _key_locks[ident] = []
+            else:
+                fut: asyncio.Future[None] = loop.create_future()
+                waiters.append(fut)
+                try:
+                    await fut
+                except BaseException:
+                    if fut.done() and not fut.cancelled():
+                        _hand_over(ident)  # handed over, then cancelled: pass it on
+                    elif fut in waiters:
+                        waiters.remove(fut)
+                    raise
+            self.locks[ident] = 1
 
     def unlock(self, step: Unlock) -> None:
-        loop = id(asyncio.get_running_loop())
+        loop = id(get_running_loop())
         for key in set(step.keys):
             ident = (loop, id(step.backend), key)
             held = self.locks.get(ident)
             if held is None:
                 continue
-            if held[1] > 1:
-                self.locks[ident] = (held[0], held[1] - 1)
+            if held > 1:
+                self.locks[ident] = held - 1
             else:
                 del self.locks[ident]
-                held[0].release()
+                _hand_over(ident)
 
     async def close(self) -> None:
         """Release every lock still held and close the key listings (the plan may have
         stopped before their end)."""
         locks, self.locks = self.locks, {}
-        for lock, _ in locks.values():
-            lock.release()
+        for ident in locks:
+            _hand_over(ident)
         listings, self.listings = self.listings, []
         for listing in listings:
             await listing.aclose()
