@@ -568,6 +568,11 @@ class Driver:
 async def perform(step: Step | Emit | Backoff | Lock | Unlock | Scan, driver: Driver) -> Any:
     """Run one step of a plan; what the plan receives for it. What the step takes (key
     listings, locks) is kept in ``driver``, for `Driver.close` when the plan ends."""
+    if type(step) is list:  # round trips, the common step: no other kind to rule out first
+        if len(step) == 1:
+            backend, batch = step[0]
+            return [await execute_batch(backend, batch)]
+        return await run_step(step)
     if isinstance(step, Emit):
         for i, instance in enumerate(step.instances):
             kwargs = {k: (v[i] if isinstance(v, list) else v) for k, v in step.kwargs.items()}

@@ -109,7 +109,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         return result
 
     def __await__(self) -> Generator[Any, None, R]:
-        self._unsent = False
+        if self._unsent:  # only a write is ever armed: a read sets nothing
+            self._unsent = False
         return self.execute().__await__()
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
