@@ -163,8 +163,8 @@ class SimpleBackend(Backend):
         return value
 
     async def execute(self, batch: Batch) -> list[Any]:
-        """`Backend.execute`; a lone read without a near cache is answered here directly
-        (the same answer, without the namespaced copy of the batch)."""
+        """`Backend.execute`; a batch of reads only (`Get`), without a near cache, is
+        answered here directly (the same answer, without the namespaced copy of the batch)."""
         commands = batch.commands
         if self.near_cache is None and self._direct_reads:
             if len(commands) == 1:
