@@ -435,3 +435,29 @@ async def test_locks_are_reentrant_within_a_plan_and_released_when_it_fails() ->
         assert await _executor.run(later()) == "done"
     assert order == ["failing", "later"]
     assert not any(key[2] in ("k", "j") for key in _executor._key_locks)
+
+
+async def test_a_held_key_goes_to_the_waiting_plans_in_order_skipping_cancelled_ones() -> None:
+    from acacheorm import _executor
+
+    first, second, third, fourth = (_executor.Driver() for _ in range(4))
+    await first.lock(Lock(BACKEND, ("q",)))
+    waiting = [asyncio.create_task(d.lock(Lock(BACKEND, ("q",)))) for d in (second, third, fourth)]
+    await asyncio.sleep(0)  # each of them has asked for the key
+    assert not any(t.done() for t in waiting)
+    waiting[1].cancel()  # the third gives up while it waits
+    first.unlock(Unlock(BACKEND, ("q",)))  # the key goes to the second...
+    waiting[0].cancel()  # ...which is cancelled before it runs: it passes the key on
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[2] is None and fourth.locks  # the fourth holds it
+    assert not second.locks and not third.locks
+    again = asyncio.create_task(first.lock(Lock(BACKEND, ("q",))))
+    await asyncio.sleep(0)
+    assert not again.done()  # held by the fourth: the first waits
+    await fourth.close()
+    async with asyncio.timeout(10):
+        await again
+    first.unlock(Unlock(BACKEND, ("q",)))
+    assert not any(key[2] == "q" for key in _executor._key_locks)

@@ -202,3 +202,17 @@ async def test_one_query_object_in_two_concurrent_tasks_runs_twice() -> None:
     await asyncio.gather(asyncio.create_task(writes), asyncio.create_task(writes))
     assert (await Item.get(id=20)).name == "twice!!"
     assert await Item.delete(id=20)
+
+
+async def test_a_query_driven_by_several_tasks_keeps_each_execution_apart() -> None:
+    await Item.create(id=21, name="x")
+    query = Item.get(id=21)
+    tasks = [asyncio.create_task(query) for _ in range(3)]
+    await asyncio.sleep(0)  # all three started (and wait for their read)
+    tasks[1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0].name == results[2].name == "x"
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert (await asyncio.create_task(query)).name == "x"  # a new run once all have ended
+    assert query._coro is None and not query._coros  # no execution is kept once it ended
+    assert await Item.delete(id=21)

@@ -34,10 +34,10 @@ class ModelBase:
 
 def state_of(instance: ModelBase) -> State:
     """The `State` of a model instance."""
-    try:
-        return instance._state_
-    except AttributeError:
-        return State.LOADED
+    # The slot is unset on a loaded instance: getattr's default, without a Python-level
+    # exception handler (a loaded instance is the common case).
+    state: State = getattr(instance, "_state_", State.LOADED)
+    return state
 
 
 def replace_row(instance: ModelBase, row: ModelBase) -> None:

@@ -17,11 +17,12 @@ own slice of the results, its own per-command errors. The merge is flushed with
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from asyncio import get_running_loop
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sized
 from typing import Any, NamedTuple
 
 from ._commands import Batch, Command, Get, Gets, Has, NotNative
@@ -260,6 +261,8 @@ class _Coalescer:
         self.loop = loop
         self.window: list[tuple[Batch, asyncio.Future[list[Any]] | None]] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        #: The loop's queue of callbacks ready to run (asyncio's own loops), or None.
+        self.ready: Sized | None = _ready_queue(loop)
 
     async def submit(self, batch: Batch) -> list[Any]:
         window = self.window
@@ -336,12 +339,20 @@ class _Coalescer:
                 fut.set_result(results)
 
 
+def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
+    """The queue of callbacks ready to run in this loop iteration, for asyncio's own loops
+    (one object for the loop's life); None for any other loop (uvloop, ...), which keeps
+    the batching window."""
+    ready = getattr(loop, "_ready", None)
+    return ready if isinstance(ready, collections.deque) else None
+
+
 def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
     """True when no other callback is queued to run in this loop iteration, so no other task
     can submit a batch before this one's I/O: the batching window would only cost a loop
     iteration. Reads the ready queue of asyncio's own loops; any other loop (uvloop, ...)
     answers False, which keeps the window."""
-    ready = getattr(loop, "_ready", None)
+    ready = _ready_queue(loop)
     return ready is not None and not ready
 
 
@@ -356,8 +367,61 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if not batch.commands:
         return []
     caps = backend.capabilities
-    if caps.negative_incr and caps.replace_keep_ttl:
+    if not (caps.negative_incr and caps.replace_keep_ttl):
+        return await _emulating(backend, batch)
+    # The hot path of every query, in one frame: no emulation to look for, then (unless a
+    # near cache answers) straight to the transport, or through the batching window.
+    if backend.near_cache is not None or batch.atomic or not backend.auto_batch:
         return await _execute_batch(backend, batch)
+    loop = get_running_loop()
+    # One coalescer per backend and event loop, kept on the backend itself so it lives and
+    # dies with it.
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None or coalescer.loop is not loop:
+        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    window = coalescer.window
+    if window is not None:  # join the open window (Coalescer.submit, inline)
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        window.append((batch, fut))
+        return await fut
+    ready = coalescer.ready
+    if ready is None or ready:
+        return await coalescer.submit(batch)
+    # A lone await: nothing else is ready to run, so no other task can submit a batch
+    # before this one's I/O, and a window would only cost a loop iteration.
+    if _hooks or logger.isEnabledFor(logging.DEBUG):
+        return await _execute(backend, batch)
+    return await backend.execute(batch)
+
+
+#: What `read_now` answers when the read must go through `execute_batch`.
+LATER: Any = object()
+
+
+def read_now(backend: Backend, key: str) -> Any:
+    """The result of a lone ``Get(key)`` when the backend answers it in the process
+    (`SimpleBackend`) and nothing else could join or see it: no other callback ready to
+    run, no batching window open, no near cache, no batch hook, no debug logging; else
+    `LATER` (then run the batch with `execute_batch`). The same answer as that batch, with
+    no batch built and no coroutine to drive."""
+    if not backend._reads_now or backend.near_cache is not None:
+        return LATER
+    if backend.auto_batch:
+        loop = get_running_loop()
+        coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+        if coalescer is None or coalescer.loop is not loop:
+            coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+        ready = coalescer.ready
+        if coalescer.window is not None or ready is None or ready:
+            return LATER
+    if _hooks or logger.isEnabledFor(logging.DEBUG):
+        return LATER
+    return backend._read_now(key)
+
+
+async def _emulating(backend: Backend, batch: Batch) -> list[Any]:
+    """`execute_batch` on a backend with commands it cannot run natively."""
+    caps = backend.capabilities
     from ._plans import emulation_plan, needs_emulation
 
     if any(needs_emulation(caps, c) for c in batch.commands):
@@ -410,9 +474,7 @@ async def _execute_batch(backend: Backend, batch: Batch) -> list[Any]:
             return local
     if not backend.auto_batch or batch.atomic:
         return await _execute(backend, batch)
-    loop = asyncio.get_running_loop()
-    # One coalescer per backend and event loop, kept on the backend itself so it lives and
-    # dies with it.
+    loop = get_running_loop()
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
@@ -428,11 +490,22 @@ async def run_step(step: Step) -> list[list[Any]]:
     return list(await asyncio.gather(*(execute_batch(b, batch) for b, batch in step)))
 
 
-# One lock per (event loop, backend, key) while a plan holds it in this process; entries go
-# away with the last holder. (An asyncio.Lock belongs to one loop.)
-_key_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
+# The keys plans of this process hold, per (event loop, backend, key): the futures of the
+# plans waiting for the key, in order (an empty list: held, nobody waiting). An entry goes
+# away with its last holder. A free key is taken without any object of its own; a plan that
+# releases a key others wait for hands it to the first of them.
+_key_locks: dict[tuple[int, int, str], list[asyncio.Future[None]]] = {}
+
+
+def _hand_over(ident: tuple[int, int, str]) -> None:
+    """Release a held key: to the first plan still waiting for it, else free it."""
+    waiters = _key_locks[ident]
+    while waiters:
+        fut = waiters.pop(0)
+        if not fut.done():
+            fut.set_result(None)
+            return
+    del _key_locks[ident]
 
 
 class Driver:
@@ -441,41 +514,52 @@ class Driver:
 
     def __init__(self) -> None:
         self.listings: list[KeyListing] = []
-        self.locks: dict[tuple[int, int, str], tuple[asyncio.Lock, int]] = {}
+        #: The keys held, with how many `Lock` steps took each (nested plans of a row).
+        self.locks: dict[tuple[int, int, str], int] = {}
 
     async def lock(self, step: Lock) -> None:
-        loop = id(asyncio.get_running_loop())
+        loop = get_running_loop()
         for key in sorted(set(step.keys)):
-            ident = (loop, id(step.backend), key)
+            ident = (id(loop), id(step.backend), key)
             held = self.locks.get(ident)
             if held is not None:
-                self.locks[ident] = (held[0], held[1] + 1)
+                self.locks[ident] = held + 1
                 continue
-            lock = _key_locks.get(ident)
-            if lock is None:
-                lock = _key_locks[ident] = asyncio.Lock()
-            await lock.acquire()
-            self.locks[ident] = (lock, 1)
+            waiters = _key_locks.get(ident)
+            if waiters is None:  # free: taken at once
+                _key_locks[ident] = []
+            else:
+                fut: asyncio.Future[None] = loop.create_future()
+                waiters.append(fut)
+                try:
+                    await fut
+                except BaseException:
+                    if fut.done() and not fut.cancelled():
+                        _hand_over(ident)  # handed over, then cancelled: pass it on
+                    elif fut in waiters:
+                        waiters.remove(fut)
+                    raise
+            self.locks[ident] = 1
 
     def unlock(self, step: Unlock) -> None:
-        loop = id(asyncio.get_running_loop())
+        loop = id(get_running_loop())
         for key in set(step.keys):
             ident = (loop, id(step.backend), key)
             held = self.locks.get(ident)
             if held is None:
                 continue
-            if held[1] > 1:
-                self.locks[ident] = (held[0], held[1] - 1)
+            if held > 1:
+                self.locks[ident] = held - 1
             else:
                 del self.locks[ident]
-                held[0].release()
+                _hand_over(ident)
 
     async def close(self) -> None:
         """Release every lock still held and close the key listings (the plan may have
         stopped before their end)."""
         locks, self.locks = self.locks, {}
-        for lock, _ in locks.values():
-            lock.release()
+        for ident in locks:
+            _hand_over(ident)
         listings, self.listings = self.listings, []
         for listing in listings:
             await listing.aclose()
@@ -484,6 +568,11 @@ class Driver:
 async def perform(step: Step | Emit | Backoff | Lock | Unlock | Scan, driver: Driver) -> Any:
     """Run one step of a plan; what the plan receives for it. What the step takes (key
     listings, locks) is kept in ``driver``, for `Driver.close` when the plan ends."""
+    if type(step) is list:  # round trips, the common step: no other kind to rule out first
+        if len(step) == 1:
+            backend, batch = step[0]
+            return [await execute_batch(backend, batch)]
+        return await run_step(step)
     if isinstance(step, Emit):
         for i, instance in enumerate(step.instances):
             kwargs = {k: (v[i] if isinstance(v, list) else v) for k, v in step.kwargs.items()}

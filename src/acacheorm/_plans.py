@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._auto import counter_key
+from ._base import State, state_of
 from ._commands import (
     KEEP_TTL,
     Add,
@@ -132,28 +133,51 @@ def _split_get_results(
     return [check_result(next(per_backend[id(schema.backend)])) for schema, _ in requests]
 
 
-def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Plan:
+_LOADED = State.LOADED
+
+
+def prefetch_plan(
+    instances: Iterable[Model | None], tree: dict[str, Any], decoded: bool = False
+) -> Plan:
     """Load the foreign keys in ``tree`` for ``instances``: one multi-get per backend per
-    level, for every distinct related row."""
-    level: list[tuple[list[Model], dict[str, Any]]] = [
-        ([i for i in instances if i is not None and not i.is_sparse], tree)
-    ]
+    level, for every distinct related row. ``decoded``: the instances are rows just read
+    (or None), all loaded."""
+    objs = [i for i in instances if i is not None and (decoded or state_of(i) is _LOADED)]
+    level: list[tuple[list[Model], dict[str, Any]]] = [(objs, tree)]
     while level:
         wanted: dict[tuple[int, str], tuple[Schema, tuple[Any, ...]]] = {}
-        links: list[tuple[Model, ForeignKeyField[Any], tuple[int, str]]] = []
+        # Per foreign key of a level: its name, the instances that have one, their targets.
+        links: list[tuple[str, list[Model], list[tuple[int, str]]]] = []
         for objs, subtree in level:
             for name in subtree:
+                linked: list[Model] = []
+                targets: list[tuple[int, str]] = []
+                links.append((name, linked, targets))
+                model: type[Model] | None = None
                 for obj in objs:
-                    field = type(obj)._schema.fields[name]
-                    assert isinstance(field, ForeignKeyField)
-                    raw = obj.__dict__[field.attname]
+                    if type(obj) is not model:  # the field and its related schema, per model
+                        model = type(obj)
+                        field = model._schema.fields[name]
+                        assert isinstance(field, ForeignKeyField)
+                        attname = field.attname
+                        rel_schema = field.rel_model._schema
+                        composite = rel_schema.composite
+                        ident_of: dict[Any, tuple[int, str]] = {}
+                    raw = obj.__dict__[attname]
                     if raw is None:
                         continue
-                    rel_schema = field.rel_model._schema
-                    pk = raw if rel_schema.composite else (raw,)
-                    ident = (id(rel_schema), rel_schema.key(pk))
-                    wanted.setdefault(ident, (rel_schema, pk))
-                    links.append((obj, field, ident))
+                    # Rows sharing a related row share its key, computed once (for ints and
+                    # strs, whose equal values always make equal keys: 1 == True == 1.0 not).
+                    plain = type(raw) is int or type(raw) is str
+                    ident = ident_of.get(raw) if plain else None
+                    if ident is None:
+                        pk = raw if composite else (raw,)
+                        ident = (id(rel_schema), rel_schema.key(pk))
+                        wanted.setdefault(ident, (rel_schema, pk))
+                        if plain:
+                            ident_of[raw] = ident
+                    linked.append(obj)
+                    targets.append(ident)
         if not wanted:
             return
         requests = [(schema, key) for (_, key), (schema, _) in wanted.items()]
@@ -167,8 +191,9 @@ def prefetch_plan(instances: Iterable[Model | None], tree: dict[str, Any]) -> Pl
             else:
                 loaded[ident] = schema.decode(ident[1], payload)
         next_level: dict[int, tuple[list[Model], dict[str, Any]]] = {}
-        for obj, field, ident in links:
-            obj.__dict__[field.name] = loaded[ident]
+        for name, linked, targets in links:
+            for obj, ident in zip(linked, targets, strict=True):
+                obj.__dict__[name] = loaded[ident]
         for objs, subtree in level:
             for name, sub in subtree.items():
                 if not sub:

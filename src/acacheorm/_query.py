@@ -14,6 +14,7 @@ import copy
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from itertools import repeat
 from typing import Any, Generic, Self, TypeVar
 
 from . import _executor
@@ -50,6 +51,14 @@ from .backends.base import Backend
 
 R = TypeVar("R")
 
+_new = tuple.__new__
+
+
+def _gets(keys: list[str]) -> Batch:
+    """``Batch(tuple(map(Get, keys)))``, built without the NamedTuples' Python frames."""
+    return _new(Batch, (tuple(map(_new, repeat(Get), zip(keys))), False))
+
+
 #: Compare-and-swap attempts before an update gives up with ConflictError.
 MAX_UPDATE_ATTEMPTS = 200
 
@@ -79,7 +88,10 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     #: A write query not yet awaited, executed or compiled: warned about when collected.
     _unsent = False
-    #: The executions driven through the coroutine protocol, one per task (send/throw).
+    #: The execution driven through the coroutine protocol (send/throw) by one task, and
+    #: that task; those of other tasks driving the same query at the same time, by task.
+    _coro: Coroutine[Any, Any, R] | None = None
+    _task: Any = None
     _coros: dict[Any, Coroutine[Any, Any, R]] | None = None
 
     def _plan(self) -> Plan:
@@ -97,7 +109,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         return result
 
     def __await__(self) -> Generator[Any, None, R]:
-        self._unsent = False
+        if self._unsent:  # only a write is ever armed: a read sets nothing
+            self._unsent = False
         return self.execute().__await__()
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
@@ -108,14 +121,28 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             key: Any = asyncio.current_task()
         except RuntimeError:  # driven by hand, outside an event loop
             key = None
+        coro = self._coro
+        if coro is not None and self._task is key:
+            return key, coro
         coros = self._coros
-        if coros is None:
-            coros = self._coros = {}
-        coro = coros.get(key)
+        coro = None if coros is None else coros.get(key)
         if coro is None:
             self._unsent = False
-            coro = coros[key] = self.execute()
+            coro = self.execute()
+            if self._coro is None:
+                self._task, self._coro = key, coro
+            else:  # several tasks at once drive this query
+                if coros is None:
+                    coros = self._coros = {}
+                coros[key] = coro
         return key, coro
+
+    def _finished(self, key: Any) -> None:
+        """Forget the execution of task ``key`` (it ended)."""
+        if self._coro is not None and self._task is key:
+            self._task = self._coro = None
+        elif self._coros is not None:
+            self._coros.pop(key, None)
 
     def send(self, value: Any) -> Any:
         """Coroutine protocol: start or resume the execution a task drives."""
@@ -123,7 +150,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         try:
             return coro.send(value)
         except BaseException:
-            self._coros.pop(key, None)  # type: ignore[union-attr]  # finished
+            self._finished(key)
             raise
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
@@ -134,14 +161,17 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
                 return coro.throw(typ)
             return coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
         except BaseException:
-            self._coros.pop(key, None)  # type: ignore[union-attr]
+            self._finished(key)
             raise
 
     def close(self) -> None:
         """Coroutine protocol: stop the executions tasks were driving, if any."""
-        coros, self._coros = self._coros, None
-        for coro in (coros or {}).values():
+        coro, coros = self._coro, self._coros
+        self._task = self._coro = self._coros = None
+        if coro is not None:
             coro.close()
+        for other in (coros or {}).values():
+            other.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
@@ -162,7 +192,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
-        new.__dict__.pop("_coros", None)
+        for name in ("_coro", "_task", "_coros"):
+            new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
         return new
 
@@ -225,11 +256,11 @@ class SelectQuery(Query[R]):
 
     def _plan(self) -> Plan:
         schema = self.model._schema
-        keys = [schema.key(pk) for pk in self.pks]
-        results = (yield [(schema.backend, Batch(tuple(map(Get, keys))))])[0]
+        keys = schema.keys(self.pks)
+        results = (yield [(schema.backend, _gets(keys))])[0]
         rows = schema.decode_many(keys, results)
         if self._tree:
-            yield from prefetch_plan(rows, self._tree)
+            yield from prefetch_plan(rows, self._tree, decoded=True)
         return self._result(schema, keys, rows)
 
     async def execute(self) -> R:
@@ -242,7 +273,12 @@ class SelectQuery(Query[R]):
         pks = self.pks
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
-            payload = (await _executor.execute_batch(schema.backend, Batch((Get(key),))))[0]
+            backend = schema.backend
+            payload = _executor.read_now(backend, key)  # an in-process store, nothing pending
+            if payload is _executor.LATER:
+                # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
+                batch = _new(Batch, ((_new(Get, (key,)),), False))
+                payload = (await _executor.execute_batch(backend, batch))[0]
             if payload is None:
                 if self.mode == "get":
                     raise _does_not_exist(schema, pks[0], key)
@@ -251,8 +287,8 @@ class SelectQuery(Query[R]):
                 raise payload
             row: Any = schema.decode(key, payload)
             return row  # type: ignore[no-any-return]
-        keys = [schema.key(pk) for pk in pks]
-        results = await _executor.execute_batch(schema.backend, Batch(tuple(map(Get, keys))))
+        keys = schema.keys(pks)
+        results = await _executor.execute_batch(schema.backend, _gets(keys))
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
 

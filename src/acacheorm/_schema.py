@@ -46,7 +46,9 @@ class Schema:
         self._single_attname = (
             getattr(self.pk_fields[0], "attname", pk_names[0]) if single else None
         )
-        self._single_key_part = self.pk_fields[0].key_part
+        part = self.pk_fields[0].key_part
+        # Field.key_part is str(value): the builtin itself then, without a method frame.
+        self._single_key_part = str if getattr(part, "__func__", None) is Field.key_part else part
         self.composite = composite
         #: The name of a backend configured at start-up (``Meta.backend = "main"``), or None.
         self.backend_name: str | None = None
@@ -140,7 +142,17 @@ class Schema:
 
     def key(self, pk: tuple[Any, ...]) -> str:
         """The key under which the row with primary key values ``pk`` is stored."""
+        if self._single_attname is not None:  # one key part, no key_format: row_key's case
+            return self.prefix + self._single_key_part(pk[0])
         return row_key(self.prefix, self.pk_fields, pk, self.key_format)
+
+    def keys(self, pks: list[tuple[Any, ...]]) -> list[str]:
+        """`key` of each of ``pks``, in order."""
+        if self._single_attname is not None:
+            prefix = self.prefix
+            part = self._single_key_part
+            return [prefix + part(pk[0]) for pk in pks]
+        return [self.key(pk) for pk in pks]
 
     def key_of(self, instance: Model) -> str:
         """The key of an instance's row."""

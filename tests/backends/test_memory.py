@@ -69,3 +69,35 @@ async def test_expiry_bookkeeping_stays_bounded(clock: Clock) -> None:
     for i in range(5000):
         await backend.set(f"k{i % 5}", b"v", ttl=60)
     assert len(backend._expiries) <= 2 * 5 + 64
+
+
+async def test_a_subclass_that_overrides_execute_sees_lone_reads_too() -> None:
+    """A lone read is answered without the batch machinery only by SimpleBackend's own
+    ``_execute``: a subclass that wraps it (counting, injecting faults) sees every read."""
+    seen: list[list[str]] = []
+
+    class Watched(SimpleBackend):
+        async def _execute(self, batch: memory.Batch) -> list[object]:
+            seen.append([c.key for c in batch.commands])
+            return await super()._execute(batch)
+
+    backend = Watched(namespace="app")
+    await backend.set("a", b"1")
+    assert await backend.get("a") == b"1"
+    assert await backend.get("absent") is None
+    assert await backend.get_many("a", "absent") == [b"1", None]
+    assert seen == [["app:a"], ["app:a"], ["app:absent"], ["app:a", "app:absent"]]
+
+
+async def test_reads_in_a_namespace_drop_expired_keys_and_refresh_lru(clock: Clock) -> None:
+    backend = SimpleBackend(namespace="app", max_entries=3)
+    await backend.set("a", b"1")
+    await backend.set("b", b"2")
+    await backend.set("short", b"3", ttl=5)
+    clock.now += 10
+    assert await backend.get_many("short", "a", "absent") == [None, b"1", None]
+    assert "app:short" not in backend._data  # the expired key was dropped by the read
+    assert await backend.get("a") == b"1"
+    await backend.set("c", b"4")
+    await backend.set("d", b"5")  # "b" is the least recently used: evicted, "a" stays
+    assert await backend.get_many("a", "b", "c", "d") == [b"1", None, b"4", b"5"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -161,6 +162,38 @@ def test_lone_reads_on_an_idle_loop_do_not_wait_for_a_window() -> None:
 
     with asyncio.Runner(loop_factory=_CountingLoop) as runner:
         assert runner.run(main()) == (0, 1)
+
+
+def test_a_lone_read_answered_in_the_process_is_still_seen(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lone read on the in-process backend is answered at once, without a batch; it is
+    still logged at debug level, seen by a backend subclass that wraps ``_execute``, and
+    the same answer as the batch would give (a hit, a miss, ``DoesNotExist``)."""
+    seen: list[list[str]] = []
+
+    class Watched(co.SimpleBackend):
+        async def _execute(self, batch: co.Batch) -> list[object]:
+            seen.append([c.key for c in batch.commands])
+            return await super()._execute(batch)
+
+    async def main() -> None:
+        for backend in (co.SimpleBackend(namespace="ns"), Watched(namespace="ns")):
+            User, _, _ = define_models(backend, "msgpack")
+            await User.insert_many({"id": 1, "name": "a", "height": 1.0})
+            seen.clear()
+            assert (await User.get_by_id(1)).name == "a"
+            assert await User.get_or_none(id=2) is None
+            with pytest.raises(User.DoesNotExist):
+                await User.get(id=3)
+            watched = isinstance(backend, Watched)
+            assert seen == ([["ns:user:1"], ["ns:user:2"], ["ns:user:3"]] if watched else [])
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="acacheorm"):
+            assert (await User.get_by_id(1)).name == "a"
+        assert [r.getMessage() for r in caplog.records if "1 commands" in r.getMessage()]
+
+    asyncio.run(main())
 
 
 # -- the raw byte API goes through the executor too -------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -322,6 +323,15 @@ class Backend(abc.ABC):
     #: every change a near cache must follow).
     _near_local: ClassVar[bool] = False
 
+    #: Whether a lone `Get` is answered in the process, without I/O, by `_read_now` (the
+    #: executor then reads at once, without a batch, when nothing else is pending).
+    _reads_now: ClassVar[bool] = False
+
+    def _read_now(self, key: str) -> bytes | None:
+        """The value of ``key`` (without the namespace) read at once, for a backend whose
+        `_reads_now` is true; what `execute` of a batch of one `Get` would answer."""
+        raise NotImplementedError
+
     def _near_tracker(self) -> _Tracker | None:
         """The invalidation channel a near cache follows (None: there is none)."""
         return None
@@ -389,8 +399,15 @@ class Backend(abc.ABC):
         commands = batch.commands
         if len(commands) == 1:  # the common lone command, without a generator
             c = commands[0]
-            return Batch((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic)
-        return Batch(tuple(new(type(c), (prefix + c[0], *c[1:])) for c in commands), batch.atomic)
+            return new(Batch, ((new(type(c), (prefix + c[0], *c[1:])),), batch.atomic))
+        kind = type(commands[0])
+        if len(commands[0]) == 1 and {*map(type, commands)} == {kind}:
+            # Commands of one kind that hold only their key (a multi-get): built in C.
+            keys = zip([prefix + c[0] for c in commands])
+            return new(Batch, (tuple(map(new, repeat(kind), keys)), batch.atomic))
+        return new(
+            Batch, (tuple([new(type(c), (prefix + c[0], *c[1:])) for c in commands]), batch.atomic)
+        )
 
     async def _one(self, cmd: Command) -> Any:
         result = (await (_run_batch or _load_executor())(self, Batch((cmd,))))[0]
