@@ -83,6 +83,7 @@ from ._wire import (
     _unavailable_types,
     _Wire,
     assemble,
+    key_slot,
 )
 
 if TYPE_CHECKING:
@@ -446,20 +447,23 @@ class RedisBackend(Backend):
                 else:
                     if not isinstance(replies[0], unavailable):
                         return replies
-            # A lone read goes through redis-py, whose retry after a connection error (once,
-            # for a client built here) may send it again: harmless for a read.
-            from redis.exceptions import ResponseError
-
-            try:
-                return [await self._client.execute_command(*commands[0])]
-            except ResponseError as exc:
-                if isinstance(exc, _unavailable_types()):
-                    raise
-                return [exc]
+            return [await self._read_through_redis_py(commands[0])]
         # Anything that may write is sent by acacheorm itself, never twice.
         if slots is not None:  # every Cluster call but MULTI/EXEC passes ``slots``
             return await _cluster.cluster_round_trip(self._client, commands, slots)  # type: ignore[arg-type]
         return await self._standalone_round_trip(commands, transaction)
+
+    async def _read_through_redis_py(self, args: list[Any]) -> Any:
+        """A lone read through redis-py, whose retry after a connection error (once, for a
+        client built here) may send it again: harmless for a read."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return await self._client.execute_command(*args)
+        except ResponseError as exc:
+            if isinstance(exc, _unavailable_types()):
+                raise
+            return exc
 
     async def _standalone_round_trip(
         self, commands: list[list[Any]], transaction: bool
@@ -480,10 +484,12 @@ class RedisBackend(Backend):
         return replies
 
     async def _execute_cluster(self, commands: tuple[Command, ...], atomic: bool) -> list[Any]:
-        from redis.crc import key_slot  # what RedisCluster.keyslot computes for bytes
-
         client: RedisCluster = self._client  # type: ignore[assignment]
         await client.initialize()
+        if len(commands) == 1 and _cluster.private_api():
+            results = await self._cluster_lone(client, commands[0])
+            if results is not None:
+                return results
         if atomic:
             slots = {key_slot(_encode_key(c.key)) for c in commands}
             if len(slots) > 1:
@@ -527,6 +533,42 @@ class RedisBackend(Backend):
                 commands, by_slot, wires, wire_slots, replies
             )
         return assemble(len(commands), wires, replies, self.timeout)
+
+    async def _cluster_lone(self, client: RedisCluster, cmd: Command) -> list[Any] | None:
+        """A batch of one command on Cluster, straight to its node (without the batch
+        machinery: a lone ``get`` is the commonest call). None when the batch path must
+        take it: it plans to more than one command, or the reply says that the command did
+        not run and where to send it (``MOVED``, ``ASK``, ``NOSCRIPT``)."""
+        key = _encode_key(cmd.key)
+        if type(cmd) is Get:
+            wires = [_Wire(["GET", key], (0,))]
+        else:
+            wires = self._planner.single(cmd, 0, False)
+            if len(wires) != 1:
+                return None
+        args = wires[0].args
+        unavailable = _unavailable_types()
+        try:
+            reply = await _cluster.lone_round_trip(client, args, key_slot(key))
+        except unavailable:
+            if args[0] not in _IDEMPOTENT:
+                raise  # a write: never sent again (see _execute)
+            # A read is, by redis-py, when its node failed (see _round_trip).
+            reply = await self._read_through_redis_py(args)
+        else:
+            if isinstance(reply, Exception):
+                from redis.exceptions import AskError, MovedError, NoScriptError
+
+                if isinstance(reply, MovedError):
+                    await _cluster.move_slot(client, reply)  # the batch path goes there
+                    return None
+                if isinstance(reply, AskError | NoScriptError):
+                    return None
+                if isinstance(reply, unavailable):  # CLUSTERDOWN: the slot map is stale
+                    _cluster.relearn_slots(client)
+                    if args[0] in _IDEMPOTENT:
+                        reply = await self._read_through_redis_py(args)
+        return assemble(1, wires, [reply], self.timeout)
 
     async def _split_refused(
         self,

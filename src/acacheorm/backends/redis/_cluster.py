@@ -277,6 +277,22 @@ async def cluster_round_trip(
     return replies
 
 
+async def lone_round_trip(client: RedisCluster, args: list[Any], slot: int) -> Any:
+    """One command alone, straight to the node owning ``slot``: its reply, an error reply
+    as the exception (``MOVED``, ``ASK``: the caller follows them). A node's failure is
+    raised, as `cluster_round_trip` raises it for a batch on one node."""
+    from redis.exceptions import SlotNotCoveredError
+
+    try:
+        node = client.nodes_manager.get_node_from_slot(slot)
+    except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
+        relearn_slots(client)
+        raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
+    reply: list[Any] = [_NO_REPLY]
+    await _node_round_trip(client, node, [args], [0], reply, [], frozenset())
+    return reply[0]
+
+
 def node_at(client: RedisCluster, host: str, port: int, *, add: bool = True) -> ClusterNode:
     """The node at ``host:port``, added to the client's nodes if new (as redis-py's
     ``move_slot`` does; not with ``add=False``): a slot may migrate to a node that owns no
@@ -350,6 +366,9 @@ async def _node_round_trip(
     for those in ``asking``); read the replies into ``replies[k]`` in order (an error
     reply as the exception, its ``k`` added to ``errors``).
 
+    Replies already received are taken from the connection's hiredis reader without a
+    coroutine each (see `_buffered`); the connection is read from only when none is.
+
     Whatever interrupts the reads (cancellation, timeout, a connection error) leaves the
     connection closed, never back in the pool with replies still to come: redis-py's
     ``send_packed_command`` and ``read_response`` close it on any exception, and so does
@@ -372,17 +391,27 @@ async def _node_round_trip(
         packed = _pack(conn, wanted)
         unread = len(wanted)
         await conn.send_packed_command(packed)
-        read = conn.read_response
+        gets = _buffered(conn)
+        plain = _PLAIN
         for k in positions:
             if k in asking:
-                await read()  # +OK for ASKING
-                unread -= 1
-            try:
-                replies[k] = await read()
-            except ResponseError as exc:
-                replies[k] = exc
-                errors.append(k)
+                reply = gets()
+                if type(reply) not in plain:
+                    reply = await _settle(conn, reply, gets)
+                    if isinstance(reply, ResponseError):
+                        raise reply  # ASKING refused: the command after it did not run
+                unread -= 1  # +OK for ASKING
+            reply = gets()
+            if type(reply) not in plain:
+                reply = await _settle(conn, reply, gets)
+                if isinstance(reply, ResponseError):
+                    errors.append(k)
+            replies[k] = reply
             unread -= 1
+        if conn.health_check_interval:  # as read_response does after each reply
+            conn.next_health_check = asyncio.get_running_loop().time() + (
+                conn.health_check_interval
+            )
     except BaseException as exc:
         if unread:
             await conn.disconnect(nowait=True)
@@ -393,6 +422,76 @@ async def _node_round_trip(
         raise
     finally:
         node.release(conn)
+
+
+#: Reply types taken as they come from the hiredis reader (anything else: `_settle`).
+_PLAIN = frozenset({bytes, int, type(None)})
+
+
+@functools.cache
+def _hiredis_reader() -> tuple[type, object, type] | None:
+    """redis-py's asyncio hiredis parser class, its "no complete reply yet" marker and
+    hiredis' push type; None when redis-py does not have them as this module knows them."""
+    try:
+        import hiredis
+        from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    push = getattr(hiredis, "PushNotification", None)
+    if push is None or "_reader" not in getattr(_AsyncHiredisParser, "__slots__", ()):
+        return None  # pragma: no cover - another hiredis or redis-py
+    return _AsyncHiredisParser, NOT_ENOUGH_DATA, push
+
+
+def _nothing_buffered() -> Any:
+    return _MORE
+
+
+_MORE: Any = object()  # the marker without hiredis: always read through redis-py
+
+
+def _buffered(conn: Any) -> Callable[[], Any]:
+    """A function giving the next reply ``conn`` has already received, without a read: an
+    error reply as its exception (not raised), a marker when no complete reply is in.
+
+    redis-py's ``read_response`` costs a few coroutines per reply; 1,000 replies in one
+    buffer are taken here by hiredis' ``Reader.gets`` alone. A connection that is not on
+    redis-py's asyncio hiredis parser gets a function that never has a reply buffered, so
+    every reply goes through ``read_response``.
+    """
+    known = _hiredis_reader()
+    parser: Any = getattr(conn, "_parser", None)
+    if known is None or type(parser) is not known[0] or parser._reader is None:
+        return _nothing_buffered
+    gets: Callable[[], Any] = parser._reader.gets
+    return gets
+
+
+async def _settle(conn: Any, reply: Any, gets: Callable[[], Any]) -> Any:
+    """What redis-py's ``read_response`` makes of ``reply``, given by ``gets`` and not a
+    plain value: read from the socket when no reply was complete; a connection error
+    (``LOADING``…) closes the connection and is raised; an error reply is returned; a push
+    message goes to the parser's handler and the next reply is the command's."""
+    from redis.exceptions import ConnectionError, ResponseError
+
+    known = _hiredis_reader()
+    while True:
+        if reply is _MORE or (known is not None and reply is known[1]):
+            try:
+                return await conn.read_response()
+            except ResponseError as exc:
+                return exc
+        if isinstance(reply, ConnectionError):
+            await conn.disconnect(nowait=True)
+            raise reply
+        if known is not None and isinstance(reply, known[2]):
+            await conn._parser.handle_push_response(reply)
+            reply = gets()
+            continue
+        if isinstance(reply, list) and reply and isinstance(reply[0], ConnectionError):
+            await conn.disconnect(nowait=True)
+            raise reply[0]
+        return reply
 
 
 async def multi_exec_on(client: RedisCluster, slot: int, commands: list[list[Any]]) -> list[Any]:
