@@ -429,7 +429,7 @@ _PLAIN = frozenset({bytes, int, type(None)})
 
 
 @functools.cache
-def _hiredis_reader() -> tuple[type, object, type] | None:
+def _hiredis_reader() -> tuple[Any, object, type] | None:
     """redis-py's asyncio hiredis parser class, its "no complete reply yet" marker and
     hiredis' push type; None when redis-py does not have them as this module knows them."""
     try:
