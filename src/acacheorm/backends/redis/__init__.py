@@ -79,6 +79,7 @@ from ._wire import (
     _glob_escape,
     _never_sent,
     _repeated_keys,
+    _slot_error,
     _translate,
     _unavailable_types,
     _Wire,
@@ -504,8 +505,9 @@ class RedisBackend(Backend):
         # different slots touch different keys, so reordering across slots is invisible.
         by_slot: dict[int, list[int]] = {}
         keys: list[bytes] = []
+        gets = 0
         for i, cmd in enumerate(commands):
-            key = _encode_key(cmd.key)
+            key = cmd.key.encode("utf-8", "surrogatepass")  # _encode_key, inlined
             keys.append(key)
             slot = key_slot(key)
             indices = by_slot.get(slot)
@@ -513,6 +515,10 @@ class RedisBackend(Backend):
                 by_slot[slot] = [i]
             else:
                 indices.append(i)
+            if type(cmd) is Get:
+                gets += 1
+        if gets == len(by_slot) == len(commands):
+            return await self._cluster_gets(client, keys, list(by_slot))
         wires = []
         wire_slots: list[int] = []
         inline = _repeated_keys(commands)
@@ -533,6 +539,17 @@ class RedisBackend(Backend):
                 commands, by_slot, wires, wire_slots, replies
             )
         return assemble(len(commands), wires, replies, self.timeout)
+
+    async def _cluster_gets(
+        self, client: RedisCluster, keys: list[bytes], slots: list[int]
+    ) -> list[Any]:
+        """A batch of ``Get`` on as many hash slots as keys (the commonest batch: concurrent
+        reads merged): one ``GET`` per key, the replies are the results."""
+        results = await _cluster.cluster_round_trip(client, [["GET", k] for k in keys], slots)
+        for i, reply in enumerate(results):
+            if isinstance(reply, Exception):
+                results[i] = _slot_error(_Wire(["GET", keys[i]], (i,)), reply, self.timeout)
+        return results
 
     async def _cluster_lone(self, client: RedisCluster, cmd: Command) -> list[Any] | None:
         """A batch of one command on Cluster, straight to its node (without the batch
