@@ -1010,9 +1010,9 @@ async def test_cluster_batch_follows_ask_while_a_slot_migrates(
 async def test_cluster_lone_commands_follow_moved_and_ask(
     rc: RedisBackend, redis_cluster: servers.RedisCluster | str
 ) -> None:
-    """A lone command goes straight to its node, outside the batch path: a MOVED or ASK
-    reply (the command did not run) still takes it to the right node, and a write runs
-    once."""
+    """A lone command goes straight to its node, outside the batch path, and a batch of
+    gets alone skips the planner: a MOVED or ASK reply (the command did not run) still
+    takes them to the right node, and a write runs once."""
     if isinstance(redis_cluster, str):
         pytest.skip("moves a hash slot: only on the suite's own cluster")
     await rc.client.initialize()  # type: ignore[union-attr]
@@ -1037,6 +1037,11 @@ async def test_cluster_lone_commands_follow_moved_and_ask(
         assert await rc.incr(f"{tag}m", 1) == 5
         assert await mover.on_target("GET", raw(rc, f"{tag}m")) == b"5"
         assert await rc.has(f"{tag}new") and not await rc.has(f"{tag}none")
+        # A batch of gets alone: its MGET over keys on both nodes gets TRYAGAIN, then each
+        # GET follows its ASK.
+        others = await keys_on_every_master(rc, per_node=1)
+        got = await rc.get_many(f"{tag}old", *others, f"{tag}new", f"{tag}m")
+        assert got == [b"1", *([None] * len(others)), b"n", b"5"]
     finally:
         for name in ("n", "new", "m"):
             with contextlib.suppress(Exception):

@@ -73,13 +73,15 @@ from ..._exceptions import (
 from ..base import DEFAULT_TIMEOUT, Backend, PerLoop, has_writes, unknown_outcome
 from . import _cluster
 from ._wire import (
+    _CHUNK,
+    _EACH,
     _IDEMPOTENT,
+    _ONE,
     Planner,
     _encode_key,
     _glob_escape,
     _never_sent,
     _repeated_keys,
-    _slot_error,
     _translate,
     _unavailable_types,
     _Wire,
@@ -517,8 +519,8 @@ class RedisBackend(Backend):
                 indices.append(i)
             if type(cmd) is Get:
                 gets += 1
-        if gets == len(by_slot) == len(commands):
-            return await self._cluster_gets(client, keys, list(by_slot))
+        if gets == len(commands) <= _CHUNK:
+            return await self._cluster_gets(client, commands, keys, by_slot)
         wires = []
         wire_slots: list[int] = []
         inline = _repeated_keys(commands)
@@ -541,15 +543,45 @@ class RedisBackend(Backend):
         return assemble(len(commands), wires, replies, self.timeout)
 
     async def _cluster_gets(
-        self, client: RedisCluster, keys: list[bytes], slots: list[int]
+        self,
+        client: RedisCluster,
+        commands: tuple[Command, ...],
+        keys: list[bytes],
+        by_slot: dict[int, list[int]],
     ) -> list[Any]:
-        """A batch of ``Get`` on as many hash slots as keys (the commonest batch: concurrent
-        reads merged): one ``GET`` per key, the replies are the results."""
-        results = await _cluster.cluster_round_trip(client, [["GET", k] for k in keys], slots)
-        for i, reply in enumerate(results):
+        """A batch of ``Get`` alone (the commonest batch: concurrent reads merged), planned
+        here rather than by the planner: one ``GET`` per hash slot holding one key, one
+        ``MGET`` per slot holding several. An error reply sends the batch to the general
+        assembly (and ``TRYAGAIN`` to `_split_refused`)."""
+        args: list[list[Any]] = []
+        for indices in by_slot.values():
+            if len(indices) == 1:
+                args.append(["GET", keys[indices[0]]])
+            else:
+                args.append(["MGET", *[keys[i] for i in indices]])
+        replies = await _cluster.cluster_round_trip(client, args, list(by_slot))
+        results: list[Any] = [None] * len(commands)
+        for indices, reply in zip(by_slot.values(), replies, strict=True):
             if isinstance(reply, Exception):
-                results[i] = _slot_error(_Wire(["GET", keys[i]], (i,)), reply, self.timeout)
-        return results
+                break
+            if len(indices) == 1:
+                results[indices[0]] = reply
+            else:
+                for i, value in zip(indices, reply, strict=True):
+                    results[i] = value
+        else:
+            return results
+        from redis.exceptions import TryAgainError
+
+        wires = [
+            _Wire(a, indices, _EACH if len(indices) > 1 else _ONE)
+            for a, indices in zip(args, by_slot.values(), strict=True)
+        ]
+        if TryAgainError in map(type, replies):
+            wires, replies = await self._split_refused(
+                commands, by_slot, wires, list(by_slot), replies
+            )
+        return assemble(len(commands), wires, replies, self.timeout)
 
     async def _cluster_lone(self, client: RedisCluster, cmd: Command) -> list[Any] | None:
         """A batch of one command on Cluster, straight to its node (without the batch

@@ -6,7 +6,9 @@ writes are sent here, on connections taken from redis-py's pools, packed by hire
 Cluster, straight to the nodes that own their slots, following ``MOVED``/``ASK`` here. That
 reaches into redis-py's internals: ``RedisCluster.nodes_manager`` and its slot cache,
 ``ClusterNode.acquire_connection``/``release``, ``RedisCluster._initialize``,
-``Redis._single_conn_lock``, a connection's ``_parser`` (the near cache's push handler).
+``Redis._single_conn_lock``, a connection's ``_parser`` (the near cache's push handler; on
+Cluster, its hiredis ``_reader``, to take replies already received without a read each:
+without it, every reply is read through ``read_response``).
 
 Those were checked against the redis-py versions in `SUPPORTED` (pyproject bounds the
 dependency alike). With another version, or when one of them is missing, `private_api`
