@@ -216,13 +216,15 @@ async def cluster_round_trip(
     node_of = nodes.get_node_from_slot
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     try:
+        # get_node_from_slot(slot) without its call: the slot's primary.
+        cache = nodes.slots_cache
         for k, slot in enumerate(slots):
-            node = node_of(slot)
+            node = cache[slot][0]
             group = groups.get(node.name)
             if group is None:
                 groups[node.name] = group = (node, [])
             group[1].append(k)
-    except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
+    except (KeyError, IndexError, TypeError) as exc:  # the slot is not in the slot map
         relearn_slots(client)  # learn the slot map again for the next call
         raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
     replies: list[Any] = [_NO_REPLY] * len(commands)
