@@ -25,7 +25,7 @@ import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
 from ._wire import _NO_REPLY, _translate, _unavailable_types
@@ -208,8 +208,6 @@ async def cluster_round_trip(
     commands it had not answered: their slots get the error, the other nodes' replies
     stand. Only when every command failed so is the error raised for the whole batch.
     """
-    from redis.exceptions import AskError, MovedError, SlotNotCoveredError
-
     if not private_api():
         return await _public_pipeline(client, commands, False)
     nodes = client.nodes_manager
@@ -225,8 +223,7 @@ async def cluster_round_trip(
                 groups[node.name] = group = (node, [])
             group[1].append(k)
     except (KeyError, IndexError, TypeError) as exc:  # the slot is not in the slot map
-        relearn_slots(client)  # learn the slot map again for the next call
-        raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
+        _not_covered(client, slot, exc)
     replies: list[Any] = [_NO_REPLY] * len(commands)
     errors: list[int] = []  # positions of the error replies
     asking: set[int] = set()
@@ -252,6 +249,8 @@ async def cluster_round_trip(
                 raise next(r for r in replies if isinstance(r, BaseException))
         if not errors:
             return replies
+        from redis.exceptions import AskError, MovedError
+
         errors.sort()
         for k in errors:
             if isinstance(replies[k], unavailable):  # CLUSTERDOWN: the slot map is stale
@@ -285,16 +284,22 @@ async def lone_round_trip(client: RedisCluster, args: list[Any], slot: int) -> A
     """One command alone, straight to the node owning ``slot``: its reply, an error reply
     as the exception (``MOVED``, ``ASK``: the caller follows them). A node's failure is
     raised, as `cluster_round_trip` raises it for a batch on one node."""
-    from redis.exceptions import SlotNotCoveredError
-
     try:
-        node = client.nodes_manager.get_node_from_slot(slot)
-    except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
-        relearn_slots(client)
-        raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
+        node = client.nodes_manager.slots_cache[slot][0]  # as in cluster_round_trip
+    except (KeyError, IndexError, TypeError) as exc:
+        _not_covered(client, slot, exc)
     reply: list[Any] = [_NO_REPLY]
     await _node_round_trip(client, node, [args], [0], reply, [], frozenset())
     return reply[0]
+
+
+def _not_covered(client: RedisCluster, slot: int, cause: Exception) -> NoReturn:
+    """Raise that the client's slot map has no node for ``slot`` (a partial ``CLUSTER
+    SLOTS`` reply, a shrinking cluster), after asking it to learn the map again."""
+    from redis.exceptions import SlotNotCoveredError
+
+    relearn_slots(client)  # learn the slot map again for the next call
+    raise SlotNotCoveredError(f"hash slot {slot} is not covered") from cause
 
 
 def node_at(client: RedisCluster, host: str, port: int, *, add: bool = True) -> ClusterNode:
@@ -378,8 +383,6 @@ async def _node_round_trip(
     ``send_packed_command`` and ``read_response`` close it on any exception, and so does
     the guard below for anything raised between two reads.
     """
-    from redis.exceptions import ResponseError
-
     conn = node.acquire_connection()
     unread = 0
     try:
@@ -402,13 +405,13 @@ async def _node_round_trip(
                 reply = gets()
                 if type(reply) not in plain:
                     reply = await _settle(conn, reply, gets)
-                    if isinstance(reply, ResponseError):
+                    if isinstance(reply, Exception):
                         raise reply  # ASKING refused: the command after it did not run
                 unread -= 1  # +OK for ASKING
             reply = gets()
             if type(reply) not in plain:
                 reply = await _settle(conn, reply, gets)
-                if isinstance(reply, ResponseError):
+                if isinstance(reply, Exception):  # an error reply (a ResponseError)
                     errors.append(k)
             replies[k] = reply
             unread -= 1
@@ -476,15 +479,19 @@ async def _settle(conn: Any, reply: Any, gets: Callable[[], Any]) -> Any:
     plain value: read from the socket when no reply was complete; a connection error
     (``LOADING``…) closes the connection and is raised; an error reply is returned; a push
     message goes to the parser's handler and the next reply is the command's."""
-    from redis.exceptions import ConnectionError, ResponseError
-
     known = _hiredis_reader()
     while True:
         if reply is _MORE or (known is not None and reply is known[1]):
             try:
                 return await conn.read_response()
-            except ResponseError as exc:
-                return exc
+            except Exception as exc:
+                from redis.exceptions import ResponseError
+
+                if isinstance(exc, ResponseError):
+                    return exc
+                raise
+        from redis.exceptions import ConnectionError
+
         if isinstance(reply, ConnectionError):
             await conn.disconnect(nowait=True)
             raise reply
