@@ -717,6 +717,21 @@ async def test_cluster_get_many_one_request_per_master_concurrently(
     assert all(what == "send" for what, _ in wire.events[:3]) and first_read == 3
 
 
+async def test_cluster_replies_already_received_are_not_read_one_by_one(
+    rc: RedisBackend, wire: Wire
+) -> None:
+    """A node's replies that arrived together are taken from the parser's buffer, not each
+    by a read through redis-py (a few coroutines per reply)."""
+    keys = await keys_on_every_master(rc, per_node=100)
+    await rc.set_many({k: k.encode() for k in keys})
+    await rc.get_many(*keys)
+    with wire.record():
+        got = await rc.get_many(*keys)
+    assert got == [k.encode() for k in keys]
+    assert len(wire.sends) == 3
+    assert len(wire.events) - len(wire.sends) < len(keys) // 10  # reads
+
+
 async def test_cluster_lone_get_goes_straight_to_its_node(
     rc: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -992,6 +1007,52 @@ async def test_cluster_batch_follows_ask_while_a_slot_migrates(
     assert await rc.get_many(f"{tag}old", f"{tag}new", f"{tag}old2") == [b"2", None, b"o"]
 
 
+async def test_cluster_lone_commands_follow_moved_and_ask(
+    rc: RedisBackend, redis_cluster: servers.RedisCluster | str
+) -> None:
+    """A lone command goes straight to its node, outside the batch path, and a batch of
+    gets alone skips the planner: a MOVED or ASK reply (the command did not run) still
+    takes them to the right node, and a write runs once."""
+    if isinstance(redis_cluster, str):
+        pytest.skip("moves a hash slot: only on the suite's own cluster")
+    await rc.client.initialize()  # type: ignore[union-attr]
+    tag = "{acacheorm-lone-redirect}"
+    mover = SlotMover(rc, tag)
+    target = mover.admins[mover.target.name]
+    try:
+        await mover.give_to(mover.target)  # the slot is empty; the client does not know yet
+        assert await rc.incr(f"{tag}n", 2) == 2  # MOVED: the slot map learns the new owner
+        assert await rc.incr(f"{tag}n", 3, ttl=60) == 5  # a script call
+        assert await target.get(raw(rc, f"{tag}n")) == b"5"
+        await target.delete(raw(rc, f"{tag}n"))
+        await mover.give_to(mover.owner)  # and back: the client's map is stale again
+        assert await rc.get(f"{tag}n") is None  # MOVED for a read too
+        assert await rc.set(f"{tag}old", b"1") is None
+        await mover.start_migration()
+        await mover.on_target("SET", raw(rc, f"{tag}new"), b"n")
+        # The owner answers ASK for the keys it does not hold; the importing node runs them.
+        assert await rc.get(f"{tag}new") == b"n"
+        assert await rc.get(f"{tag}old") == b"1"
+        assert await rc.incr(f"{tag}m", 4) == 4
+        assert await rc.incr(f"{tag}m", 1) == 5
+        assert await mover.on_target("GET", raw(rc, f"{tag}m")) == b"5"
+        assert await rc.has(f"{tag}new") and not await rc.has(f"{tag}none")
+        # A batch of gets alone: its MGET over keys on both nodes gets TRYAGAIN, then each
+        # GET follows its ASK.
+        others = await keys_on_every_master(rc, per_node=1)
+        got = await rc.get_many(f"{tag}old", *others, f"{tag}new", f"{tag}m")
+        assert got == [b"1", *([None] * len(others)), b"n", b"5"]
+    finally:
+        for name in ("n", "new", "m"):
+            with contextlib.suppress(Exception):
+                await mover.on_target("DEL", raw(rc, f"{tag}{name}"))
+        with contextlib.suppress(Exception):
+            await mover.stop_migration()
+        await mover.give_to(mover.owner)
+        await mover.aclose()
+    assert await rc.get_many(f"{tag}old", f"{tag}new", f"{tag}m") == [b"1", None, None]
+
+
 async def test_cluster_clear_covers_every_master(rc: RedisBackend, redis_cluster_url: str) -> None:
     keys = await keys_on_every_master(rc, per_node=40)
     other = RedisBackend(redis_cluster_url, cluster=True, namespace=unique_namespace("other"))
@@ -1233,9 +1294,11 @@ async def test_interrupted_cluster_batch_leaves_no_reply_behind(
 ) -> None:
     """Whatever stops a node's reads after its write (here raised outside redis-py's own
     handlers, which close the connection themselves) closes that connection: no later
-    batch can read a reply meant for this one."""
+    batch can read a reply meant for this one. Each value is larger than one read from the
+    socket, so that each reply is read from the connection on its own (replies already
+    received are taken without a read)."""
     keys = await keys_on_every_master(rc, per_node=4)
-    values = {k: f"value of {k}".encode() * 100 for k in keys}
+    values = {k: f"value of {k}".encode() * 10_000 for k in keys}
     await rc.set_many(values)
     assert await rc.get_many(*keys) == [values[k] for k in keys]
     armed: dict[str, Any] = {"on": False, "conn": None, "reads": 0}

@@ -73,7 +73,10 @@ from ..._exceptions import (
 from ..base import DEFAULT_TIMEOUT, Backend, PerLoop, has_writes, unknown_outcome
 from . import _cluster
 from ._wire import (
+    _CHUNK,
+    _EACH,
     _IDEMPOTENT,
+    _ONE,
     Planner,
     _encode_key,
     _glob_escape,
@@ -83,6 +86,7 @@ from ._wire import (
     _unavailable_types,
     _Wire,
     assemble,
+    key_slot,
 )
 
 if TYPE_CHECKING:
@@ -446,20 +450,23 @@ class RedisBackend(Backend):
                 else:
                     if not isinstance(replies[0], unavailable):
                         return replies
-            # A lone read goes through redis-py, whose retry after a connection error (once,
-            # for a client built here) may send it again: harmless for a read.
-            from redis.exceptions import ResponseError
-
-            try:
-                return [await self._client.execute_command(*commands[0])]
-            except ResponseError as exc:
-                if isinstance(exc, _unavailable_types()):
-                    raise
-                return [exc]
+            return [await self._read_through_redis_py(commands[0])]
         # Anything that may write is sent by acacheorm itself, never twice.
         if slots is not None:  # every Cluster call but MULTI/EXEC passes ``slots``
             return await _cluster.cluster_round_trip(self._client, commands, slots)  # type: ignore[arg-type]
         return await self._standalone_round_trip(commands, transaction)
+
+    async def _read_through_redis_py(self, args: list[Any]) -> Any:
+        """A lone read through redis-py, whose retry after a connection error (once, for a
+        client built here) may send it again: harmless for a read."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return await self._client.execute_command(*args)
+        except ResponseError as exc:
+            if isinstance(exc, _unavailable_types()):
+                raise
+            return exc
 
     async def _standalone_round_trip(
         self, commands: list[list[Any]], transaction: bool
@@ -480,10 +487,12 @@ class RedisBackend(Backend):
         return replies
 
     async def _execute_cluster(self, commands: tuple[Command, ...], atomic: bool) -> list[Any]:
-        from redis.crc import key_slot  # what RedisCluster.keyslot computes for bytes
-
         client: RedisCluster = self._client  # type: ignore[assignment]
         await client.initialize()
+        if len(commands) == 1 and _cluster.private_api():
+            results = await self._cluster_lone(client, commands[0])
+            if results is not None:
+                return results
         if atomic:
             slots = {key_slot(_encode_key(c.key)) for c in commands}
             if len(slots) > 1:
@@ -498,8 +507,9 @@ class RedisBackend(Backend):
         # different slots touch different keys, so reordering across slots is invisible.
         by_slot: dict[int, list[int]] = {}
         keys: list[bytes] = []
+        gets = 0
         for i, cmd in enumerate(commands):
-            key = _encode_key(cmd.key)
+            key = cmd.key.encode("utf-8", "surrogatepass")  # _encode_key, inlined
             keys.append(key)
             slot = key_slot(key)
             indices = by_slot.get(slot)
@@ -507,6 +517,10 @@ class RedisBackend(Backend):
                 by_slot[slot] = [i]
             else:
                 indices.append(i)
+            if type(cmd) is Get:
+                gets += 1
+        if gets == len(commands) <= _CHUNK:
+            return await self._cluster_gets(client, commands, keys, by_slot)
         wires = []
         wire_slots: list[int] = []
         inline = _repeated_keys(commands)
@@ -527,6 +541,83 @@ class RedisBackend(Backend):
                 commands, by_slot, wires, wire_slots, replies
             )
         return assemble(len(commands), wires, replies, self.timeout)
+
+    async def _cluster_gets(
+        self,
+        client: RedisCluster,
+        commands: tuple[Command, ...],
+        keys: list[bytes],
+        by_slot: dict[int, list[int]],
+    ) -> list[Any]:
+        """A batch of ``Get`` alone (the commonest batch: concurrent reads merged), planned
+        here rather than by the planner: one ``GET`` per hash slot holding one key, one
+        ``MGET`` per slot holding several. An error reply sends the batch to the general
+        assembly (and ``TRYAGAIN`` to `_split_refused`)."""
+        args: list[list[Any]] = []
+        for indices in by_slot.values():
+            if len(indices) == 1:
+                args.append(["GET", keys[indices[0]]])
+            else:
+                args.append(["MGET", *[keys[i] for i in indices]])
+        replies = await _cluster.cluster_round_trip(client, args, list(by_slot))
+        results: list[Any] = [None] * len(commands)
+        for indices, reply in zip(by_slot.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                break
+            if len(indices) == 1:
+                results[indices[0]] = reply
+            else:
+                for i, value in zip(indices, reply, strict=True):
+                    results[i] = value
+        else:
+            return results
+        from redis.exceptions import TryAgainError
+
+        wires = [
+            _Wire(a, indices, _EACH if len(indices) > 1 else _ONE)
+            for a, indices in zip(args, by_slot.values(), strict=True)
+        ]
+        if TryAgainError in map(type, replies):
+            wires, replies = await self._split_refused(
+                commands, by_slot, wires, list(by_slot), replies
+            )
+        return assemble(len(commands), wires, replies, self.timeout)
+
+    async def _cluster_lone(self, client: RedisCluster, cmd: Command) -> list[Any] | None:
+        """A batch of one command on Cluster, straight to its node (without the batch
+        machinery: a lone ``get`` is the commonest call). None when the batch path must
+        take it: it plans to more than one command, or the reply says that the command did
+        not run and where to send it (``MOVED``, ``ASK``, ``NOSCRIPT``)."""
+        key = _encode_key(cmd.key)
+        if type(cmd) is Get:
+            wires = [_Wire(["GET", key], (0,))]
+        else:
+            wires = self._planner.single(cmd, 0, False)
+            if len(wires) != 1:
+                return None
+        args = wires[0].args
+        unavailable = _unavailable_types()
+        try:
+            reply = await _cluster.lone_round_trip(client, args, key_slot(key))
+        except unavailable:
+            if args[0] not in _IDEMPOTENT:
+                raise  # a write: never sent again (see _execute)
+            # A read is, by redis-py, when its node failed (see _round_trip).
+            reply = await self._read_through_redis_py(args)
+        else:
+            if isinstance(reply, Exception):
+                from redis.exceptions import AskError, MovedError, NoScriptError
+
+                if isinstance(reply, MovedError):
+                    await _cluster.move_slot(client, reply)  # the batch path goes there
+                    return None
+                if isinstance(reply, AskError | NoScriptError):
+                    return None
+                if isinstance(reply, unavailable):  # CLUSTERDOWN: the slot map is stale
+                    _cluster.relearn_slots(client)
+                    if args[0] in _IDEMPOTENT:
+                        reply = await self._read_through_redis_py(args)
+        return assemble(1, wires, [reply], self.timeout)
 
     async def _split_refused(
         self,

@@ -6,7 +6,9 @@ writes are sent here, on connections taken from redis-py's pools, packed by hire
 Cluster, straight to the nodes that own their slots, following ``MOVED``/``ASK`` here. That
 reaches into redis-py's internals: ``RedisCluster.nodes_manager`` and its slot cache,
 ``ClusterNode.acquire_connection``/``release``, ``RedisCluster._initialize``,
-``Redis._single_conn_lock``, a connection's ``_parser`` (the near cache's push handler).
+``Redis._single_conn_lock``, a connection's ``_parser`` (the near cache's push handler; on
+Cluster, its hiredis ``_reader``, to take replies already received without a read each:
+without it, every reply is read through ``read_response``).
 
 Those were checked against the redis-py versions in `SUPPORTED` (pyproject bounds the
 dependency alike). With another version, or when one of them is missing, `private_api`
@@ -23,7 +25,7 @@ import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
 from ._wire import _NO_REPLY, _translate, _unavailable_types
@@ -190,8 +192,9 @@ async def cluster_round_trip(
 
     redis-py's cluster pipeline spends ~15 µs of Python per command (it routes each one
     again and packs in Python): 1,000 GETs over 1,000 slots took 15-24 ms with it, 4 ms
-    here. Each node gets all of its commands in one write on one pooled connection, and
-    its replies are read in order.
+    here, and ~2 ms of CPU (a whole ``execute``) since replies already received are taken
+    from the reader without a read each. Each node gets all of its commands in one write
+    on one pooled connection, and its replies are read in order.
 
     A command answered MOVED or ASK did not run: those, and only those, are sent again,
     in batch order, to where the reply points (after MOVED the slot map learns the new
@@ -206,23 +209,22 @@ async def cluster_round_trip(
     commands it had not answered: their slots get the error, the other nodes' replies
     stand. Only when every command failed so is the error raised for the whole batch.
     """
-    from redis.exceptions import AskError, MovedError, SlotNotCoveredError
-
     if not private_api():
         return await _public_pipeline(client, commands, False)
     nodes = client.nodes_manager
     node_of = nodes.get_node_from_slot
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     try:
+        # get_node_from_slot(slot) without its call: the slot's primary.
+        cache = nodes.slots_cache
         for k, slot in enumerate(slots):
-            node = node_of(slot)
+            node = cache[slot][0]
             group = groups.get(node.name)
             if group is None:
                 groups[node.name] = group = (node, [])
             group[1].append(k)
-    except (KeyError, SlotNotCoveredError) as exc:  # a KeyError from its slots_cache
-        relearn_slots(client)  # learn the slot map again for the next call
-        raise SlotNotCoveredError(f"hash slot {slot} is not covered") from exc
+    except (KeyError, IndexError, TypeError) as exc:  # the slot is not in the slot map
+        _not_covered(client, slot, exc)
     replies: list[Any] = [_NO_REPLY] * len(commands)
     errors: list[int] = []  # positions of the error replies
     asking: set[int] = set()
@@ -248,6 +250,8 @@ async def cluster_round_trip(
                 raise next(r for r in replies if isinstance(r, BaseException))
         if not errors:
             return replies
+        from redis.exceptions import AskError, MovedError
+
         errors.sort()
         for k in errors:
             if isinstance(replies[k], unavailable):  # CLUSTERDOWN: the slot map is stale
@@ -275,6 +279,28 @@ async def cluster_round_trip(
                 groups[node.name] = group = (node, [])
             group[1].append(k)
     return replies
+
+
+async def lone_round_trip(client: RedisCluster, args: list[Any], slot: int) -> Any:
+    """One command alone, straight to the node owning ``slot``: its reply, an error reply
+    as the exception (``MOVED``, ``ASK``: the caller follows them). A node's failure is
+    raised, as `cluster_round_trip` raises it for a batch on one node."""
+    try:
+        node = client.nodes_manager.slots_cache[slot][0]  # as in cluster_round_trip
+    except (KeyError, IndexError, TypeError) as exc:
+        _not_covered(client, slot, exc)
+    reply: list[Any] = [_NO_REPLY]
+    await _node_round_trip(client, node, [args], [0], reply, [], frozenset())
+    return reply[0]
+
+
+def _not_covered(client: RedisCluster, slot: int, cause: Exception) -> NoReturn:
+    """Raise that the client's slot map has no node for ``slot`` (a partial ``CLUSTER
+    SLOTS`` reply, a shrinking cluster), after asking it to learn the map again."""
+    from redis.exceptions import SlotNotCoveredError
+
+    relearn_slots(client)  # learn the slot map again for the next call
+    raise SlotNotCoveredError(f"hash slot {slot} is not covered") from cause
 
 
 def node_at(client: RedisCluster, host: str, port: int, *, add: bool = True) -> ClusterNode:
@@ -350,13 +376,14 @@ async def _node_round_trip(
     for those in ``asking``); read the replies into ``replies[k]`` in order (an error
     reply as the exception, its ``k`` added to ``errors``).
 
+    Replies already received are taken from the connection's hiredis reader without a
+    coroutine each (see `_buffered`); the connection is read from only when none is.
+
     Whatever interrupts the reads (cancellation, timeout, a connection error) leaves the
     connection closed, never back in the pool with replies still to come: redis-py's
     ``send_packed_command`` and ``read_response`` close it on any exception, and so does
     the guard below for anything raised between two reads.
     """
-    from redis.exceptions import ResponseError
-
     conn = node.acquire_connection()
     unread = 0
     try:
@@ -372,17 +399,27 @@ async def _node_round_trip(
         packed = _pack(conn, wanted)
         unread = len(wanted)
         await conn.send_packed_command(packed)
-        read = conn.read_response
+        gets = _buffered(conn)
+        plain = _PLAIN
         for k in positions:
             if k in asking:
-                await read()  # +OK for ASKING
-                unread -= 1
-            try:
-                replies[k] = await read()
-            except ResponseError as exc:
-                replies[k] = exc
-                errors.append(k)
+                reply = gets()
+                if type(reply) not in plain:
+                    reply = await _settle(conn, reply, gets)
+                    if isinstance(reply, Exception):
+                        raise reply  # ASKING refused: the command after it did not run
+                unread -= 1  # +OK for ASKING
+            reply = gets()
+            if type(reply) not in plain:
+                reply = await _settle(conn, reply, gets)
+                if isinstance(reply, Exception):  # an error reply (a ResponseError)
+                    errors.append(k)
+            replies[k] = reply
             unread -= 1
+        if conn.health_check_interval:  # as read_response does after each reply
+            conn.next_health_check = asyncio.get_running_loop().time() + (
+                conn.health_check_interval
+            )
     except BaseException as exc:
         if unread:
             await conn.disconnect(nowait=True)
@@ -393,6 +430,80 @@ async def _node_round_trip(
         raise
     finally:
         node.release(conn)
+
+
+#: Reply types taken as they come from the hiredis reader (anything else: `_settle`).
+_PLAIN = frozenset({bytes, int, type(None)})
+
+
+@functools.cache
+def _hiredis_reader() -> tuple[Any, object, type] | None:
+    """redis-py's asyncio hiredis parser class, its "no complete reply yet" marker and
+    hiredis' push type; None when redis-py does not have them as this module knows them."""
+    try:
+        import hiredis
+        from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    push = getattr(hiredis, "PushNotification", None)
+    if push is None or "_reader" not in getattr(_AsyncHiredisParser, "__slots__", ()):
+        return None  # pragma: no cover - another hiredis or redis-py
+    return _AsyncHiredisParser, NOT_ENOUGH_DATA, push
+
+
+def _nothing_buffered() -> Any:
+    return _MORE
+
+
+_MORE: Any = object()  # the marker without hiredis: always read through redis-py
+
+
+def _buffered(conn: Any) -> Callable[[], Any]:
+    """A function giving the next reply ``conn`` has already received, without a read: an
+    error reply as its exception (not raised), a marker when no complete reply is in.
+
+    redis-py's ``read_response`` costs a few coroutines per reply; 1,000 replies in one
+    buffer are taken here by hiredis' ``Reader.gets`` alone. A connection that is not on
+    redis-py's asyncio hiredis parser gets a function that never has a reply buffered, so
+    every reply goes through ``read_response``.
+    """
+    known = _hiredis_reader()
+    parser: Any = getattr(conn, "_parser", None)
+    if known is None or type(parser) is not known[0] or parser._reader is None:
+        return _nothing_buffered
+    gets: Callable[[], Any] = parser._reader.gets
+    return gets
+
+
+async def _settle(conn: Any, reply: Any, gets: Callable[[], Any]) -> Any:
+    """What redis-py's ``read_response`` makes of ``reply``, given by ``gets`` and not a
+    plain value: read from the socket when no reply was complete; a connection error
+    (``LOADING``…) closes the connection and is raised; an error reply is returned; a push
+    message goes to the parser's handler and the next reply is the command's."""
+    known = _hiredis_reader()
+    while True:
+        if reply is _MORE or (known is not None and reply is known[1]):
+            try:
+                return await conn.read_response()
+            except Exception as exc:
+                from redis.exceptions import ResponseError
+
+                if isinstance(exc, ResponseError):
+                    return exc
+                raise
+        from redis.exceptions import ConnectionError
+
+        if isinstance(reply, ConnectionError):
+            await conn.disconnect(nowait=True)
+            raise reply
+        if known is not None and isinstance(reply, known[2]):
+            await conn._parser.handle_push_response(reply)
+            reply = gets()
+            continue
+        if isinstance(reply, list) and reply and isinstance(reply[0], ConnectionError):
+            await conn.disconnect(nowait=True)
+            raise reply[0]
+        return reply
 
 
 async def multi_exec_on(client: RedisCluster, slot: int, commands: list[list[Any]]) -> list[Any]:

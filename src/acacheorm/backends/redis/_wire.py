@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from binascii import crc_hqx
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,18 @@ def _px(ttl: float) -> int:
 def _encode_key(key: str) -> bytes:
     # surrogatepass: every Python str maps to distinct bytes, even lone surrogates.
     return key.encode("utf-8", "surrogatepass")
+
+
+def key_slot(key: bytes) -> int:
+    """The Cluster hash slot of ``key``: CRC16 of its ``{hash tag}`` if it has a non-empty
+    one, else of the whole key, mod 16384 (what redis-py's ``redis.crc.key_slot`` computes,
+    without its call when there is no ``{``)."""
+    start = key.find(b"{")
+    if start > -1:
+        end = key.find(b"}", start + 1)
+        if end > -1 and end != start + 1:
+            key = key[start + 1 : end]
+    return crc_hqx(key, 0) & 16383
 
 
 def _repeated_keys(commands: Sequence[Command]) -> frozenset[int]:
