@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import time
-import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, NamedTuple
 
@@ -428,11 +428,45 @@ async def run_step(step: Step) -> list[list[Any]]:
     return list(await asyncio.gather(*(execute_batch(b, batch) for b, batch in step)))
 
 
-# One lock per (event loop, backend, key) while a plan holds it in this process; entries go
-# away with the last holder. (An asyncio.Lock belongs to one loop.)
-_key_locks: weakref.WeakValueDictionary[tuple[int, int, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
+# The keys locked in this process: (event loop id, backend id, key) -> the waiters for it, in
+# arrival order (None while nobody waits). A key absent from the table is free; its entry goes
+# away with its last holder. An uncontended lock is one dict entry: no lock object, no future.
+_key_locks: dict[tuple[int, int, str], deque[asyncio.Future[None]] | None] = {}
+
+
+def lock_ident(backend: Backend, key: str) -> tuple[int, int, str]:
+    """The table entry of ``key`` on ``backend`` in the running event loop."""
+    return (id(asyncio.get_running_loop()), id(backend), key)
+
+
+async def acquire_key(ident: tuple[int, int, str]) -> None:
+    """Take the lock of a key (see `lock_ident`), waiting in turn for its holder."""
+    locks = _key_locks
+    if ident not in locks:
+        locks[ident] = None
+        return
+    waiters = locks[ident]
+    if waiters is None:
+        waiters = locks[ident] = deque()
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(fut)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        if fut.done() and not fut.cancelled():
+            release_key(ident)  # handed over as this waiter was cancelled: pass it on
+        raise
+
+
+def release_key(ident: tuple[int, int, str]) -> None:
+    """Give up the lock of a key: to its first waiter still waiting, else free it."""
+    waiters = _key_locks.get(ident)
+    while waiters:
+        fut = waiters.popleft()
+        if not fut.done():  # a waiter cancelled meanwhile is skipped
+            fut.set_result(None)
+            return
+    _key_locks.pop(ident, None)
 
 
 class Driver:
@@ -441,41 +475,42 @@ class Driver:
 
     def __init__(self) -> None:
         self.listings: list[KeyListing] = []
-        self.locks: dict[tuple[int, int, str], tuple[asyncio.Lock, int]] = {}
+        #: Each lock held, with how many `Lock` steps of the plan hold it.
+        self.locks: dict[tuple[int, int, str], int] = {}
 
     async def lock(self, step: Lock) -> None:
         loop = id(asyncio.get_running_loop())
-        for key in sorted(set(step.keys)):
-            ident = (loop, id(step.backend), key)
+        backend = id(step.backend)
+        keys = step.keys
+        for key in sorted(set(keys)) if len(keys) > 1 else keys:
+            ident = (loop, backend, key)
             held = self.locks.get(ident)
             if held is not None:
-                self.locks[ident] = (held[0], held[1] + 1)
+                self.locks[ident] = held + 1
                 continue
-            lock = _key_locks.get(ident)
-            if lock is None:
-                lock = _key_locks[ident] = asyncio.Lock()
-            await lock.acquire()
-            self.locks[ident] = (lock, 1)
+            await acquire_key(ident)
+            self.locks[ident] = 1
 
     def unlock(self, step: Unlock) -> None:
         loop = id(asyncio.get_running_loop())
+        backend = id(step.backend)
         for key in set(step.keys):
-            ident = (loop, id(step.backend), key)
+            ident = (loop, backend, key)
             held = self.locks.get(ident)
             if held is None:
                 continue
-            if held[1] > 1:
-                self.locks[ident] = (held[0], held[1] - 1)
+            if held > 1:
+                self.locks[ident] = held - 1
             else:
                 del self.locks[ident]
-                held[0].release()
+                release_key(ident)
 
     async def close(self) -> None:
         """Release every lock still held and close the key listings (the plan may have
         stopped before their end)."""
         locks, self.locks = self.locks, {}
-        for lock, _ in locks.values():
-            lock.release()
+        for ident in locks:
+            release_key(ident)
         listings, self.listings = self.listings, []
         for listing in listings:
             await listing.aclose()
