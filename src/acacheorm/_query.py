@@ -415,8 +415,8 @@ class UpdateQuery(_Write, Query[R]):
             self.mode == "many"
             or len(self.changes) != 1
             or self.where is not None
-            or pre_save
-            or post_save
+            or (pre_save and pre_save.receivers_for(model))
+            or (post_save and post_save.receivers_for(model))
         ):
             result: R = await _executor.run(self._plan())
             return result
