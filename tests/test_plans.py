@@ -338,6 +338,14 @@ def test_update_on_a_backend_without_cas_fails_in_compile() -> None:
 
     with pytest.raises(co.ConfigurationError, match="needs compare-and-swap"):
         Item.update(id="a", n=1).compile()
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        with pytest.raises(co.ConfigurationError, match="needs compare-and-swap"):
+            asyncio.run(Item.update(id="a", n=1).execute())  # refused before any I/O
+    finally:
+        co.remove_batch_hook(events.append)
+    assert events == []
 
 
 def test_hash_slot_matches_redis() -> None:
