@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import acacheorm as co
-from acacheorm._commands import KEEP_TTL, Add, Batch, Cas, Get, Gets
+from acacheorm._commands import KEEP_TTL, Add, Batch, Cas, Get, Gets, Set
 from acacheorm._executor import Backoff, Driven, Emit, Lock, Unlock, drive
 from acacheorm._query import MAX_UPDATE_ATTEMPTS
 from acacheorm.cli._ops import migrate_plan
@@ -338,6 +338,14 @@ def test_update_on_a_backend_without_cas_fails_in_compile() -> None:
 
     with pytest.raises(co.ConfigurationError, match="needs compare-and-swap"):
         Item.update(id="a", n=1).compile()
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        with pytest.raises(co.ConfigurationError, match="needs compare-and-swap"):
+            asyncio.run(Item.update(id="a", n=1).execute())  # refused before any I/O
+    finally:
+        co.remove_batch_hook(events.append)
+    assert events == []
 
 
 def test_hash_slot_matches_redis() -> None:
@@ -461,3 +469,88 @@ async def test_a_held_key_goes_to_the_waiting_plans_in_order_skipping_cancelled_
         await again
     first.unlock(Unlock(BACKEND, ("q",)))
     assert not any(key[2] == "q" for key in _executor._key_locks)
+
+
+async def test_a_key_lock_is_taken_in_turn_and_passed_on_by_cancelled_waiters() -> None:
+    from acacheorm import _executor
+
+    ident = _executor.lock_ident(BACKEND, "turns")
+    order: list[str] = []
+
+    async def holder(name: str) -> None:
+        await _executor.acquire_key(ident)
+        try:
+            order.append(name)
+            await asyncio.sleep(0)
+        finally:
+            _executor.release_key(ident)
+
+    await _executor.acquire_key(ident)  # held here: the others queue in arrival order
+    tasks = {name: asyncio.create_task(holder(name)) for name in ("a", "b", "c", "d")}
+    for _ in range(3):
+        await asyncio.sleep(0)  # all four waiting now
+    _executor.release_key(ident)  # handed to "a", which has not run yet
+    tasks["a"].cancel()  # cancelled holding it: passes it on to "b"
+    tasks["c"].cancel()  # cancelled while waiting: gives up its place
+    async with asyncio.timeout(10):
+        await asyncio.gather(tasks["b"], tasks["d"])
+    assert tasks["a"].cancelled() and tasks["c"].cancelled()
+    assert order == ["b", "d"]
+    assert ident not in _executor._key_locks  # freed with its last holder
+
+
+class _Interfering(co.SimpleBackend):
+    """An in-process store on which another writer changes a row right after each read
+    of its version (``races`` times), so that the compare-and-swap after it loses."""
+
+    races = 0
+
+    async def _execute(self, batch: Batch) -> list[Any]:
+        results = await super()._execute(batch)
+        for command, result in zip(batch.commands, results, strict=True):
+            if isinstance(command, Gets) and result is not None and self.races:
+                self.races -= 1
+                await super()._execute(Batch((Set(command.key, result[0] + b" ", 60),)))
+        return results
+
+
+class Counter(co.Model):
+    id = co.IntegerField(primary_key=True)
+    hits = co.IntegerField(default=0)
+
+    class Meta:
+        backend = _Interfering(namespace="plans-race")
+        serializer = "json"  # a trailing space keeps the same row: only the version moves
+
+
+async def test_update_of_one_row_retries_lost_races_then_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from acacheorm import _executor, _query
+
+    store: Any = Counter._schema.backend
+    await Counter.create(id=1, hits=1)
+    events: list[co.BatchEvent] = []
+    co.add_batch_hook(events.append)
+    try:
+        store.races = 2
+        assert (await Counter.update(id=1, hits=Counter.hits + 1)).hits == 2
+        rounds = [type(e.batch.commands[0]).__name__ for e in events]
+        assert rounds == ["Gets", "Cas"] * 3  # two lost races, then the write lands
+        assert (await Counter.get(id=1)).hits == 2  # computed from the row read last
+        assert 0 < (await Counter.remaining_ttl(id=1) or 0) <= 60  # the racer's TTL, kept
+        events.clear()
+        monkeypatch.setattr(_query, "MAX_UPDATE_ATTEMPTS", 3)
+        store.races = 10
+        with pytest.raises(co.ConflictError, match="gave up after 3 attempts"):
+            await Counter.update(id=1, hits=Counter.hits + 1)
+        assert [type(e.batch.commands[0]).__name__ for e in events] == ["Gets", "Cas"] * 3
+    finally:
+        co.remove_batch_hook(events.append)
+    assert not any(key[1] == id(store) for key in _executor._key_locks)  # lock released
+    store.races = 0
+    assert (await Counter.get(id=1)).hits == 2
+    assert await Counter.update_many({"id": 1, "hits": 5}) == [Counter(id=1, hits=5)]
+    assert await Counter.update(id=9, hits=1) is None
+    with pytest.raises(Counter.DoesNotExist):
+        await Counter.set_by_id(9, {"hits": 1})

@@ -22,6 +22,7 @@ import logging
 import random
 import time
 from asyncio import get_running_loop
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sized
 from typing import Any, NamedTuple
 
@@ -490,22 +491,45 @@ async def run_step(step: Step) -> list[list[Any]]:
     return list(await asyncio.gather(*(execute_batch(b, batch) for b, batch in step)))
 
 
-# The keys plans of this process hold, per (event loop, backend, key): the futures of the
-# plans waiting for the key, in order (an empty list: held, nobody waiting). An entry goes
-# away with its last holder. A free key is taken without any object of its own; a plan that
-# releases a key others wait for hands it to the first of them.
-_key_locks: dict[tuple[int, int, str], list[asyncio.Future[None]]] = {}
+# The keys locked in this process: (event loop id, backend id, key) -> the waiters for it, in
+# arrival order (None while nobody waits). A key absent from the table is free; its entry goes
+# away with its last holder. An uncontended lock is one dict entry: no lock object, no future.
+_key_locks: dict[tuple[int, int, str], deque[asyncio.Future[None]] | None] = {}
 
 
-def _hand_over(ident: tuple[int, int, str]) -> None:
-    """Release a held key: to the first plan still waiting for it, else free it."""
-    waiters = _key_locks[ident]
+def lock_ident(backend: Backend, key: str) -> tuple[int, int, str]:
+    """The table entry of ``key`` on ``backend`` in the running event loop."""
+    return (id(asyncio.get_running_loop()), id(backend), key)
+
+
+async def acquire_key(ident: tuple[int, int, str]) -> None:
+    """Take the lock of a key (see `lock_ident`), waiting in turn for its holder."""
+    locks = _key_locks
+    if ident not in locks:
+        locks[ident] = None
+        return
+    waiters = locks[ident]
+    if waiters is None:
+        waiters = locks[ident] = deque()
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(fut)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        if fut.done() and not fut.cancelled():
+            release_key(ident)  # handed over as this waiter was cancelled: pass it on
+        raise
+
+
+def release_key(ident: tuple[int, int, str]) -> None:
+    """Give up the lock of a key: to its first waiter still waiting, else free it."""
+    waiters = _key_locks.get(ident)
     while waiters:
-        fut = waiters.pop(0)
-        if not fut.done():
+        fut = waiters.popleft()
+        if not fut.done():  # a waiter cancelled meanwhile is skipped
             fut.set_result(None)
             return
-    del _key_locks[ident]
+    _key_locks.pop(ident, None)
 
 
 class Driver:
@@ -514,37 +538,27 @@ class Driver:
 
     def __init__(self) -> None:
         self.listings: list[KeyListing] = []
-        #: The keys held, with how many `Lock` steps took each (nested plans of a row).
+        #: Each lock held, with how many `Lock` steps of the plan hold it.
         self.locks: dict[tuple[int, int, str], int] = {}
 
     async def lock(self, step: Lock) -> None:
-        loop = get_running_loop()
-        for key in sorted(set(step.keys)):
-            ident = (id(loop), id(step.backend), key)
+        loop = id(asyncio.get_running_loop())
+        backend = id(step.backend)
+        keys = step.keys
+        for key in sorted(set(keys)) if len(keys) > 1 else keys:
+            ident = (loop, backend, key)
             held = self.locks.get(ident)
             if held is not None:
                 self.locks[ident] = held + 1
                 continue
-            waiters = _key_locks.get(ident)
-            if waiters is None:  # free: taken at once
-                _key_locks[ident] = []
-            else:
-                fut: asyncio.Future[None] = loop.create_future()
-                waiters.append(fut)
-                try:
-                    await fut
-                except BaseException:
-                    if fut.done() and not fut.cancelled():
-                        _hand_over(ident)  # handed over, then cancelled: pass it on
-                    elif fut in waiters:
-                        waiters.remove(fut)
-                    raise
+            await acquire_key(ident)
             self.locks[ident] = 1
 
     def unlock(self, step: Unlock) -> None:
-        loop = id(get_running_loop())
+        loop = id(asyncio.get_running_loop())
+        backend = id(step.backend)
         for key in set(step.keys):
-            ident = (loop, id(step.backend), key)
+            ident = (loop, backend, key)
             held = self.locks.get(ident)
             if held is None:
                 continue
@@ -552,14 +566,14 @@ class Driver:
                 self.locks[ident] = held - 1
             else:
                 del self.locks[ident]
-                _hand_over(ident)
+                release_key(ident)
 
     async def close(self) -> None:
         """Release every lock still held and close the key listings (the plan may have
         stopped before their end)."""
         locks, self.locks = self.locks, {}
         for ident in locks:
-            _hand_over(ident)
+            release_key(ident)
         listings, self.listings = self.listings, []
         for listing in listings:
             await listing.aclose()

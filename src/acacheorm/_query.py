@@ -26,6 +26,7 @@ from ._commands import (
     MISSING,
     Batch,
     Get,
+    Gets,
     Ttl,
 )
 from ._display import InstanceList
@@ -392,6 +393,25 @@ class InsertQuery(_Write, Query[R]):
         return instances[0] if self.single else instances
 
 
+def _apply(schema: Schema, obj: Model, changes: dict[str, Any]) -> None:
+    """Apply an update's ``changes`` to ``obj`` as read (an `Expression` computed from the
+    stored value), and stamp its ``auto_now`` fields not among them."""
+    for name, value in changes.items():
+        if isinstance(value, Expression):
+            value = value.apply(getattr(obj, name))
+        setattr(obj, name, value)
+    for field in schema.auto_now:
+        if field.name not in changes:
+            obj.__dict__[field.name] = field.now()
+
+
+def _conflict(schema: Schema, key: str, attempt: int) -> ConflictError:
+    return ConflictError(
+        f"{schema.model_name}: update of {key!r} gave up after {attempt} attempts (the row "
+        "kept changing)"
+    )
+
+
 class UpdateQuery(_Write, Query[R]):
     """``update``/``update_many``/``set_by_id``: read, merge, compare-and-swap, retry.
 
@@ -420,6 +440,55 @@ class UpdateQuery(_Write, Query[R]):
         rows = _describe_rows(self.model, [pk for pk, _ in self.changes])
         return f"<UpdateQuery {self.model.__name__} {rows}>"
 
+    async def execute(self) -> R:
+        """Run the update. One row without signal receivers or a ``where`` test (the common
+        ``await User.update(id=1, ...)``) is run here directly: the same lock, the same
+        batches through the same executor entry point and the same retries as `_plan`,
+        without driving a generator."""
+        self._unsent = False
+        model = self.model
+        if (
+            self.mode == "many"
+            or len(self.changes) != 1
+            or self.where is not None
+            or (pre_save and pre_save.receivers_for(model))
+            or (post_save and post_save.receivers_for(model))
+        ):
+            result: R = await _executor.run(self._plan())
+            return result
+        schema = model._schema
+        backend = schema.backend
+        check_cas(schema, "an update")
+        pk, changes = self.changes[0]
+        key = schema.key(pk)
+        ttl = self.ttl
+        execute_batch = _executor.execute_batch
+        ident = _executor.lock_ident(backend, key)
+        await _executor.acquire_key(ident)
+        try:
+            attempt = 0
+            while True:
+                item = _check((await execute_batch(backend, Batch((Gets(key),))))[0])
+                if item is None:
+                    break
+                payload, token = item
+                obj = schema.decode(key, payload)
+                _apply(schema, obj, changes)
+                command = write_row(schema, "cas", key, obj, ttl, token)
+                if checked(schema, command, (await execute_batch(backend, Batch((command,))))[0]):
+                    return obj  # type: ignore[return-value]
+                attempt += 1
+                if attempt >= MAX_UPDATE_ATTEMPTS:
+                    raise _conflict(schema, key, attempt)
+                seconds = _executor.backoff_seconds(attempt)
+                if seconds:
+                    await asyncio.sleep(seconds)
+        finally:
+            _executor.release_key(ident)
+        if self.mode == "get":
+            raise _does_not_exist(schema, pk, key)
+        return None  # type: ignore[return-value]
+
     def _plan(self) -> Plan:
         model = self.model
         schema = model._schema
@@ -447,14 +516,7 @@ class UpdateQuery(_Write, Query[R]):
                 if self.where is not None and not self.where(obj):
                     results[i] = None
                     continue
-                changes = self.changes[i][1]
-                for name, value in changes.items():
-                    if isinstance(value, Expression):
-                        value = value.apply(getattr(obj, name))
-                    setattr(obj, name, value)
-                for field in schema.auto_now:
-                    if field.name not in changes:
-                        obj.__dict__[field.name] = field.now()
+                _apply(schema, obj, self.changes[i][1])
                 todo.append((i, obj, token))
             if not todo:
                 break
@@ -477,10 +539,7 @@ class UpdateQuery(_Write, Query[R]):
             attempt += 1
             if pending:
                 if attempt >= MAX_UPDATE_ATTEMPTS:
-                    raise ConflictError(
-                        f"{schema.model_name}: update of {keys[pending[0]]!r} gave up after "
-                        f"{attempt} attempts (the row kept changing)"
-                    )
+                    raise _conflict(schema, keys[pending[0]], attempt)
                 yield Backoff(attempt)
         yield Unlock(backend, locked)
         if self.mode == "many":
