@@ -26,139 +26,399 @@ candidate's expiry in ``B:x`` server-side.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
 from ..._exceptions import IntegrityError
 
-# KEYS[r] the row keys (one slot). ARGV, 7 per row: bucket, mode, value, ttl ('K' keep,
-# 'N' none, or PX), token (cas), the row's new entries (JSON: [[field, kind, value], ...]),
-# the unique values (JSON list). Reply per row: 1 written, 0 not (mode), or
-# {'U', unique value, holder}.
+# KEYS: the row keys (one slot). ARGV: the number of buckets, their names, then per row:
+# bucket (1-based), mode, value, ttl ('K' keep, 'N' none, or PX), token (cas), the number of
+# entries, each as (kind, field, value), the number of unique values, the values. Reply per
+# row: 1 written, 0 not (mode), or {'U', unique value, holder}.
+#
+# Three phases. Reads: the bucket's expired entries (the sweep), every row's stored entries
+# (one HMGET), existence, tokens, unique holders. Then the rows are applied in order to a
+# model of the keys (duplicates, unique values claimed by an earlier row of the call), and
+# the net changes are grouped by key: one ZADD/ZREM per index key with all its members, one
+# HSET of the entry lists, one ZADD of the expiry set, one MSET of the rows without TTL.
+# Every key the writes touch is type-checked before the first write, which is a row SET:
+# Redis refuses a script's first write under maxmemory and never a later one, so a call is
+# refused whole or runs whole.
 WRITE_LUA = """\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function drop(b, k)
-  local old = redis.call('HGET', b .. ':t', k)
-  if old then
-    local e = cjson.decode(old)
+local unpack, tonumber = unpack, tonumber
+local function fail(msg) error({err = msg}) end
+-- A read whose error would otherwise abort the script with a message naming no key.
+local function read(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    fail(r.err .. ' (' .. cmd .. ' ' .. key .. '); nothing written')
+  end
+  return r
+end
+-- ARGV: nb, bucket names, then per row: bucket index, mode, value, ttl, token, nterms,
+-- nterms x (kind, field, value), nuniq, uniques.
+local nb = tonumber(ARGV[1])
+local B = {}
+for i = 1, nb do B[i] = ARGV[1 + i] end
+local n = #KEYS
+local rb, rmode, rt0, rnt, ru0, rnu = {}, {}, {}, {}, {}, {}
+local a = nb + 2
+for r = 1, n do
+  rb[r] = B[tonumber(ARGV[a])]
+  rmode[r] = ARGV[a + 1]
+  local nt = tonumber(ARGV[a + 5])
+  rt0[r], rnt[r] = a + 6, nt
+  a = a + 6 + 3 * nt
+  local nu = tonumber(ARGV[a])
+  ru0[r], rnu[r] = a + 1, nu
+  a = a + 1 + nu
+end
+-- Every key of the call and its bucket, in first-seen order: the rows, then the rows of
+-- the sweep (expired rows whose entries are reclaimed).
+local bk, order, inbatch = {}, {}, {}
+for r = 1, n do
+  local k = KEYS[r]
+  if not bk[k] then bk[k] = rb[r]; order[#order + 1] = k; inbatch[k] = true end
+end
+local purge = {}
+local seenb = {}
+for r = 1, n do
+  local b = rb[r]
+  if not seenb[b] then
+    seenb[b] = true
+    local stale = read('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 8)
+    for _, k in ipairs(stale) do
+      if not bk[k] then
+        bk[k] = b
+        order[#order + 1] = k
+        purge[#purge + 1] = k
+      end
+    end
+  end
+end
+-- The entries each key holds now: {terms (kind, field, value flat), uniques, expiry}.
+local old = {}
+local function decode(blob)
+  if not blob then return false end
+  if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version
+    local e = cjson.decode(blob)
+    local flat = {}
     for _, term in ipairs(e[1]) do
-      local f, kind, v = term[1], term[2], term[3]
-      if kind == 'eq' then
-        redis.call('ZREM', b .. ':e:' .. f .. ':' .. v, k)
-      elseif kind == 'num' then
-        redis.call('ZREM', b .. ':n:' .. f, k)
-      else
-        redis.call('ZREM', b .. ':l:' .. f, v .. '\\0' .. k)
-      end
+      flat[#flat + 1] = term[2]
+      flat[#flat + 1] = term[1]
+      flat[#flat + 1] = tostring(term[3])
     end
-    for _, u in ipairs(e[2]) do
-      local uk = b .. ':u:' .. u
-      if redis.call('GET', uk) == k then redis.call('DEL', uk) end
+    return {flat, e[2], -1}
+  end
+  return cmsgpack.unpack(blob)
+end
+do
+  local per = {}
+  for _, k in ipairs(order) do
+    local b = bk[k]
+    local l = per[b]
+    if not l then l = {}; per[b] = l end
+    l[#l + 1] = k
+  end
+  for b, l in pairs(per) do
+    for s = 1, #l, 4000 do
+      local e = math.min(s + 3999, #l)
+      local got = read('HMGET', b .. ':t', unpack(l, s, e))
+      for i = 1, #got do old[l[s + i - 1]] = decode(got[i]) end
     end
-    redis.call('HDEL', b .. ':t', k)
-    redis.call('ZREM', b .. ':x', k)
   end
 end
-local swept = {}
-local function sweep(b)
-  if swept[b] then return end
-  swept[b] = true
-  local stale = redis.call('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 8)
-  for _, k in ipairs(stale) do
-    if redis.call('EXISTS', k) == 0 then drop(b, k) else redis.call('ZREM', b .. ':x', k) end
+-- Simulate the rows in order (nothing is written until every check has passed).
+local ex, cur, ttl, ents, rowop, touched = {}, {}, {}, {}, {}, {}
+local function exists(k)
+  local e = ex[k]
+  if e == nil then e = redis.call('EXISTS', k) == 1; ex[k] = e end
+  return e
+end
+local uh, udirty, ulist = {}, {}, {}
+local function holder(uk)
+  local h = uh[uk]
+  if h == nil then h = read('GET', uk) or false; uh[uk] = h end
+  return h
+end
+local function dirty(uk)
+  if not udirty[uk] then udirty[uk] = true; ulist[#ulist + 1] = uk end
+end
+local function entries(k)
+  local e = ents[k]
+  if e == nil then e = old[k] end
+  return e
+end
+local function release(k)
+  local e = entries(k)
+  if not e then return end
+  local b = bk[k]
+  for _, u in ipairs(e[2]) do
+    local uk = b .. ':u:' .. u
+    if holder(uk) == k then uh[uk] = false; dirty(uk) end
   end
 end
-local function write(key, a)
-  local b, mode = ARGV[a + 1], ARGV[a + 2]
-  sweep(b)
-  local exists = mode ~= 'set' and redis.call('EXISTS', key) == 1
-  if mode == 'delete' then
-    drop(b, key)
-    if exists then redis.call('DEL', key) return 1 end
-    return 0
-  end
-  if mode == 'touch' then
-    if not exists then return 0 end
-    local ttl = ARGV[a + 4]
-    local exp = 'inf'
-    if ttl == 'N' then
-      redis.call('PERSIST', key)
-      redis.call('ZREM', b .. ':x', key)
-    else
-      redis.call('PEXPIRE', key, ttl)
-      exp = now + tonumber(ttl)
-      redis.call('ZADD', b .. ':x', exp, key)
-    end
-    local old = redis.call('HGET', b .. ':t', key)
-    if old then
-      local e = cjson.decode(old)
-      for _, term in ipairs(e[1]) do
-        if term[2] == 'eq' then
-          redis.call('ZADD', b .. ':e:' .. term[1] .. ':' .. term[3], exp, key)
-        end
-      end
-      for _, u in ipairs(e[2]) do
-        if ttl == 'N' then
-          redis.call('PERSIST', b .. ':u:' .. u)
-        else
-          redis.call('PEXPIRE', b .. ':u:' .. u, ttl)
-        end
-      end
-    end
-    return 1
-  end
-  if mode == 'add' and exists then return 0 end
-  if (mode == 'replace' or mode == 'cas') and not exists then return 0 end
-  if mode == 'cas' and redis.call('GET', key) ~= ARGV[a + 5] then return 0 end
-  local uniques = {}
-  if ARGV[a + 7] ~= '[]' then uniques = cjson.decode(ARGV[a + 7]) end
-  for _, u in ipairs(uniques) do
-    local holder = redis.call('GET', b .. ':u:' .. u)
-    if holder and holder ~= key and redis.call('EXISTS', holder) == 1 then
-      return {'U', u, holder}
-    end
-  end
-  local ttl = ARGV[a + 4]
-  if ttl == 'K' then
-    redis.call('SET', key, ARGV[a + 3], 'KEEPTTL')
-  elseif ttl == 'N' then
-    redis.call('SET', key, ARGV[a + 3])
+local purged = {}
+for _, k in ipairs(purge) do
+  if exists(k) then  -- alive: only its expiry entry is stale
+    touched[k] = true
   else
-    redis.call('SET', key, ARGV[a + 3], 'PX', ttl)
+    release(k)
+    ents[k], purged[k] = false, true
   end
-  drop(b, key)
-  local pttl = -1
-  if ttl ~= 'N' then pttl = redis.call('PTTL', key) end
-  local exp = 'inf'
-  if pttl >= 0 then
-    exp = now + pttl
-    redis.call('ZADD', b .. ':x', exp, key)
-  end
-  local terms = cjson.decode(ARGV[a + 6])
-  for _, term in ipairs(terms) do
-    local f, kind, v = term[1], term[2], term[3]
-    if kind == 'eq' then
-      redis.call('ZADD', b .. ':e:' .. f .. ':' .. v, exp, key)
-    elseif kind == 'num' then
-      redis.call('ZADD', b .. ':n:' .. f, v, key)
-    else
-      redis.call('ZADD', b .. ':l:' .. f, 0, v .. '\\0' .. key)
-    end
-  end
-  for _, u in ipairs(uniques) do
-    if pttl >= 0 then
-      redis.call('SET', b .. ':u:' .. u, key, 'PX', pttl)
-    else
-      redis.call('SET', b .. ':u:' .. u, key)
-    end
-  end
-  redis.call('HSET', b .. ':t', key, '[' .. ARGV[a + 6] .. ',' .. ARGV[a + 7] .. ']')
-  return 1
 end
 local out = {}
-for r = 1, #KEYS do
-  out[r] = write(KEYS[r], (r - 1) * 7)
+for r = 1, n do
+  local k, mode, a = KEYS[r], rmode[r], rt0[r] - 6
+  local res = 1
+  if mode == 'delete' then
+    if not exists(k) then res = 0 end
+    release(k)
+    ents[k], ex[k], cur[k], ttl[k], rowop[k] = false, false, false, 'N', 'del'
+  elseif mode == 'touch' then
+    if not exists(k) then
+      res = 0
+    else
+      local tt = ARGV[a + 3]
+      if tt == 'N' then ttl[k] = 'N' else ttl[k] = tonumber(tt) end
+      if rowop[k] == nil then rowop[k] = 'ttl' end
+      touched[k] = true
+    end
+  else
+    if mode == 'add' and exists(k) then
+      res = 0
+    elseif (mode == 'replace' or mode == 'cas') and not exists(k) then
+      res = 0
+    elseif mode == 'cas' then
+      local v = cur[k]
+      if v == nil then v = read('GET', k) end
+      if v ~= ARGV[a + 4] then res = 0 end
+    end
+    if res == 1 then
+      local b = rb[r]
+      for j = ru0[r], ru0[r] + rnu[r] - 1 do
+        local h = holder(b .. ':u:' .. ARGV[j])
+        if h and h ~= k then
+          local live = ex[h]
+          if live == nil then live = exists(h) end
+          if live then res = {'U', ARGV[j], h}; break end
+        end
+      end
+    end
+    if res == 1 then
+      local tt = ARGV[a + 3]
+      if tt == 'N' then ttl[k] = 'N' elseif tt ~= 'K' then ttl[k] = tonumber(tt) end
+      release(k)
+      local flat, us = {}, {}
+      for j = rt0[r], rt0[r] + 3 * rnt[r] - 1 do flat[#flat + 1] = ARGV[j] end
+      local b = rb[r]
+      for j = ru0[r], ru0[r] + rnu[r] - 1 do
+        us[#us + 1] = ARGV[j]
+        local uk = b .. ':u:' .. ARGV[j]
+        holder(uk)
+        uh[uk] = k
+        dirty(uk)
+      end
+      ents[k] = {flat, us, -1}
+      ex[k], cur[k], rowop[k] = true, ARGV[a + 2], 'set'
+    end
+  end
+  out[r] = res
+end
+-- The expiry (ms since the epoch, -1: none) of each key whose entries change.
+local expms = {}
+local function exp_of(k)
+  local e = expms[k]
+  if e then return e end
+  local tt = ttl[k]
+  if tt == 'N' then
+    e = -1
+  elseif tt == nil then
+    local p = redis.call('PTTL', k)
+    if p >= 0 then e = now + p else e = -1 end
+  else
+    e = now + tt
+  end
+  expms[k] = e
+  return e
+end
+-- The net index changes, grouped by index key; every key checked before the first write.
+local zrem, zadd, zkeys = {}, {}, {}
+local function zk(key)
+  if not zrem[key] then zrem[key] = {}; zadd[key] = {}; zkeys[#zkeys + 1] = key end
+end
+local hset, hdel, xadd, xrem = {}, {}, {}, {}
+local function same(e0, e1)
+  local f0, f1 = e0[1], e1[1]
+  if #f0 ~= #f1 or #e0[2] ~= #e1[2] then return false end
+  for i = 1, #f0 do if f0[i] ~= f1[i] then return false end end
+  for i = 1, #e0[2] do if e0[2][i] ~= e1[2][i] then return false end end
+  return true
+end
+for _, k in ipairs(order) do
+  local e1 = ents[k]
+  if e1 ~= nil or touched[k] then
+    local e0 = old[k]
+    if e1 == nil then e1 = e0 end
+    local b = bk[k]
+    local exp = -1
+    if e1 then
+      exp = exp_of(k)
+      e1 = {e1[1], e1[2], exp}
+    end
+    if not (e0 and e1 and e0[3] == exp and same(e0, e1)) then
+      local have, had = {}, {}
+      if e1 then
+        local f = e1[1]
+        for i = 1, #f, 3 do have[f[i] .. '\\0' .. f[i + 1] .. '\\0' .. f[i + 2]] = true end
+      end
+      if e0 then
+        local f = e0[1]
+        for i = 1, #f, 3 do had[f[i] .. '\\0' .. f[i + 1] .. '\\0' .. f[i + 2]] = true end
+      end
+      local kept = e0 and e0[3] == exp
+      if e0 then
+        local f = e0[1]
+        for i = 1, #f, 3 do
+          local kind, fld, v = f[i], f[i + 1], f[i + 2]
+          if not have[kind .. '\\0' .. fld .. '\\0' .. v] then
+            local key, m
+            if kind == 'eq' then key, m = b .. ':e:' .. fld .. ':' .. v, k
+            elseif kind == 'num' then key, m = b .. ':n:' .. fld, k
+            else key, m = b .. ':l:' .. fld, v .. '\\0' .. k end
+            zk(key)
+            local l = zrem[key]
+            l[#l + 1] = m
+          end
+        end
+      end
+      if e1 then
+        local f = e1[1]
+        local score = exp
+        if exp < 0 then score = 'inf' end
+        for i = 1, #f, 3 do
+          local kind, fld, v = f[i], f[i + 1], f[i + 2]
+          -- an entry the row had already: ordered ones stay, equality ones unless their
+          -- score (the expiry) moved
+          if not (had[kind .. '\\0' .. fld .. '\\0' .. v] and (kept or kind ~= 'eq')) then
+            local key, s, m
+            if kind == 'eq' then key, s, m = b .. ':e:' .. fld .. ':' .. v, score, k
+            elseif kind == 'num' then key, s, m = b .. ':n:' .. fld, v, k
+            else key, s, m = b .. ':l:' .. fld, 0, v .. '\\0' .. k end
+            zk(key)
+            local l = zadd[key]
+            l[#l + 1] = s
+            l[#l + 1] = m
+          end
+        end
+        if touched[k] then
+          for _, u in ipairs(e1[2]) do
+            local uk = b .. ':u:' .. u
+            holder(uk)
+            dirty(uk)
+          end
+        end
+        local l = hset[b]
+        if not l then l = {}; hset[b] = l end
+        l[#l + 1] = k
+        l[#l + 1] = cmsgpack.pack(e1)
+      elseif e0 then
+        local l = hdel[b]
+        if not l then l = {}; hdel[b] = l end
+        l[#l + 1] = k
+      end
+      if exp >= 0 then
+        local l = xadd[b]
+        if not l then l = {}; xadd[b] = l end
+        l[#l + 1] = exp
+        l[#l + 1] = k
+      elseif e0 or purged[k] then
+        local l = xrem[b]
+        if not l then l = {}; xrem[b] = l end
+        l[#l + 1] = k
+      end
+    end
+  end
+end
+for _, key in ipairs(zkeys) do
+  local ty = redis.call('TYPE', key)['ok']
+  if ty ~= 'zset' and ty ~= 'none' then
+    fail('WRONGTYPE index key ' .. key .. ' holds a ' .. ty
+      .. ', not a sorted set; nothing written')
+  end
+end
+local uset = {}
+for _, uk in ipairs(ulist) do
+  local h = uh[uk]
+  if h then uset[uk] = exp_of(h) end
+end
+-- Writes. The first one is a SET of a row where there is one: under maxmemory it is
+-- refused before anything changed (Redis checks memory at a script's first write only).
+local first = true
+local function write(...)
+  if first then  -- refused under maxmemory only if nothing was written before it
+    first = false
+    local r = redis.pcall(...)
+    if type(r) == 'table' and r.err then fail(r.err .. ' (index write); nothing written') end
+    return r
+  end
+  return redis.call(...)
+end
+local function chunks(cmd, key, l, step)
+  for s = 1, #l, step do
+    local e = math.min(s + step - 1, #l)
+    if key then write(cmd, key, unpack(l, s, e)) else write(cmd, unpack(l, s, e)) end
+  end
+end
+local mset, dels, ttls = {}, {}, {}
+for _, k in ipairs(order) do
+  local op = rowop[k]
+  if op == 'set' then
+    local tt = ttl[k]
+    if tt == 'N' then
+      mset[#mset + 1] = k
+      mset[#mset + 1] = cur[k]
+    elseif tt == nil then
+      write('SET', k, cur[k], 'KEEPTTL')
+    else
+      write('SET', k, cur[k], 'PX', tt)
+    end
+  elseif op == 'del' then
+    dels[#dels + 1] = k
+  elseif op == 'ttl' then
+    ttls[#ttls + 1] = k
+  end
+end
+chunks('MSET', nil, mset, 4000)
+for _, k in ipairs(ttls) do
+  if ttl[k] == 'N' then write('PERSIST', k) else write('PEXPIRE', k, ttl[k]) end
+end
+chunks('DEL', nil, dels, 4000)
+for _, key in ipairs(zkeys) do
+  if #zrem[key] > 0 then chunks('ZREM', key, zrem[key], 4000) end
+end
+for _, key in ipairs(zkeys) do
+  if #zadd[key] > 0 then chunks('ZADD', key, zadd[key], 4000) end
+end
+for b, l in pairs(hset) do chunks('HSET', b .. ':t', l, 4000) end
+for b, l in pairs(hdel) do chunks('HDEL', b .. ':t', l, 4000) end
+for b, l in pairs(xrem) do chunks('ZREM', b .. ':x', l, 4000) end
+for b, l in pairs(xadd) do chunks('ZADD', b .. ':x', l, 4000) end
+for _, uk in ipairs(ulist) do
+  local h = uh[uk]
+  if h then
+    local e = uset[uk]
+    if e >= 0 then
+      write('SET', uk, h, 'PX', math.max(1, e - now))
+    else
+      write('SET', uk, h)
+    end
+  else
+    write('DEL', uk)
+  end
 end
 return out
 """
@@ -287,23 +547,43 @@ def _lex(v: str | None, open_: bool, low: bool) -> bytes:
     return b"(" + raw if open_ else b"[" + raw + b"\x00\xff"
 
 
-def write_args(cmd: IndexedWrite, prefix: str) -> list[Any]:
-    """ARGV of `WRITE_LUA` for ``cmd``."""
-    import json
+def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
+    """ARGV of `WRITE_LUA` for these rows."""
+    buckets: dict[str, int] = {}
+    rows: list[Any] = []
+    add = rows.extend
+    for cmd in cmds:
+        b = buckets.get(cmd.bucket)
+        if b is None:
+            b = buckets[cmd.bucket] = len(buckets) + 1
+        ttl = cmd.ttl
+        mode = cmd.mode
+        terms = cmd.terms
+        add(
+            (
+                b,
+                mode,
+                cmd.value,
+                "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000)),
+                cmd.token if mode == "cas" else b"",
+                len(terms),
+            )
+        )
+        for field, kind, value in terms:
+            add((kind, field, _text(value)))
+        unique = cmd.unique
+        rows.append(len(unique))
+        if unique:
+            add(_text(u) for u in unique)
+    return [len(buckets), *((prefix + b).encode() for b in buckets), *rows]
 
-    ttl = cmd.ttl
-    mode: Any = "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000))
-    terms = [[t.field, t.kind, t.value] for t in cmd.terms]
-    token = cmd.token if cmd.mode == "cas" else b""
-    return [
-        (prefix + cmd.bucket).encode(),
-        cmd.mode,
-        cmd.value,
-        mode,
-        token,
-        json.dumps(terms),
-        json.dumps(list(cmd.unique)),
-    ]
+
+def _text(value: str | float) -> bytes:
+    # every str maps to distinct bytes, even lone surrogates (as in keys); a score as its
+    # shortest exact text
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return repr(float(value)).encode()
 
 
 def write_result(reply: Any) -> Any:
