@@ -450,16 +450,41 @@ local function reply()
 end
 if op == 'eq' then
   local total = 0
-  for i = 5, #ARGV do
-    local k = b .. ':e:' .. field .. ':' .. ARGV[i]
-    if count_only then
-      total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
-    else
-      local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
-      if #ks == 0 then
-        ks = got
+  local timed = nil  -- whether any row of the bucket has an expiry
+  for i = 5, #ARGV, 2 do
+    local route, v = ARGV[i], ARGV[i + 1]
+    if route == 'e' then
+      local k = b .. ':e:' .. field .. ':' .. v
+      if count_only then
+        total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
       else
-        for _, m in ipairs(got) do ks[#ks + 1] = m end
+        local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
+        if #ks == 0 then
+          ks = got
+        else
+          for _, m in ipairs(got) do ks[#ks + 1] = m end
+        end
+      end
+    else
+      -- the "num" entries scored v, less the rows the expiry set says are gone
+      local k = b .. ':n:' .. field
+      if timed == nil then timed = redis.call('ZCARD', b .. ':x') > 0 end
+      if count_only and not timed then
+        total = total + redis.call('ZCOUNT', k, v, v)
+      else
+        local got = redis.call('ZRANGE', k, v, v, 'BYSCORE')
+        for s = 1, #got, 4000 do
+          local e = math.min(s + 3999, #got)
+          local exps = {}
+          if timed then exps = redis.call('ZMSCORE', b .. ':x', unpack(got, s, e)) end
+          for j = s, e do
+            local x = exps[j - s + 1]
+            if (not x) or tonumber(x) > now then
+              total = total + 1
+              if not count_only then ks[#ks + 1] = got[j] end
+            end
+          end
+        end
       end
     end
   end
@@ -559,6 +584,14 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
         ttl = cmd.ttl
         mode = cmd.mode
         terms = cmd.terms
+        flat: list[Any] = []
+        last = len(terms) - 1
+        for i, (field, kind, value) in enumerate(terms):
+            if kind == "eq" and i < last:
+                nxt = terms[i + 1]
+                if nxt[1] == "num" and nxt[0] == field and num_route(value) is not None:
+                    continue  # its "num" entry answers equality (see `num_route`)
+            flat += (kind, field, _text(value))
         add(
             (
                 b,
@@ -566,16 +599,30 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
                 cmd.value,
                 "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000)),
                 cmd.token if mode == "cas" else b"",
-                len(terms),
+                len(flat) // 3,
             )
         )
-        for field, kind, value in terms:
-            add((kind, field, _text(value)))
+        add(flat)
         unique = cmd.unique
         rows.append(len(unique))
         if unique:
             add(_text(u) for u in unique)
     return [len(buckets), *((prefix + b).encode() for b in buckets), *rows]
+
+
+def num_route(text: Any) -> str | None:
+    """The score text that finds the rows holding the value of canonical text ``text`` in a
+    numeric field's ``"num"`` entries, exactly: an integer of at most 15 digits (below 2**53,
+    so its score is exact) or a finite float; None for any other value (null, NaN, infinite,
+    larger integers), which keeps its equality entry."""
+    if not isinstance(text, str) or len(text) < 2:
+        return None
+    head, rest = text[0], text[1:]
+    if head == "i":
+        return rest if len(rest.lstrip("-")) <= 15 else None
+    if head == "f" and rest not in ("inf", "-inf", "nan"):
+        return rest
+    return None
 
 
 def _text(value: str | float) -> bytes:
@@ -600,7 +647,11 @@ def read_args(cmd: IndexRead) -> list[Any]:
     """ARGV of `READ_LUA` for ``cmd``."""
     head: list[Any] = [cmd.op, cmd.field, "1" if cmd.count_only else "0", cmd.rows]
     if cmd.op == "eq":
-        return [*head, *cmd.values]
+        # per value: 'n' and its score (the "num" entries), or 'e' and its text
+        for text in cmd.values:
+            route = num_route(text) if cmd.kind == "num" else None
+            head += ("e", text) if route is None else ("n", route)
+        return head
     if cmd.op == "prefix":
         p = cmd.values[0].encode()
         lo, hi, kind = b"[" + p, b"(" + p + b"\xff", "lex"
