@@ -50,11 +50,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local unpack, tonumber = unpack, tonumber
 local function fail(msg) error({err = msg}) end
+-- a key in an error message, NUL bytes shown as \\0 (a NUL would end the message)
+local function show(k) return (string.gsub(k, '%z', '\\\\0')) end
 -- A read whose error would otherwise abort the script with a message naming no key.
 local function read(cmd, key, ...)
   local r = redis.pcall(cmd, key, ...)
   if type(r) == 'table' and r.err then
-    fail(r.err .. ' (' .. cmd .. ' ' .. key .. '); nothing written')
+    fail(r.err .. ' (' .. cmd .. ' ' .. show(key) .. '); nothing written')
   end
   return r
 end
@@ -346,7 +348,7 @@ end
 for _, key in ipairs(zkeys) do
   local ty = redis.call('TYPE', key)['ok']
   if ty ~= 'zset' and ty ~= 'none' then
-    fail('WRONGTYPE index key ' .. key .. ' holds a ' .. ty
+    fail('WRONGTYPE index key ' .. show(key) .. ' holds a ' .. ty
       .. ', not a sorted set; nothing written')
   end
 end
@@ -362,7 +364,11 @@ local function write(...)
   if first then  -- refused under maxmemory only if nothing was written before it
     first = false
     local r = redis.pcall(...)
-    if type(r) == 'table' and r.err then fail(r.err .. ' (index write); nothing written') end
+    if type(r) == 'table' and r.err then
+      local e = r.err
+      if string.sub(e, 1, 4) == 'OOM ' then e = 'OOM out of memory: ' .. string.sub(e, 5) end
+      fail(e .. ' (index write); nothing written')
+    end
     return r
   end
   return redis.call(...)
