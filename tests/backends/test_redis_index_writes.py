@@ -5,6 +5,7 @@ duplicates or unique conflicts inside one call leave rows and index entries agre
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import pytest
@@ -184,3 +185,76 @@ async def test_out_of_memory_refuses_the_call_and_writes_nothing() -> None:
             await agree(Gadget, "group", [0, 1])
         finally:
             await backend.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_one_call_of_many_rows_ends_as_the_rows_written_one_by_one(
+    redis_kind: Backend, backend_factory: Any, seed: int
+) -> None:
+    """Random writes of a few keys (every mode, repeated keys, unique values, TTLs) sent as
+    one batch give the results and the rows and index entries of the same writes sent one
+    at a time."""
+    from acacheorm._commands import KEEP_TTL, Batch
+    from acacheorm._writes import touch_row, write_row
+
+    other = backend_factory()
+    rng = random.Random(seed)
+
+    def model(backend: Backend) -> type[co.Model]:
+        class Card(co.Model):
+            id = co.IntegerField(primary_key=True)
+            code = co.StringField(unique=True, null=True)
+            level = co.IntegerField(index=True, null=True)
+            on = co.BooleanField(index=True, default=False)
+            Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+        return Card
+
+    One, Many = model(other), model(redis_kind)
+    plan: list[tuple[str, int, dict[str, Any], Any]] = []
+    for _ in range(60):
+        mode = rng.choice(["set", "set", "add", "replace", "delete", "touch"])
+        values = {
+            "code": rng.choice([None, "a", "b", "c"]),
+            "level": rng.choice([None, 1, 2, 2**60]),
+            "on": rng.random() < 0.5,
+        }
+        ttl = rng.choice([None, 600, KEEP_TTL]) if mode in ("replace", "set") else 600
+        if mode == "set" and ttl is KEEP_TTL:
+            ttl = None
+        plan.append((mode, rng.randrange(5), values, ttl))
+
+    def commands(m: type[co.Model]) -> list[Any]:
+        schema = m._schema
+        out = []
+        for mode, pk, values, ttl in plan:
+            key = schema.key((pk,))
+            if mode == "delete":
+                out.append(write_row(schema, "delete", key, None))
+            elif mode == "touch":
+                out.append(touch_row(schema, key, rng.choice([None, 300])))
+            else:
+                out.append(write_row(schema, mode, key, m(id=pk, **values), ttl))
+        return out
+
+    state = rng.getstate()
+    one_by_one = [(await other.execute(Batch((c,))))[0] for c in commands(One)]
+    rng.setstate(state)
+    together = await redis_kind.execute(Batch(tuple(commands(Many))))
+    assert [type(r) for r in together] == [type(r) for r in one_by_one]
+    assert [r for r in together if not isinstance(r, Exception)] == [
+        r for r in one_by_one if not isinstance(r, Exception)
+    ]
+    rows = sorted((c.id, c.code, c.level, c.on) for c in await One.all())
+    assert sorted((c.id, c.code, c.level, c.on) for c in await Many.all()) == rows
+    for m in (One, Many):
+        for col, field, values in (
+            (1, "code", ["a", "b", "c"]),
+            (2, "level", [1, 2, 2**60, None]),
+            (3, "on", [True, False]),
+        ):
+            for v in values:
+                expected = sorted(r[0] for r in rows if r[col] == v)
+                assert sorted(c.id for c in await m.filter(**{field: v})) == expected, (field, v)
+                assert await m.filter(**{field: v}).count() == len(expected), (field, v)
+        assert await m.filter(level__gte=0).count() == sum(1 for r in rows if r[2] is not None)
