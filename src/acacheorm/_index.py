@@ -187,19 +187,37 @@ class IndexSpec:
     def terms(self, obj: Model) -> tuple[tuple[IndexTerm, ...], tuple[str, ...]]:
         """The index entries of a row and its unique values."""
         terms: list[IndexTerm] = []
+        add = terms.append
         unique: list[str] = []
         values = obj.__dict__
-        for f in self.fields.values():
-            value = values.get(f.attname)
-            text = canonical(value)
-            terms.append(IndexTerm(f.name, "eq", text))
-            if value is not None and f.ordered == "num" and not is_nan(value):
-                terms.append(IndexTerm(f.name, "num", score(value)))
-            elif value is not None and f.ordered == "lex":
-                terms.append(IndexTerm(f.name, "lex", value))
-            if f.unique and value is not None:
-                unique.append(f"{f.name}\x00{text}")
+        for name, attname, _, ordered, is_unique in self.fields.values():
+            value = values.get(attname)
+            kind = type(value)
+            # the common cases first (same entries as the general path below)
+            if kind is int:
+                text = f"i{value}"
+                add(_term((name, "eq", text)))
+                if ordered == "num":
+                    add(_term((name, "num", float(value))))
+            elif kind is str:
+                text = "s" + value
+                add(_term((name, "eq", text)))
+                if ordered == "lex":
+                    add(_term((name, "lex", value)))
+            else:
+                text = canonical(value)
+                add(_term((name, "eq", text)))
+                if value is not None and ordered == "num" and not is_nan(value):
+                    add(_term((name, "num", score(value))))
+                elif value is not None and ordered == "lex":
+                    add(_term((name, "lex", value)))
+            if is_unique and value is not None:
+                unique.append(f"{name}\x00{text}")
         return tuple(terms), tuple(unique)
+
+
+def _term(parts: tuple[str, str, Any]) -> IndexTerm:
+    return tuple.__new__(IndexTerm, parts)
 
 
 _specs: dict[int, IndexSpec] = {}

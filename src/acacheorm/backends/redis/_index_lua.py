@@ -48,7 +48,7 @@ from ..._exceptions import IntegrityError
 WRITE_LUA = """\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local unpack, tonumber = unpack, tonumber
+local unpack, tonumber, type = unpack, tonumber, type
 local function fail(msg) error({err = msg}) end
 -- a key in an error message, NUL bytes shown as \\0 (a NUL would end the message)
 local function show(k) return (string.gsub(k, '%z', '\\\\0')) end
@@ -78,19 +78,26 @@ for r = 1, n do
   ru0[r], rnu[r] = a + 1, nu
   a = a + 1 + nu
 end
+-- Entries: a row number r (row r's new entries, in ARGV) or a stored list {expiry,
+-- nterms, terms..., nuniq, uniques...}; span(e) gives the list, its terms and its uniques.
+local function span(e)
+  if type(e) == 'number' then
+    return ARGV, rt0[e], rt0[e] + 3 * rnt[e] - 1, ru0[e], ru0[e] + rnu[e] - 1
+  end
+  local nt = tonumber(e[2])
+  return e, 3, 2 + 3 * nt, 4 + 3 * nt, #e
+end
 -- Every key of the call and its bucket, in first-seen order: the rows, then the rows of
 -- the sweep (expired rows whose entries are reclaimed).
-local bk, order, inbatch = {}, {}, {}
+local bk, order = {}, {}
 for r = 1, n do
   local k = KEYS[r]
-  if not bk[k] then bk[k] = rb[r]; order[#order + 1] = k; inbatch[k] = true end
+  if not bk[k] then bk[k] = rb[r]; order[#order + 1] = k end
 end
 local purge = {}
-local seenb = {}
-for r = 1, n do
-  local b = rb[r]
-  if not seenb[b] then
-    seenb[b] = true
+do
+  for i = 1, nb do
+    local b = B[i]
     local stale = read('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 8)
     for _, k in ipairs(stale) do
       if not bk[k] then
@@ -101,21 +108,23 @@ for r = 1, n do
     end
   end
 end
--- The entries each key holds now: {terms (kind, field, value flat), uniques, expiry}.
+-- The entries each key holds now (false: none).
 local old = {}
 local function decode(blob)
   if not blob then return false end
-  if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version
+  if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version (JSON)
     local e = cjson.decode(blob)
-    local flat = {}
+    local l = {-1, #e[1]}
     for _, term in ipairs(e[1]) do
-      flat[#flat + 1] = term[2]
-      flat[#flat + 1] = term[1]
-      flat[#flat + 1] = tostring(term[3])
+      l[#l + 1] = term[2]
+      l[#l + 1] = term[1]
+      l[#l + 1] = tostring(term[3])
     end
-    return {flat, e[2], -1}
+    l[#l + 1] = #e[2]
+    for _, u in ipairs(e[2]) do l[#l + 1] = u end
+    return l
   end
-  return cmsgpack.unpack(blob)
+  return {cmsgpack.unpack(blob)}
 end
 do
   local per = {}
@@ -133,7 +142,8 @@ do
     end
   end
 end
--- Simulate the rows in order (nothing is written until every check has passed).
+-- Apply the rows in order to a model of the keys (nothing is written until every check
+-- has passed): ex exists, cur value, ttl ('N', a PX, nil: the server's), ents entries.
 local ex, cur, ttl, ents, rowop, touched = {}, {}, {}, {}, {}, {}
 local function exists(k)
   local e = ex[k]
@@ -149,17 +159,15 @@ end
 local function dirty(uk)
   if not udirty[uk] then udirty[uk] = true; ulist[#ulist + 1] = uk end
 end
-local function entries(k)
+local function release(k)
   local e = ents[k]
   if e == nil then e = old[k] end
-  return e
-end
-local function release(k)
-  local e = entries(k)
   if not e then return end
+  local l, _, _, ulo, uhi = span(e)
+  if ulo > uhi then return end
   local b = bk[k]
-  for _, u in ipairs(e[2]) do
-    local uk = b .. ':u:' .. u
+  for i = ulo, uhi do
+    local uk = b .. ':u:' .. l[i]
     if holder(uk) == k then uh[uk] = false; dirty(uk) end
   end
 end
@@ -190,18 +198,21 @@ for r = 1, n do
       touched[k] = true
     end
   else
-    if mode == 'add' and exists(k) then
-      res = 0
-    elseif (mode == 'replace' or mode == 'cas') and not exists(k) then
+    if mode == 'set' then
+      -- nothing to check
+    elseif mode == 'add' then
+      if exists(k) then res = 0 end
+    elseif not exists(k) then  -- replace, cas
       res = 0
     elseif mode == 'cas' then
       local v = cur[k]
       if v == nil then v = read('GET', k) end
       if v ~= ARGV[a + 4] then res = 0 end
     end
-    if res == 1 then
+    local ulo, uhi = ru0[r], ru0[r] + rnu[r] - 1
+    if res == 1 and ulo <= uhi then
       local b = rb[r]
-      for j = ru0[r], ru0[r] + rnu[r] - 1 do
+      for j = ulo, uhi do
         local h = holder(b .. ':u:' .. ARGV[j])
         if h and h ~= k then
           local live = ex[h]
@@ -214,23 +225,22 @@ for r = 1, n do
       local tt = ARGV[a + 3]
       if tt == 'N' then ttl[k] = 'N' elseif tt ~= 'K' then ttl[k] = tonumber(tt) end
       release(k)
-      local flat, us = {}, {}
-      for j = rt0[r], rt0[r] + 3 * rnt[r] - 1 do flat[#flat + 1] = ARGV[j] end
-      local b = rb[r]
-      for j = ru0[r], ru0[r] + rnu[r] - 1 do
-        us[#us + 1] = ARGV[j]
-        local uk = b .. ':u:' .. ARGV[j]
-        holder(uk)
-        uh[uk] = k
-        dirty(uk)
+      ents[k] = r
+      if ulo <= uhi then
+        local b = rb[r]
+        for j = ulo, uhi do
+          local uk = b .. ':u:' .. ARGV[j]
+          holder(uk)
+          uh[uk] = k
+          dirty(uk)
+        end
       end
-      ents[k] = {flat, us, -1}
       ex[k], cur[k], rowop[k] = true, ARGV[a + 2], 'set'
     end
   end
   out[r] = res
 end
--- The expiry (ms since the epoch, -1: none) of each key whose entries change.
+-- The expiry (ms since the epoch, -1: none) of a key with entries.
 local expms = {}
 local function exp_of(k)
   local e = expms[k]
@@ -249,15 +259,32 @@ local function exp_of(k)
 end
 -- The net index changes, grouped by index key; every key checked before the first write.
 local zrem, zadd, zkeys = {}, {}, {}
+local names = {}  -- bucket -> kind -> field -> key of an ordered index
 local function zk(key)
   if not zrem[key] then zrem[key] = {}; zadd[key] = {}; zkeys[#zkeys + 1] = key end
 end
+local function ordered_key(b, kind, fld)
+  local nb_ = names[b]
+  if not nb_ then nb_ = {num = {}, lex = {}}; names[b] = nb_ end
+  local key = nb_[kind][fld]
+  if not key then
+    if kind == 'num' then key = b .. ':n:' .. fld else key = b .. ':l:' .. fld end
+    nb_[kind][fld] = key
+    zk(key)
+  end
+  return key
+end
 local hset, hdel, xadd, xrem = {}, {}, {}, {}
+local function push(t, b, ...)
+  local l = t[b]
+  if not l then l = {}; t[b] = l end
+  for i = 1, select('#', ...) do l[#l + 1] = select(i, ...) end
+end
 local function same(e0, e1)
-  local f0, f1 = e0[1], e1[1]
-  if #f0 ~= #f1 or #e0[2] ~= #e1[2] then return false end
-  for i = 1, #f0 do if f0[i] ~= f1[i] then return false end end
-  for i = 1, #e0[2] do if e0[2][i] ~= e1[2][i] then return false end end
+  local l0, t0, _, _, u0 = span(e0)
+  local l1, t1, _, _, u1 = span(e1)
+  if u1 - t1 ~= u0 - t0 then return false end
+  for i = 0, u1 - t1 do if l0[t0 + i] ~= l1[t1 + i] then return false end end
   return true
 end
 for _, k in ipairs(order) do
@@ -267,80 +294,70 @@ for _, k in ipairs(order) do
     if e1 == nil then e1 = e0 end
     local b = bk[k]
     local exp = -1
-    if e1 then
-      exp = exp_of(k)
-      e1 = {e1[1], e1[2], exp}
-    end
-    if not (e0 and e1 and e0[3] == exp and same(e0, e1)) then
-      local have, had = {}, {}
-      if e1 then
-        local f = e1[1]
-        for i = 1, #f, 3 do have[f[i] .. '\\0' .. f[i + 1] .. '\\0' .. f[i + 2]] = true end
-      end
+    if e1 then exp = exp_of(k) end
+    if not (e0 and e1 and tonumber(e0[1]) == exp and same(e0, e1)) then
+      local have, had = nil, nil
+      local kept = e0 and tonumber(e0[1]) == exp
       if e0 then
-        local f = e0[1]
-        for i = 1, #f, 3 do had[f[i] .. '\\0' .. f[i + 1] .. '\\0' .. f[i + 2]] = true end
-      end
-      local kept = e0 and e0[3] == exp
-      if e0 then
-        local f = e0[1]
-        for i = 1, #f, 3 do
-          local kind, fld, v = f[i], f[i + 1], f[i + 2]
-          if not have[kind .. '\\0' .. fld .. '\\0' .. v] then
+        local l, lo, hi = span(e0)
+        had = {}
+        for i = lo, hi, 3 do had[l[i] .. '\\0' .. l[i + 1] .. '\\0' .. l[i + 2]] = true end
+        if e1 then
+          have = {}
+          local l, lo, hi = span(e1)
+          for i = lo, hi, 3 do have[l[i] .. '\\0' .. l[i + 1] .. '\\0' .. l[i + 2]] = true end
+        end
+        for i = lo, hi, 3 do
+          local kind, fld, v = l[i], l[i + 1], l[i + 2]
+          if not (have and have[kind .. '\\0' .. fld .. '\\0' .. v]) then
             local key, m
-            if kind == 'eq' then key, m = b .. ':e:' .. fld .. ':' .. v, k
-            elseif kind == 'num' then key, m = b .. ':n:' .. fld, k
-            else key, m = b .. ':l:' .. fld, v .. '\\0' .. k end
-            zk(key)
-            local l = zrem[key]
-            l[#l + 1] = m
+            if kind == 'eq' then key, m = b .. ':e:' .. fld .. ':' .. v, k; zk(key)
+            elseif kind == 'num' then key, m = ordered_key(b, kind, fld), k
+            else key, m = ordered_key(b, kind, fld), v .. '\\0' .. k end
+            local z = zrem[key]
+            z[#z + 1] = m
           end
         end
       end
       if e1 then
-        local f = e1[1]
+        local l, lo, hi, ulo, uhi = span(e1)
         local score = exp
         if exp < 0 then score = 'inf' end
-        for i = 1, #f, 3 do
-          local kind, fld, v = f[i], f[i + 1], f[i + 2]
+        for i = lo, hi, 3 do
+          local kind, fld, v = l[i], l[i + 1], l[i + 2]
           -- an entry the row had already: ordered ones stay, equality ones unless their
           -- score (the expiry) moved
-          if not (had[kind .. '\\0' .. fld .. '\\0' .. v] and (kept or kind ~= 'eq')) then
+          if not (had and had[kind .. '\\0' .. fld .. '\\0' .. v] and (kept or kind ~= 'eq')) then
             local key, s, m
-            if kind == 'eq' then key, s, m = b .. ':e:' .. fld .. ':' .. v, score, k
-            elseif kind == 'num' then key, s, m = b .. ':n:' .. fld, v, k
-            else key, s, m = b .. ':l:' .. fld, 0, v .. '\\0' .. k end
-            zk(key)
-            local l = zadd[key]
-            l[#l + 1] = s
-            l[#l + 1] = m
+            if kind == 'eq' then
+              key, s, m = b .. ':e:' .. fld .. ':' .. v, score, k
+              zk(key)
+            elseif kind == 'num' then
+              key, s, m = ordered_key(b, kind, fld), v, k
+            else
+              key, s, m = ordered_key(b, kind, fld), 0, v .. '\\0' .. k
+            end
+            local z = zadd[key]
+            z[#z + 1] = s
+            z[#z + 1] = m
           end
         end
         if touched[k] then
-          for _, u in ipairs(e1[2]) do
-            local uk = b .. ':u:' .. u
+          for i = ulo, uhi do
+            local uk = b .. ':u:' .. l[i]
             holder(uk)
             dirty(uk)
           end
         end
-        local l = hset[b]
-        if not l then l = {}; hset[b] = l end
-        l[#l + 1] = k
-        l[#l + 1] = cmsgpack.pack(e1)
+        -- stored as expiry, nterms, terms..., nuniq, uniques...
+        push(hset, b, k, cmsgpack.pack(exp, unpack(l, lo - 1, uhi)))
       elseif e0 then
-        local l = hdel[b]
-        if not l then l = {}; hdel[b] = l end
-        l[#l + 1] = k
+        push(hdel, b, k)
       end
       if exp >= 0 then
-        local l = xadd[b]
-        if not l then l = {}; xadd[b] = l end
-        l[#l + 1] = exp
-        l[#l + 1] = k
+        push(xadd, b, exp, k)
       elseif e0 or purged[k] then
-        local l = xrem[b]
-        if not l then l = {}; xrem[b] = l end
-        l[#l + 1] = k
+        push(xrem, b, k)
       end
     end
   end
