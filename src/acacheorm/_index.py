@@ -190,20 +190,21 @@ class IndexSpec:
         add = terms.append
         unique: list[str] = []
         values = obj.__dict__
+        new = tuple.__new__
         for name, attname, _, ordered, is_unique in self.fields.values():
-            value = values.get(attname)
+            value: Any = values.get(attname)
             kind = type(value)
             # the common cases first (same entries as the general path below)
             if kind is int:
                 text = f"i{value}"
-                add(_term((name, "eq", text)))
+                add(new(IndexTerm, (name, "eq", text)))
                 if ordered == "num":
-                    add(_term((name, "num", float(value))))
+                    add(new(IndexTerm, (name, "num", float(value))))
             elif kind is str:
                 text = "s" + value
-                add(_term((name, "eq", text)))
+                add(new(IndexTerm, (name, "eq", text)))
                 if ordered == "lex":
-                    add(_term((name, "lex", value)))
+                    add(new(IndexTerm, (name, "lex", value)))
             else:
                 text = canonical(value)
                 add(_term((name, "eq", text)))

@@ -600,21 +600,36 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
     buckets: dict[str, int] = {}
     rows: list[Any] = []
     add = rows.extend
+    finite = math.isfinite
     for cmd in cmds:
         b = buckets.get(cmd.bucket)
         if b is None:
             b = buckets[cmd.bucket] = len(buckets) + 1
         ttl = cmd.ttl
         mode = cmd.mode
-        terms = cmd.terms
+        terms: Sequence[Any] = cmd.terms
         flat: list[Any] = []
+        put = flat.extend
         last = len(terms) - 1
         for i, (field, kind, value) in enumerate(terms):
-            if kind == "eq" and i < last:
-                nxt = terms[i + 1]
-                if nxt[1] == "num" and nxt[0] == field and num_route(value) is not None:
-                    continue  # its "num" entry answers equality (see `num_route`)
-            flat += (kind, field, _text(value))
+            if kind == "eq":
+                if i < last:
+                    nxt = terms[i + 1]
+                    score = nxt[2]
+                    # what `num_route` says of the text, from the value's score: the "num"
+                    # entry answers equality
+                    if (
+                        nxt[1] == "num"
+                        and nxt[0] == field
+                        and finite(score)
+                        and (value[0] == "f" or -1e15 < score < 1e15)
+                    ):
+                        continue
+                put((kind, field, value.encode("utf-8", "surrogatepass")))
+            elif kind == "num":
+                put((kind, field, repr(value)))
+            else:
+                put((kind, field, value.encode("utf-8", "surrogatepass")))
         add(
             (
                 b,
@@ -629,7 +644,7 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
         unique = cmd.unique
         rows.append(len(unique))
         if unique:
-            add(_text(u) for u in unique)
+            add(u.encode("utf-8", "surrogatepass") for u in unique)
     return [len(buckets), *((prefix + b).encode() for b in buckets), *rows]
 
 
@@ -646,14 +661,6 @@ def num_route(text: Any) -> str | None:
     if head == "f" and rest not in ("inf", "-inf", "nan"):
         return rest
     return None
-
-
-def _text(value: str | float) -> bytes:
-    # every str maps to distinct bytes, even lone surrogates (as in keys); a score as its
-    # shortest exact text
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    return repr(float(value)).encode()
 
 
 def write_result(reply: Any) -> Any:
