@@ -258,3 +258,54 @@ async def test_one_call_of_many_rows_ends_as_the_rows_written_one_by_one(
                 assert sorted(c.id for c in await m.filter(**{field: v})) == expected, (field, v)
                 assert await m.filter(**{field: v}).count() == len(expected), (field, v)
         assert await m.filter(level__gte=0).count() == sum(1 for r in rows if r[2] is not None)
+
+
+async def test_entries_of_expired_rows_are_reclaimed_by_reads_without_writes(
+    redis_kind: Backend,
+) -> None:
+    from tests.backends.test_conformance import eventually
+
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    await Gadget.insert_many(*(Gadget(id=i, group=i % 3, rating=i, tag="t") for i in range(20)))
+    await Gadget.insert_many(
+        *(Gadget(id=100 + i, group=i % 3, rating=1000 + i, tag="gone") for i in range(20)),
+        ttl=0.05,
+    )
+    await Handle.create(id=1, name="short", ttl=0.05)
+    raw = redis_kind.client  # type: ignore[attr-defined]
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    g_spec, h_spec = spec_of(Gadget._schema), spec_of(Handle._schema)
+    assert g_spec is not None and h_spec is not None
+    g_buckets = [prefix + g_spec.bucket_name(b) for b in range(g_spec.buckets())]
+    h_bucket = prefix + h_spec.bucket_name(0)
+
+    async def entries_of_expired_rows() -> int:
+        total = 0
+        for b in g_buckets:
+            total += await raw.zcard(f"{b}:x") + await raw.hlen(f"{b}:t")
+            total += await raw.zcount(f"{b}:n:rating", 1000, 2000)
+            total += await raw.zlexcount(f"{b}:l:tag", b"[gone\x00", b"(gone\x00\xff")
+        total += await raw.zcard(f"{h_bucket}:x") + await raw.hlen(f"{h_bucket}:t")
+        total += await raw.exists(f"{h_bucket}:u:name\x00sshort")
+        return total - 20  # the entry lists of the 20 rows that live
+
+    assert await entries_of_expired_rows() > 0
+
+    async def expired() -> bool:  # reads are exact as soon as the rows expire
+        return await Gadget.filter(group=1).count() == 7
+
+    await eventually(expired)
+
+    async def reclaimed() -> bool:
+        # reads only, no write: each one reclaims a few expired rows' entries
+        assert await Gadget.filter(group=1).count() == 7
+        assert len(await Gadget.filter(tag="t")) == 20
+        assert await Gadget.filter(rating__gte=0).count() == 20
+        assert await Handle.filter(name="short").count() == 0
+        return await entries_of_expired_rows() == 0
+
+    await eventually(reclaimed)
+    # the rows that live keep their entries
+    assert sorted(g.id for g in await Gadget.filter(rating__lt=5)) == [0, 1, 2, 3, 4]
+    assert await Gadget.filter(tag="t").count() == 20

@@ -455,6 +455,67 @@ local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A step of the sweep, so that entries of expired rows go without further writes too:
+-- the entries of at most 4 expired rows of the bucket are removed (reads never depend on
+-- it). A row whose keys cannot all be changed (a key of another type) is left alone; its
+-- expiry entry goes last, so no entry of it ever looks like a live row's.
+do
+  local xkey = b .. ':x'
+  local stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+  if type(stale) == 'table' and not stale.err then
+    for _, k in ipairs(stale) do
+      local p = redis.call('PTTL', k)
+      if p >= 0 then  -- alive: only its expiry entry was stale
+        redis.pcall('ZADD', xkey, now + p, k)
+      elseif p == -1 then
+        redis.pcall('ZREM', xkey, k)
+      else
+        local blob = redis.pcall('HGET', b .. ':t', k)
+        local e = {}
+        if type(blob) == 'string' then
+          if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version (JSON)
+            local j = cjson.decode(blob)
+            e = {-1, #j[1]}
+            for _, term in ipairs(j[1]) do
+              e[#e + 1] = term[2]
+              e[#e + 1] = term[1]
+              e[#e + 1] = tostring(term[3])
+            end
+            e[#e + 1] = #j[2]
+            for _, u in ipairs(j[2]) do e[#e + 1] = u end
+          else
+            e = {cmsgpack.unpack(blob)}
+          end
+        end
+        local ok = type(blob) ~= 'table'
+        local rem, uks = {}, {}
+        if ok and #e > 0 then
+          local nt = tonumber(e[2])
+          for i = 3, 2 + 3 * nt, 3 do
+            local kind, fld, v = e[i], e[i + 1], e[i + 2]
+            local key, m = b .. ':e:' .. fld .. ':' .. v, k
+            if kind == 'num' then key = b .. ':n:' .. fld
+            elseif kind == 'lex' then key, m = b .. ':l:' .. fld, v .. '\0' .. k end
+            local ty = redis.call('TYPE', key)['ok']
+            if ty ~= 'zset' and ty ~= 'none' then ok = false end
+            rem[#rem + 1] = {key, m}
+          end
+          for i = 4 + 3 * nt, #e do
+            local uk = b .. ':u:' .. e[i]
+            local h = redis.pcall('GET', uk)
+            if type(h) == 'table' then ok = false elseif h == k then uks[#uks + 1] = uk end
+          end
+        end
+        if ok then
+          for _, r in ipairs(rem) do redis.call('ZREM', r[1], r[2]) end
+          for _, uk in ipairs(uks) do redis.call('DEL', uk) end
+          redis.call('HDEL', b .. ':t', k)
+          redis.call('ZREM', xkey, k)
+        end
+      end
+    end
+  end
+end
 local ks, vs = {}, {}
 -- The reply: {keys, values, rows}: the selected keys, their values (empty for 'eq') and the
 -- rows of the first `cap` keys, read by MGET (one call per 1000 keys, not a GET per row).
