@@ -6,21 +6,24 @@ every key of a bucket, and every row key tagged with it, is in one slot):
 =====================  ==================================================================
 ``B:x``                sorted set: row key -> expiry (ms since the epoch) of the rows that
                        have one
-``B:t``                hash: row key -> its entries (JSON), so writes and deletes replace
-                       them without the client reading the row
+``B:t``                hash: row key -> its entries (msgpack: expiry, entries, unique
+                       values), so writes and deletes replace them without the client
+                       reading the row (JSON lists of an earlier version are read too)
 ``B:e:<field>:<val>``  sorted set: row key -> expiry: ``ZRANGEBYSCORE (now +inf`` lists the
-                       live rows holding ``val``; ``ZCOUNT`` counts them exactly
-``B:n:<field>``        sorted set: row key -> numeric value (ranges, ordering)
+                       live rows holding ``val``; ``ZCOUNT`` counts them exactly. Not kept
+                       for the values a numeric field's ``B:n`` set finds exactly (integers
+                       below 2**53, finite floats: see `num_route`)
+``B:n:<field>``        sorted set: row key -> numeric value (ranges, ordering, equality)
 ``B:l:<field>``        sorted set, score 0: ``value NUL row key`` (ranges of strings by
                        ``ZRANGEBYLEX``, ``startswith``)
 ``B:u:<field NUL val>`` string: the row key holding a unique value, expiring with the row
 =====================  ==================================================================
 
-A row write is one script in the row's slot (atomic on Cluster too): it checks the mode
-(add / replace / compare-and-swap), the unique values, writes the row, replaces the row's
-entries and reclaims the entries of a few expired rows (the ``B:x`` sweep; reads never
-depend on it: they compare expiries with the server's clock). Range reads check each
-candidate's expiry in ``B:x`` server-side.
+The rows of a batch in one slot are written by one script call (atomic on Cluster too,
+all-or-nothing: see `WRITE_LUA`); it also reclaims the entries of a few expired rows (the
+``B:x`` sweep), and so does each index read. Reads never depend on the sweep: they compare
+expiries with the server's clock. Range reads, and equality reads answered by ``B:n``, check
+each candidate's expiry in ``B:x`` server-side.
 """
 
 from __future__ import annotations
