@@ -154,6 +154,9 @@ class IndexSpec:
         self.has_unique = any(f.unique for f in fields)
         self.base = index_base(schema.namespace, schema.name)
         self.tag = hash_tag(schema.name)
+        self._memo: dict[str, dict[tuple[type, Any], tuple[list[IndexTerm], str]]] = {
+            f.name: {} for f in fields
+        }
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -190,21 +193,20 @@ class IndexSpec:
         add = terms.append
         unique: list[str] = []
         values = obj.__dict__
-        new = tuple.__new__
         for name, attname, _, ordered, is_unique in self.fields.values():
             value: Any = values.get(attname)
             kind = type(value)
-            # the common cases first (same entries as the general path below)
-            if kind is int:
-                text = f"i{value}"
-                add(new(IndexTerm, (name, "eq", text)))
-                if ordered == "num":
-                    add(new(IndexTerm, (name, "num", float(value))))
-            elif kind is str:
-                text = "s" + value
-                add(new(IndexTerm, (name, "eq", text)))
-                if ordered == "lex":
-                    add(new(IndexTerm, (name, "lex", value)))
+            if kind is int or kind is str:
+                # the common cases: the entries of a value are built once and kept (at most
+                # _MEMO values per field), the same as the general path below builds them
+                memo = self._memo[name]
+                got = memo.get((kind, value))
+                if got is None:
+                    got = _simple_terms(name, ordered, value)
+                    if len(memo) < _MEMO:
+                        memo[(kind, value)] = got
+                terms += got[0]
+                text = got[1]
             else:
                 text = canonical(value)
                 add(_term((name, "eq", text)))
@@ -215,6 +217,21 @@ class IndexSpec:
             if is_unique and value is not None:
                 unique.append(f"{name}\x00{text}")
         return tuple(terms), tuple(unique)
+
+
+#: Values per indexed field whose entries `IndexSpec.terms` keeps built.
+_MEMO = 4096
+
+
+def _simple_terms(name: str, ordered: str | None, value: Any) -> tuple[list[IndexTerm], str]:
+    """The entries of an int or str value (and its canonical text)."""
+    text = canonical(value)
+    terms = [_term((name, "eq", text))]
+    if ordered == "num" and type(value) is int:
+        terms.append(_term((name, "num", score(value))))
+    elif ordered == "lex" and type(value) is str:
+        terms.append(_term((name, "lex", value)))
+    return terms, text
 
 
 def _term(parts: tuple[str, str, Any]) -> IndexTerm:

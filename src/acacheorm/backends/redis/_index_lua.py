@@ -35,10 +35,11 @@ from typing import Any
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
 from ..._exceptions import IntegrityError
 
-# KEYS: the row keys (one slot). ARGV: the number of buckets, their names, then per row:
-# bucket (1-based), mode, value, ttl ('K' keep, 'N' none, or PX), token (cas), the number of
-# entries, each as (kind, field, value), the number of unique values, the values. Reply per
-# row: 1 written, 0 not (mode), or {'U', unique value, holder}.
+# KEYS: the row keys (one slot). ARGV: the number of buckets, their names, then runs of rows
+# sharing bucket (1-based), mode and ttl ('K' keep, 'N' none, or PX): the number of rows of
+# the run, bucket, mode, ttl, then per row: value, token (cas only), the number of entries,
+# each as (kind, field, value), the number of unique values, the values. Reply per row: 1
+# written, 0 not (mode), or {'U', unique value, holder}.
 #
 # Three phases. Reads: the bucket's expired entries (the sweep), every row's stored entries
 # (one HMGET), existence, tokens, unique holders. Then the rows are applied in order to a
@@ -63,23 +64,32 @@ local function read(cmd, key, ...)
   end
   return r
 end
--- ARGV: nb, bucket names, then per row: bucket index, mode, value, ttl, token, nterms,
--- nterms x (kind, field, value), nuniq, uniques.
+-- ARGV: nb, bucket names, then runs of rows sharing bucket, mode and ttl: the number of
+-- rows, bucket index, mode, ttl, then per row: value, token (cas only), nterms, nterms x
+-- (kind, field, value), nuniq, uniques.
 local nb = tonumber(ARGV[1])
 local B = {}
 for i = 1, nb do B[i] = ARGV[1 + i] end
 local n = #KEYS
-local rb, rmode, rt0, rnt, ru0, rnu = {}, {}, {}, {}, {}, {}
-local a = nb + 2
-for r = 1, n do
-  rb[r] = B[tonumber(ARGV[a])]
-  rmode[r] = ARGV[a + 1]
-  local nt = tonumber(ARGV[a + 5])
-  rt0[r], rnt[r] = a + 6, nt
-  a = a + 6 + 3 * nt
-  local nu = tonumber(ARGV[a])
-  ru0[r], rnu[r] = a + 1, nu
-  a = a + 1 + nu
+local rb, rmode, rttl, rval, rtok, rt0, rnt, ru0, rnu = {}, {}, {}, {}, {}, {}, {}, {}, {}
+do
+  local a, r = nb + 2, 0
+  while r < n do
+    local cnt, b, mode, tt = tonumber(ARGV[a]), B[tonumber(ARGV[a + 1])], ARGV[a + 2], ARGV[a + 3]
+    a = a + 4
+    for _ = 1, cnt do
+      r = r + 1
+      rb[r], rmode[r], rttl[r], rval[r] = b, mode, tt, ARGV[a]
+      a = a + 1
+      if mode == 'cas' then rtok[r] = ARGV[a]; a = a + 1 end
+      local nt = tonumber(ARGV[a])
+      rt0[r], rnt[r] = a + 1, nt
+      a = a + 1 + 3 * nt
+      local nu = tonumber(ARGV[a])
+      ru0[r], rnu[r] = a + 1, nu
+      a = a + 1 + nu
+    end
+  end
 end
 -- Entries: a row number r (row r's new entries, in ARGV) or a stored list {expiry,
 -- nterms, terms..., nuniq, uniques...}; span(e) gives the list, its terms and its uniques.
@@ -185,7 +195,7 @@ for _, k in ipairs(purge) do
 end
 local out = {}
 for r = 1, n do
-  local k, mode, a = KEYS[r], rmode[r], rt0[r] - 6
+  local k, mode = KEYS[r], rmode[r]
   local res = 1
   if mode == 'delete' then
     if not exists(k) then res = 0 end
@@ -195,7 +205,7 @@ for r = 1, n do
     if not exists(k) then
       res = 0
     else
-      local tt = ARGV[a + 3]
+      local tt = rttl[r]
       if tt == 'N' then ttl[k] = 'N' else ttl[k] = tonumber(tt) end
       if rowop[k] == nil then rowop[k] = 'ttl' end
       touched[k] = true
@@ -210,7 +220,7 @@ for r = 1, n do
     elseif mode == 'cas' then
       local v = cur[k]
       if v == nil then v = read('GET', k) end
-      if v ~= ARGV[a + 4] then res = 0 end
+      if v ~= rtok[r] then res = 0 end
     end
     local ulo, uhi = ru0[r], ru0[r] + rnu[r] - 1
     if res == 1 and ulo <= uhi then
@@ -225,7 +235,7 @@ for r = 1, n do
       end
     end
     if res == 1 then
-      local tt = ARGV[a + 3]
+      local tt = rttl[r]
       if tt == 'N' then ttl[k] = 'N' elseif tt ~= 'K' then ttl[k] = tonumber(tt) end
       release(k)
       ents[k] = r
@@ -238,7 +248,7 @@ for r = 1, n do
           dirty(uk)
         end
       end
-      ex[k], cur[k], rowop[k] = true, ARGV[a + 2], 'set'
+      ex[k], cur[k], rowop[k] = true, rval[r], 'set'
     end
   end
   out[r] = res
@@ -665,12 +675,25 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
     rows: list[Any] = []
     add = rows.extend
     finite = math.isfinite
+    run: Any = None  # (bucket, mode, ttl) of the current run of rows
+    count_at = 0  # where the current run's count is
     for cmd in cmds:
         b = buckets.get(cmd.bucket)
         if b is None:
             b = buckets[cmd.bucket] = len(buckets) + 1
         ttl = cmd.ttl
         mode = cmd.mode
+        head = (
+            b,
+            mode,
+            "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000)),
+        )
+        if head == run:
+            rows[count_at] += 1
+        else:
+            run, count_at = head, len(rows)
+            rows.append(1)
+            add(head)
         terms: Sequence[Any] = cmd.terms
         flat: list[Any] = []
         put = flat.extend
@@ -694,16 +717,10 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
                 put((kind, field, repr(value)))
             else:
                 put((kind, field, value.encode("utf-8", "surrogatepass")))
-        add(
-            (
-                b,
-                mode,
-                cmd.value,
-                "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000)),
-                cmd.token if mode == "cas" else b"",
-                len(flat) // 3,
-            )
-        )
+        if mode == "cas":
+            add((cmd.value, cmd.token, len(flat) // 3))
+        else:
+            add((cmd.value, len(flat) // 3))
         add(flat)
         unique = cmd.unique
         rows.append(len(unique))
