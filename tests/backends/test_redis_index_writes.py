@@ -309,3 +309,26 @@ async def test_entries_of_expired_rows_are_reclaimed_by_reads_without_writes(
     # the rows that live keep their entries
     assert sorted(g.id for g in await Gadget.filter(rating__lt=5)) == [0, 1, 2, 3, 4]
     assert await Gadget.filter(tag="t").count() == 20
+
+
+async def test_rows_of_several_indexed_models_in_one_call(redis_kind: Backend) -> None:
+    from acacheorm._commands import Batch
+    from acacheorm._writes import write_row
+
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    g, h = Gadget._schema, Handle._schema
+    rows: list[Any] = [
+        (g, Gadget(id=1, group=1, rating=1)),
+        (h, Handle(id=1, name="a", level=1)),
+        (g, Gadget(id=2, group=1, rating=2)),
+        (h, Handle(id=2, name="a", level=2)),  # taken by the Handle just before
+        (g, Gadget(id=1, group=2, rating=3)),
+    ]
+    batch = Batch(tuple(write_row(s, "set", s.key_of(o), o) for s, o in rows))
+    results = await redis_kind.execute(batch)
+    assert [r is True for r in results] == [True, True, True, False, True]
+    assert isinstance(results[3], co.IntegrityError)
+    await agree(Gadget, "group", [1, 2])
+    await agree(Handle, "level", [1, 2])
+    assert [x.id for x in await Handle.filter(name="a")] == [1]
