@@ -1,10 +1,12 @@
 """Secondary index benchmarks on Redis, against hand-written raw redis-py in the same run.
 
     python -m benchmarks.indexes --rows 100000        # starts its own redis-server
+    python -m benchmarks.indexes --sizes 10000,100000,1000000 [--cluster]
 
-Prints: an equality filter selecting 100 rows (vs SMEMBERS + MGET + decode), order_by +
-limit 20 at several table sizes, round trips of count(), insert_many of 10k rows of a model
-with 2 indexes vs a plain one, and MEMORY USAGE bytes per row per index.
+Prints, at each table size (the table grows from one size to the next): an equality filter
+selecting 100 rows (vs SMEMBERS + MGET + decode), order_by + limit 20, round trips of
+count(); then insert_many of 10k rows of a model with 2 indexes vs a plain one (the median
+of several rounds, alternating), and MEMORY USAGE bytes per row per index.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class Trips:
         self.n += 1
 
 
-async def main(rows: int, sizes: list[int], cluster: bool) -> None:
+async def main(sizes: list[int], cluster: bool, rounds: int = 7) -> None:
     server = servers.RedisCluster() if cluster else servers.RedisServer()
     with servers.running(server):
         backend = co.RedisBackend(server.url, cluster=cluster)
@@ -71,81 +73,104 @@ async def main(rows: int, sizes: list[int], cluster: bool) -> None:
         Item, PlainItem = models(backend)
         trips = Trips()
         co.add_batch_hook(trips)
-        groups = rows // 100
+        written = 0
+        for rows in sorted(sizes):
+            # values that do not depend on the table size: a larger size only adds rows
+            def item(i: int) -> Any:
+                return Item(id=i, group=i // 100, rating=i * 7919 % 1_000_003, name=f"item {i}")
 
-        def item(i: int) -> Any:
-            return Item(id=i, group=i % groups, rating=i * 7919 % rows, name=f"item {i}")
+            for start in range(written, rows, 5000):
+                await Item.insert_many(*(item(i) for i in range(start, min(rows, start + 5000))))
+            written = rows
+            # the hand-written equivalent: a set per group, rows as msgpack maps
+            await raw.delete("raw:{g7}")
+            pipe = raw.pipeline(transaction=False)
+            for i in range(700, 800):
+                # one hash tag per group: the hand-written best case, one node per group
+                pipe.sadd("raw:{g7}", f"raw:{{g7}}:{i}")
+                pipe.set(f"raw:{{g7}}:{i}", msgpack.packb({"id": i, "group": 7, "name": "i"}))
+            await pipe.execute()
 
-        for start in range(0, rows, 5000):
-            await Item.insert_many(*(item(i) for i in range(start, min(rows, start + 5000))))
-        # the hand-written equivalent: a set per group, rows as msgpack maps
-        pipe = raw.pipeline(transaction=False)
-        for i in range(rows):
-            # one hash tag per group: the hand-written best case, one node per group
-            tag = "{g" + str(i % groups) + "}"
-            pipe.sadd(f"raw:{tag}", f"raw:{tag}:{i}")
-            pipe.set(f"raw:{tag}:{i}", msgpack.packb({"id": i, "group": i % groups, "name": "i"}))
-            if len(pipe) > 10000:
-                await pipe.execute()
-        await pipe.execute()
+            async def orm_eq() -> None:
+                got = await Item.filter(group=7)
+                assert len(got) == 100
 
-        async def orm_eq() -> None:
-            got = await Item.filter(group=7)
-            assert len(got) == 100
+            async def raw_eq() -> None:
+                keys = await raw.smembers("raw:{g7}")
+                values = await raw.mget(list(keys))
+                assert len([msgpack.unpackb(v) for v in values]) == 100
 
-        async def raw_eq() -> None:
-            keys = await raw.smembers("raw:{g7}")
-            values = await raw.mget(list(keys))
-            assert len([msgpack.unpackb(v) for v in values]) == 100
-
-        t_orm, t_raw = await timed(orm_eq), await timed(raw_eq)
-        trips.n = 0
-        await orm_eq()
-        print(
-            f"eq filter selecting 100 of {rows}: orm {t_orm * 1e3:.2f} ms, raw "
-            f"SMEMBERS+MGET+decode {t_raw * 1e3:.2f} ms, ratio {t_orm / t_raw:.2f}, "
-            f"{trips.n} round trips"
-        )
-        for size in sizes:
-            if size > rows:
-                continue
+            t_orm, t_raw = await timed(orm_eq), await timed(raw_eq)
+            trips.n = 0
+            await orm_eq()
+            print(
+                f"[{rows}] eq filter selecting 100: orm {t_orm * 1e3:.2f} ms, raw "
+                f"SMEMBERS+MGET+decode {t_raw * 1e3:.2f} ms, ratio {t_orm / t_raw:.2f}, "
+                f"{trips.n} round trip(s)"
+            )
 
             async def top_only() -> None:
-                got = await Item.filter(rating__gte=rows // 2).order_by("-rating").limit(20)
+                got = await Item.filter(rating__gte=500_000).order_by("-rating").limit(20)
                 assert len(got) == 20
 
-            if size == rows:
-                t = await timed(top_only)
-                trips.n = 0
-                await top_only()
-                print(
-                    f"filter(rating__gte).order_by(-rating).limit(20) on {rows}: "
-                    f"{t * 1e3:.2f} ms, {trips.n} round trips"
-                )
-        trips.n = 0
-        n = await Item.filter(group=3).count()
-        print(f"count() on an indexed condition: {n} rows, {trips.n} round trip(s), no row read")
+            t = await timed(top_only)
+            trips.n = 0
+            await top_only()
+            print(
+                f"[{rows}] filter(rating__gte).order_by(-rating).limit(20): "
+                f"{t * 1e3:.2f} ms, {trips.n} round trip(s)"
+            )
+            trips.n = 0
+            n = await Item.filter(group=3).count()
+            print(f"[{rows}] count() on an indexed condition: {n} rows, {trips.n} round trip(s)")
 
-        plain = [
-            PlainItem(id=i, group=i % 100, rating=i % 1000, name=f"p {i}") for i in range(10000)
-        ]
-        indexed = [
-            Item(id=rows + i, group=i % 100, rating=i % 1000, name=f"p {i}") for i in range(10000)
-        ]
-        t0 = time.perf_counter()
-        await PlainItem.insert_many(*plain)
-        t_plain = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        await Item.insert_many(*indexed)
-        t_ix = time.perf_counter() - t0
+        rows = max(sizes)
+        ratios, t_plains, t_ixs, cpu_ratios = [], [], [], []
+
+        async def server_cpu() -> float:
+            """CPU seconds the server(s) used so far (every node of a Cluster)."""
+            if cluster:
+                got = await raw.info("cpu", target_nodes=raw.PRIMARIES)
+                nodes = list(got.values())
+            else:
+                nodes = [await raw.info("cpu")]
+            return sum(n["used_cpu_user"] + n["used_cpu_sys"] for n in nodes)
+
+        async def run(model: Any, objs: list[Any]) -> tuple[float, float]:
+            """Wall time, and CPU time of this process plus the server(s): the second is
+            what a loaded machine distorts least."""
+            s0, c0, t0 = await server_cpu(), time.process_time(), time.perf_counter()
+            await model.insert_many(*objs)
+            t, c = time.perf_counter() - t0, time.process_time() - c0
+            return t, c + await server_cpu() - s0
+
+        for r in range(rounds):
+            base = 10**7 + r * 10000
+            plain = [
+                PlainItem(id=base + i, group=i % 100, rating=i % 1000, name=f"p {i}")
+                for i in range(10000)
+            ]
+            indexed = [
+                Item(id=base + i, group=i % 100, rating=i % 1000, name=f"p {i}")
+                for i in range(10000)
+            ]
+            t_plain, c_plain = await run(PlainItem, plain)
+            t_ix, c_ix = await run(Item, indexed)
+            t_plains.append(t_plain)
+            t_ixs.append(t_ix)
+            ratios.append(t_ix / t_plain)
+            cpu_ratios.append(c_ix / c_plain)
         print(
-            f"insert_many 10k: plain {t_plain * 1e3:.0f} ms, indexed (2 indexes) "
-            f"{t_ix * 1e3:.0f} ms, ratio {t_ix / t_plain:.2f}"
+            f"insert_many 10k (median of {rounds}): plain {statistics.median(t_plains) * 1e3:.0f} "
+            f"ms, indexed (2 indexes) {statistics.median(t_ixs) * 1e3:.0f} ms, ratio "
+            f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); "
+            f"CPU (client + server) ratio {statistics.median(cpu_ratios):.2f}"
         )
         if cluster:
             co.remove_batch_hook(trips)
             await backend.close()
             return
+        total = rows + rounds * 10000
         info_before = await raw.info("memory")
         total_keys = await raw.dbsize()
         used = info_before["used_memory"]
@@ -161,14 +186,14 @@ async def main(rows: int, sizes: list[int], cluster: bool) -> None:
                 eq_total += await raw.memory_usage(k) or 0
             eq_total = eq_total * len(eq_keys) / max(1, min(200, len(eq_keys)))
             num_total = await raw.memory_usage(f"{bucket}:n:{field}", samples=0) or 0
-            per_index[field] = (eq_total + num_total) / (rows + 10000)
+            per_index[field] = (eq_total + num_total) / total
         shared = 0
         for suffix in (":x", ":t"):
             shared += await raw.memory_usage(bucket + suffix, samples=0) or 0
         print(
             f"MEMORY USAGE: row {row_bytes} bytes; per row per index "
             + ", ".join(f"{k} {v:.0f} B" for k, v in per_index.items())
-            + f"; per-row bookkeeping (expiry set + entry list) {shared / (rows + 10000):.0f} B"
+            + f"; per-row bookkeeping (expiry set + entry list) {shared / total:.0f} B"
         )
         co.remove_batch_hook(trips)
         await backend.close()
@@ -176,7 +201,12 @@ async def main(rows: int, sizes: list[int], cluster: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, default=100_000, help="one table size")
+    parser.add_argument(
+        "--sizes", default=None, help="several table sizes, e.g. 10000,100000,1000000"
+    )
     parser.add_argument("--cluster", action="store_true", help="a 3-master Redis Cluster")
+    parser.add_argument("--rounds", type=int, default=7, help="insert_many rounds")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, [args.rows], args.cluster))
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.rows]
+    asyncio.run(main(sizes, args.cluster, args.rounds))

@@ -186,7 +186,9 @@ class IndexRead(NamedTuple):
     """Read one index bucket (``key`` names it, as ``IndexedWrite.bucket``) without reading
     rows; only live rows are listed or counted.
 
-    ``op`` ``"eq"``: the rows whose ``field`` entry is one of ``values`` (canonical strs).
+    ``op`` ``"eq"``: the rows whose ``field`` entry is one of ``values`` (canonical strs);
+    ``kind`` ``"num"`` there says the field is numeric and ordered (its ``"num"`` entries can
+    answer it), anything else (``"eq"``) that it is not.
     ``op`` ``"range"``: ``kind`` ``"num"`` or ``"lex"``, between ``lo`` and ``hi`` (``None``:
     unbounded; ``lo_open``/``hi_open`` exclude the bound), in value order (``desc``
     reversed), skipping ``offset`` and keeping ``limit`` (``None``: all).

@@ -154,6 +154,9 @@ class IndexSpec:
         self.has_unique = any(f.unique for f in fields)
         self.base = index_base(schema.namespace, schema.name)
         self.tag = hash_tag(schema.name)
+        self._memo: dict[str, dict[tuple[type, Any], tuple[list[IndexTerm], str]]] = {
+            f.name: {} for f in fields
+        }
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -187,19 +190,53 @@ class IndexSpec:
     def terms(self, obj: Model) -> tuple[tuple[IndexTerm, ...], tuple[str, ...]]:
         """The index entries of a row and its unique values."""
         terms: list[IndexTerm] = []
+        add = terms.append
         unique: list[str] = []
         values = obj.__dict__
-        for f in self.fields.values():
-            value = values.get(f.attname)
-            text = canonical(value)
-            terms.append(IndexTerm(f.name, "eq", text))
-            if value is not None and f.ordered == "num" and not is_nan(value):
-                terms.append(IndexTerm(f.name, "num", score(value)))
-            elif value is not None and f.ordered == "lex":
-                terms.append(IndexTerm(f.name, "lex", value))
-            if f.unique and value is not None:
-                unique.append(f"{f.name}\x00{text}")
+        for name, attname, _, ordered, is_unique in self.fields.values():
+            value: Any = values.get(attname)
+            kind = type(value)
+            if kind is int or kind is str:
+                # the common cases: the entries of a value are built once and kept (at most
+                # _MEMO values per field, strings of up to 64 characters), the same as the
+                # general path below builds them
+                memo = self._memo[name]
+                got = memo.get((kind, value))
+                if got is None:
+                    got = _simple_terms(name, ordered, value)
+                    if len(memo) < _MEMO and (kind is int or len(value) <= 64):
+                        memo[(kind, value)] = got
+                terms += got[0]
+                text = got[1]
+            else:
+                text = canonical(value)
+                add(_term((name, "eq", text)))
+                if value is not None and ordered == "num" and not is_nan(value):
+                    add(_term((name, "num", score(value))))
+                elif value is not None and ordered == "lex":
+                    add(_term((name, "lex", value)))
+            if is_unique and value is not None:
+                unique.append(f"{name}\x00{text}")
         return tuple(terms), tuple(unique)
+
+
+#: Values per indexed field whose entries `IndexSpec.terms` keeps built.
+_MEMO = 4096
+
+
+def _simple_terms(name: str, ordered: str | None, value: Any) -> tuple[list[IndexTerm], str]:
+    """The entries of an int or str value (and its canonical text)."""
+    text = canonical(value)
+    terms = [_term((name, "eq", text))]
+    if ordered == "num" and type(value) is int:
+        terms.append(_term((name, "num", score(value))))
+    elif ordered == "lex" and type(value) is str:
+        terms.append(_term((name, "lex", value)))
+    return terms, text
+
+
+def _term(parts: tuple[str, str, Any]) -> IndexTerm:
+    return tuple.__new__(IndexTerm, parts)
 
 
 _specs: dict[int, IndexSpec] = {}

@@ -39,16 +39,21 @@ def read_for(spec: IndexSpec, lk: Lookup) -> tuple[IndexRead, bool, str] | None:
     op, value = lk.lookup, lk.value
     if is_nan(value) or (op == "range" and any(map(is_nan, value))):
         return None  # NaN equals nothing and has no order: the rows decide
+    # An equality read says whether the field is numeric and ordered: a backend may answer
+    # it from the ordered entries (Redis keeps no equality entries for most such values).
+    eq_kind = "num" if f.ordered == "num" else "eq"
     if op == "exact":
-        return IndexRead("", "eq", f.name, (_text(f, value),)), True, f"{f.name} == {value!r}"
+        read = IndexRead("", "eq", f.name, (_text(f, value),), eq_kind)
+        return read, True, f"{f.name} == {value!r}"
     if op == "in" and isinstance(value, frozenset):
         if any(map(is_nan, value)):
             return None
         # None is never "in" anything (as in SQL): only the other values select rows.
         texts = tuple(sorted({_text(f, v) for v in value if v is not None}))
-        return IndexRead("", "eq", f.name, texts), True, f"{f.name} in {len(texts)} value(s)"
+        read = IndexRead("", "eq", f.name, texts, eq_kind)
+        return read, True, f"{f.name} in {len(texts)} value(s)"
     if op == "isnull" and value is True:
-        return IndexRead("", "eq", f.name, ("n",)), True, f"{f.name} is null"
+        return IndexRead("", "eq", f.name, ("n",), eq_kind), True, f"{f.name} is null"
     if f.ordered is None:
         return None
     if op == "startswith" and f.ordered == "lex":

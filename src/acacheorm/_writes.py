@@ -79,10 +79,26 @@ def write_rows(
     schema: Schema, mode: str, instances: Sequence[Model], ttl: WriteTTL
 ) -> tuple[Command, ...]:
     """`write_row` for each instance (``set``/``add``/``replace``), keyed by its pk."""
-    if spec_of(schema) is None and mode == "set":
-        key_of, encode = schema.key_of, schema.encode
+    spec = spec_of(schema)
+    key_of, encode = schema.key_of, schema.encode
+    if spec is None and mode == "set":
         return tuple(Set(key_of(i), encode(i), ttl) for i in instances)  # type: ignore[arg-type]
-    return tuple(write_row(schema, mode, schema.key_of(i), i, ttl) for i in instances)
+    if spec is None:
+        return tuple(write_row(schema, mode, key_of(i), i, ttl) for i in instances)
+    # write_row's IndexedWrite, with what is the same for every row looked up once
+    check_backend(schema)
+    terms = spec.terms
+    if spec.tagged():
+        index_of = spec.index_of
+        keys = [key_of(i) for i in instances]
+        return tuple(
+            IndexedWrite(k, index_of(k), mode, encode(i), ttl, None, *terms(i))
+            for k, i in zip(keys, instances, strict=True)
+        )
+    bucket = spec.bucket_name(0)
+    return tuple(
+        IndexedWrite(key_of(i), bucket, mode, encode(i), ttl, None, *terms(i)) for i in instances
+    )
 
 
 def delete_rows(schema: Schema, keys: Sequence[str]) -> tuple[Command, ...]:

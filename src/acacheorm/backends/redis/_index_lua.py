@@ -6,159 +6,455 @@ every key of a bucket, and every row key tagged with it, is in one slot):
 =====================  ==================================================================
 ``B:x``                sorted set: row key -> expiry (ms since the epoch) of the rows that
                        have one
-``B:t``                hash: row key -> its entries (JSON), so writes and deletes replace
-                       them without the client reading the row
+``B:t``                hash: row key -> its entries (msgpack: expiry, entries, unique
+                       values), so writes and deletes replace them without the client
+                       reading the row (JSON lists of an earlier version are read too)
 ``B:e:<field>:<val>``  sorted set: row key -> expiry: ``ZRANGEBYSCORE (now +inf`` lists the
-                       live rows holding ``val``; ``ZCOUNT`` counts them exactly
-``B:n:<field>``        sorted set: row key -> numeric value (ranges, ordering)
+                       live rows holding ``val``; ``ZCOUNT`` counts them exactly. Not kept
+                       for the values a numeric field's ``B:n`` set finds exactly (integers
+                       below 2**53, finite floats: see `num_route`)
+``B:n:<field>``        sorted set: row key -> numeric value (ranges, ordering, equality)
 ``B:l:<field>``        sorted set, score 0: ``value NUL row key`` (ranges of strings by
                        ``ZRANGEBYLEX``, ``startswith``)
 ``B:u:<field NUL val>`` string: the row key holding a unique value, expiring with the row
 =====================  ==================================================================
 
-A row write is one script in the row's slot (atomic on Cluster too): it checks the mode
-(add / replace / compare-and-swap), the unique values, writes the row, replaces the row's
-entries and reclaims the entries of a few expired rows (the ``B:x`` sweep; reads never
-depend on it: they compare expiries with the server's clock). Range reads check each
-candidate's expiry in ``B:x`` server-side.
+The rows of a batch in one slot are written by one script call (atomic on Cluster too,
+all-or-nothing: see `WRITE_LUA`); it also reclaims the entries of a few expired rows (the
+``B:x`` sweep), and so does each index read. Reads never depend on the sweep: they compare
+expiries with the server's clock. Range reads, and equality reads answered by ``B:n``, check
+each candidate's expiry in ``B:x`` server-side.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
 from ..._exceptions import IntegrityError
 
-# KEYS[r] the row keys (one slot). ARGV, 7 per row: bucket, mode, value, ttl ('K' keep,
-# 'N' none, or PX), token (cas), the row's new entries (JSON: [[field, kind, value], ...]),
-# the unique values (JSON list). Reply per row: 1 written, 0 not (mode), or
-# {'U', unique value, holder}.
+# KEYS: the row keys (one slot). ARGV: the number of buckets, their names, then runs of rows
+# sharing bucket (1-based), mode and ttl ('K' keep, 'N' none, or PX): the number of rows of
+# the run, bucket, mode, ttl, then per row: value, token (cas only), the number of entries,
+# each as (kind, field, value), the number of unique values, the values. Reply per row: 1
+# written, 0 not (mode), or {'U', unique value, holder}.
+#
+# Three phases. Reads: the bucket's expired entries (the sweep), every row's stored entries
+# (one HMGET), existence, tokens, unique holders. Then the rows are applied in order to a
+# model of the keys (duplicates, unique values claimed by an earlier row of the call), and
+# the net changes are grouped by key: one ZADD/ZREM per index key with all its members, one
+# HSET of the entry lists, one ZADD of the expiry set, one MSET of the rows without TTL.
+# Every key the writes touch is type-checked before the first write, which is a row SET:
+# Redis refuses a script's first write under maxmemory and never a later one, so a call is
+# refused whole or runs whole.
 WRITE_LUA = """\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function drop(b, k)
-  local old = redis.call('HGET', b .. ':t', k)
-  if old then
-    local e = cjson.decode(old)
+local unpack, tonumber, type = unpack, tonumber, type
+local function fail(msg) error({err = msg}) end
+-- a key in an error message, NUL bytes shown as \\0 (a NUL would end the message)
+local function show(k) return (string.gsub(k, '%z', '\\\\0')) end
+-- A read whose error would otherwise abort the script with a message naming no key.
+local function read(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    fail(r.err .. ' (' .. cmd .. ' ' .. show(key) .. '); nothing written')
+  end
+  return r
+end
+-- ARGV: nb, bucket names, then runs of rows sharing bucket, mode and ttl: the number of
+-- rows, bucket index, mode, ttl, then per row: value, token (cas only), nterms, nterms x
+-- (kind, field, value), nuniq, uniques.
+local nb = tonumber(ARGV[1])
+local B = {}
+for i = 1, nb do B[i] = ARGV[1 + i] end
+local n = #KEYS
+local rb, rmode, rttl, rval, rtok, rt0, rnt, ru0, rnu = {}, {}, {}, {}, {}, {}, {}, {}, {}
+do
+  local a, r = nb + 2, 0
+  while r < n do
+    local cnt, b, mode, tt = tonumber(ARGV[a]), B[tonumber(ARGV[a + 1])], ARGV[a + 2], ARGV[a + 3]
+    a = a + 4
+    for _ = 1, cnt do
+      r = r + 1
+      rb[r], rmode[r], rttl[r], rval[r] = b, mode, tt, ARGV[a]
+      a = a + 1
+      if mode == 'cas' then rtok[r] = ARGV[a]; a = a + 1 end
+      local nt = tonumber(ARGV[a])
+      rt0[r], rnt[r] = a + 1, nt
+      a = a + 1 + 3 * nt
+      local nu = tonumber(ARGV[a])
+      ru0[r], rnu[r] = a + 1, nu
+      a = a + 1 + nu
+    end
+  end
+end
+-- Entries: a row number r (row r's new entries, in ARGV) or a stored list {expiry,
+-- nterms, terms..., nuniq, uniques...}; span(e) gives the list, its terms and its uniques.
+local function span(e)
+  if type(e) == 'number' then
+    return ARGV, rt0[e], rt0[e] + 3 * rnt[e] - 1, ru0[e], ru0[e] + rnu[e] - 1
+  end
+  local nt = tonumber(e[2])
+  return e, 3, 2 + 3 * nt, 4 + 3 * nt, #e
+end
+-- Every key of the call and its bucket, in first-seen order: the rows, then the rows of
+-- the sweep (expired rows whose entries are reclaimed).
+local bk, order = {}, {}
+for r = 1, n do
+  local k = KEYS[r]
+  if not bk[k] then bk[k] = rb[r]; order[#order + 1] = k end
+end
+local purge = {}
+do
+  for i = 1, nb do
+    local b = B[i]
+    local stale = read('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 8)
+    for _, k in ipairs(stale) do
+      if not bk[k] then
+        bk[k] = b
+        order[#order + 1] = k
+        purge[#purge + 1] = k
+      end
+    end
+  end
+end
+-- The entries each key holds now (false: none).
+local old = {}
+local function decode(blob)
+  if not blob then return false end
+  if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version (JSON)
+    local e = cjson.decode(blob)
+    local l = {-1, #e[1]}
     for _, term in ipairs(e[1]) do
-      local f, kind, v = term[1], term[2], term[3]
-      if kind == 'eq' then
-        redis.call('ZREM', b .. ':e:' .. f .. ':' .. v, k)
-      elseif kind == 'num' then
-        redis.call('ZREM', b .. ':n:' .. f, k)
-      else
-        redis.call('ZREM', b .. ':l:' .. f, v .. '\\0' .. k)
-      end
+      l[#l + 1] = term[2]
+      l[#l + 1] = term[1]
+      l[#l + 1] = tostring(term[3])
     end
-    for _, u in ipairs(e[2]) do
-      local uk = b .. ':u:' .. u
-      if redis.call('GET', uk) == k then redis.call('DEL', uk) end
+    l[#l + 1] = #e[2]
+    for _, u in ipairs(e[2]) do l[#l + 1] = u end
+    return l
+  end
+  return {cmsgpack.unpack(blob)}
+end
+do
+  local per = {}
+  for _, k in ipairs(order) do
+    local b = bk[k]
+    local l = per[b]
+    if not l then l = {}; per[b] = l end
+    l[#l + 1] = k
+  end
+  for b, l in pairs(per) do
+    for s = 1, #l, 4000 do
+      local e = math.min(s + 3999, #l)
+      local got = read('HMGET', b .. ':t', unpack(l, s, e))
+      for i = 1, #got do old[l[s + i - 1]] = decode(got[i]) end
     end
-    redis.call('HDEL', b .. ':t', k)
-    redis.call('ZREM', b .. ':x', k)
   end
 end
-local swept = {}
-local function sweep(b)
-  if swept[b] then return end
-  swept[b] = true
-  local stale = redis.call('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 8)
-  for _, k in ipairs(stale) do
-    if redis.call('EXISTS', k) == 0 then drop(b, k) else redis.call('ZREM', b .. ':x', k) end
+-- Apply the rows in order to a model of the keys (nothing is written until every check
+-- has passed): ex exists, cur value, ttl ('N', a PX, nil: the server's), ents entries.
+local ex, cur, ttl, ents, rowop, touched = {}, {}, {}, {}, {}, {}
+local function exists(k)
+  local e = ex[k]
+  if e == nil then e = redis.call('EXISTS', k) == 1; ex[k] = e end
+  return e
+end
+local uh, udirty, ulist = {}, {}, {}
+local function holder(uk)
+  local h = uh[uk]
+  if h == nil then h = read('GET', uk) or false; uh[uk] = h end
+  return h
+end
+local function dirty(uk)
+  if not udirty[uk] then udirty[uk] = true; ulist[#ulist + 1] = uk end
+end
+local function release(k)
+  local e = ents[k]
+  if e == nil then e = old[k] end
+  if not e then return end
+  local l, _, _, ulo, uhi = span(e)
+  if ulo > uhi then return end
+  local b = bk[k]
+  for i = ulo, uhi do
+    local uk = b .. ':u:' .. l[i]
+    if holder(uk) == k then uh[uk] = false; dirty(uk) end
   end
 end
-local function write(key, a)
-  local b, mode = ARGV[a + 1], ARGV[a + 2]
-  sweep(b)
-  local exists = mode ~= 'set' and redis.call('EXISTS', key) == 1
-  if mode == 'delete' then
-    drop(b, key)
-    if exists then redis.call('DEL', key) return 1 end
-    return 0
-  end
-  if mode == 'touch' then
-    if not exists then return 0 end
-    local ttl = ARGV[a + 4]
-    local exp = 'inf'
-    if ttl == 'N' then
-      redis.call('PERSIST', key)
-      redis.call('ZREM', b .. ':x', key)
-    else
-      redis.call('PEXPIRE', key, ttl)
-      exp = now + tonumber(ttl)
-      redis.call('ZADD', b .. ':x', exp, key)
-    end
-    local old = redis.call('HGET', b .. ':t', key)
-    if old then
-      local e = cjson.decode(old)
-      for _, term in ipairs(e[1]) do
-        if term[2] == 'eq' then
-          redis.call('ZADD', b .. ':e:' .. term[1] .. ':' .. term[3], exp, key)
-        end
-      end
-      for _, u in ipairs(e[2]) do
-        if ttl == 'N' then
-          redis.call('PERSIST', b .. ':u:' .. u)
-        else
-          redis.call('PEXPIRE', b .. ':u:' .. u, ttl)
-        end
-      end
-    end
-    return 1
-  end
-  if mode == 'add' and exists then return 0 end
-  if (mode == 'replace' or mode == 'cas') and not exists then return 0 end
-  if mode == 'cas' and redis.call('GET', key) ~= ARGV[a + 5] then return 0 end
-  local uniques = {}
-  if ARGV[a + 7] ~= '[]' then uniques = cjson.decode(ARGV[a + 7]) end
-  for _, u in ipairs(uniques) do
-    local holder = redis.call('GET', b .. ':u:' .. u)
-    if holder and holder ~= key and redis.call('EXISTS', holder) == 1 then
-      return {'U', u, holder}
-    end
-  end
-  local ttl = ARGV[a + 4]
-  if ttl == 'K' then
-    redis.call('SET', key, ARGV[a + 3], 'KEEPTTL')
-  elseif ttl == 'N' then
-    redis.call('SET', key, ARGV[a + 3])
+local purged = {}
+for _, k in ipairs(purge) do
+  if exists(k) then  -- alive: only its expiry entry is stale
+    touched[k] = true
   else
-    redis.call('SET', key, ARGV[a + 3], 'PX', ttl)
+    release(k)
+    ents[k], purged[k] = false, true
   end
-  drop(b, key)
-  local pttl = -1
-  if ttl ~= 'N' then pttl = redis.call('PTTL', key) end
-  local exp = 'inf'
-  if pttl >= 0 then
-    exp = now + pttl
-    redis.call('ZADD', b .. ':x', exp, key)
-  end
-  local terms = cjson.decode(ARGV[a + 6])
-  for _, term in ipairs(terms) do
-    local f, kind, v = term[1], term[2], term[3]
-    if kind == 'eq' then
-      redis.call('ZADD', b .. ':e:' .. f .. ':' .. v, exp, key)
-    elseif kind == 'num' then
-      redis.call('ZADD', b .. ':n:' .. f, v, key)
-    else
-      redis.call('ZADD', b .. ':l:' .. f, 0, v .. '\\0' .. key)
-    end
-  end
-  for _, u in ipairs(uniques) do
-    if pttl >= 0 then
-      redis.call('SET', b .. ':u:' .. u, key, 'PX', pttl)
-    else
-      redis.call('SET', b .. ':u:' .. u, key)
-    end
-  end
-  redis.call('HSET', b .. ':t', key, '[' .. ARGV[a + 6] .. ',' .. ARGV[a + 7] .. ']')
-  return 1
 end
 local out = {}
-for r = 1, #KEYS do
-  out[r] = write(KEYS[r], (r - 1) * 7)
+for r = 1, n do
+  local k, mode = KEYS[r], rmode[r]
+  local res = 1
+  if mode == 'delete' then
+    if not exists(k) then res = 0 end
+    release(k)
+    ents[k], ex[k], cur[k], ttl[k], rowop[k] = false, false, false, 'N', 'del'
+  elseif mode == 'touch' then
+    if not exists(k) then
+      res = 0
+    else
+      local tt = rttl[r]
+      if tt == 'N' then ttl[k] = 'N' else ttl[k] = tonumber(tt) end
+      if rowop[k] == nil then rowop[k] = 'ttl' end
+      touched[k] = true
+    end
+  else
+    if mode == 'set' then
+      -- nothing to check
+    elseif mode == 'add' then
+      if exists(k) then res = 0 end
+    elseif not exists(k) then  -- replace, cas
+      res = 0
+    elseif mode == 'cas' then
+      local v = cur[k]
+      if v == nil then v = read('GET', k) end
+      if v ~= rtok[r] then res = 0 end
+    end
+    local ulo, uhi = ru0[r], ru0[r] + rnu[r] - 1
+    if res == 1 and ulo <= uhi then
+      local b = rb[r]
+      for j = ulo, uhi do
+        local h = holder(b .. ':u:' .. ARGV[j])
+        if h and h ~= k then
+          local live = ex[h]
+          if live == nil then live = exists(h) end
+          if live then res = {'U', ARGV[j], h}; break end
+        end
+      end
+    end
+    if res == 1 then
+      local tt = rttl[r]
+      if tt == 'N' then ttl[k] = 'N' elseif tt ~= 'K' then ttl[k] = tonumber(tt) end
+      release(k)
+      ents[k] = r
+      if ulo <= uhi then
+        local b = rb[r]
+        for j = ulo, uhi do
+          local uk = b .. ':u:' .. ARGV[j]
+          holder(uk)
+          uh[uk] = k
+          dirty(uk)
+        end
+      end
+      ex[k], cur[k], rowop[k] = true, rval[r], 'set'
+    end
+  end
+  out[r] = res
+end
+-- The expiry (ms since the epoch, -1: none) of a key with entries.
+local expms = {}
+local function exp_of(k)
+  local e = expms[k]
+  if e then return e end
+  local tt = ttl[k]
+  if tt == 'N' then
+    e = -1
+  elseif tt == nil then
+    local p = redis.call('PTTL', k)
+    if p >= 0 then e = now + p else e = -1 end
+  else
+    e = now + tt
+  end
+  expms[k] = e
+  return e
+end
+-- The net index changes, grouped by index key; every key checked before the first write.
+local zrem, zadd, zkeys = {}, {}, {}
+local names = {}  -- bucket -> kind -> field -> key of an ordered index
+local function zk(key)
+  if not zrem[key] then zrem[key] = {}; zadd[key] = {}; zkeys[#zkeys + 1] = key end
+end
+local function ordered_key(b, kind, fld)
+  local nb_ = names[b]
+  if not nb_ then nb_ = {num = {}, lex = {}}; names[b] = nb_ end
+  local key = nb_[kind][fld]
+  if not key then
+    if kind == 'num' then key = b .. ':n:' .. fld else key = b .. ':l:' .. fld end
+    nb_[kind][fld] = key
+    zk(key)
+  end
+  return key
+end
+local hset, hdel, xadd, xrem = {}, {}, {}, {}
+local function push(t, b, ...)
+  local l = t[b]
+  if not l then l = {}; t[b] = l end
+  for i = 1, select('#', ...) do l[#l + 1] = select(i, ...) end
+end
+local function same(e0, e1)
+  local l0, t0, _, _, u0 = span(e0)
+  local l1, t1, _, _, u1 = span(e1)
+  if u1 - t1 ~= u0 - t0 then return false end
+  for i = 0, u1 - t1 do if l0[t0 + i] ~= l1[t1 + i] then return false end end
+  return true
+end
+for _, k in ipairs(order) do
+  local e1 = ents[k]
+  if e1 ~= nil or touched[k] then
+    local e0 = old[k]
+    if e1 == nil then e1 = e0 end
+    local b = bk[k]
+    local exp = -1
+    if e1 then exp = exp_of(k) end
+    if not (e0 and e1 and tonumber(e0[1]) == exp and same(e0, e1)) then
+      local have, had = nil, nil
+      local kept = e0 and tonumber(e0[1]) == exp
+      if e0 then
+        local l, lo, hi = span(e0)
+        had = {}
+        for i = lo, hi, 3 do had[l[i] .. '\\0' .. l[i + 1] .. '\\0' .. l[i + 2]] = true end
+        if e1 then
+          have = {}
+          local l, lo, hi = span(e1)
+          for i = lo, hi, 3 do have[l[i] .. '\\0' .. l[i + 1] .. '\\0' .. l[i + 2]] = true end
+        end
+        for i = lo, hi, 3 do
+          local kind, fld, v = l[i], l[i + 1], l[i + 2]
+          if not (have and have[kind .. '\\0' .. fld .. '\\0' .. v]) then
+            local key, m
+            if kind == 'eq' then key, m = b .. ':e:' .. fld .. ':' .. v, k; zk(key)
+            elseif kind == 'num' then key, m = ordered_key(b, kind, fld), k
+            else key, m = ordered_key(b, kind, fld), v .. '\\0' .. k end
+            local z = zrem[key]
+            z[#z + 1] = m
+          end
+        end
+      end
+      if e1 then
+        local l, lo, hi, ulo, uhi = span(e1)
+        local score = exp
+        if exp < 0 then score = 'inf' end
+        for i = lo, hi, 3 do
+          local kind, fld, v = l[i], l[i + 1], l[i + 2]
+          -- an entry the row had already: ordered ones stay, equality ones unless their
+          -- score (the expiry) moved
+          if not (had and had[kind .. '\\0' .. fld .. '\\0' .. v] and (kept or kind ~= 'eq')) then
+            local key, s, m
+            if kind == 'eq' then
+              key, s, m = b .. ':e:' .. fld .. ':' .. v, score, k
+              zk(key)
+            elseif kind == 'num' then
+              key, s, m = ordered_key(b, kind, fld), v, k
+            else
+              key, s, m = ordered_key(b, kind, fld), 0, v .. '\\0' .. k
+            end
+            local z = zadd[key]
+            z[#z + 1] = s
+            z[#z + 1] = m
+          end
+        end
+        if touched[k] then
+          for i = ulo, uhi do
+            local uk = b .. ':u:' .. l[i]
+            holder(uk)
+            dirty(uk)
+          end
+        end
+        -- stored as expiry, nterms, terms..., nuniq, uniques...
+        push(hset, b, k, cmsgpack.pack(exp, unpack(l, lo - 1, uhi)))
+      elseif e0 then
+        push(hdel, b, k)
+      end
+      if exp >= 0 then
+        push(xadd, b, exp, k)
+      elseif e0 or purged[k] then
+        push(xrem, b, k)
+      end
+    end
+  end
+end
+for _, key in ipairs(zkeys) do
+  local ty = redis.call('TYPE', key)['ok']
+  if ty ~= 'zset' and ty ~= 'none' then
+    fail('WRONGTYPE index key ' .. show(key) .. ' holds a ' .. ty
+      .. ', not a sorted set; nothing written')
+  end
+end
+local uset = {}
+for _, uk in ipairs(ulist) do
+  local h = uh[uk]
+  if h then uset[uk] = exp_of(h) end
+end
+-- Writes. The first one is a SET of a row where there is one: under maxmemory it is
+-- refused before anything changed (Redis checks memory at a script's first write only).
+local first = true
+local function write(...)
+  if first then  -- refused under maxmemory only if nothing was written before it
+    first = false
+    local r = redis.pcall(...)
+    if type(r) == 'table' and r.err then
+      local e = r.err
+      if string.sub(e, 1, 4) == 'OOM ' then e = 'OOM out of memory: ' .. string.sub(e, 5) end
+      fail(e .. ' (index write); nothing written')
+    end
+    return r
+  end
+  return redis.call(...)
+end
+local function chunks(cmd, key, l, step)
+  for s = 1, #l, step do
+    local e = math.min(s + step - 1, #l)
+    if key then write(cmd, key, unpack(l, s, e)) else write(cmd, unpack(l, s, e)) end
+  end
+end
+local mset, dels, ttls = {}, {}, {}
+for _, k in ipairs(order) do
+  local op = rowop[k]
+  if op == 'set' then
+    local tt = ttl[k]
+    if tt == 'N' then
+      mset[#mset + 1] = k
+      mset[#mset + 1] = cur[k]
+    elseif tt == nil then
+      write('SET', k, cur[k], 'KEEPTTL')
+    else
+      write('SET', k, cur[k], 'PX', tt)
+    end
+  elseif op == 'del' then
+    dels[#dels + 1] = k
+  elseif op == 'ttl' then
+    ttls[#ttls + 1] = k
+  end
+end
+chunks('MSET', nil, mset, 4000)
+for _, k in ipairs(ttls) do
+  if ttl[k] == 'N' then write('PERSIST', k) else write('PEXPIRE', k, ttl[k]) end
+end
+chunks('DEL', nil, dels, 4000)
+for _, key in ipairs(zkeys) do
+  if #zrem[key] > 0 then chunks('ZREM', key, zrem[key], 4000) end
+end
+for _, key in ipairs(zkeys) do
+  if #zadd[key] > 0 then chunks('ZADD', key, zadd[key], 4000) end
+end
+for b, l in pairs(hset) do chunks('HSET', b .. ':t', l, 4000) end
+for b, l in pairs(hdel) do chunks('HDEL', b .. ':t', l, 4000) end
+for b, l in pairs(xrem) do chunks('ZREM', b .. ':x', l, 4000) end
+for b, l in pairs(xadd) do chunks('ZADD', b .. ':x', l, 4000) end
+for _, uk in ipairs(ulist) do
+  local h = uh[uk]
+  if h then
+    local e = uset[uk]
+    if e >= 0 then
+      write('SET', uk, h, 'PX', math.max(1, e - now))
+    else
+      write('SET', uk, h)
+    end
+  else
+    write('DEL', uk)
+  end
 end
 return out
 """
@@ -172,6 +468,67 @@ local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A step of the sweep, so that entries of expired rows go without further writes too:
+-- the entries of at most 4 expired rows of the bucket are removed (reads never depend on
+-- it). A row whose keys cannot all be changed (a key of another type) is left alone; its
+-- expiry entry goes last, so no entry of it ever looks like a live row's.
+do
+  local xkey = b .. ':x'
+  local stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+  if type(stale) == 'table' and not stale.err then
+    for _, k in ipairs(stale) do
+      local p = redis.call('PTTL', k)
+      if p >= 0 then  -- alive: only its expiry entry was stale
+        redis.pcall('ZADD', xkey, now + p, k)
+      elseif p == -1 then
+        redis.pcall('ZREM', xkey, k)
+      else
+        local blob = redis.pcall('HGET', b .. ':t', k)
+        local e = {}
+        if type(blob) == 'string' then
+          if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version (JSON)
+            local j = cjson.decode(blob)
+            e = {-1, #j[1]}
+            for _, term in ipairs(j[1]) do
+              e[#e + 1] = term[2]
+              e[#e + 1] = term[1]
+              e[#e + 1] = tostring(term[3])
+            end
+            e[#e + 1] = #j[2]
+            for _, u in ipairs(j[2]) do e[#e + 1] = u end
+          else
+            e = {cmsgpack.unpack(blob)}
+          end
+        end
+        local ok = type(blob) ~= 'table'
+        local rem, uks = {}, {}
+        if ok and #e > 0 then
+          local nt = tonumber(e[2])
+          for i = 3, 2 + 3 * nt, 3 do
+            local kind, fld, v = e[i], e[i + 1], e[i + 2]
+            local key, m = b .. ':e:' .. fld .. ':' .. v, k
+            if kind == 'num' then key = b .. ':n:' .. fld
+            elseif kind == 'lex' then key, m = b .. ':l:' .. fld, v .. '\0' .. k end
+            local ty = redis.call('TYPE', key)['ok']
+            if ty ~= 'zset' and ty ~= 'none' then ok = false end
+            rem[#rem + 1] = {key, m}
+          end
+          for i = 4 + 3 * nt, #e do
+            local uk = b .. ':u:' .. e[i]
+            local h = redis.pcall('GET', uk)
+            if type(h) == 'table' then ok = false elseif h == k then uks[#uks + 1] = uk end
+          end
+        end
+        if ok then
+          for _, r in ipairs(rem) do redis.call('ZREM', r[1], r[2]) end
+          for _, uk in ipairs(uks) do redis.call('DEL', uk) end
+          redis.call('HDEL', b .. ':t', k)
+          redis.call('ZREM', xkey, k)
+        end
+      end
+    end
+  end
+end
 local ks, vs = {}, {}
 -- The reply: {keys, values, rows}: the selected keys, their values (empty for 'eq') and the
 -- rows of the first `cap` keys, read by MGET (one call per 1000 keys, not a GET per row).
@@ -190,16 +547,41 @@ local function reply()
 end
 if op == 'eq' then
   local total = 0
-  for i = 5, #ARGV do
-    local k = b .. ':e:' .. field .. ':' .. ARGV[i]
-    if count_only then
-      total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
-    else
-      local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
-      if #ks == 0 then
-        ks = got
+  local timed = nil  -- whether any row of the bucket has an expiry
+  for i = 5, #ARGV, 2 do
+    local route, v = ARGV[i], ARGV[i + 1]
+    if route == 'e' then
+      local k = b .. ':e:' .. field .. ':' .. v
+      if count_only then
+        total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
       else
-        for _, m in ipairs(got) do ks[#ks + 1] = m end
+        local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
+        if #ks == 0 then
+          ks = got
+        else
+          for _, m in ipairs(got) do ks[#ks + 1] = m end
+        end
+      end
+    else
+      -- the "num" entries scored v, less the rows the expiry set says are gone
+      local k = b .. ':n:' .. field
+      if timed == nil then timed = redis.call('ZCARD', b .. ':x') > 0 end
+      if count_only and not timed then
+        total = total + redis.call('ZCOUNT', k, v, v)
+      else
+        local got = redis.call('ZRANGE', k, v, v, 'BYSCORE')
+        for s = 1, #got, 4000 do
+          local e = math.min(s + 3999, #got)
+          local exps = {}
+          if timed then exps = redis.call('ZMSCORE', b .. ':x', unpack(got, s, e)) end
+          for j = s, e do
+            local x = exps[j - s + 1]
+            if (not x) or tonumber(x) > now then
+              total = total + 1
+              if not count_only then ks[#ks + 1] = got[j] end
+            end
+          end
+        end
       end
     end
   end
@@ -287,23 +669,79 @@ def _lex(v: str | None, open_: bool, low: bool) -> bytes:
     return b"(" + raw if open_ else b"[" + raw + b"\x00\xff"
 
 
-def write_args(cmd: IndexedWrite, prefix: str) -> list[Any]:
-    """ARGV of `WRITE_LUA` for ``cmd``."""
-    import json
+def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
+    """ARGV of `WRITE_LUA` for these rows."""
+    buckets: dict[str, int] = {}
+    rows: list[Any] = []
+    add = rows.extend
+    finite = math.isfinite
+    run: Any = None  # (bucket, mode, ttl) of the current run of rows
+    count_at = 0  # where the current run's count is
+    for cmd in cmds:
+        b = buckets.get(cmd.bucket)
+        if b is None:
+            b = buckets[cmd.bucket] = len(buckets) + 1
+        ttl = cmd.ttl
+        mode = cmd.mode
+        head = (
+            b,
+            mode,
+            "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000)),
+        )
+        if head == run:
+            rows[count_at] += 1
+        else:
+            run, count_at = head, len(rows)
+            rows.append(1)
+            add(head)
+        terms: Sequence[Any] = cmd.terms
+        flat: list[Any] = []
+        put = flat.extend
+        last = len(terms) - 1
+        for i, (field, kind, value) in enumerate(terms):
+            if kind == "eq":
+                if i < last:
+                    nxt = terms[i + 1]
+                    score = nxt[2]
+                    # what `num_route` says of the text, from the value's score: the "num"
+                    # entry answers equality
+                    if (
+                        nxt[1] == "num"
+                        and nxt[0] == field
+                        and finite(score)
+                        and (value[0] == "f" or -1e15 < score < 1e15)
+                    ):
+                        continue
+                put((kind, field, value.encode("utf-8", "surrogatepass")))
+            elif kind == "num":
+                put((kind, field, repr(value)))
+            else:
+                put((kind, field, value.encode("utf-8", "surrogatepass")))
+        if mode == "cas":
+            add((cmd.value, cmd.token, len(flat) // 3))
+        else:
+            add((cmd.value, len(flat) // 3))
+        add(flat)
+        unique = cmd.unique
+        rows.append(len(unique))
+        if unique:
+            add(u.encode("utf-8", "surrogatepass") for u in unique)
+    return [len(buckets), *((prefix + b).encode() for b in buckets), *rows]
 
-    ttl = cmd.ttl
-    mode: Any = "K" if ttl is KEEP_TTL else "N" if ttl is None else max(1, math.ceil(ttl * 1000))
-    terms = [[t.field, t.kind, t.value] for t in cmd.terms]
-    token = cmd.token if cmd.mode == "cas" else b""
-    return [
-        (prefix + cmd.bucket).encode(),
-        cmd.mode,
-        cmd.value,
-        mode,
-        token,
-        json.dumps(terms),
-        json.dumps(list(cmd.unique)),
-    ]
+
+def num_route(text: Any) -> str | None:
+    """The score text that finds the rows holding the value of canonical text ``text`` in a
+    numeric field's ``"num"`` entries, exactly: an integer of at most 15 digits (below 2**53,
+    so its score is exact) or a finite float; None for any other value (null, NaN, infinite,
+    larger integers), which keeps its equality entry."""
+    if not isinstance(text, str) or len(text) < 2:
+        return None
+    head, rest = text[0], text[1:]
+    if head == "i":
+        return rest if len(rest.lstrip("-")) <= 15 else None
+    if head == "f" and rest not in ("inf", "-inf", "nan"):
+        return rest
+    return None
 
 
 def write_result(reply: Any) -> Any:
@@ -320,7 +758,11 @@ def read_args(cmd: IndexRead) -> list[Any]:
     """ARGV of `READ_LUA` for ``cmd``."""
     head: list[Any] = [cmd.op, cmd.field, "1" if cmd.count_only else "0", cmd.rows]
     if cmd.op == "eq":
-        return [*head, *cmd.values]
+        # per value: 'n' and its score (the "num" entries), or 'e' and its text
+        for text in cmd.values:
+            route = num_route(text) if cmd.kind == "num" else None
+            head += ("e", text) if route is None else ("n", route)
+        return head
     if cmd.op == "prefix":
         p = cmd.values[0].encode()
         lo, hi, kind = b"[" + p, b"(" + p + b"\xff", "lex"

@@ -396,13 +396,9 @@ class Planner:
         targets: Sequence[int] | None = None,
     ) -> _Wire:
         """Rows of indexed models (one slot): one call of the index write script."""
-        keys: list[bytes] = []
-        argv: list[Any] = []
-        for i in run:
-            cmd = commands[i]
-            assert isinstance(cmd, IndexedWrite)
-            keys.append(_encode_key(cmd.key))
-            argv += _index_lua.write_args(cmd, self._prefix)
+        cmds: list[Any] = [commands[i] for i in run]
+        keys = [_encode_key(cmd.key) for cmd in cmds]
+        argv = _index_lua.write_argv(cmds, self._prefix)
         return self._script_wire(
             self._index_write,
             keys,

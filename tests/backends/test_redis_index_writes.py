@@ -1,0 +1,334 @@
+"""Index writes on real Redis servers under failure: a script call that cannot complete
+(out of memory, a key of another type where an index key belongs) writes nothing, and
+duplicates or unique conflicts inside one call leave rows and index entries agreeing."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import pytest
+
+import acacheorm as co
+from acacheorm._index import spec_of
+from acacheorm.backends.base import Backend
+from tests import servers
+
+
+def define(backend: Backend) -> type[co.Model]:
+    class Gadget(co.Model):
+        id = co.IntegerField(primary_key=True)
+        group = co.IntegerField(index=True)
+        rating = co.IntegerField(index=True, null=True)
+        tag = co.StringField(index=True, default="")
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    return Gadget
+
+
+def define_unique(backend: Backend) -> type[co.Model]:
+    class Handle(co.Model):
+        id = co.IntegerField(primary_key=True)
+        name = co.StringField(unique=True)
+        level = co.IntegerField(index=True, default=0)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    return Handle
+
+
+@pytest.fixture
+def redis_kind(backend: Backend, backend_name: str) -> Backend:
+    if backend_name not in ("redis", "redis-cluster"):
+        pytest.skip("Redis index scripts")
+    return backend
+
+
+async def agree(model: Any, field: str, values: list[Any]) -> None:
+    """Every index read agrees with the rows: filters, counts and ordered walks."""
+    rows = await model.all()
+    for v in values:
+        expected = sorted(r.id for r in rows if getattr(r, field) == v)
+        assert sorted(r.id for r in await model.filter(**{field: v})) == expected, (field, v)
+        assert await model.filter(**{field: v}).count() == len(expected), (field, v)
+    live = [r for r in rows if getattr(r, field) is not None]
+    low = "" if isinstance(values[0], str) else -(10**6)
+    assert await model.filter(**{f"{field}__gte": low}).count() == len(live)
+
+
+async def test_a_duplicate_key_in_one_insert_many_keeps_only_the_last_rows_entries(
+    redis_kind: Backend,
+) -> None:
+    Gadget = define(redis_kind)
+    await Gadget.insert_many(
+        Gadget(id=1, group=1, rating=10, tag="a"),
+        Gadget(id=2, group=1, rating=20, tag="b"),
+        Gadget(id=1, group=2, rating=30, tag="c"),  # the same row again
+        Gadget(id=3, group=2, rating=None),
+        Gadget(id=1, group=3, rating=40, tag="d"),
+    )
+    await Gadget.insert_many(
+        Gadget(id=4, group=3, rating=41), Gadget(id=4, group=4, rating=42), ttl=60
+    )
+    assert (await Gadget.get(id=1)).group == 3
+    await agree(Gadget, "group", [1, 2, 3, 4])
+    await agree(Gadget, "rating", [10, 20, 30, 40, 41, 42, None])
+    await agree(Gadget, "tag", ["a", "b", "c", "d", ""])
+    assert [g.id for g in await Gadget.all().order_by("-rating").limit(2)] == [4, 1]
+    # delete and write again in one call
+    await co.delete_many((Gadget, 1))
+    await Gadget.insert_many(Gadget(id=1, group=5, rating=50), Gadget(id=1, group=6, rating=60))
+    await agree(Gadget, "group", [1, 2, 3, 4, 5, 6])
+    await agree(Gadget, "rating", [10, 20, 30, 40, 42, 50, 60, None])
+
+
+async def test_unique_conflicts_inside_one_call_exactly_one_row_wins(
+    redis_kind: Backend,
+) -> None:
+    Handle = define_unique(redis_kind)
+    with pytest.raises(co.IntegrityError, match=r"Handle\.name"):
+        await Handle.insert_many(
+            Handle(id=1, name="x", level=1),
+            Handle(id=2, name="x", level=2),  # taken by row 1 of the same call
+            Handle(id=3, name="y", level=3),
+        )
+    assert sorted(h.id for h in await Handle.all()) == [1, 3]
+    assert [h.id for h in await Handle.filter(name="x")] == [1]
+    await agree(Handle, "level", [1, 2, 3])
+    # the same row twice with its own value is no conflict; freeing a value in the same call
+    await Handle.insert_many(Handle(id=1, name="x", level=4), Handle(id=1, name="z", level=5))
+    await Handle.insert_many(Handle(id=4, name="x", level=6))
+    assert [h.id for h in await Handle.filter(name="x")] == [4]
+    assert [h.id for h in await Handle.filter(name="z")] == [1]
+    await agree(Handle, "level", [1, 3, 4, 5, 6])
+
+
+async def test_a_planted_key_at_any_index_key_names_it_and_nothing_changes(
+    redis_kind: Backend,
+) -> None:
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    await Gadget.insert_many(*(Gadget(id=i, group=0, rating=i, tag="old") for i in range(3)))
+    await Handle.create(id=1, name="taken")
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    raw = redis_kind.client  # type: ignore[attr-defined]
+    g_spec, h_spec = spec_of(Gadget._schema), spec_of(Handle._schema)
+    assert g_spec is not None and h_spec is not None
+    g_key, h_key = Gadget._schema.key, Handle._schema.key
+    g_bucket = prefix + g_spec.index_of(g_key((10,)))
+    h_bucket = prefix + h_spec.index_of(h_key((2,)))
+    g_bucket1 = prefix + g_spec.index_of(g_key((1,)))  # row 1's bucket (Cluster: 16)
+    cases: list[tuple[str, Any]] = [
+        (f"{g_bucket}:n:rating", lambda: Gadget.create(id=10, group=1, rating=5, tag="t")),
+        (f"{g_bucket}:l:tag", lambda: Gadget.create(id=10, group=1, rating=5, tag="t")),
+        (f"{g_bucket}:t", lambda: Gadget.create(id=10, group=1, rating=5, tag="t")),
+        (f"{g_bucket}:x", lambda: Gadget.create(id=10, group=1, rating=5, ttl=30)),
+        (f"{g_bucket}:e:tag:st", lambda: Gadget.create(id=10, group=1, rating=5, tag="t")),
+        (f"{h_bucket}:u:name\x00snew", lambda: Handle.create(id=2, name="new")),
+        (f"{h_bucket}:e:name:snew", lambda: Handle.create(id=2, name="new")),
+        # an update: the row's old entries are removed from a key that changed type
+        (f"{g_bucket1}:n:group", lambda: Gadget.update(id=1, group=7)),
+    ]
+    for planted, write in cases:
+        if await raw.exists(planted):
+            await raw.rename(planted, planted + ":saved")
+        await raw.sadd(planted, "planted")  # a set where a sorted set or string belongs
+        try:
+            with pytest.raises(co.BackendError) as info:
+                await write()
+            text = str(info.value)
+            shown = planted.replace("\x00", "\\0")  # NUL shown as \0
+            assert shown in text and "nothing written" in text, (planted, text)
+            assert await raw.exists(g_key((10,))) == 0 and await raw.exists(h_key((2,))) == 0
+            assert (await Gadget.get(id=1)).group == 0
+        finally:
+            await raw.delete(planted)
+            if await raw.exists(planted + ":saved"):
+                await raw.rename(planted + ":saved", planted)
+    await agree(Gadget, "group", [0, 1, 7])
+    await agree(Gadget, "rating", [0, 1, 2, 5])
+
+
+async def test_out_of_memory_refuses_the_call_and_writes_nothing() -> None:
+    if os.environ.get("ACACHEORM_TEST_REDIS_URL"):
+        pytest.skip("needs a server of its own (its maxmemory is changed)")
+    server = servers.RedisServer()
+    with servers.running(server):
+        backend = co.RedisBackend(server.url, namespace="oom")
+        try:
+            Gadget = define(backend)
+            Handle = define_unique(backend)
+            await Gadget.insert_many(*(Gadget(id=i, group=0, rating=i) for i in range(5)))
+            await Handle.create(id=1, name="a")
+            raw = backend.client
+            keys_before = sorted(await raw.keys("*"))
+            await raw.config_set("maxmemory", 1)  # every write that grows memory is refused
+            try:
+                writes = [
+                    lambda: Gadget.insert_many(
+                        *(Gadget(id=10 + i, group=1, rating=i) for i in range(50)), ttl=60
+                    ),
+                    lambda: Gadget.create(id=20, group=2, rating=3),
+                    lambda: Gadget.update(id=1, group=5),
+                    lambda: Handle.create(id=2, name="b"),
+                ]
+                for write in writes:
+                    with pytest.raises(co.BackendError, match="out of memory") as info:
+                        await write()
+                    assert "nothing written" in str(info.value)
+                    assert sorted(await raw.keys("*")) == keys_before
+            finally:
+                await raw.config_set("maxmemory", 0)
+            assert (await Gadget.get(id=1)).group == 0
+            await agree(Gadget, "group", [0, 1, 2, 5])
+            await Gadget.insert_many(*(Gadget(id=10 + i, group=1, rating=i) for i in range(50)))
+            await agree(Gadget, "group", [0, 1])
+        finally:
+            await backend.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_one_call_of_many_rows_ends_as_the_rows_written_one_by_one(
+    redis_kind: Backend, backend_factory: Any, seed: int
+) -> None:
+    """Random writes of a few keys (every mode, repeated keys, unique values, TTLs) sent as
+    one batch give the results and the rows and index entries of the same writes sent one
+    at a time."""
+    from acacheorm._commands import KEEP_TTL, Batch
+    from acacheorm._writes import touch_row, write_row
+
+    other = backend_factory()
+    rng = random.Random(seed)
+
+    def model(backend: Backend) -> type[co.Model]:
+        class Card(co.Model):
+            id = co.IntegerField(primary_key=True)
+            code = co.StringField(unique=True, null=True)
+            level = co.IntegerField(index=True, null=True)
+            on = co.BooleanField(index=True, default=False)
+            Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+        return Card
+
+    One, Many = model(other), model(redis_kind)
+    plan: list[tuple[str, int, dict[str, Any], Any]] = []
+    for _ in range(60):
+        mode = rng.choice(["set", "set", "add", "replace", "delete", "touch"])
+        values = {
+            "code": rng.choice([None, "a", "b", "c"]),
+            "level": rng.choice([None, 1, 2, 2**60]),
+            "on": rng.random() < 0.5,
+        }
+        ttl = rng.choice([None, 600, KEEP_TTL]) if mode in ("replace", "set") else 600
+        if mode == "set" and ttl is KEEP_TTL:
+            ttl = None
+        plan.append((mode, rng.randrange(5), values, ttl))
+
+    def commands(m: type[co.Model]) -> list[Any]:
+        schema = m._schema
+        out = []
+        for mode, pk, values, ttl in plan:
+            key = schema.key((pk,))
+            if mode == "delete":
+                out.append(write_row(schema, "delete", key, None))
+            elif mode == "touch":
+                out.append(touch_row(schema, key, rng.choice([None, 300])))
+            else:
+                out.append(write_row(schema, mode, key, m(id=pk, **values), ttl))
+        return out
+
+    state = rng.getstate()
+    one_by_one = [(await other.execute(Batch((c,))))[0] for c in commands(One)]
+    rng.setstate(state)
+    together = await redis_kind.execute(Batch(tuple(commands(Many))))
+    assert [type(r) for r in together] == [type(r) for r in one_by_one]
+    assert [r for r in together if not isinstance(r, Exception)] == [
+        r for r in one_by_one if not isinstance(r, Exception)
+    ]
+    rows = sorted((c.id, c.code, c.level, c.on) for c in await One.all())
+    assert sorted((c.id, c.code, c.level, c.on) for c in await Many.all()) == rows
+    for m in (One, Many):
+        for col, field, values in (
+            (1, "code", ["a", "b", "c"]),
+            (2, "level", [1, 2, 2**60, None]),
+            (3, "on", [True, False]),
+        ):
+            for v in values:
+                expected = sorted(r[0] for r in rows if r[col] == v)
+                assert sorted(c.id for c in await m.filter(**{field: v})) == expected, (field, v)
+                assert await m.filter(**{field: v}).count() == len(expected), (field, v)
+        assert await m.filter(level__gte=0).count() == sum(1 for r in rows if r[2] is not None)
+
+
+async def test_entries_of_expired_rows_are_reclaimed_by_reads_without_writes(
+    redis_kind: Backend,
+) -> None:
+    from tests.backends.test_conformance import eventually
+
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    await Gadget.insert_many(*(Gadget(id=i, group=i % 3, rating=i, tag="t") for i in range(20)))
+    await Gadget.insert_many(
+        *(Gadget(id=100 + i, group=i % 3, rating=1000 + i, tag="gone") for i in range(20)),
+        ttl=0.05,
+    )
+    await Handle.create(id=1, name="short", ttl=0.05)
+    raw = redis_kind.client  # type: ignore[attr-defined]
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    g_spec, h_spec = spec_of(Gadget._schema), spec_of(Handle._schema)
+    assert g_spec is not None and h_spec is not None
+    g_buckets = [prefix + g_spec.bucket_name(b) for b in range(g_spec.buckets())]
+    h_bucket = prefix + h_spec.bucket_name(0)
+
+    async def entries_of_expired_rows() -> int:
+        total = 0
+        for b in g_buckets:
+            total += await raw.zcard(f"{b}:x") + await raw.hlen(f"{b}:t")
+            total += await raw.zcount(f"{b}:n:rating", 1000, 2000)
+            total += await raw.zlexcount(f"{b}:l:tag", b"[gone\x00", b"(gone\x00\xff")
+        total += await raw.zcard(f"{h_bucket}:x") + await raw.hlen(f"{h_bucket}:t")
+        total += await raw.exists(f"{h_bucket}:u:name\x00sshort")
+        return total - 20  # the entry lists of the 20 rows that live
+
+    assert await entries_of_expired_rows() > 0
+
+    async def expired() -> bool:  # reads are exact as soon as the rows expire
+        return await Gadget.filter(group=1).count() == 7
+
+    await eventually(expired)
+
+    async def reclaimed() -> bool:
+        # reads only, no write: each one reclaims a few expired rows' entries
+        assert await Gadget.filter(group=1).count() == 7
+        assert len(await Gadget.filter(tag="t")) == 20
+        assert await Gadget.filter(rating__gte=0).count() == 20
+        assert await Handle.filter(name="short").count() == 0
+        return await entries_of_expired_rows() == 0
+
+    await eventually(reclaimed)
+    # the rows that live keep their entries
+    assert sorted(g.id for g in await Gadget.filter(rating__lt=5)) == [0, 1, 2, 3, 4]
+    assert await Gadget.filter(tag="t").count() == 20
+
+
+async def test_rows_of_several_indexed_models_in_one_call(redis_kind: Backend) -> None:
+    from acacheorm._commands import Batch
+    from acacheorm._writes import write_row
+
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    g, h = Gadget._schema, Handle._schema
+    rows: list[Any] = [
+        (g, Gadget(id=1, group=1, rating=1)),
+        (h, Handle(id=1, name="a", level=1)),
+        (g, Gadget(id=2, group=1, rating=2)),
+        (h, Handle(id=2, name="a", level=2)),  # taken by the Handle just before
+        (g, Gadget(id=1, group=2, rating=3)),
+    ]
+    batch = Batch(tuple(write_row(s, "set", s.key_of(o), o) for s, o in rows))
+    results = await redis_kind.execute(batch)
+    assert [r is True for r in results] == [True, True, True, False, True]
+    assert isinstance(results[3], co.IntegrityError)
+    await agree(Gadget, "group", [1, 2])
+    await agree(Handle, "level", [1, 2])
+    assert [x.id for x in await Handle.filter(name="a")] == [1]
