@@ -395,3 +395,38 @@ async def test_counts_in_the_index_agree_with_rows_on_edge_values(indexed: Backe
     assert sorted(e.id for e in await Edge.filter(x=0.0)) == [2, 3]
     assert sorted(e.id for e in await Edge.filter(n__gt=big)) == [4]
     assert sorted(e.id for e in await Edge.filter(s__gt="a")) == [3, 4, 5]
+
+
+async def test_string_ranges_with_nul_and_low_bytes_match_brute_force(indexed: Backend) -> None:
+    """Values holding NUL and other low code points sort and match as Python compares them
+    (the Redis entries keep value and key apart whatever bytes the value holds)."""
+
+    class Low(co.Model):
+        id = co.IntegerField(primary_key=True)
+        s = co.StringField(index=True)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "msgpack"})
+
+    values = ["", "a", "a\x00", "a\x00b", "a\x00\x00", "a\x01", "a\x01\x00", "ab", "b\x00", "\x00"]
+    values += ["a\U0010ffff", "a\U0010ffffz", "a\ud7ff", "a\ue000"]
+    rows = {i: s for i, s in enumerate(values, start=1)}
+    for pk, s in rows.items():
+        await Low.create(id=pk, s=s)
+    bounds = ["", "a", "a\x00", "a\x00b", "a\x01", "\x00", "b", "a\U0010ffff", "a\ud7ff"]
+    checks: list[tuple[dict[str, Any], Any]] = []
+    for b in bounds:
+        checks += [
+            ({"s": b}, lambda s, b=b: s == b),
+            ({"s__gt": b}, lambda s, b=b: s > b),
+            ({"s__gte": b}, lambda s, b=b: s >= b),
+            ({"s__lt": b}, lambda s, b=b: s < b),
+            ({"s__lte": b}, lambda s, b=b: s <= b),
+            ({"s__startswith": b}, lambda s, b=b: s.startswith(b)),
+        ]
+    for lookup, pred in checks:
+        expected = sorted(pk for pk, s in rows.items() if pred(s))
+        got = sorted(r.id for r in await Low.filter(**lookup))
+        assert got == expected, lookup
+        assert await Low.filter(**lookup).count() == len(expected), lookup
+    ordered = [r.s for r in await Low.all().order_by("s")]
+    assert ordered == sorted(values)
+    assert [r.s for r in await Low.all().order_by("-s").limit(4)] == sorted(values)[::-1][:4]

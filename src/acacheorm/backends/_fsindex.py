@@ -191,8 +191,12 @@ class FsIndexes:
         args = [bucket, cmd.field, now]
         if cmd.op == "prefix":
             p = cmd.values[0]
-            where += ["x.value >= ?", "x.value < ?", "substr(x.value, 1, ?) = ?"]
-            args += [p, p + "\U0010ffff", len(p), p]
+            where.append("x.value >= ?")
+            args.append(p)
+            end = _after_prefix(p)
+            if end is not None:
+                where.append("x.value < ?")
+                args.append(end)
         else:
             if cmd.lo is not None:
                 where.append("x.value > ?" if cmd.lo_open else "x.value >= ?")
@@ -235,3 +239,17 @@ class FsIndexes:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def _after_prefix(p: str) -> str | None:
+    """The least string above every string starting with ``p`` (None: there is none), so
+    that a prefix is one range of the values' binary order: SQLite compares text as UTF-8
+    bytes, which is Python's order of the strings, and NUL in a value is a byte like any
+    other (text functions such as substr stop at it)."""
+    p = p.rstrip("\U0010ffff")
+    if not p:
+        return None
+    last = ord(p[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # no surrogates in stored text: the next scalar value
+        last = 0xE000
+    return p[:-1] + chr(last)

@@ -659,10 +659,29 @@ def _num(v: float | None, open_: bool, low: bool) -> str:
     return f"({text}" if open_ else text
 
 
+def lex_bytes(v: str) -> bytes:
+    """A string value as it is kept in "lex" entries (``value NUL key``): its UTF-8 with
+    0x01 written 0x01 0x02 and NUL written 0x01 0x01. The escape keeps the byte order of the
+    values (which is Python's order of the strings) and leaves the separator the first NUL
+    of an entry, so a value holding NUL neither cuts its entry short nor sorts among the
+    longer values it prefixes."""
+    raw = v.encode("utf-8", "surrogatepass")
+    if b"\x00" in raw or b"\x01" in raw:
+        raw = raw.replace(b"\x01", b"\x01\x02").replace(b"\x00", b"\x01\x01")
+    return raw
+
+
+def lex_text(raw: bytes) -> str:
+    """The string value of a "lex" entry's value part (the inverse of `lex_bytes`)."""
+    if b"\x01" in raw:
+        raw = raw.replace(b"\x01\x01", b"\x00").replace(b"\x01\x02", b"\x01")
+    return raw.decode("utf-8", "surrogatepass")
+
+
 def _lex(v: str | None, open_: bool, low: bool) -> bytes:
     if v is None:
         return b"-" if low else b"+"
-    raw = v.encode()
+    raw = lex_bytes(v)
     if low:
         # members are value NUL key: 'v' itself is excluded by (v NUL \xff
         return b"(" + raw + b"\x00\xff" if open_ else b"[" + raw
@@ -716,7 +735,7 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
             elif kind == "num":
                 put((kind, field, repr(value)))
             else:
-                put((kind, field, value.encode("utf-8", "surrogatepass")))
+                put((kind, field, lex_bytes(value)))
         if mode == "cas":
             add((cmd.value, cmd.token, len(flat) // 3))
         else:
@@ -764,7 +783,7 @@ def read_args(cmd: IndexRead) -> list[Any]:
             head += ("e", text) if route is None else ("n", route)
         return head
     if cmd.op == "prefix":
-        p = cmd.values[0].encode()
+        p = lex_bytes(cmd.values[0])
         lo, hi, kind = b"[" + p, b"(" + p + b"\xff", "lex"
     elif cmd.kind == "lex":
         lo, hi, kind = _lex(cmd.lo, cmd.lo_open, True), _lex(cmd.hi, cmd.hi_open, False), "lex"
@@ -789,7 +808,7 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
         elif cmd.kind == "num" and cmd.op == "range":
             values = [float(v) for v in raw_values]
         else:
-            values = [v.decode() for v in raw_values]
+            values = [lex_text(v) for v in raw_values]
         if not cmd.rows:
             return list(zip(keys, values, strict=True))
         if len(rows) < len(keys):  # the keys beyond the first `rows`: their rows not read
