@@ -68,6 +68,8 @@ _NAME_END = b"\x1f"  # after each field name of a positional envelope
 _NAMES_END = b"\x1e"  # after the last one
 
 
+_dt_fromiso = datetime.datetime.fromisoformat
+
 #: Field types whose stored primitive is the value itself and is checked on the fast path
 #: of a read by its exact type (``type(v) is int``: a bool is not an int).
 _EXACT_TYPES = (int, float, bool, str)
@@ -247,14 +249,14 @@ def decode(schema: Schema, key: str, payload: bytes) -> Model:
     must be the one ``key`` is for (a row copied under another key is refused).
     """
     obj = None
-    row_header = schema.row_header
-    if payload[: len(row_header)] == row_header:  # the fast path, as in decode_many
-        try:
-            values = schema.serializer.loads_values(payload[len(row_header) :])
-            obj = schema._fast_build(values, key)
-        except Exception:
-            obj = None
-    elif payload[:HEADER_SIZE] == schema.header:  # a map row of the current layout
+    if schema.positional:  # the fast path, as in decode_many
+        prefix = schema.row_header
+        if payload[: len(prefix)] == prefix:
+            try:
+                obj = schema._fast_build(schema._loads_values(payload[len(prefix) :]), key)
+            except Exception:
+                obj = None
+    if obj is None and payload[:HEADER_SIZE] == schema.header:  # a map of the current layout
         try:
             data = schema.serializer.loads(payload[HEADER_SIZE:])
             if data.keys() == schema._name_set:
@@ -288,11 +290,19 @@ def _decode(schema: Schema, key: str, payload: bytes) -> Model:
     serializer = schema.readers.get(tag)
     if serializer is None:
         raise SerializationError(_foreign_tag(schema, tag))
+    if tag == schema.serializer.tag and envelope.fingerprint == schema.fingerprint:
+        # A row claiming the model's own layout must have it: a 16-bit fingerprint alone
+        # is no proof (two layouts share one in 65,536), so a positional row's whole
+        # layout (the second fingerprint half and the names) must be the model's too.
+        if envelope.names is not None and not payload.startswith(schema.row_header):
+            raise SerializationError(
+                f"stored layout (fields {', '.join(envelope.names)}; check "
+                f"{envelope.check:#06x}) is not the model's although its fingerprint is"
+            )
     data = body_fields(envelope, serializer)
     if (
         tag == schema.serializer.tag
         and envelope.fingerprint == schema.fingerprint
-        and envelope.names is None
         and data.keys() != schema._name_set
     ):
         raise SerializationError("stored fields do not match the model's fields")
@@ -587,7 +597,7 @@ def _inline_conversion(
         return True
     if kind is DateTimeTZField or kind is DateTimeField or kind is DateField:
         env["_t_str"] = str
-        env[f"_iso{i}"] = kind.python_type.fromisoformat
+        env[f"_iso{i}"] = datetime.date.fromisoformat if kind is DateField else _dt_fromiso
         add(f"{indent}if type({v}) is not _t_str:")
         add(f"{indent}    return None")
         add(f"{indent}{v} = _iso{i}({v})")
