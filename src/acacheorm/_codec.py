@@ -252,8 +252,14 @@ def decode(schema: Schema, key: str, payload: bytes) -> Model:
     if schema.positional:  # the fast path, as in decode_many
         prefix = schema.row_header
         if payload[: len(prefix)] == prefix:
+            unpack = schema._unpack_values
             try:
-                obj = schema._fast_build(schema._loads_values(payload[len(prefix) :]), key)
+                body = payload[len(prefix) :]
+                if unpack is not None:
+                    values = unpack[0](body, ext_hook=unpack[1])
+                else:
+                    values = schema._loads_values(body)
+                obj = schema._fast_build(values, key)
             except Exception:
                 obj = None
     if obj is None and payload[:HEADER_SIZE] == schema.header:  # a map of the current layout
@@ -519,26 +525,32 @@ def compile_build(
         if exact is not None:
             check_type(v, exact, field.null, "    ")
             continue
-        if not field.null:
-            add(f"    if {v} is None:")
-            add("        return None")
         inner = "    " if not field.null else "        "
-        if field.null:
-            add(f"    if {v} is not None:")
+        # Every check below starts with an exact type check, which refuses None too.
+        body: list[str] = []
         item = field.field if isinstance(field, ListField) and field.identity else None
         item_exact = _exact_type(item) if item is not None else None
         if item is not None and item_exact is not None:
-            add(f"{inner}if type({v}) is not _list:")
-            add(f"{inner}    return None")
-            add(f"{inner}for x in {v}:")
-            check_type("x", item_exact, item.null, inner + "    ")
-        elif not _inline_conversion(i, field, v, env, inner, add):
+            body.append(f"{inner}if type({v}) is not _list:")
+            body.append(f"{inner}    return None")
+            body.append(f"{inner}for x in {v}:")
+            env[f"_t_{item_exact.__name__}"] = item_exact
+            test = f"type(x) is not _t_{item_exact.__name__}"
+            body.append(f"{inner}    if {test}{' and x is not None' if item.null else ''}:")
+            body.append(f"{inner}        return None")
+        elif not _inline_conversion(i, field, v, env, inner, body.append):
+            if not field.null:  # a field's own conversion might take None
+                add(f"    if {v} is None:")
+                add("        return None")
             env[f"_p{i}"] = field.from_primitive
             if field.identity:  # a list of lists, a custom field: convert and validate
                 env[f"_c{i}"] = field.clean
-                add(f"{inner}{v} = _c{i}(_p{i}({v}, _binary))")
+                body.append(f"{inner}{v} = _c{i}(_p{i}({v}, _binary))")
             else:
-                add(f"{inner}{v} = _p{i}({v}, _binary)")
+                body.append(f"{inner}{v} = _p{i}({v}, _binary)")
+        if field.null:
+            add(f"    if {v} is not None:")
+        lines.extend(body)
     display = (
         "{"
         + ", ".join(f"{schema.attnames[n]!r}: {var[i]}" for i, (n, _) in enumerate(fields))
