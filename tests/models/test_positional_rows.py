@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import enum
 import struct
+import zlib
 from typing import Any
 
 import msgpack
@@ -340,3 +341,27 @@ async def test_fields_read_inline_check_their_stored_type() -> None:
                         await read()
                     assert (info.value.key, info.value.model) == ("note:1", "Note")
                     assert names[position] in info.value.reason, (value, info.value.reason)
+
+
+def test_a_serializer_that_changes_how_rows_are_written_keeps_writing_maps() -> None:
+    """A subclass of the msgpack serializer that compresses its rows (it overrides dumps
+    and loads, not the positional pair) stores its own way, as before."""
+
+    class Compressed(co.MsgpackSerializer):
+        name = "msgpack-zlib-test"
+
+        def dumps(self, data: dict[str, Any]) -> bytes:
+            return zlib.compress(super().dumps(data))
+
+        def loads(self, payload: bytes) -> dict[str, Any]:
+            return super().loads(zlib.decompress(payload))
+
+    assert co.MsgpackSerializer.positional and not Compressed.positional
+    co.registry.register("msgpack-zlib-test", Compressed())
+    try:
+        Note = note_model(co.SimpleBackend(), "msgpack-zlib-test")
+        payload = Note._schema.encode(Note(id=1, title="t"))
+        assert payload[1] == 1 and zlib.decompress(payload[6:])
+        assert Note._schema.decode("note:1", payload).title == "t"
+    finally:
+        co.registry.unregister("msgpack-zlib-test")

@@ -85,6 +85,15 @@ class Serializer(abc.ABC):
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__ and "tag" not in cls.__dict__ and cls.name:
             cls.tag = derive_tag(cls.name)
+        # A subclass that changes how rows are written (compression, say) but not how
+        # their values are, writes maps through its own methods, unless it says otherwise.
+        own = cls.__dict__
+        if (
+            ("dumps" in own or "loads" in own)
+            and not ("dumps_values" in own and "loads_values" in own)
+            and "positional" not in own
+        ):
+            cls.positional = False
 
     @abc.abstractmethod
     def dumps(self, data: dict[str, Any]) -> bytes:
