@@ -317,7 +317,7 @@ async def test_migrate_rewrites_json_rows_as_msgpack(store: tuple[str, Backend])
     for i in range(25):
         payload = await backend.get(f"person:{i}")
         assert payload is not None
-        assert payload[:6] == schema.header  # msgpack tag, current fingerprint
+        assert payload.startswith(schema.row_header)  # msgpack tag, current layout
         person = schema.decode(f"person:{i}", payload)
         assert person.to_dict() == {
             "id": i,

@@ -12,7 +12,8 @@ from ._fields import Field
 from ._keys import model_prefix, pk_text, row_key
 from ._types import NOTHING
 from .backends.base import Backend
-from .serializers import Serializer
+from .serializers import MsgpackSerializer, Serializer
+from .serializers.msgpack import values_unpacker
 
 
 class Schema:
@@ -65,11 +66,22 @@ class Schema:
         self._set_dict = _codec.dict_setter(model)
         #: Fields set to the current time by every write (``auto_now=True``).
         self.auto_now = tuple(f for f in fields.values() if getattr(f, "auto_now", False))
-        self.fingerprint = _codec.fingerprint(
-            [f"{n}={type(f).__name__}{_codec.stored_options(f)}" for n, f in fields.items()]
-        )
+        layout = [f"{n}={type(f).__name__}{_codec.stored_options(f)}" for n, f in fields.items()]
+        self.fingerprint = _codec.fingerprint(layout)
         self.binary = serializer.binary
+        #: The header of a map row of this layout (envelope version 1).
         self.header = _codec.header(serializer.tag, self.fingerprint)
+        #: Whether rows are written as arrays (envelope version 2, see `acacheorm._codec`).
+        self.positional = serializer.positional and _codec.can_name_positionally(self.field_names)
+        #: What every row written now starts with: the header, and for a positional row
+        #: the layout check and the field names too.
+        self.row_header = (
+            _codec.positional_header(
+                serializer.tag, self.fingerprint, _codec.layout_check(layout), self.field_names
+            )
+            if self.positional
+            else self.header
+        )
         # The serializers a payload may name: the model's own and Meta.read_serializers,
         # never whatever else the registry holds (a payload must not pick its own decoder).
         self.read_serializers = read_serializers
@@ -78,9 +90,20 @@ class Schema:
         # Conversions needed on write; on read, the generated fast build (see _codec.compile_build).
         self._renamed = [(n, a) for n, a in self.attnames.items() if n != a]
         self._encoders = [(n, f.to_primitive) for n, f in fields.items() if not f.identity]
+        self._value_encoders = [
+            (i, n, f.to_primitive) for i, (n, f) in enumerate(fields.items()) if not f.identity
+        ]
+        # A row's values in field order: from an instance's __dict__, from a map body.
+        self._attvalues = _codec.value_getter(tuple(self.attnames.values()))
+        self._fieldvalues = _codec.value_getter(self.field_names)
+        self._loads_values = serializer.loads_values
+        # msgpack's own unpackb, for decode_many (without loads_values' Python frame)
+        self._unpack_values = (
+            values_unpacker() if type(serializer) is MsgpackSerializer and self.positional else None
+        )
         self._plain = not self._renamed  # attribute names are the field names
         self._nfields = len(fields)
-        self._fast_build: Callable[[dict[str, Any], str], Model | None] = _codec.compile_build(self)
+        self._fast_build: Callable[[list[Any], str], Model | None] = _codec.compile_build(self)
 
     # -- primary keys and keys --------------------------------------------------------------
 

@@ -108,22 +108,33 @@ FORGED: list[tuple[str, Any]] = [
 MSGPACK_ONLY: list[tuple[str, Any]] = [("name", b"Sam"), ("phones", [b"x"]), ("extra", {"k": b"x"})]
 
 
-def _payload_for(model: Any, serializer: str, row: dict[str, Any]) -> bytes:
-    body = json.dumps(row).encode() if serializer == "json" else msgpack.packb(row)
-    return model._schema.header + body
+# The forms a stored row may have: JSON (a map), msgpack as written now (the array of the
+# values, after the field names) and msgpack as written before (a map).
+FORMS = ["json", "msgpack", "msgpack-map"]
 
 
-@pytest.mark.parametrize("serializer", ["json", "msgpack"])
-async def test_forged_values_never_become_an_instance(serializer: str) -> None:
+def _payload_for(model: Any, form: str, row: dict[str, Any]) -> bytes:
+    schema = model._schema
+    if form == "json":
+        return schema.header + json.dumps(row).encode()
+    if form == "msgpack-map":
+        return schema.header + msgpack.packb(row)
+    assert schema.positional
+    return schema.row_header + msgpack.packb([row[name] for name in schema.fields])
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_forged_values_never_become_an_instance(form: str) -> None:
+    serializer = form.split("-")[0]
     async with co.SimpleBackend() as store:
         Person = person_model(store, serializer)
         schema = Person._schema
         key = schema.key((1,))
         # the good row reads, through the fast path
-        assert (await _read(store, Person, key, _payload_for(Person, serializer, GOOD))).name
+        assert (await _read(store, Person, key, _payload_for(Person, form, GOOD))).name
         forged = FORGED + (MSGPACK_ONLY if serializer == "msgpack" else [])
         for field, value in forged:
-            payload = _payload_for(Person, serializer, {**GOOD, field: value})
+            payload = _payload_for(Person, form, {**GOOD, field: value})
             await store.set(key, payload)
             for read in (
                 lambda: Person.get(id=1),
@@ -141,17 +152,15 @@ async def test_forged_values_never_become_an_instance(serializer: str) -> None:
         assert len(forged) >= 40
 
 
-@pytest.mark.parametrize("serializer", ["json", "msgpack"])
-async def test_values_of_another_type_that_fit_are_read_the_careful_way(
-    serializer: str,
-) -> None:
+@pytest.mark.parametrize("form", FORMS)
+async def test_values_of_another_type_that_fit_are_read_the_careful_way(form: str) -> None:
     """An int where the model writes a float (another writer's serializer may do that) is
     not forged: it is converted, and the row reads."""
     async with co.SimpleBackend() as store:
-        Person = person_model(store, serializer)
+        Person = person_model(store, form.split("-")[0])
         key = Person._schema.key((1,))
         row = {**GOOD, "height": 2, "scores": [1, 2.5], "email": "a@b.c"}
-        got = await _read(store, Person, key, _payload_for(Person, serializer, row))
+        got = await _read(store, Person, key, _payload_for(Person, form, row))
         assert (got.height, got.scores, got.email) == (2.0, [1.0, 2.5], "a@b.c")
         assert type(got.height) is float and all(type(s) is float for s in got.scores)
 
@@ -164,21 +173,24 @@ async def _read(store: Backend, model: Any, key: str, payload: bytes) -> Any:
     return one
 
 
-@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("depth", [300, 900, 1500])
-async def test_deep_stored_json_is_a_serialization_error(serializer: str, depth: int) -> None:
+async def test_deep_stored_json_is_a_serialization_error(form: str, depth: int) -> None:
     async with co.SimpleBackend() as store:
-        Person = person_model(store, serializer)
+        Person = person_model(store, form.split("-")[0])
         key = Person._schema.key((1,))
-        good = _payload_for(Person, serializer, {**GOOD, "extra": None})
-        if serializer == "json":
+        good = _payload_for(Person, form, {**GOOD, "extra": None})
+        deep = b"\x91" * (depth - 1) + b"\x90"  # fixarray of one item, ..., empty array
+        if form == "json":
             text = (
                 good[6:].decode().replace('"extra": null', '"extra": ' + "[" * depth + "]" * depth)
             )
             payload = good[:6] + text.encode()
-        else:
-            deep = b"\x91" * (depth - 1) + b"\x90"  # fixarray of one item, ..., empty array
+        elif form == "msgpack-map":
             payload = good[:6] + good[6:].replace(b"\xa5extra\xc0", b"\xa5extra" + deep)
+        else:  # the array of the values, "extra" nested deep
+            values = [deep if n == "extra" else msgpack.packb(GOOD[n]) for n in GOOD]
+            payload = Person._schema.row_header + bytes([0x90 + len(values)]) + b"".join(values)
         assert payload != good
         await store.set(key, payload)
         with pytest.raises(co.SerializationError) as info:
@@ -413,25 +425,26 @@ primitives = st.recursive(
 )
 
 
-@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@pytest.mark.parametrize("form", FORMS)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_any_decoded_row_holds_only_valid_values(serializer: str, data: st.DataObject) -> None:
+def test_any_decoded_row_holds_only_valid_values(form: str, data: st.DataObject) -> None:
     """Whatever a well-framed payload holds, a row that decodes holds values its fields
     accept (the same values validation would give), and the key it was read from."""
+    serializer = form.split("-")[0]
     Person = MODELS.get(serializer) or MODELS.setdefault(
         serializer, person_model(co.SimpleBackend(), serializer)
     )
     schema = Person._schema
     forged = data.draw(st.dictionaries(st.sampled_from(sorted(GOOD)), primitives, max_size=4))
     row = {**GOOD, **forged}
-    if serializer == "json":
-        body = json.dumps(row, default=lambda b: b.hex()).encode()
+    if form == "json":
+        payload = schema.header + json.dumps(row, default=lambda b: b.hex()).encode()
     else:
-        body = msgpack.packb(row, use_bin_type=True)
+        payload = _payload_for(Person, form, row)
     key = schema.key((row["id"],)) if type(row["id"]) is int else "person:1"
     try:
-        obj = schema.decode(key, schema.header + body)
+        obj = schema.decode(key, payload)
     except co.SerializationError as exc:
         assert (exc.key, exc.model) == (key, "Person")
         return

@@ -106,14 +106,20 @@ def corrupt_payloads(model: type[co.Model]) -> list[bytes]:
         b"\xac",
         good[:5],  # truncated envelope
         good[: len(good) - 3],  # truncated body
-        b"\xac\x02" + good[2:],  # a future envelope version
+        b"\xac\x03" + good[2:],  # a future envelope version
         msgpack.packb({"key": "k", "body": "b", "blob": b"x"}),  # another serializer's bytes
         json.dumps({"key": "k"}).encode(),
         b"\x80\x04\x95" + b"pickle-ish",
         struct.pack(">BBHH", 0xAC, 1, 0x7777, 0) + b"\x80",  # unknown serializer tag
-        good[:6] + msgpack.packb({"key": "k"}),  # right header, wrong fields
-        good[:6] + msgpack.packb([1, 2, 3]),  # right header, not a map
-        good[:6] + msgpack.packb({"key": 5, "body": None, "blob": "x"}),  # wrong types
+        schema.header + msgpack.packb({"key": "k"}),  # right map header, wrong fields
+        schema.header + msgpack.packb([1, 2, 3]),  # right map header, not a map
+        schema.header + msgpack.packb({"key": 5, "body": None, "blob": "x"}),  # wrong types
+        schema.row_header + msgpack.packb(["k", "b"]),  # right positional prefix, 2 values
+        schema.row_header + msgpack.packb(["k", "b", b"x", 4]),  # 4 values
+        schema.row_header + msgpack.packb({"key": "k", "body": "b", "blob": b"x"}),  # a map
+        schema.row_header + msgpack.packb([5, None, "x"]),  # wrong types
+        schema.row_header[:-1] + msgpack.packb(["k", "b", b"x"]),  # no end of the names
+        good[:6] + b"\x00\x00k\x1fk\x1e" + msgpack.packb(["k", "b"]),  # a name twice
     ]
 
 

@@ -197,7 +197,8 @@ def inspect_command(
     envelope.add_column("", style="bold")
     envelope.add_column("")
     envelope.add_row("stored bytes", str(found.size))
-    envelope.add_row("envelope", f"magic 0xAC, version {found.version}")
+    form = "array of values" if found.version == 2 else "map of fields"
+    envelope.add_row("envelope", f"magic 0xAC, version {found.version} ({form})")
     envelope.add_row("serializer", _ops.describe_tag(found.tag))
     envelope.add_row("schema fingerprint", f"{found.fingerprint:#06x}")
     envelope.add_row("time to live", _describe_ttl(found.remaining_ttl))
@@ -211,6 +212,8 @@ def inspect_command(
             )
             if not same
         ]
+        if not differs and not found.raw.startswith(schema.row_header):
+            differs.append("body form")  # a map row of a model that now writes arrays
         state = (
             f"written with another {' and '.join(differs)}: migrate rewrites it"
             if differs

@@ -136,12 +136,13 @@ async def inspect_key(backend: Backend, key: str, model: type[Model] | None = No
     if left is MISSING:  # expired between the two commands
         left = 0.0
     try:
-        tag, fingerprint, body = _codec.unwrap(value)
+        envelope = _codec.open_envelope(value)
     except _codec.EnvelopeError as exc:
         raise OperationError(
             f"the value under {key!r} ({len(value)} bytes, starting {value[:8].hex(' ')}) is "
             f"not an acacheorm envelope: {exc}"
         ) from exc
+    tag, fingerprint = envelope.tag, envelope.fingerprint
     if model is not None and tag not in model._schema.readers:
         raise OperationError(
             f"the value under {key!r} was written by {describe_tag(tag)}, which "
@@ -162,7 +163,7 @@ async def inspect_key(backend: Backend, key: str, model: type[Model] | None = No
             "that registers it with --import MODULE"
         )
     try:
-        fields = serializer.loads(body)
+        fields = _codec.body_fields(envelope, serializer)
     except SerializationError as exc:
         raise OperationError(
             f"the {serializer.name} body of {key!r} cannot be decoded: {exc}"
@@ -356,7 +357,7 @@ def migrate_plan(
     decodes but writes nothing.
     """
     schema = model._schema
-    header = schema.header
+    header = schema.row_header
     # An indexed model's rows are all written again: that (re)builds their index entries,
     # for rows stored before the index was declared.
     indexed = spec_of(schema) is not None
@@ -372,7 +373,7 @@ def migrate_plan(
             vanished += 1
             continue
         payload, token = item
-        if payload[:6] == header and not indexed:
+        if payload[: len(header)] == header and not indexed:
             current += 1
             continue
         try:

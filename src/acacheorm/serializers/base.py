@@ -7,6 +7,11 @@ nested), into bytes and back. It never sees a model.
 Every stored payload carries the 16-bit ``tag`` of the serializer that wrote it, so a model
 that changed serializer picks the right one among the serializers it reads (its own and
 ``Meta.read_serializers``); a model never decodes with a serializer it did not list.
+A serializer may also write a row as the array of its values in field order
+(``positional = True``, `Serializer.dumps_values` / `Serializer.loads_values`): the
+envelope then carries the field names once, and reading skips building a dict by name
+(msgpack does; JSON keeps objects, readable as they are in ``redis-cli``; pickle keeps
+its signed dict, whose signature covers the field names too).
 Tags 1-3 belong to the presets (json, msgpack, pickle); any other name gets a tag derived
 from the name with CRC-32, in the upper half of the range (0x8000-0xFFFF), so it can never
 collide with a preset. Tag 0 means "no tag" and is never valid.
@@ -72,11 +77,23 @@ class Serializer(abc.ABC):
     tag: int = 0
     #: True if ``bytes`` values round-trip natively; if False the field layer encodes them
     binary: bool = True
+    #: True if the serializer also writes a row as an array of its values
+    #: (`dumps_values`/`loads_values`); models using it then store rows that way
+    positional: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__ and "tag" not in cls.__dict__ and cls.name:
             cls.tag = derive_tag(cls.name)
+        # A subclass that changes how rows are written (compression, say) but not how
+        # their values are, writes maps through its own methods, unless it says otherwise.
+        own = cls.__dict__
+        if (
+            ("dumps" in own or "loads" in own)
+            and not ("dumps_values" in own and "loads_values" in own)
+            and "positional" not in own
+        ):
+            cls.positional = False
 
     @abc.abstractmethod
     def dumps(self, data: dict[str, Any]) -> bytes:
@@ -85,6 +102,25 @@ class Serializer(abc.ABC):
     @abc.abstractmethod
     def loads(self, payload: bytes) -> dict[str, Any]:
         """Decode one payload into a dict with str keys, or raise `SerializationError`."""
+
+    def dumps_values(self, values: list[Any]) -> bytes:
+        """Encode one row given as the list of its values in field order (only called if
+        ``positional`` is True). Raises `SerializationError` for a value the format cannot
+        hold.
+
+        Example::
+
+            >>> from acacheorm.serializers import registry
+            >>> s = registry.get_by_name("msgpack")
+            >>> s.loads_values(s.dumps_values([1, "Sam"]))
+            [1, 'Sam']
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not write positional rows")
+
+    def loads_values(self, payload: bytes) -> list[Any]:
+        """Decode a payload written by `dumps_values` into the list of values, or raise
+        `SerializationError` (also for a payload that is not an array)."""
+        raise NotImplementedError(f"{type(self).__name__} does not read positional rows")
 
     def check_available(self) -> None:  # noqa: B027 - optional hook
         """Raise `ConfigurationError` (naming the extra to install) if a library this

@@ -64,6 +64,14 @@ def _decode_ext(code: int, data: bytes) -> int:
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
+def values_unpacker() -> tuple[Callable[..., Any], Callable[[int, bytes], int]]:
+    """``(unpackb, ext_hook)`` for a hot loop that reads many positional bodies:
+    ``unpackb(body, ext_hook=ext_hook)`` is `MsgpackSerializer.loads_values` without its
+    Python frame and without its checks (the caller checks that it got a list, and reads
+    a body it refused, or that raised, through `MsgpackSerializer.loads_values`)."""
+    return _unpackb or _load(), _decode_ext
+
+
 def _check_keys(data: dict[Any, Any]) -> None:
     for key in data:
         if type(key) is not str:
@@ -89,6 +97,7 @@ class MsgpackSerializer(Serializer):
 
     name = "msgpack"
     binary = True
+    positional = True
 
     def check_available(self) -> None:
         if _msgpack is None:
@@ -126,7 +135,35 @@ class MsgpackSerializer(Serializer):
             _check_keys(data)
         return data
 
-    def _dumps_bigint(self, data: dict[str, Any]) -> bytes:
+    def dumps_values(self, values: list[Any]) -> bytes:
+        try:
+            pack = _local.pack
+        except AttributeError:
+            pack = _new_pack()
+        if not isinstance(values, list | tuple):
+            raise SerializationError(
+                f"msgpack: a row's values are a list, not {type(values).__name__}"
+            )
+        try:
+            return pack(values)  # type: ignore[no-any-return]
+        except OverflowError:
+            return self._dumps_bigint(values)
+        except Exception as exc:
+            raise SerializationError(f"msgpack cannot encode this row: {exc}") from exc
+
+    def loads_values(self, payload: bytes) -> list[Any]:
+        unpackb = _unpackb or _load()
+        try:
+            values = unpackb(payload, raw=False, ext_hook=_decode_ext)
+        except Exception as exc:
+            raise SerializationError(f"invalid msgpack payload: {exc}") from exc
+        if type(values) is not list:
+            raise SerializationError(
+                f"invalid msgpack payload: an array was expected, got {type(values).__name__}"
+            )
+        return values
+
+    def _dumps_bigint(self, data: dict[str, Any] | list[Any] | tuple[Any, ...]) -> bytes:
         try:
             return _msgpack.packb(data, use_bin_type=True, default=_encode_ext)  # type: ignore[no-any-return]
         except Exception as exc:
