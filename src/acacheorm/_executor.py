@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sized
 from typing import Any, NamedTuple
 
-from ._commands import Batch, Command, Get, Gets, Has, NotNative
+from ._commands import Batch, Command, Get, Gets, Has, Incr, NotNative, Replace
 from ._exceptions import AtomicityError
 from ._signals import Signal
 from .backends.base import Backend, NothingRan, name_slot_errors
@@ -368,7 +368,7 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if not batch.commands:
         return []
     caps = backend.capabilities
-    if not (caps.negative_incr and caps.replace_keep_ttl):
+    if not (caps.negative_incr and caps.replace_keep_ttl) and _may_emulate(batch.commands):
         return await _emulating(backend, batch)
     # The hot path of every query, in one frame: no emulation to look for, then (unless a
     # near cache answers) straight to the transport, or through the batching window.
@@ -393,6 +393,17 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if _hooks or logger.isEnabledFor(logging.DEBUG):
         return await _execute(backend, batch)
     return await backend.execute(batch)
+
+
+def _may_emulate(commands: tuple[Command, ...]) -> bool:
+    """Whether ``commands`` hold a command a backend with partial `Capabilities` may not
+    run natively: an `Incr` or a `Replace` (only they are emulated or answered with
+    `NotNative`); a batch of reads and plain writes takes the hot path on every backend."""
+    for command in commands:
+        kind = type(command)
+        if kind is Incr or kind is Replace:
+            return True
+    return False
 
 
 #: What `read_now` answers when the read must go through `execute_batch`.
