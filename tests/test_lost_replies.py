@@ -335,6 +335,19 @@ async def test_a_read_whose_reply_is_lost_is_read_again(rig: Rig) -> None:
     SUMMARY["reads checked"] += 1
 
 
+async def test_a_multi_get_whose_reply_is_lost_is_read_again(rig: Rig) -> None:
+    """A multi-get alone in its batch (``query_many``), sent by acacheorm itself on a
+    standalone server, is read again through redis-py when its reply is lost."""
+    if rig.kind != "redis":
+        pytest.skip("standalone Redis: a lone MGET's own path")
+    keys = ["{mg}a", "{mg}b", "{mg}c"]  # one hash slot: one MGET on Cluster too
+    for key in keys:
+        await rig.backend.set(key, key.encode())
+    outcome = await lose_reply(rig, keys[0], b"MGET", lambda: rig.backend.get_many(*keys))
+    assert outcome == [b"{mg}a", b"{mg}b", b"{mg}c"]
+    SUMMARY["reads checked"] += 1
+
+
 @pytest.mark.parametrize("kind", ["redis", "memcached"])
 async def test_a_write_that_never_left_is_not_reported_unknown(kind: str) -> None:
     """A refused connection means nothing was sent: the error says unavailable, not that

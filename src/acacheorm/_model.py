@@ -380,8 +380,7 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             users = await User.query_many(1, 2, 3)
         """
-        schema = cls._schema
-        return SelectQuery(cls, [schema.normalize_pk(pk) for pk in pks], mode="many")
+        return SelectQuery(cls, cls._schema.normalize_pks(pks), mode="many")
 
     @classmethod
     def get_or_create(

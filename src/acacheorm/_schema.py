@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _codec
@@ -162,6 +162,17 @@ class Schema:
     def pk_values(self, instance: Model) -> tuple[Any, ...]:
         d = instance.__dict__
         return tuple(d[self.attnames[n]] for n in self.pk_names)
+
+    def normalize_pks(self, pks: Iterable[Any]) -> list[tuple[Any, ...]]:
+        """`normalize_pk` of each of ``pks``, in order; plain ints and ASCII strs of a
+        single-field key (`normalize_pk`'s own fast case) without a call each."""
+        normalize = self.normalize_pk
+        fast = None if self.composite else self._pk_fast_type
+        if fast is int:
+            return [(pk,) if type(pk) is int else normalize(pk) for pk in pks]
+        if fast is str:
+            return [(pk,) if type(pk) is str and pk.isascii() else normalize(pk) for pk in pks]
+        return [normalize(pk) for pk in pks]
 
     def key(self, pk: tuple[Any, ...]) -> str:
         """The key under which the row with primary key values ``pk`` is stored."""

@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from acacheorm._commands import KEEP_TTL, MISSING, Get, Incr, Set, Touch, Ttl
 from acacheorm._exceptions import BackendError
-from acacheorm.backends.redis._wire import Planner, assemble
+from acacheorm.backends.redis._wire import _CHUNK, Planner, _repeated_keys, assemble
 
 
 @pytest.fixture
@@ -29,6 +29,36 @@ def test_runs_become_multi_key_commands(planner: Planner) -> None:
         ["INCRBY", b"e", 3],
     ]
     assert [list(w.targets) for w in wires] == [[0, 1], [2, 3], [4]]
+
+
+def test_a_whole_batch_of_one_kind_is_planned_as_a_scan_would(planner: Planner) -> None:
+    """The whole-batch shortcut (standalone) gives the wires the command-by-command scan
+    gives (a list of indices takes the scan), chunked alike; surrogates survive."""
+    n = 2 * _CHUNK + 3
+    for cmds in (
+        tuple(Get(f"k{i}\udc80") for i in range(n)),
+        tuple(Set(f"k{i}", b"v", 60 if i % 2 else None) for i in range(n)),
+    ):
+        fast = planner.plan(cmds, range(n), frozenset({5}))
+        scan = planner.plan(cmds, list(range(n)), frozenset({5}))
+        assert [w.args for w in fast] == [w.args for w in scan]
+        assert [list(w.targets) for w in fast] == [list(w.targets) for w in scan]
+        assert [len(w.targets) for w in fast] == [_CHUNK, _CHUNK, 3]
+        if isinstance(cmds[0], Get):
+            assert fast[2].args == ["MGET"] + [
+                f"k{i}\udc80".encode("utf-8", "surrogatepass") for i in range(2 * _CHUNK, n)
+            ]
+    assert fast[0].args[0] == "EVAL"  # command 5 is in the first chunk: inline
+    assert planner.plan((Get("a"), Set("b", b"1", None)), range(2), frozenset())[0].args == [
+        "GET",
+        b"a",
+    ]
+
+
+def test_repeated_keys_matter_only_to_script_calls() -> None:
+    assert _repeated_keys((Get("a"), Get("a"), Get("b"))) == frozenset()
+    assert _repeated_keys((Incr("a", 1, 5.0), Get("a"), Get("b"))) == {0, 1}
+    assert _repeated_keys((Set("a", b"1", None), Set("a", b"2", None))) == {0, 1}
 
 
 def test_sets_with_a_ttl_call_the_script_by_digest_unless_inline(planner: Planner) -> None:

@@ -173,10 +173,14 @@ def key_slot(key: bytes) -> int:
     return crc_hqx(key, 0) & 16383
 
 
+#: Commands never planned to a script call (`Planner._script_wire`).
+_UNSCRIPTED = frozenset({Get, Gets, Has, Delete, Touch, Ttl, Add, Replace})
+
+
 def _repeated_keys(commands: Sequence[Command]) -> frozenset[int]:
     """Indices of the commands whose key another command of the batch touches too."""
-    if len(commands) < 2:
-        return frozenset()
+    if len(commands) < 2 or _UNSCRIPTED.issuperset(map(type, commands)):
+        return frozenset()  # what it is for: which script calls go as EVAL; here there is none
     first: dict[str, int] = {}
     repeated: set[int] = set()
     for i, cmd in enumerate(commands):
@@ -285,6 +289,15 @@ class Planner:
         """
         wires: list[_Wire] = []
         n = len(indices)
+        if n > 1 and indices == range(len(commands)):  # a whole batch, as standalone plans it
+            kind = type(commands[0])
+            if (kind is Get or kind is Set or kind is IndexedWrite) and [
+                *map(type, commands)
+            ].count(kind) == n:  # of one kind (a multi-get): no scan command by command
+                return [
+                    self._run_wire(kind, commands, indices[start : start + _CHUNK], inline)
+                    for start in range(0, n, _CHUNK)
+                ]
         pos = 0
         while pos < n:
             i = indices[pos]
@@ -297,22 +310,32 @@ class Planner:
                 if end - pos > 1:
                     for start in range(pos, end, _CHUNK):
                         run = indices[start : min(end, start + _CHUNK)]
-                        wires.append(
-                            self._mget(commands, run)
-                            if kind is Get
-                            else self._mset(commands, run, inline)
-                            if kind is Set
-                            else self._index_writes(commands, run, inline)
-                        )
+                        wires.append(self._run_wire(kind, commands, run, inline))
                     pos = end
                     continue
             wires.extend(self.single(cmd, i, inline))
             pos += 1
         return wires
 
+    def _run_wire(
+        self,
+        kind: type,
+        commands: Sequence[Command],
+        run: Sequence[int],
+        inline: bool | AbstractSet[int],
+    ) -> _Wire:
+        """One wire command for a run of commands of ``kind`` (Get, Set or IndexedWrite)."""
+        if kind is Get:
+            return self._mget(commands, run)
+        if kind is Set:
+            return self._mset(commands, run, inline)
+        return self._index_writes(commands, run, inline)
+
     @staticmethod
     def _mget(commands: Sequence[Command], run: Sequence[int]) -> _Wire:
-        return _Wire(["MGET", *(_encode_key(commands[i].key) for i in run)], run, _EACH)
+        # _encode_key inlined (a call per key is most of the planning of a multi-get)
+        keys = [commands[i][0].encode("utf-8", "surrogatepass") for i in run]
+        return _Wire(["MGET", *keys], run, _EACH)
 
     def _mset(
         self, commands: Sequence[Command], run: Sequence[int], inline: bool | AbstractSet[int]
