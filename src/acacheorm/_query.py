@@ -277,9 +277,13 @@ class SelectQuery(Query[R]):
             backend = schema.backend
             payload = _executor.read_now(backend, key)  # an in-process store, nothing pending
             if payload is _executor.LATER:
-                # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
-                batch = _new(Batch, ((_new(Get, (key,)),), False))
-                payload = (await _executor.execute_batch(backend, batch))[0]
+                reading = _executor.read_one(backend, key)  # the backend's own, nothing pending
+                if reading is not None:
+                    payload = await reading
+                else:
+                    # Batch((Get(key),)), built without the NamedTuple constructors' frames
+                    batch = _new(Batch, ((_new(Get, (key,)),), False))
+                    payload = (await _executor.execute_batch(backend, batch))[0]
             if payload is None:
                 if self.mode == "get":
                     raise _does_not_exist(schema, pks[0], key)

@@ -332,6 +332,15 @@ class Backend(abc.ABC):
         `_reads_now` is true; what `execute` of a batch of one `Get` would answer."""
         raise NotImplementedError
 
+    #: Whether a lone `Get` has a read of its own, `_read_one` (the executor awaits it
+    #: instead of a batch of one `Get` when nothing else is pending).
+    _reads_one: ClassVar[bool] = False
+
+    async def _read_one(self, key: str) -> bytes | None:
+        """The value of ``key`` (without the namespace), for a backend whose `_reads_one` is
+        true: what `execute` of a batch of one `Get` would answer (or raise)."""
+        raise NotImplementedError
+
     def _near_tracker(self) -> _Tracker | None:
         """The invalidation channel a near cache follows (None: there is none)."""
         return None

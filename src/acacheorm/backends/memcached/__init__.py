@@ -376,6 +376,8 @@ class MemcachedBackend(Backend):
             cmd = commands[0]
             key = self.wire_key(cmd.key)
             node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
+            if type(cmd) is Get:
+                return [await self._get_one(node, key)]
             return [await self._run_one(node, cmd, key)]
         keys = self._wire_keys([cmd[0] for cmd in commands])  # a command's first item: its key
         kinds = {type(cmd) for cmd in commands}
@@ -681,6 +683,48 @@ class MemcachedBackend(Backend):
             # Sent writes whose replies never came may have run; they are not sent again.
             raise self._failure(node, exc, sent and has_writes(c for _, c, _ in items)) from exc
         return results
+
+    #: A lone `Get` of a model read skips the batch layers (see `_read_one`), unless a
+    #: subclass wraps `execute` or `_execute`: then it sees every read.
+    _reads_one = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._reads_one = (
+            cls._execute is MemcachedBackend._execute and cls.execute is MemcachedBackend.execute
+        )
+
+    async def _read_one(self, key: str) -> bytes | None:
+        """A lone `Get` of ``key`` (without the namespace): `_execute`'s own path for it,
+        without a batch."""
+        wire = self.wire_key(self._prefix + key)
+        nodes = self._nodes
+        return await self._get_one(
+            nodes[self._ring.node_for(wire)] if len(nodes) > 1 else nodes[0], wire
+        )
+
+    async def _get_one(self, node: Node, key: bytes) -> bytes | None:
+        """`_run_one` for a lone `Get` of wire key ``key``, the hottest command: one
+        ``get``, its reply parsed once it has come."""
+        deadline = self._deadline()
+        generation = node._generation
+        pool = node.pool
+        try:
+            conn = pool.take() or await pool.acquire(deadline)
+            clean = False
+            try:
+                conn.deadline = deadline
+                if not node.checked:
+                    await self._check_version(node, conn)
+                conn.write(b"get %b\r\n" % key)
+                node.round_trips += 1
+                value = await conn.read_value(key)
+                clean = True
+            finally:
+                pool.release(conn, clean and generation == node._generation)
+        except BaseException as exc:
+            raise self._failure(node, exc, False) from exc
+        return value
 
     async def _run_one(self, node: Node, cmd: Command, key: bytes) -> Any:
         """`_run_node` for a batch of one command: the same exchange, without the rounds'
