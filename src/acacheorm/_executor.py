@@ -426,9 +426,20 @@ def read_one(backend: Backend, key: str) -> Coroutine[Any, Any, bytes | None] | 
     has one and nothing else could join or see it (as for `read_now`); else None (then run
     the batch with `execute_batch`). The same answer as that batch, with no batch built and
     no batch layers to pass through."""
-    if not backend._reads_one or not _alone(backend):
+    if not backend._runs_one or not _alone(backend):
         return None
     return backend._read_one(key)
+
+
+def run_one(backend: Backend, command: Command) -> Coroutine[Any, Any, Any] | None:
+    """A lone batch of ``command`` (a read or a plain write: never an `Incr` or a
+    `Replace`, which may be emulated) as the backend's own one-command path
+    (`Backend._run_lone`) when it has one and nothing else could join or see it (as for
+    `read_now`); else None (then run the batch with `execute_batch`). The same result in
+    its slot as that batch, with no batch layers to pass through."""
+    if not backend._runs_one or not _alone(backend):
+        return None
+    return backend._run_lone(command)
 
 
 def _alone(backend: Backend) -> bool:

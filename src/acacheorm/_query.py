@@ -472,14 +472,23 @@ class UpdateQuery(_Write, Query[R]):
         try:
             attempt = 0
             while True:
-                item = _check((await execute_batch(backend, Batch((Gets(key),))))[0])
+                running = _executor.run_one(backend, _new(Gets, (key,)))
+                if running is not None:  # the backend's own path, nothing pending
+                    item = _check(await running)
+                else:
+                    item = _check((await execute_batch(backend, Batch((Gets(key),))))[0])
                 if item is None:
                     break
                 payload, token = item
                 obj = schema.decode(key, payload)
                 _apply(schema, obj, changes)
                 command = write_row(schema, "cas", key, obj, ttl, token)
-                if checked(schema, command, (await execute_batch(backend, Batch((command,))))[0]):
+                running = _executor.run_one(backend, command)
+                if running is not None:
+                    written = await running
+                else:
+                    written = (await execute_batch(backend, Batch((command,))))[0]
+                if checked(schema, command, written):
                     return obj  # type: ignore[return-value]
                 attempt += 1
                 if attempt >= MAX_UPDATE_ATTEMPTS:

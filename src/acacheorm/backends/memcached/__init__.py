@@ -55,7 +55,14 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from ..._commands import Batch, Capabilities, Command, Get, Gets, Set
 from ..._exceptions import AtomicityError, BackendError, BackendUnavailable
-from ..base import DEFAULT_TIMEOUT, Backend, check_scan_args, has_writes, unknown_outcome
+from ..base import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    check_scan_args,
+    has_writes,
+    name_slot_errors,
+    unknown_outcome,
+)
 from ._pool import Connection, Node, read_dump_line, read_line
 from ._protocol import (
     _GET,
@@ -95,6 +102,7 @@ _SAFE_KEY = re.compile(r"[!-~]+")  # printable ASCII, no space: what memcached a
 _SAFE_WIRE_KEY = re.compile(rb"[!-~]{1,250}")
 
 
+_new = tuple.__new__  # a command is a NamedTuple whose first item is its key
 ServerSpec = str | tuple[str, int] | tuple[str, int, int]
 T = TypeVar("T")
 
@@ -684,13 +692,13 @@ class MemcachedBackend(Backend):
             raise self._failure(node, exc, sent and has_writes(c for _, c, _ in items)) from exc
         return results
 
-    #: A lone `Get` of a model read skips the batch layers (see `_read_one`), unless a
-    #: subclass wraps `execute` or `_execute`: then it sees every read.
-    _reads_one = True
+    #: A lone model read or update skips the batch layers (see `_read_one`, `_run_lone`),
+    #: unless a subclass wraps `execute` or `_execute`: then it sees every command.
+    _runs_one = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._reads_one = (
+        cls._runs_one = (
             cls._execute is MemcachedBackend._execute and cls.execute is MemcachedBackend.execute
         )
 
@@ -702,6 +710,20 @@ class MemcachedBackend(Backend):
         return await self._get_one(
             nodes[self._ring.node_for(wire)] if len(nodes) > 1 else nodes[0], wire
         )
+
+    async def _run_lone(self, command: Command) -> Any:
+        """A lone ``command`` (key without the namespace, never an `Incr` or a `Replace`):
+        `_execute`'s own path for it, without a batch; a failure in its slot is named as
+        `execute` names it."""
+        prefix = self._prefix
+        cmd = _new(type(command), (prefix + command[0], *command[1:]))
+        wire = self.wire_key(cmd[0])
+        nodes = self._nodes
+        node = nodes[self._ring.node_for(wire)] if len(nodes) > 1 else nodes[0]
+        result = await self._run_one(node, cmd, wire)
+        if isinstance(result, BackendError):
+            return name_slot_errors((cmd,), [result], len(prefix))[0]
+        return result
 
     async def _get_one(self, node: Node, key: bytes) -> bytes | None:
         """`_run_one` for a lone `Get` of wire key ``key``, the hottest command: one
