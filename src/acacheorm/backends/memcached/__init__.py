@@ -720,6 +720,8 @@ class MemcachedBackend(Backend):
         wire = self.wire_key(cmd[0])
         nodes = self._nodes
         node = nodes[self._ring.node_for(wire)] if len(nodes) > 1 else nodes[0]
+        if type(cmd) is Get:
+            return await self._get_one(node, wire)
         result = await self._run_one(node, cmd, wire)
         if isinstance(result, BackendError):
             return name_slot_errors((cmd,), [result], len(prefix))[0]
@@ -749,12 +751,12 @@ class MemcachedBackend(Backend):
         return value
 
     async def _run_one(self, node: Node, cmd: Command, key: bytes) -> Any:
-        """`_run_node` for a batch of one command: the same exchange, without the rounds'
-        bookkeeping (one request in flight at a time, each step's reply read before the
-        next is sent)."""
+        """`_run_node` for a batch of one command but a `Get` (`_get_one`): the same
+        exchange, without the rounds' bookkeeping (one request in flight at a time, each
+        step's reply read before the next is sent)."""
         steps: _Step | None = None
-        if type(cmd) is Get:
-            data = b"get " + key + b"\r\n"
+        if type(cmd) is Gets:  # one request, one reply: no steps to drive
+            data = b"mg %b v c t\r\n" % key
         else:
             steps = self._steps(cmd, key)
             try:
@@ -777,7 +779,7 @@ class MemcachedBackend(Backend):
                     conn.write(data)
                     node.round_trips += 1
                     if steps is None:
-                        result = (await conn.read_values()).get(key)
+                        result = Steps.gets_result(self._name(cmd), await conn.read_reply())
                         break
                     try:
                         request = steps.send(await conn.read_reply())
