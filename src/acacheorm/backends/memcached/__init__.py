@@ -7,7 +7,8 @@ protocol (memcached 1.6.10 or newer, checked once per node), spoken by this pack
 (`_protocol`, no I/O) on connections from a small pool of its own per node (`_pool`): a
 request that fails, times out or is cancelled closes its connection, so a late reply can
 never reach the next caller. Replies are parsed in bulk from what has arrived, and a batch
-of one kind of command (gets, cas reads, sets) skips the per-command step machinery.
+of one kind of command (gets, cas reads, sets) skips the per-command step machinery. A
+lone command of a model read or update (`_read_one`, `_run_lone`) skips the batch layers.
 
 What memcached lacks is emulated here:
 
@@ -783,8 +784,8 @@ class MemcachedBackend(Backend):
                         break
                     try:
                         request = steps.send(await conn.read_reply())
-                        while request is _MORE:
-                            request = steps.send(await conn.read_reply())
+                        while request is _MORE:  # its reply came with the first, mostly
+                            request = steps.send(conn.take_reply() or await conn.read_reply())
                     except StopIteration as stop:
                         result = stop.value
                         break
