@@ -23,7 +23,7 @@ import random
 import time
 from asyncio import get_running_loop
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sized
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Sized
 from typing import Any, NamedTuple
 
 from ._commands import Batch, Command, Get, Gets, Has, Incr, NotNative, Replace
@@ -416,8 +416,37 @@ def read_now(backend: Backend, key: str) -> Any:
     run, no batching window open, no near cache, no batch hook, no debug logging; else
     `LATER` (then run the batch with `execute_batch`). The same answer as that batch, with
     no batch built and no coroutine to drive."""
-    if not backend._reads_now or backend.near_cache is not None:
+    if not backend._reads_now or not _alone(backend):
         return LATER
+    return backend._read_now(key)
+
+
+def read_one(backend: Backend, key: str) -> Coroutine[Any, Any, bytes | None] | None:
+    """A lone ``Get(key)`` as the backend's own one-key read (`Backend._read_one`) when it
+    has one and nothing else could join or see it (as for `read_now`); else None (then run
+    the batch with `execute_batch`). The same answer as that batch, with no batch built and
+    no batch layers to pass through."""
+    if not backend._runs_one or not _alone(backend):
+        return None
+    return backend._read_one(key)
+
+
+def run_one(backend: Backend, command: Command) -> Coroutine[Any, Any, Any] | None:
+    """A lone batch of ``command`` (a read or a plain write: never an `Incr` or a
+    `Replace`, which may be emulated) as the backend's own one-command path
+    (`Backend._run_lone`) when it has one and nothing else could join or see it (as for
+    `read_now`); else None (then run the batch with `execute_batch`). The same result in
+    its slot as that batch, with no batch layers to pass through."""
+    if not backend._runs_one or not _alone(backend):
+        return None
+    return backend._run_lone(command)
+
+
+def _alone(backend: Backend) -> bool:
+    """Whether a lone read on ``backend`` now would run as it is, unseen: no near cache, no
+    batching window open or other callback ready to run, no batch hook, no debug logging."""
+    if backend.near_cache is not None:
+        return False
     if backend.auto_batch:
         loop = get_running_loop()
         coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
@@ -425,10 +454,8 @@ def read_now(backend: Backend, key: str) -> Any:
             coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
         ready = coalescer.ready
         if coalescer.window is not None or ready is None or ready:
-            return LATER
-    if _hooks or logger.isEnabledFor(logging.DEBUG):
-        return LATER
-    return backend._read_now(key)
+            return False
+    return not (_hooks or logger.isEnabledFor(logging.DEBUG))
 
 
 async def _emulating(backend: Backend, batch: Batch) -> list[Any]:

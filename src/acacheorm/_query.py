@@ -277,9 +277,13 @@ class SelectQuery(Query[R]):
             backend = schema.backend
             payload = _executor.read_now(backend, key)  # an in-process store, nothing pending
             if payload is _executor.LATER:
-                # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
-                batch = _new(Batch, ((_new(Get, (key,)),), False))
-                payload = (await _executor.execute_batch(backend, batch))[0]
+                reading = _executor.read_one(backend, key)  # the backend's own, nothing pending
+                if reading is not None:
+                    payload = await reading
+                else:
+                    # Batch((Get(key),)), built without the NamedTuple constructors' frames
+                    batch = _new(Batch, ((_new(Get, (key,)),), False))
+                    payload = (await _executor.execute_batch(backend, batch))[0]
             if payload is None:
                 if self.mode == "get":
                     raise _does_not_exist(schema, pks[0], key)
@@ -468,14 +472,23 @@ class UpdateQuery(_Write, Query[R]):
         try:
             attempt = 0
             while True:
-                item = _check((await execute_batch(backend, Batch((Gets(key),))))[0])
+                running = _executor.run_one(backend, _new(Gets, (key,)))
+                if running is not None:  # the backend's own path, nothing pending
+                    item = _check(await running)
+                else:
+                    item = _check((await execute_batch(backend, Batch((Gets(key),))))[0])
                 if item is None:
                     break
                 payload, token = item
                 obj = schema.decode(key, payload)
                 _apply(schema, obj, changes)
                 command = write_row(schema, "cas", key, obj, ttl, token)
-                if checked(schema, command, (await execute_batch(backend, Batch((command,))))[0]):
+                running = _executor.run_one(backend, command)
+                if running is not None:
+                    written = await running
+                else:
+                    written = (await execute_batch(backend, Batch((command,))))[0]
+                if checked(schema, command, written):
                     return obj  # type: ignore[return-value]
                 attempt += 1
                 if attempt >= MAX_UPDATE_ATTEMPTS:

@@ -278,6 +278,72 @@ async def test_a_lone_command_is_one_request_without_the_batch_machinery(
     assert left is not None and 55 <= left <= 61
 
 
+async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
+    memcached_servers: list[Address], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone model read is the backend's one-key read (no batch built, not through
+    `execute`): the same answers (hit, miss, ``DoesNotExist``), one round trip each; a
+    subclass wrapping ``_execute`` and a batch hook still see it."""
+    from acacheorm.cli._demo import define_models
+
+    seen: list[list[str]] = []
+
+    class Watched(MemcachedBackend):
+        async def _execute(self, batch: Batch) -> list[Any]:
+            seen.append([c.key for c in batch.commands])
+            return await super()._execute(batch)
+
+    for cls in (MemcachedBackend, Watched):
+        backend = cls(memcached_servers, namespace=unique_namespace())
+        try:
+            User, _, _ = define_models(backend, "msgpack")
+            await User.insert_many({"id": 1, "name": "a", "height": 1.0}, ttl=60)
+            await backend.get_many(*keys_by_node(backend, 100).values())  # versions checked
+            real = backend.execute
+            if cls is MemcachedBackend:
+
+                async def batched(batch: Batch) -> list[Any]:
+                    raise AssertionError("a lone model read went through execute")
+
+                monkeypatch.setattr(backend, "execute", batched)
+            seen.clear()
+            trips = sum(n.round_trips for n in backend._nodes)
+            assert (await User.get_by_id(1)).name == "a"
+            assert await User.get_or_none(id=2) is None
+            with pytest.raises(User.DoesNotExist):
+                await User.get(id=3)
+            # an update: its Gets and its Cas keeping the TTL, one round trip each
+            assert (await User.update(id=1, height=2.0)).height == 2.0
+            assert await User.update(id=4, height=2.0) is None
+            assert sum(n.round_trips for n in backend._nodes) - trips == 6
+            assert (await User.get_by_id(1)).height == 2.0
+            watched = cls is Watched
+            full = [backend.full_key(f"user:{i}") for i in (1, 2, 3, 1, 1, 4, 1)]
+            assert seen == ([[key] for key in full] if watched else [])
+            left = await remaining_ttl(
+                backend.server_for("user:1"), backend.wire_key(backend.full_key("user:1"))
+            )
+            assert left is not None and 50 <= left <= 61
+            # a failure in the slot of a lone command is named as a batch names it
+            big = "x" * backend.max_value_size
+            with pytest.raises(co.ValueTooLargeError, match=r"command #1 \(Cas 'user:1'\)"):
+                await User.update(id=1, email=big)
+            assert (await User.get_by_id(1)).email is None
+            monkeypatch.setattr(backend, "execute", real)
+            events: list[co.BatchEvent] = []
+            co.add_batch_hook(events.append)
+            try:
+                assert (await User.get_by_id(1)).name == "a"
+            finally:
+                co.remove_batch_hook(events.append)
+            assert [[c.key for c in e.batch.commands] for e in events] == [["user:1"]]
+        finally:
+            try:
+                await backend.clear()
+            finally:
+                await backend.close()
+
+
 async def test_a_batch_of_gets_is_one_request_per_node_with_usable_tokens(
     mc: MemcachedBackend,
 ) -> None:

@@ -332,6 +332,22 @@ class Backend(abc.ABC):
         `_reads_now` is true; what `execute` of a batch of one `Get` would answer."""
         raise NotImplementedError
 
+    #: Whether a lone command has a path of its own, `_read_one` for a `Get` and `_run_lone`
+    #: for a read or a plain write (the executor awaits them instead of a batch of one
+    #: command when nothing else is pending).
+    _runs_one: ClassVar[bool] = False
+
+    async def _read_one(self, key: str) -> bytes | None:
+        """The value of ``key`` (without the namespace), for a backend whose `_runs_one` is
+        true: what `execute` of a batch of one `Get` would answer (or raise)."""
+        raise NotImplementedError
+
+    async def _run_lone(self, command: Command) -> Any:
+        """The result of ``command`` (its key without the namespace; never an `Incr` or a
+        `Replace`), for a backend whose `_runs_one` is true: what `execute` of a batch of
+        that one command would answer in its slot (or raise)."""
+        raise NotImplementedError
+
     def _near_tracker(self) -> _Tracker | None:
         """The invalidation channel a near cache follows (None: there is none)."""
         return None

@@ -7,7 +7,8 @@ protocol (memcached 1.6.10 or newer, checked once per node), spoken by this pack
 (`_protocol`, no I/O) on connections from a small pool of its own per node (`_pool`): a
 request that fails, times out or is cancelled closes its connection, so a late reply can
 never reach the next caller. Replies are parsed in bulk from what has arrived, and a batch
-of one kind of command (gets, cas reads, sets) skips the per-command step machinery.
+of one kind of command (gets, cas reads, sets) skips the per-command step machinery. A
+lone command of a model read or update (`_read_one`, `_run_lone`) skips the batch layers.
 
 What memcached lacks is emulated here:
 
@@ -55,7 +56,14 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from ..._commands import Batch, Capabilities, Command, Get, Gets, Set
 from ..._exceptions import AtomicityError, BackendError, BackendUnavailable
-from ..base import DEFAULT_TIMEOUT, Backend, check_scan_args, has_writes, unknown_outcome
+from ..base import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    check_scan_args,
+    has_writes,
+    name_slot_errors,
+    unknown_outcome,
+)
 from ._pool import Connection, Node, read_dump_line, read_line
 from ._protocol import (
     _GET,
@@ -95,6 +103,7 @@ _SAFE_KEY = re.compile(r"[!-~]+")  # printable ASCII, no space: what memcached a
 _SAFE_WIRE_KEY = re.compile(rb"[!-~]{1,250}")
 
 
+_new = tuple.__new__  # a command is a NamedTuple whose first item is its key
 ServerSpec = str | tuple[str, int] | tuple[str, int, int]
 T = TypeVar("T")
 
@@ -376,6 +385,8 @@ class MemcachedBackend(Backend):
             cmd = commands[0]
             key = self.wire_key(cmd.key)
             node = nodes[ring.node_for(key)] if len(nodes) > 1 else nodes[0]
+            if type(cmd) is Get:
+                return [await self._get_one(node, key)]
             return [await self._run_one(node, cmd, key)]
         keys = self._wire_keys([cmd[0] for cmd in commands])  # a command's first item: its key
         kinds = {type(cmd) for cmd in commands}
@@ -682,13 +693,71 @@ class MemcachedBackend(Backend):
             raise self._failure(node, exc, sent and has_writes(c for _, c, _ in items)) from exc
         return results
 
-    async def _run_one(self, node: Node, cmd: Command, key: bytes) -> Any:
-        """`_run_node` for a batch of one command: the same exchange, without the rounds'
-        bookkeeping (one request in flight at a time, each step's reply read before the
-        next is sent)."""
-        steps: _Step | None = None
+    #: A lone model read or update skips the batch layers (see `_read_one`, `_run_lone`),
+    #: unless a subclass wraps `execute` or `_execute`: then it sees every command.
+    _runs_one = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._runs_one = (
+            cls._execute is MemcachedBackend._execute and cls.execute is MemcachedBackend.execute
+        )
+
+    async def _read_one(self, key: str) -> bytes | None:
+        """A lone `Get` of ``key`` (without the namespace): `_execute`'s own path for it,
+        without a batch."""
+        wire = self.wire_key(self._prefix + key)
+        nodes = self._nodes
+        return await self._get_one(
+            nodes[self._ring.node_for(wire)] if len(nodes) > 1 else nodes[0], wire
+        )
+
+    async def _run_lone(self, command: Command) -> Any:
+        """A lone ``command`` (key without the namespace, never an `Incr` or a `Replace`):
+        `_execute`'s own path for it, without a batch; a failure in its slot is named as
+        `execute` names it."""
+        prefix = self._prefix
+        cmd = _new(type(command), (prefix + command[0], *command[1:]))
+        wire = self.wire_key(cmd[0])
+        nodes = self._nodes
+        node = nodes[self._ring.node_for(wire)] if len(nodes) > 1 else nodes[0]
         if type(cmd) is Get:
-            data = b"get " + key + b"\r\n"
+            return await self._get_one(node, wire)
+        result = await self._run_one(node, cmd, wire)
+        if isinstance(result, BackendError):
+            return name_slot_errors((cmd,), [result], len(prefix))[0]
+        return result
+
+    async def _get_one(self, node: Node, key: bytes) -> bytes | None:
+        """`_run_one` for a lone `Get` of wire key ``key``, the hottest command: one
+        ``get``, its reply parsed once it has come."""
+        deadline = self._deadline()
+        generation = node._generation
+        pool = node.pool
+        try:
+            conn = pool.take() or await pool.acquire(deadline)
+            clean = False
+            try:
+                conn.deadline = deadline
+                if not node.checked:
+                    await self._check_version(node, conn)
+                conn.write(b"get %b\r\n" % key)
+                node.round_trips += 1
+                value = await conn.read_value(key)
+                clean = True
+            finally:
+                pool.release(conn, clean and generation == node._generation)
+        except BaseException as exc:
+            raise self._failure(node, exc, False) from exc
+        return value
+
+    async def _run_one(self, node: Node, cmd: Command, key: bytes) -> Any:
+        """`_run_node` for a batch of one command but a `Get` (`_get_one`): the same
+        exchange, without the rounds' bookkeeping (one request in flight at a time, each
+        step's reply read before the next is sent)."""
+        steps: _Step | None = None
+        if type(cmd) is Gets:  # one request, one reply: no steps to drive
+            data = b"mg %b v c t\r\n" % key
         else:
             steps = self._steps(cmd, key)
             try:
@@ -711,12 +780,12 @@ class MemcachedBackend(Backend):
                     conn.write(data)
                     node.round_trips += 1
                     if steps is None:
-                        result = (await conn.read_values()).get(key)
+                        result = Steps.gets_result(self._name(cmd), await conn.read_reply())
                         break
                     try:
                         request = steps.send(await conn.read_reply())
-                        while request is _MORE:
-                            request = steps.send(await conn.read_reply())
+                        while request is _MORE:  # its reply came with the first, mostly
+                            request = steps.send(conn.take_reply() or await conn.read_reply())
                     except StopIteration as stop:
                         result = stop.value
                         break

@@ -168,6 +168,21 @@ class Connection(asyncio.Protocol):
                 return values
             await self._wait(need - pos)
 
+    async def read_value(self, key: bytes) -> bytes | None:
+        """The reply to a one-key ``get`` of ``key``, sent just now: its value or None.
+        Waits first, without parsing, for the shortest reply (``END``) to arrive."""
+        values: dict[bytes, bytes] = {}
+        want = 5  # unread bytes needed before parsing can get further
+        while True:
+            if len(self._data) - self._pos + self._chunked < want:
+                await self._wait(want)
+            data, pos = self._buffer()
+            pos, need = parse_values(data, pos, values)
+            self._read_to(pos)
+            if not need:
+                return values.get(key)
+            want = need - pos
+
     def take_reply(self) -> _Reply | None:
         """The next meta reply if it has all arrived, else None (nothing is read then)."""
         data, pos = self._buffer()

@@ -304,13 +304,17 @@ class Steps:
         return None if left < 0 else float(max(0, left - 1))
 
     def _gets(self, name: str, key: bytes) -> _Step:
-        reply = yield _Request(b"mg %b v c t\r\n" % key)
-        if reply.code == b"EN":
+        return self.gets_result(name, (yield _Request(b"mg %b v c t\r\n" % key)))
+
+    @staticmethod
+    def gets_result(name: str, reply: _Reply) -> Any:
+        """What a `Gets` of key ``name`` answers for ``reply`` to its ``mg <key> v c t``."""
+        code = reply.code
+        if code == b"VA":
+            return reply.value, _CasToken(reply.flag(b"c"), reply.flag(b"t"), time.monotonic())
+        if code == b"EN":
             return None
-        if reply.code != b"VA":
-            return self._refused(name, reply)
-        token = _CasToken(reply.flag(b"c"), reply.flag(b"t"), time.monotonic())
-        return reply.value, token
+        return Steps._refused(name, reply)
 
     def _cas(self, name: str, key: bytes, value: bytes, token: Any, ttl: WriteTTL) -> _Step:
         if not isinstance(token, _CasToken):
