@@ -31,6 +31,8 @@ from ._exceptions import AtomicityError
 from ._signals import Signal
 from .backends.base import Backend, NothingRan, name_slot_errors
 
+_new = tuple.__new__
+
 logger = logging.getLogger("acacheorm")
 
 # The reads whose result says hit or miss (for BatchEvent.hits/misses).
@@ -404,6 +406,28 @@ def _may_emulate(commands: tuple[Command, ...]) -> bool:
         if kind is Incr or kind is Replace:
             return True
     return False
+
+
+def read_joined(backend: Backend, key: str) -> asyncio.Future[list[Any]] | None:
+    """The future of a lone ``Get(key)`` joined to the batching window open on ``backend``
+    in the running loop (what `execute_batch` does with it then, without the coroutine);
+    None when no window is open or the batch would not join one (then run it with
+    `execute_batch`). Awaiting the future answers ``[payload]``; cancelling it leaves the
+    merged round trip to the others."""
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None:
+        return None
+    window = coalescer.window
+    if (
+        window is None
+        or backend.near_cache is not None
+        or not backend.auto_batch
+        or coalescer.loop is not get_running_loop()
+    ):
+        return None
+    fut: asyncio.Future[list[Any]] = coalescer.loop.create_future()
+    window.append((_new(Batch, ((_new(Get, (key,)),), False)), fut))
+    return fut
 
 
 #: What `read_now` answers when the read must go through `execute_batch`.

@@ -275,7 +275,11 @@ class SelectQuery(Query[R]):
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
             backend = schema.backend
-            payload = _executor.read_now(backend, key)  # an in-process store, nothing pending
+            joined = _executor.read_joined(backend, key)  # a batching window is open
+            if joined is not None:
+                payload = (await joined)[0]
+            else:
+                payload = _executor.read_now(backend, key)  # in-process, nothing pending
             if payload is _executor.LATER:
                 # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
                 batch = _new(Batch, ((_new(Get, (key,)),), False))
