@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import time
@@ -266,11 +267,18 @@ class _Coalescer:
         self.tasks: set[asyncio.Task[None]] = set()
         #: The loop's queue of callbacks ready to run (asyncio's own loops), or None.
         self.ready: Sized | None = _ready_queue(loop)
+        #: A new future of the loop: asyncio's Future class called directly where the loop's
+        #: create_future is asyncio's own (the same future, without a Python frame per call).
+        self.new_future: Callable[[], asyncio.Future[list[Any]]] = (
+            functools.partial(asyncio.Future, loop=loop)
+            if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
+            else loop.create_future
+        )
 
     async def submit(self, batch: Batch) -> list[Any]:
         window = self.window
         if window is not None:
-            fut: asyncio.Future[list[Any]] = self.loop.create_future()
+            fut: asyncio.Future[list[Any]] = self.new_future()
             window.append((batch, fut))
             return await fut
         window = self.window = [(batch, None)]
@@ -289,7 +297,7 @@ class _Coalescer:
             self.window = None
         if len(window) == 1:
             return await _execute(self.backend, batch)
-        own: asyncio.Future[list[Any]] = self.loop.create_future()
+        own: asyncio.Future[list[Any]] = self.new_future()
         window[0] = (batch, own)
         self._spawn(window)
         return await own
@@ -384,7 +392,7 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
     window = coalescer.window
     if window is not None:  # join the open window (Coalescer.submit, inline)
-        fut: asyncio.Future[list[Any]] = loop.create_future()
+        fut: asyncio.Future[list[Any]] = coalescer.new_future()
         window.append((batch, fut))
         return await fut
     ready = coalescer.ready
@@ -425,7 +433,7 @@ def read_joined(backend: Backend, key: str) -> asyncio.Future[list[Any]] | None:
         or coalescer.loop is not get_running_loop()
     ):
         return None
-    fut: asyncio.Future[list[Any]] = coalescer.loop.create_future()
+    fut: asyncio.Future[list[Any]] = coalescer.new_future()
     window.append((_new(Batch, ((_new(Get, (key,)),), False)), fut))
     return fut
 
