@@ -251,6 +251,20 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
         _report(backend, batch, start, error, merged, results, near_hits)
 
 
+class RowRead(NamedTuple):
+    """A batching window's entry for a lone row read (`read_joined`): ``Get(key)`` for a
+    model, whose future answers the decoded row (None when absent): the rows of the merged
+    batch are decoded together, one `decode_many` per model."""
+
+    commands: tuple[Command, ...]
+    schema: Any
+
+
+#: A batching window's entry: a caller's batch (or row read), and the future its caller
+#: awaits (None for the first submitter, which runs the batch itself when alone).
+_Entry = tuple[Batch | RowRead, "asyncio.Future[Any] | None"]
+
+
 class _Coalescer:
     """Merges the batches submitted to one backend within one loop iteration.
 
@@ -263,7 +277,7 @@ class _Coalescer:
     def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
         self.loop = loop
-        self.window: list[tuple[Batch, asyncio.Future[list[Any]] | None]] | None = None
+        self.window: list[_Entry] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         #: The loop's queue of callbacks ready to run (asyncio's own loops), or None.
         self.ready: Sized | None = _ready_queue(loop)
@@ -287,7 +301,7 @@ class _Coalescer:
         except asyncio.CancelledError:
             if self.window is window:
                 self.window = None
-            followers: list[tuple[Batch, asyncio.Future[list[Any]] | None]] = [
+            followers: list[_Entry] = [
                 (b, f) for b, f in window[1:] if f is not None and not f.cancelled()
             ]
             if followers:
@@ -302,12 +316,12 @@ class _Coalescer:
         self._spawn(window)
         return await own
 
-    def _spawn(self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]) -> None:
+    def _spawn(self, pending: list[_Entry]) -> None:
         task = self.loop.create_task(self._run(pending))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]) -> None:
+    async def _run(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
         for batch, _ in pending:
             commands.extend(batch.commands)
@@ -330,24 +344,65 @@ class _Coalescer:
                 raise
             return
         start = 0
+        # Row reads, by model: [futures, keys, payloads], decoded together below.
+        rows: dict[Any, tuple[list[Any], list[str], list[Any]]] | None = None
         for batch, fut in pending:
             end = start + len(batch.commands)
-            if fut is not None and not fut.done():
+            if type(batch) is RowRead:
+                if rows is None:
+                    rows = {}
+                group = rows.get(batch.schema)
+                if group is None:
+                    group = rows[batch.schema] = ([], [], [])
+                group[0].append(fut)
+                group[1].append(batch.commands[0].key)
+                group[2].append(results[start])
+            elif fut is not None and not fut.done():
                 fut.set_result(results[start:end])
             start = end
+        if rows is not None:
+            for schema, (futs, keys, payloads) in rows.items():
+                _settle_rows(schema, futs, keys, payloads)
 
-    async def _one_by_one(
-        self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]
-    ) -> None:
+    async def _one_by_one(self, pending: list[_Entry]) -> None:
         for batch, fut in pending:
             try:
-                results = await _execute(self.backend, batch)
+                results = await _execute(self.backend, Batch(batch.commands))
             except Exception as exc:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
                 continue
-            if fut is not None and not fut.done():
+            if type(batch) is RowRead:
+                _settle_rows(batch.schema, [fut], [batch.commands[0].key], results)
+            elif fut is not None and not fut.done():
                 fut.set_result(results)
+
+
+def _settle_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[Any]) -> None:
+    """Answer the futures of row reads of one model: their rows decoded in one
+    `decode_many` (None stays None); where that fails (a slot's error, a payload that does
+    not decode), each row on its own, so an error reaches only its own caller."""
+    try:
+        decoded = schema.decode_many(keys, payloads)
+    except Exception:
+        for fut, key, payload in zip(futs, keys, payloads, strict=True):
+            if fut is None or fut.done():
+                continue
+            if payload is None:
+                fut.set_result(None)
+            elif isinstance(payload, BaseException):
+                fut.set_exception(payload)
+            else:
+                try:
+                    row = schema.decode(key, payload)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(row)
+        return
+    for fut, row in zip(futs, decoded, strict=True):
+        if fut is not None and not fut.done():
+            fut.set_result(row)
 
 
 def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
@@ -416,12 +471,13 @@ def _may_emulate(commands: tuple[Command, ...]) -> bool:
     return False
 
 
-def read_joined(backend: Backend, key: str) -> asyncio.Future[list[Any]] | None:
-    """The future of a lone ``Get(key)`` joined to the batching window open on ``backend``
-    in the running loop (what `execute_batch` does with it then, without the coroutine);
-    None when no window is open or the batch would not join one (then run it with
-    `execute_batch`). Awaiting the future answers ``[payload]``; cancelling it leaves the
-    merged round trip to the others."""
+def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] | None:
+    """The future of a lone read of ``schema``'s row at ``key`` joined to the batching
+    window open on ``backend`` in the running loop (a `RowRead`: ``Get(key)`` in the merged
+    batch, as `execute_batch` would send it, without a coroutine); None when no window is
+    open or the read would not join one (then run ``Batch((Get(key),))`` with
+    `execute_batch`). Awaiting the future answers the decoded row or None, or raises the
+    slot's error; cancelling it leaves the merged round trip to the others."""
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None:
         return None
@@ -433,8 +489,8 @@ def read_joined(backend: Backend, key: str) -> asyncio.Future[list[Any]] | None:
         or coalescer.loop is not get_running_loop()
     ):
         return None
-    fut: asyncio.Future[list[Any]] = coalescer.new_future()
-    window.append((_new(Batch, ((_new(Get, (key,)),), False)), fut))
+    fut: asyncio.Future[Any] = coalescer.new_future()
+    window.append((_new(RowRead, ((_new(Get, (key,)),), schema)), fut))
     return fut
 
 

@@ -287,11 +287,14 @@ class SelectQuery(Query[R]):
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
             backend = schema.backend
-            joined = _executor.read_joined(backend, key)  # a batching window is open
+            joined = _executor.read_joined(backend, key, schema)  # a batching window is open
             if joined is not None:
-                payload = (await joined)[0]
-            else:
-                payload = _executor.read_now(backend, key)  # in-process, nothing pending
+                # the row, decoded with the others of the merged batch (or the slot's error)
+                row: Any = await joined
+                if row is None and self.mode == "get":
+                    raise _does_not_exist(schema, pks[0], key)
+                return row  # type: ignore[no-any-return]
+            payload = _executor.read_now(backend, key)  # in-process, nothing pending
             if payload is _executor.LATER:
                 # Batch((Get(key),)), built without the NamedTuple constructors' Python frames
                 batch = _new(Batch, ((_new(Get, (key,)),), False))
@@ -302,7 +305,7 @@ class SelectQuery(Query[R]):
                 return None  # type: ignore[return-value]
             if isinstance(payload, BaseException):
                 raise payload
-            row: Any = schema.decode(key, payload)
+            row = schema.decode(key, payload)
             return row  # type: ignore[no-any-return]
         keys = schema.keys(pks)
         results = await _executor.execute_batch(schema.backend, _gets(keys))
