@@ -253,16 +253,19 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
 
 class RowRead(NamedTuple):
     """A batching window's entry for a lone row read (`read_joined`): ``Get(key)`` for a
-    model, whose future answers the decoded row (None when absent): the rows of the merged
-    batch are decoded together, one `decode_many` per model."""
+    model's row, and the future its caller awaits, which answers the decoded row (None
+    when absent): the rows of the merged batch are decoded together, one `decode_many`
+    per model. One object per read (with its `Get`), for the garbage collector's sake."""
 
-    commands: tuple[Command, ...]
+    get: Get
     schema: Any
+    future: asyncio.Future[Any]
 
 
-#: A batching window's entry: a caller's batch (or row read), and the future its caller
-#: awaits (None for the first submitter, which runs the batch itself when alone).
-_Entry = tuple[Batch | RowRead, "asyncio.Future[Any] | None"]
+#: A batching window's entry: a caller's batch and the future its caller awaits (None for
+#: the first submitter, which runs the batch itself when alone), or a `RowRead`. Either
+#: way, the future is the entry's last item.
+_Entry = tuple[Batch, "asyncio.Future[Any] | None"] | RowRead
 
 
 class _Coalescer:
@@ -302,7 +305,7 @@ class _Coalescer:
             if self.window is window:
                 self.window = None
             followers: list[_Entry] = [
-                (b, f) for b, f in window[1:] if f is not None and not f.cancelled()
+                e for e in window[1:] if e[-1] is not None and not e[-1].cancelled()
             ]
             if followers:
                 self._spawn(followers)
@@ -323,8 +326,11 @@ class _Coalescer:
 
     async def _run(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
-        for batch, _ in pending:
-            commands.extend(batch.commands)
+        for entry in pending:
+            if isinstance(entry, RowRead):
+                commands.append(entry[0])
+            else:
+                commands.extend(entry[0].commands)
         try:
             try:
                 results = await _execute(self.backend, Batch(tuple(commands)), len(pending))
@@ -334,7 +340,8 @@ class _Coalescer:
                 await self._one_by_one(pending)
                 return
         except BaseException as exc:
-            for _, fut in pending:
+            for entry in pending:
+                fut = entry[-1]
                 if fut is not None and not fut.done():
                     if isinstance(exc, asyncio.CancelledError):
                         fut.cancel()
@@ -346,18 +353,22 @@ class _Coalescer:
         start = 0
         # Row reads, by model: [futures, keys, payloads], decoded together below.
         rows: dict[Any, tuple[list[Any], list[str], list[Any]]] | None = None
-        for batch, fut in pending:
-            end = start + len(batch.commands)
-            if type(batch) is RowRead:
+        for entry in pending:
+            if isinstance(entry, RowRead):
+                get, schema, fut = entry
                 if rows is None:
                     rows = {}
-                group = rows.get(batch.schema)
+                group = rows.get(schema)
                 if group is None:
-                    group = rows[batch.schema] = ([], [], [])
+                    group = rows[schema] = ([], [], [])
                 group[0].append(fut)
-                group[1].append(batch.commands[0].key)
+                group[1].append(get.key)
                 group[2].append(results[start])
-            elif fut is not None and not fut.done():
+                start += 1
+                continue
+            batch, fut = entry
+            end = start + len(batch.commands)
+            if fut is not None and not fut.done():
                 fut.set_result(results[start:end])
             start = end
         if rows is not None:
@@ -365,15 +376,17 @@ class _Coalescer:
                 _settle_rows(schema, futs, keys, payloads)
 
     async def _one_by_one(self, pending: list[_Entry]) -> None:
-        for batch, fut in pending:
+        for entry in pending:
+            fut = entry[-1]
+            batch = Batch((entry.get,)) if isinstance(entry, RowRead) else entry[0]
             try:
-                results = await _execute(self.backend, Batch(batch.commands))
+                results = await _execute(self.backend, batch)
             except Exception as exc:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
                 continue
-            if type(batch) is RowRead:
-                _settle_rows(batch.schema, [fut], [batch.commands[0].key], results)
+            if isinstance(entry, RowRead):
+                _settle_rows(entry.schema, [fut], [entry.get.key], results)
             elif fut is not None and not fut.done():
                 fut.set_result(results)
 
@@ -490,7 +503,7 @@ def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] 
     ):
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
-    window.append((_new(RowRead, ((_new(Get, (key,)),), schema)), fut))
+    window.append(_new(RowRead, (_new(Get, (key,)), schema, fut)))
     return fut
 
 
