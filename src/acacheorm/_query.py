@@ -161,8 +161,11 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             coro = self._execution(key)
         try:
             return coro.send(value)
-        except BaseException:
-            self._finished(key)
+        except BaseException:  # the execution ended (StopIteration carries the result)
+            if coro is self._coro:  # the one task driving it (_finished, inline)
+                self._task = self._coro = None
+            else:
+                self._finished(key)
             raise
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
