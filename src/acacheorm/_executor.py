@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import time
@@ -30,6 +31,8 @@ from ._commands import Batch, Command, Get, Gets, Has, Incr, NotNative, Replace
 from ._exceptions import AtomicityError
 from ._signals import Signal
 from .backends.base import Backend, NothingRan, name_slot_errors
+
+_new = tuple.__new__
 
 logger = logging.getLogger("acacheorm")
 
@@ -248,6 +251,23 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
         _report(backend, batch, start, error, merged, results, near_hits)
 
 
+class RowRead(NamedTuple):
+    """A batching window's entry for a lone row read (`read_joined`): ``Get(key)`` for a
+    model's row, and the future its caller awaits, which answers the decoded row (None
+    when absent): the rows of the merged batch are decoded together, one `decode_many`
+    per model. One object per read (with its `Get`), for the garbage collector's sake."""
+
+    get: Get
+    schema: Any
+    future: asyncio.Future[Any]
+
+
+#: A batching window's entry: a caller's batch and the future its caller awaits (None for
+#: the first submitter, which runs the batch itself when alone), or a `RowRead`. Either
+#: way, the future is the entry's last item.
+_Entry = tuple[Batch, "asyncio.Future[Any] | None"] | RowRead
+
+
 class _Coalescer:
     """Merges the batches submitted to one backend within one loop iteration.
 
@@ -260,15 +280,22 @@ class _Coalescer:
     def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
         self.loop = loop
-        self.window: list[tuple[Batch, asyncio.Future[list[Any]] | None]] | None = None
+        self.window: list[_Entry] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         #: The loop's queue of callbacks ready to run (asyncio's own loops), or None.
         self.ready: Sized | None = _ready_queue(loop)
+        #: A new future of the loop: asyncio's Future class called directly where the loop's
+        #: create_future is asyncio's own (the same future, without a Python frame per call).
+        self.new_future: Callable[[], asyncio.Future[list[Any]]] = (
+            functools.partial(asyncio.Future, loop=loop)
+            if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
+            else loop.create_future
+        )
 
     async def submit(self, batch: Batch) -> list[Any]:
         window = self.window
         if window is not None:
-            fut: asyncio.Future[list[Any]] = self.loop.create_future()
+            fut: asyncio.Future[list[Any]] = self.new_future()
             window.append((batch, fut))
             return await fut
         window = self.window = [(batch, None)]
@@ -277,8 +304,8 @@ class _Coalescer:
         except asyncio.CancelledError:
             if self.window is window:
                 self.window = None
-            followers: list[tuple[Batch, asyncio.Future[list[Any]] | None]] = [
-                (b, f) for b, f in window[1:] if f is not None and not f.cancelled()
+            followers: list[_Entry] = [
+                e for e in window[1:] if e[-1] is not None and not e[-1].cancelled()
             ]
             if followers:
                 self._spawn(followers)
@@ -287,20 +314,23 @@ class _Coalescer:
             self.window = None
         if len(window) == 1:
             return await _execute(self.backend, batch)
-        own: asyncio.Future[list[Any]] = self.loop.create_future()
+        own: asyncio.Future[list[Any]] = self.new_future()
         window[0] = (batch, own)
         self._spawn(window)
         return await own
 
-    def _spawn(self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]) -> None:
+    def _spawn(self, pending: list[_Entry]) -> None:
         task = self.loop.create_task(self._run(pending))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]) -> None:
+    async def _run(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
-        for batch, _ in pending:
-            commands.extend(batch.commands)
+        for entry in pending:
+            if isinstance(entry, RowRead):
+                commands.append(entry[0])
+            else:
+                commands.extend(entry[0].commands)
         try:
             try:
                 results = await _execute(self.backend, Batch(tuple(commands)), len(pending))
@@ -310,7 +340,8 @@ class _Coalescer:
                 await self._one_by_one(pending)
                 return
         except BaseException as exc:
-            for _, fut in pending:
+            for entry in pending:
+                fut = entry[-1]
                 if fut is not None and not fut.done():
                     if isinstance(exc, asyncio.CancelledError):
                         fut.cancel()
@@ -320,24 +351,71 @@ class _Coalescer:
                 raise
             return
         start = 0
-        for batch, fut in pending:
+        # Row reads, by model: [futures, keys, payloads], decoded together below.
+        rows: dict[Any, tuple[list[Any], list[str], list[Any]]] | None = None
+        for entry in pending:
+            if isinstance(entry, RowRead):
+                get, schema, fut = entry
+                if rows is None:
+                    rows = {}
+                group = rows.get(schema)
+                if group is None:
+                    group = rows[schema] = ([], [], [])
+                group[0].append(fut)
+                group[1].append(get.key)
+                group[2].append(results[start])
+                start += 1
+                continue
+            batch, fut = entry
             end = start + len(batch.commands)
             if fut is not None and not fut.done():
                 fut.set_result(results[start:end])
             start = end
+        if rows is not None:
+            for schema, (futs, keys, payloads) in rows.items():
+                _settle_rows(schema, futs, keys, payloads)
 
-    async def _one_by_one(
-        self, pending: list[tuple[Batch, asyncio.Future[list[Any]] | None]]
-    ) -> None:
-        for batch, fut in pending:
+    async def _one_by_one(self, pending: list[_Entry]) -> None:
+        for entry in pending:
+            fut = entry[-1]
+            batch = Batch((entry.get,)) if isinstance(entry, RowRead) else entry[0]
             try:
                 results = await _execute(self.backend, batch)
             except Exception as exc:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
                 continue
-            if fut is not None and not fut.done():
+            if isinstance(entry, RowRead):
+                _settle_rows(entry.schema, [fut], [entry.get.key], results)
+            elif fut is not None and not fut.done():
                 fut.set_result(results)
+
+
+def _settle_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[Any]) -> None:
+    """Answer the futures of row reads of one model: their rows decoded in one
+    `decode_many` (None stays None); where that fails (a slot's error, a payload that does
+    not decode), each row on its own, so an error reaches only its own caller."""
+    try:
+        decoded = schema.decode_many(keys, payloads)
+    except Exception:
+        for fut, key, payload in zip(futs, keys, payloads, strict=True):
+            if fut is None or fut.done():
+                continue
+            if payload is None:
+                fut.set_result(None)
+            elif isinstance(payload, BaseException):
+                fut.set_exception(payload)
+            else:
+                try:
+                    row = schema.decode(key, payload)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(row)
+        return
+    for fut, row in zip(futs, decoded, strict=True):
+        if fut is not None and not fut.done():
+            fut.set_result(row)
 
 
 def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
@@ -382,7 +460,7 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
     window = coalescer.window
     if window is not None:  # join the open window (Coalescer.submit, inline)
-        fut: asyncio.Future[list[Any]] = loop.create_future()
+        fut: asyncio.Future[list[Any]] = coalescer.new_future()
         window.append((batch, fut))
         return await fut
     ready = coalescer.ready
@@ -404,6 +482,29 @@ def _may_emulate(commands: tuple[Command, ...]) -> bool:
         if kind is Incr or kind is Replace:
             return True
     return False
+
+
+def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] | None:
+    """The future of a lone read of ``schema``'s row at ``key`` joined to the batching
+    window open on ``backend`` in the running loop (a `RowRead`: ``Get(key)`` in the merged
+    batch, as `execute_batch` would send it, without a coroutine); None when no window is
+    open or the read would not join one (then run ``Batch((Get(key),))`` with
+    `execute_batch`). Awaiting the future answers the decoded row or None, or raises the
+    slot's error; cancelling it leaves the merged round trip to the others."""
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None:
+        return None
+    window = coalescer.window
+    if (
+        window is None
+        or backend.near_cache is not None
+        or not backend.auto_batch
+        or coalescer.loop is not get_running_loop()
+    ):
+        return None
+    fut: asyncio.Future[Any] = coalescer.new_future()
+    window.append(_new(RowRead, (_new(Get, (key,)), schema, fut)))
+    return fut
 
 
 #: What `read_now` answers when the read must go through `execute_batch`.

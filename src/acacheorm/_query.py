@@ -13,6 +13,7 @@ import asyncio
 import copy
 import sys
 import warnings
+from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from itertools import repeat
 from typing import Any, Generic, Self, TypeVar
@@ -58,6 +59,17 @@ _new = tuple.__new__
 def _gets(keys: list[str]) -> Batch:
     """``Batch(tuple(map(Get, keys)))``, built without the NamedTuples' Python frames."""
     return _new(Batch, (tuple(map(_new, repeat(Get), zip(keys))), False))
+
+
+#: The task running in an event loop (None for None): asyncio's own table of current tasks
+#: read directly where it is one (no Python frame per look-up), else `asyncio.current_task`.
+_task_of: Callable[[Any], Any]
+if sys.version_info < (3, 14) and isinstance(getattr(asyncio.tasks, "_current_tasks", None), dict):
+    _task_of = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+else:  # pragma: no cover - other Python versions
+
+    def _task_of(loop: Any) -> Any:
+        return None if loop is None else asyncio.current_task(loop)
 
 
 #: Compare-and-swap attempts before an update gives up with ConflictError.
@@ -116,15 +128,11 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
 
-    def _execution(self) -> tuple[Any, Coroutine[Any, Any, R]]:
-        """The execution the current task drives (a new one for a task that starts)."""
-        try:
-            key: Any = asyncio.current_task()
-        except RuntimeError:  # driven by hand, outside an event loop
-            key = None
+    def _execution(self, key: Any) -> Coroutine[Any, Any, R]:
+        """The execution task ``key`` drives (a new one for a task that starts)."""
         coro = self._coro
         if coro is not None and self._task is key:
-            return key, coro
+            return coro
         coros = self._coros
         coro = None if coros is None else coros.get(key)
         if coro is None:
@@ -136,7 +144,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
                 if coros is None:
                     coros = self._coros = {}
                 coros[key] = coro
-        return key, coro
+        return coro
 
     def _finished(self, key: Any) -> None:
         """Forget the execution of task ``key`` (it ended)."""
@@ -147,16 +155,23 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     def send(self, value: Any) -> Any:
         """Coroutine protocol: start or resume the execution a task drives."""
-        key, coro = self._execution()
+        key = _task_of(_get_running_loop())  # None when driven by hand, outside a loop
+        coro = self._coro
+        if coro is None or self._task is not key:
+            coro = self._execution(key)
         try:
             return coro.send(value)
-        except BaseException:
-            self._finished(key)
+        except BaseException:  # the execution ended (StopIteration carries the result)
+            if coro is self._coro:  # the one task driving it (_finished, inline)
+                self._task = self._coro = None
+            else:
+                self._finished(key)
             raise
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         """Coroutine protocol: raise an exception (a cancellation) inside the execution."""
-        key, coro = self._execution()
+        key = _task_of(_get_running_loop())
+        coro = self._execution(key)
         try:
             if val is None and tb is None:
                 return coro.throw(typ)
@@ -275,7 +290,14 @@ class SelectQuery(Query[R]):
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
             backend = schema.backend
-            payload = _executor.read_now(backend, key)  # an in-process store, nothing pending
+            joined = _executor.read_joined(backend, key, schema)  # a batching window is open
+            if joined is not None:
+                # the row, decoded with the others of the merged batch (or the slot's error)
+                row: Any = await joined
+                if row is None and self.mode == "get":
+                    raise _does_not_exist(schema, pks[0], key)
+                return row  # type: ignore[no-any-return]
+            payload = _executor.read_now(backend, key)  # in-process, nothing pending
             if payload is _executor.LATER:
                 reading = _executor.read_one(backend, key)  # the backend's own, nothing pending
                 if reading is not None:
@@ -290,7 +312,7 @@ class SelectQuery(Query[R]):
                 return None  # type: ignore[return-value]
             if isinstance(payload, BaseException):
                 raise payload
-            row: Any = schema.decode(key, payload)
+            row = schema.decode(key, payload)
             return row  # type: ignore[no-any-return]
         keys = schema.keys(pks)
         results = await _executor.execute_batch(schema.backend, _gets(keys))

@@ -57,6 +57,31 @@ async def test_a_failure_reaches_only_its_caller(
     assert all(r.id == i for i, r in enumerate(results) if i != 7)
 
 
+async def test_merged_row_reads_of_several_models_each_get_their_own_answer(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    User, Article = models.User, models.Article
+    await fill(models, 300)  # enough rows for the merged decode's bulk path
+    await Article.insert_many(*({"id": i, "author": i, "title": f"t{i}"} for i in range(3)))
+    await User.delete_many(11)
+    await models.backend.set(User._schema.key((12,)), b"corrupt")
+    round_trips.reset()
+    users = [User.get_by_id(i) for i in range(300)]
+    others = [User.get_or_none(id=11), Article.get_by_id(2), Article.get_or_none(id=9)]
+    results = await asyncio.gather(*users, *others, return_exceptions=True)
+    assert round_trips.count == 1
+    assert round_trips.events[0].merged == 303
+    assert isinstance(results[11], User.DoesNotExist)
+    assert isinstance(results[12], co.SerializationError)
+    assert results[12].key == User._schema.key((12,))
+    assert all(
+        type(r) is User and r.id == i for i, r in enumerate(results[:300]) if i not in (11, 12)
+    )
+    assert results[300] is None
+    assert type(results[301]) is Article and results[301].title == "t2"
+    assert results[302] is None
+
+
 async def test_cancelling_one_caller_leaves_the_others(models: SimpleNamespace) -> None:
     User = models.User
     await fill(models, 50)
