@@ -123,13 +123,14 @@ class IndexSource:
             results = (yield [(self.schema.backend, Batch(tuple(cmds)))])[0]
             keys: dict[str, None] = {}
             rows = self.rows
+            nr = NOT_READ
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-                for item in result:
-                    keys[item[0]] = None
-                    if len(item) == 3 and item[2] is not NOT_READ:
-                        rows[item[0]] = item[2]
+                keys.update(dict.fromkeys([item[0] for item in result]))
+                # a backend adds the rows to every item of a read or to none (IndexRead)
+                if result and len(result[0]) == 3:
+                    rows.update({k: p for k, _, p in result if p is not nr})
             self.keys = list(keys)
         page, self.keys = self.keys[:PAGE], self.keys[PAGE:]
         return page

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
@@ -570,6 +571,12 @@ if op == 'eq' then
         total = total + redis.call('ZCOUNT', k, v, v)
       else
         local got = redis.call('ZRANGE', k, v, v, 'BYSCORE')
+        if not timed and not count_only and #ks == 0 then
+          -- no row of the bucket expires: every entry is a live row's
+          ks = got
+          total = #got
+          got = {}
+        end
         for s = 1, #got, 4000 do
           local e = math.min(s + 3999, #got)
           local exps = {}
@@ -802,9 +809,13 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
         if cmd.count_only:
             return int(reply)
         raw_keys, raw_values, rows = reply
-        keys = [k.decode()[cut:] for k in raw_keys]
+        if cut:
+            keys = [k.decode()[cut:] for k in raw_keys]
+        else:
+            keys = [k.decode() for k in raw_keys]
+        values: Any
         if cmd.op == "eq":
-            values: list[Any] = [None] * len(keys)
+            values = repeat(None, len(keys))
         elif cmd.kind == "num" and cmd.op == "range":
             values = [float(v) for v in raw_values]
         else:
