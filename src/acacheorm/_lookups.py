@@ -355,13 +355,12 @@ def _fields_list(model: type[Model]) -> str:
 def _parse(model: type[Model], parts: list[str], value: Any, key: str) -> Condition:
     schema = model._schema
     name, rest = parts[0], parts[1:]
-    by_attname = {a: n for n, a in schema.attnames.items() if a != n}
     raw = False
     if name == "pk":
         target = _Target(model, "pk")
     elif name in schema.fields:
         target = _Target(model, name)
-    elif name in by_attname:
+    elif name in (by_attname := {a: n for n, a in schema.attnames.items() if a != n}):
         target = _Target(model, by_attname[name])
         target.name = name
         raw = True
