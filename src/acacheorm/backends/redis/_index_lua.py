@@ -469,13 +469,23 @@ local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local timed = nil  -- whether any row of the bucket has an expiry
 -- A step of the sweep, so that entries of expired rows go without further writes too:
 -- the entries of at most 4 expired rows of the bucket are removed (reads never depend on
 -- it). A row whose keys cannot all be changed (a key of another type) is left alone; its
 -- expiry entry goes last, so no entry of it ever looks like a live row's.
 do
   local xkey = b .. ':x'
-  local stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+  -- an empty expiry set (no row of the bucket expires) needs no sweep
+  local xn = redis.pcall('ZCARD', xkey)
+  local stale = {}
+  if type(xn) == 'number' then
+    if xn > 0 then
+      stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+    else
+      timed = false
+    end
+  end
   if type(stale) == 'table' and not stale.err then
     for _, k in ipairs(stale) do
       local p = redis.call('PTTL', k)
@@ -548,7 +558,6 @@ local function reply()
 end
 if op == 'eq' then
   local total = 0
-  local timed = nil  -- whether any row of the bucket has an expiry
   for i = 5, #ARGV, 2 do
     local route, v = ARGV[i], ARGV[i + 1]
     if route == 'e' then
