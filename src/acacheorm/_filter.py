@@ -430,8 +430,8 @@ class FilterQuery(Query[list[M]], Generic[M]):
                 payloads = (yield [(backend, Batch(tuple(Get(k) for k in keys)))])[0]
             # decode_many refuses a row whose primary key is not the one of the key it was
             # read from (SerializationError); None: deleted or expired since it was listed.
-            matched = [obj for obj in schema.decode_many(keys, payloads) if obj is not None]
-            matched = [obj for obj in matched if test(obj)]
+            rows = schema.decode_many(keys, payloads)
+            matched = [obj for obj in rows if obj is not None and test(obj)]
             if matched and (yield from on_page(matched)):
                 return
 

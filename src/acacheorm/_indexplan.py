@@ -98,7 +98,8 @@ def best_read(spec: IndexSpec, where: And) -> tuple[IndexRead, bool, str] | None
 
 def fan_out(spec: IndexSpec, read: IndexRead) -> list[IndexRead]:
     """One copy of ``read`` per bucket (one round trip per node on a cluster)."""
-    return [read._replace(key=spec.bucket_name(b)) for b in range(spec.buckets())]
+    rest = tuple(read)[1:]  # every field but the key (faster than _replace per bucket)
+    return [IndexRead(spec.bucket_name(b), *rest) for b in range(spec.buckets())]
 
 
 class IndexSource:
@@ -119,17 +120,18 @@ class IndexSource:
         if self.keys is None:
             # The first rows of each bucket come with the index read where the backend can
             # (Redis, memory): a small selection costs one round trip.
-            cmds = [c._replace(rows=PAGE) for c in fan_out(self.spec, self.read)]
+            cmds = fan_out(self.spec, self.read._replace(rows=PAGE))
             results = (yield [(self.schema.backend, Batch(tuple(cmds)))])[0]
             keys: dict[str, None] = {}
             rows = self.rows
+            nr = NOT_READ
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-                for item in result:
-                    keys[item[0]] = None
-                    if len(item) == 3 and item[2] is not NOT_READ:
-                        rows[item[0]] = item[2]
+                keys.update(dict.fromkeys([item[0] for item in result]))
+                # a backend adds the rows to every item of a read or to none (IndexRead)
+                if result and len(result[0]) == 3:
+                    rows.update({k: p for k, _, p in result if p is not nr})
             self.keys = list(keys)
         page, self.keys = self.keys[:PAGE], self.keys[PAGE:]
         return page
@@ -151,7 +153,7 @@ class IndexSource:
 def count_plan(schema: Schema, spec: IndexSpec, read: IndexRead, limit: int | None = None) -> Plan:
     """The number of live rows an exact index read selects (counting stops at ``limit``
     per bucket), reading no rows."""
-    cmds = [c._replace(count_only=True, limit=limit) for c in fan_out(spec, read)]
+    cmds = fan_out(spec, read._replace(count_only=True, limit=limit))
     results = (yield [(schema.backend, Batch(tuple(cmds)))])[0]
     total = 0
     for result in results:
@@ -191,7 +193,7 @@ def ordered_plan(
     if bound_read is None:
         bound_read = IndexRead("", "range", f.name, (), f.ordered or "num")
     backend = schema.backend
-    buckets = [r._replace(desc=desc) for r in fan_out(spec, bound_read)]
+    buckets = fan_out(spec, bound_read._replace(desc=desc))
     n = len(buckets)
     fetched: list[list[tuple[str, Any]]] = [[] for _ in range(n)]
     exhausted = [False] * n

@@ -79,6 +79,7 @@ class Lookup(Condition):
         value: Any,
         getter: Callable[[Model], Any],
         sort_key: Callable[[Any], Any],
+        attname: str | None = None,
     ) -> None:
         self.model = model
         self.name = name
@@ -87,6 +88,13 @@ class Lookup(Condition):
         self.getter = getter
         self.sort_key = sort_key
         self._test = self._compile()
+        if lookup == "exact" and attname is not None:
+            # the row re-check of an equality, in one call per row (a filter's hot loop)
+            def matches(obj: Any) -> bool:
+                v = obj.__dict__[attname]
+                return v is not None and v == value
+
+            self.matches = matches  # type: ignore[method-assign]
 
     def _compile(self) -> Callable[[Any], bool]:
         lookup, value, key = self.lookup, self.value, self.sort_key
@@ -231,10 +239,12 @@ class _Target:
             self.field: Field[Any] | None = None
             self.getter: Callable[[Model], Any] = schema.pk_values
             self.sort_key: Callable[[Any], Any] = lambda v: v
+            self.attname: str | None = None
             return
         field = schema.pk_fields[0] if name == "pk" else schema.fields[name]
         attname = schema.attnames[field.name]
         self.field = field
+        self.attname = attname
         self.getter = lambda obj: obj.__dict__[attname]
         self.sort_key = _value_key(field)
 
@@ -286,7 +296,9 @@ def build_lookup(target: _Target, lookup: str, value: Any, key: str) -> Conditio
         )
 
     def lk(name: str, v: Any) -> Lookup:
-        return Lookup(target.model, target.name, name, v, target.getter, target.sort_key)
+        return Lookup(
+            target.model, target.name, name, v, target.getter, target.sort_key, target.attname
+        )
 
     if lookup == "isnull":
         if not isinstance(value, bool):
@@ -343,13 +355,12 @@ def _fields_list(model: type[Model]) -> str:
 def _parse(model: type[Model], parts: list[str], value: Any, key: str) -> Condition:
     schema = model._schema
     name, rest = parts[0], parts[1:]
-    by_attname = {a: n for n, a in schema.attnames.items() if a != n}
     raw = False
     if name == "pk":
         target = _Target(model, "pk")
     elif name in schema.fields:
         target = _Target(model, name)
-    elif name in by_attname:
+    elif name in (by_attname := {a: n for n, a in schema.attnames.items() if a != n}):
         target = _Target(model, by_attname[name])
         target.name = name
         raw = True

@@ -17,7 +17,7 @@ from ._declare import (
 from ._display import instances_html
 from ._exceptions import DoesNotExist, ValidationError
 from ._fields import Expression
-from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery
+from ._filter import FilterQuery, FilterResult, UpdateOrCreateQuery, _conditions
 from ._pydantic import pydantic_model
 from ._query import (
     DeleteQuery,
@@ -632,7 +632,7 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             adults = await User.filter(age__gte=18).order_by("name")
         """
-        return FilterQuery(cls).filter(*conditions, **lookups)
+        return FilterQuery(cls, _conditions(cls, conditions, lookups))
 
     @classmethod
     def exclude(cls, *conditions: Condition, **lookups: Any) -> FilterQuery[Self]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
@@ -468,13 +469,23 @@ local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local timed = nil  -- whether any row of the bucket has an expiry
 -- A step of the sweep, so that entries of expired rows go without further writes too:
 -- the entries of at most 4 expired rows of the bucket are removed (reads never depend on
 -- it). A row whose keys cannot all be changed (a key of another type) is left alone; its
 -- expiry entry goes last, so no entry of it ever looks like a live row's.
 do
   local xkey = b .. ':x'
-  local stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+  -- an empty expiry set (no row of the bucket expires) needs no sweep
+  local xn = redis.pcall('ZCARD', xkey)
+  local stale = {}
+  if type(xn) == 'number' then
+    if xn > 0 then
+      stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+    else
+      timed = false
+    end
+  end
   if type(stale) == 'table' and not stale.err then
     for _, k in ipairs(stale) do
       local p = redis.call('PTTL', k)
@@ -547,7 +558,6 @@ local function reply()
 end
 if op == 'eq' then
   local total = 0
-  local timed = nil  -- whether any row of the bucket has an expiry
   for i = 5, #ARGV, 2 do
     local route, v = ARGV[i], ARGV[i + 1]
     if route == 'e' then
@@ -570,6 +580,12 @@ if op == 'eq' then
         total = total + redis.call('ZCOUNT', k, v, v)
       else
         local got = redis.call('ZRANGE', k, v, v, 'BYSCORE')
+        if not timed and not count_only and #ks == 0 then
+          -- no row of the bucket expires: every entry is a live row's
+          ks = got
+          total = #got
+          got = {}
+        end
         for s = 1, #got, 4000 do
           local e = math.min(s + 3999, #got)
           local exps = {}
@@ -802,9 +818,13 @@ def read_result(cmd: IndexRead, cut: int) -> Any:
         if cmd.count_only:
             return int(reply)
         raw_keys, raw_values, rows = reply
-        keys = [k.decode()[cut:] for k in raw_keys]
+        if cut:
+            keys = [k.decode()[cut:] for k in raw_keys]
+        else:
+            keys = [k.decode() for k in raw_keys]
+        values: Any
         if cmd.op == "eq":
-            values: list[Any] = [None] * len(keys)
+            values = repeat(None, len(keys))
         elif cmd.kind == "num" and cmd.op == "range":
             values = [float(v) for v in raw_values]
         else:

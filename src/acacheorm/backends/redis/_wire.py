@@ -313,7 +313,10 @@ class Planner:
                         wires.append(self._run_wire(kind, commands, run, inline))
                     pos = end
                     continue
-            wires.extend(self.single(cmd, i, inline))
+            if kind is IndexRead:  # one per bucket of a filter: no isinstance chain
+                wires.append(self._index_read_wire(cmd, i, inline))  # type: ignore[arg-type]
+            else:
+                wires.extend(self.single(cmd, i, inline))
             pos += 1
         return wires
 
@@ -330,6 +333,12 @@ class Planner:
         if kind is Set:
             return self._mset(commands, run, inline)
         return self._index_writes(commands, run, inline)
+
+    def _index_read_wire(self, cmd: IndexRead, i: int, inline: bool | AbstractSet[int]) -> _Wire:
+        argv = _index_lua.read_args(cmd)
+        conv = _index_lua.read_result(cmd, len(self._prefix))
+        key = _encode_key(cmd.key)
+        return self._script_wire(self._index_read, [key], argv, (i,), _ONE, inline, conv)
 
     @staticmethod
     def _mget(commands: Sequence[Command], run: Sequence[int]) -> _Wire:
@@ -406,9 +415,7 @@ class Planner:
         if isinstance(cmd, IndexedWrite):
             return [self._index_writes([cmd], [0], inline, slot)]
         if isinstance(cmd, IndexRead):
-            argv = _index_lua.read_args(cmd)
-            conv = _index_lua.read_result(cmd, len(self._prefix))
-            return [self._script_wire(self._index_read, [key], argv, slot, _ONE, inline, conv)]
+            return [self._index_read_wire(cmd, i, inline)]
         raise TypeError(f"unknown command {cmd!r}")  # pragma: no cover - closed union
 
     def _index_writes(
