@@ -104,26 +104,12 @@ class MsgpackSerializer(Serializer):
             _load()
 
     def dumps(self, data: dict[str, Any]) -> bytes:
-        try:
-            pack = _local.pack
-        except AttributeError:
-            pack = _new_pack()
         if not isinstance(data, dict):
             raise SerializationError(f"msgpack: a row is a dict, not {type(data).__name__}")
-        try:
-            return pack(data)  # type: ignore[no-any-return]
-        except OverflowError:
-            return self._dumps_bigint(data)
-        except Exception as exc:
-            raise SerializationError(f"msgpack cannot encode this row: {exc}") from exc
+        return self._pack(data)
 
     def loads(self, payload: bytes) -> dict[str, Any]:
-        unpackb = _unpackb or _load()
-        try:
-            # strict_map_key=True is the default: keys are str or bytes, never ints or tuples
-            data = unpackb(payload, raw=False, ext_hook=_decode_ext)
-        except Exception as exc:
-            raise SerializationError(f"invalid msgpack payload: {exc}") from exc
+        data = self._unpack(payload)
         if type(data) is not dict:
             raise SerializationError(
                 f"invalid msgpack payload: a map was expected, got {type(data).__name__}"
@@ -136,32 +122,42 @@ class MsgpackSerializer(Serializer):
         return data
 
     def dumps_values(self, values: list[Any]) -> bytes:
-        try:
-            pack = _local.pack
-        except AttributeError:
-            pack = _new_pack()
         if not isinstance(values, list | tuple):
             raise SerializationError(
                 f"msgpack: a row's values are a list, not {type(values).__name__}"
             )
-        try:
-            return pack(values)  # type: ignore[no-any-return]
-        except OverflowError:
-            return self._dumps_bigint(values)
-        except Exception as exc:
-            raise SerializationError(f"msgpack cannot encode this row: {exc}") from exc
+        return self._pack(values)
 
     def loads_values(self, payload: bytes) -> list[Any]:
-        unpackb = _unpackb or _load()
-        try:
-            values = unpackb(payload, raw=False, ext_hook=_decode_ext)
-        except Exception as exc:
-            raise SerializationError(f"invalid msgpack payload: {exc}") from exc
+        values = self._unpack(payload)
         if type(values) is not list:
             raise SerializationError(
                 f"invalid msgpack payload: an array was expected, got {type(values).__name__}"
             )
         return values
+
+    def _pack(self, obj: dict[str, Any] | list[Any] | tuple[Any, ...]) -> bytes:
+        """``obj`` (a row's map or its values) packed; integers beyond 64 bits as ext types."""
+        try:
+            pack = _local.pack
+        except AttributeError:
+            pack = _new_pack()
+        try:
+            return pack(obj)  # type: ignore[no-any-return]
+        except OverflowError:
+            return self._dumps_bigint(obj)
+        except Exception as exc:
+            raise SerializationError(f"msgpack cannot encode this row: {exc}") from exc
+
+    @staticmethod
+    def _unpack(payload: bytes) -> Any:
+        """The msgpack object of ``payload`` (a body: map or array, checked by the caller)."""
+        unpackb = _unpackb or _load()
+        try:
+            # strict_map_key=True is the default: keys are str or bytes, never ints or tuples
+            return unpackb(payload, raw=False, ext_hook=_decode_ext)
+        except Exception as exc:
+            raise SerializationError(f"invalid msgpack payload: {exc}") from exc
 
     def _dumps_bigint(self, data: dict[str, Any] | list[Any] | tuple[Any, ...]) -> bytes:
         try:
