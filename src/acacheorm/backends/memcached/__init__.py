@@ -520,9 +520,24 @@ class MemcachedBackend(Backend):
         read: Callable[[Connection], Awaitable[T]],
         writes: bool,
     ) -> T:
-        """Send ``request`` to ``node`` in one write and ``read`` its replies, on a pooled
-        connection, by the deadline; failures map as `_failure` says (``writes``: the
-        request holds writes, whose outcome a lost reply leaves unknown)."""
+        """Send ``request`` to ``node`` in one write and ``read`` its replies (see
+        `_on_connection`; ``writes``: the request holds writes)."""
+
+        async def talk(conn: Connection) -> T:
+            conn.write(request)
+            node.round_trips += 1
+            return await read(conn)
+
+        return await self._on_connection(node, talk, writes)
+
+    async def _on_connection(
+        self, node: Node, talk: Callable[[Connection], Awaitable[T]], writes: bool
+    ) -> T:
+        """``talk`` on a pooled connection to ``node`` (its server's version checked once),
+        by the deadline; the connection goes back to the pool only if ``talk`` ended
+        cleanly. Failures map as `_failure` says (``writes``: what ``talk`` sends holds
+        writes, whose outcome a lost reply leaves unknown). `_get_one` is the same, inlined
+        for the hottest command."""
         sent = False
         deadline = self._deadline()
         generation = node._generation
@@ -535,9 +550,7 @@ class MemcachedBackend(Backend):
                 if not node.checked:
                     await self._check_version(node, conn)
                 sent = True
-                conn.write(request)
-                node.round_trips += 1
-                result = await read(conn)
+                result = await talk(conn)
                 clean = True
             finally:
                 pool.release(conn, clean and generation == node._generation)
@@ -670,27 +683,15 @@ class MemcachedBackend(Backend):
             pending.append(_Pending(index, key, steps, request))
         if not pending:
             return results
-        sent = False
-        deadline = self._deadline()
-        generation = node._generation
-        pool = node.pool
-        try:
-            conn = pool.take() or await pool.acquire(deadline)
-            clean = False
-            try:
-                conn.deadline = deadline
-                if not node.checked:
-                    await self._check_version(node, conn)
-                while pending:
-                    sent = True
-                    await self._round(node, conn, pending, results)
-                    pending = [p for p in pending if not p.done]
-                clean = True
-            finally:
-                pool.release(conn, clean and generation == node._generation)
-        except BaseException as exc:
-            # Sent writes whose replies never came may have run; they are not sent again.
-            raise self._failure(node, exc, sent and has_writes(c for _, c, _ in items)) from exc
+
+        async def talk(conn: Connection) -> None:
+            nonlocal pending
+            while pending:
+                await self._round(node, conn, pending, results)
+                pending = [p for p in pending if not p.done]
+
+        # Sent writes whose replies never came may have run; they are not sent again.
+        await self._on_connection(node, talk, has_writes(c for _, c, _ in items))
         return results
 
     #: A lone model read or update skips the batch layers (see `_read_one`, `_run_lone`),
@@ -757,46 +758,31 @@ class MemcachedBackend(Backend):
         step's reply read before the next is sent)."""
         steps: _Step | None = None
         if type(cmd) is Gets:  # one request, one reply: no steps to drive
-            data = b"mg %b v c t\r\n" % key
+            first = b"mg %b v c t\r\n" % key
         else:
             steps = self._steps(cmd, key)
             try:
-                data = next(steps).data
+                first = next(steps).data
             except StopIteration as stop:  # settled without asking (value too large, ...)
                 return stop.value
-        sent = False
-        deadline = self._deadline()
-        generation = node._generation
-        pool = node.pool
-        try:
-            conn = pool.take() or await pool.acquire(deadline)
-            clean = False
-            try:
-                conn.deadline = deadline
-                if not node.checked:
-                    await self._check_version(node, conn)
-                while True:
-                    sent = True
-                    conn.write(data)
-                    node.round_trips += 1
-                    if steps is None:
-                        result = Steps.gets_result(self._name(cmd), await conn.read_reply())
-                        break
-                    try:
-                        request = steps.send(await conn.read_reply())
-                        while request is _MORE:  # its reply came with the first, mostly
-                            request = steps.send(conn.take_reply() or await conn.read_reply())
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    data = request.data
-                clean = True
-            finally:
-                pool.release(conn, clean and generation == node._generation)
-        except BaseException as exc:
-            # A sent write whose reply never came may have run; it is not sent again.
-            raise self._failure(node, exc, sent and has_writes((cmd,))) from exc
-        return result
+
+        async def talk(conn: Connection) -> Any:
+            data = first
+            while True:
+                conn.write(data)
+                node.round_trips += 1
+                if steps is None:
+                    return Steps.gets_result(self._name(cmd), await conn.read_reply())
+                try:
+                    request = steps.send(await conn.read_reply())
+                    while request is _MORE:  # its reply came with the first, mostly
+                        request = steps.send(conn.take_reply() or await conn.read_reply())
+                except StopIteration as stop:
+                    return stop.value
+                data = request.data
+
+        # A sent write whose reply never came may have run; it is not sent again.
+        return await self._on_connection(node, talk, has_writes((cmd,)))
 
     async def _round(
         self,
