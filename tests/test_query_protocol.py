@@ -302,9 +302,10 @@ async def test_ensure_future_runs_a_read_at_once_and_await_takes_that_run() -> N
     assert fut is query and not fut.done()
     with pytest.raises(asyncio.InvalidStateError):
         fut.result()
+    ended = asyncio.Event()
+    fut.add_done_callback(lambda _: ended.set())
     async with asyncio.timeout(5):
-        while not fut.done():  # runs without being awaited, as a task would
-            await asyncio.sleep(0)
+        await ended.wait()  # it runs without being awaited, as a task would
     await Item.update(id=33, name="second")
     assert (await fut).name == "first"  # the outcome of the run that ensure_future started
     assert (await fut).name == "second"  # claimed: awaiting again runs the query again
@@ -329,8 +330,7 @@ async def test_gathering_the_same_read_twice_runs_it_each_time() -> None:
 async def test_cancelling_gathered_reads() -> None:
     await Item.insert_many(*(Item(id=i) for i in range(40, 45)))
     reads = [Item.get_by_id(i) for i in range(40, 45)]
-    for read in reads:
-        asyncio.ensure_future(read)
+    assert [asyncio.ensure_future(read) for read in reads] == reads
     assert reads[1].cancel("stop") and not reads[1].cancel()
     got = await asyncio.gather(*reads, return_exceptions=True)
     assert isinstance(got[1], asyncio.CancelledError) and reads[1].cancelled()
@@ -342,7 +342,7 @@ async def test_cancelling_gathered_reads() -> None:
         await outer
     # a task awaiting a read that is cancelled cancels the read, as awaiting a task does
     read = Item.get_by_id(40)
-    asyncio.ensure_future(read)
+    assert asyncio.ensure_future(read) is read
     waiter = asyncio.ensure_future(asyncio.shield(read))
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -360,6 +360,7 @@ async def test_without_a_window_to_join_a_gathered_read_runs_as_a_task(
     class Solo(co.Model):
         id = co.IntegerField(primary_key=True)
         Meta = type("Meta", (), {"backend": backend, "serializer": "json"})
+
     await Solo.insert_many(Solo(id=1), Solo(id=2))
     with Batches() as batches:
         got = await asyncio.gather(Solo.get_by_id(1), Solo.get_or_none(id=3), Solo.get_by_id(2))
