@@ -390,8 +390,21 @@ def all_cases(servers: Servers, backend_name: str, serializer: str, scale: float
         await asyncio.gather(*(one(i) for i in range(N_CONC)))
         return N_CONC
 
-    c = case("concurrent get_by_id", 1, f"{N_CONC} tasks")
+    c = case("concurrent get_by_id", 1, f"gather of {N_CONC} reads")
     c.setup_fn, c.teardown_fn, c.orm, c.raw = setup_get, close, orm_concurrent, raw_concurrent
+
+    # 7. the same reads, each awaited in a task of its own (1,000 request handlers)
+    async def orm_in_tasks() -> int:
+        get = state["User"].get_by_id
+
+        async def one(i: int) -> Any:
+            return await get(i)
+
+        await asyncio.gather(*(one(i) for i in range(N_CONC)))
+        return N_CONC
+
+    c = case("get_by_id in tasks", 1, f"{N_CONC} tasks each awaiting one")
+    c.setup_fn, c.teardown_fn, c.orm, c.raw = setup_get, close, orm_in_tasks, raw_concurrent
     return cases
 
 

@@ -216,3 +216,155 @@ async def test_a_query_driven_by_several_tasks_keeps_each_execution_apart() -> N
     assert (await asyncio.create_task(query)).name == "x"  # a new run once all have ended
     assert query._coro is None and not query._coros  # no execution is kept once it ended
     assert await Item.delete(id=21)
+
+
+# -- 4. the future face: gather, ensure_future, wait_for, shield without a task per read -------
+
+
+class Batches:
+    """A batch hook recording each batch's size and how many tasks were alive then."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, int]] = []
+
+    def __call__(self, event: co.BatchEvent) -> None:
+        self.events.append((len(event.batch.commands), len(asyncio.all_tasks())))
+
+    def __enter__(self) -> Batches:
+        co.add_batch_hook(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        co.remove_batch_hook(self)
+
+
+async def test_gathered_reads_merge_into_one_batch_without_a_task_each() -> None:
+    await Item.insert_many(*(Item(id=i, name=f"n{i}") for i in range(100, 400)))
+    before = len(asyncio.all_tasks())
+    with Batches() as batches:
+        rows = await asyncio.gather(*(Item.get_by_id(i) for i in range(100, 400)))
+    assert [r.name for r in rows] == [f"n{i}" for i in range(100, 400)]
+    # one batch of 300 reads, run by one task: not a task per read
+    assert len(batches.events) == 1
+    size, tasks = batches.events[0]
+    assert size == 300 and tasks - before <= 1
+    assert await Item.delete_many(*range(100, 400)) == 300
+
+
+async def test_a_read_is_a_future_to_asyncio_only_where_it_runs_without_a_task() -> None:
+    read = Item.get_by_id(1)
+    assert asyncio.iscoroutine(read) and asyncio.isfuture(read)
+    assert not asyncio.isfuture(Item.query_many(1, 2))
+    create = Item.create(id=1)
+    assert not asyncio.isfuture(create)
+    await create
+    with pytest.raises(Item.DoesNotExist):
+        await read  # the run that isfuture started, before the row was written
+    assert (await read).id == 1  # claimed: a new run
+    await Item.delete(id=1)
+
+
+def test_outside_a_running_loop_a_read_is_a_coroutine_to_asyncio() -> None:
+    async def setup() -> None:
+        await Item.create(id=30, name="loop")
+
+    asyncio.run(setup())
+    query = Item.get(id=30)
+    assert not asyncio.isfuture(query)
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(query).name == "loop"  # a task, as before
+        assert loop.run_until_complete(Item.delete(id=30))
+    finally:
+        loop.close()
+
+
+async def test_missing_rows_and_errors_reach_gather_as_from_tasks() -> None:
+    await Item.create(id=31, name="here")
+    with pytest.raises(Item.DoesNotExist):
+        await asyncio.gather(Item.get_by_id(31), Item.get_by_id(404))
+    got = await asyncio.gather(
+        Item.get_by_id(31), Item.get_by_id(404), Item.get_or_none(id=404), return_exceptions=True
+    )
+    assert got[0].name == "here" and got[2] is None
+    assert isinstance(got[1], Item.DoesNotExist) and "404" in str(got[1])
+    await store.set(Item._schema.key((32,)), b"not a row")
+    got = await asyncio.gather(Item.get_by_id(31), Item.get_by_id(32), return_exceptions=True)
+    assert got[0].name == "here" and isinstance(got[1], co.SerializationError)
+    await store.delete(Item._schema.key((32,)))
+    assert await Item.delete(id=31)
+
+
+async def test_ensure_future_runs_a_read_at_once_and_await_takes_that_run() -> None:
+    await Item.create(id=33, name="first")
+    query = Item.get(id=33)
+    fut = asyncio.ensure_future(query)
+    assert fut is query and not fut.done()
+    with pytest.raises(asyncio.InvalidStateError):
+        fut.result()
+    ended = asyncio.Event()
+    fut.add_done_callback(lambda _: ended.set())
+    async with asyncio.timeout(5):
+        await ended.wait()  # it runs without being awaited, as a task would
+    await Item.update(id=33, name="second")
+    assert (await fut).name == "first"  # the outcome of the run that ensure_future started
+    assert (await fut).name == "second"  # claimed: awaiting again runs the query again
+    again = await asyncio.gather(query)  # and so does gathering it
+    assert again[0].name == "second"
+    assert await Item.delete(id=33)
+
+
+async def test_gathering_the_same_read_twice_runs_it_each_time() -> None:
+    await Item.create(id=34, name="a")
+    query = Item.get(id=34)
+    assert [r.name for r in await asyncio.gather(query, query)] == ["a", "a"]
+    await Item.update(id=34, name="b")
+    assert (await asyncio.gather(query))[0].name == "b"
+    assert (await asyncio.wait_for(query, 5)).name == "b"
+    assert (await asyncio.shield(query)).name == "b"
+    done = [await f for f in asyncio.as_completed([query, Item.get_or_none(id=404)])]
+    assert sorted(map(repr, done)) == sorted([repr(None), repr(query.result())])
+    assert await Item.delete(id=34)
+
+
+async def test_cancelling_gathered_reads() -> None:
+    await Item.insert_many(*(Item(id=i) for i in range(40, 45)))
+    reads = [Item.get_by_id(i) for i in range(40, 45)]
+    assert [asyncio.ensure_future(read) for read in reads] == reads
+    assert reads[1].cancel("stop") and not reads[1].cancel()
+    got = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(got[1], asyncio.CancelledError) and reads[1].cancelled()
+    assert [g.id for i, g in enumerate(got) if i != 1] == [40, 42, 43, 44]
+    # the whole gather cancelled: every read under way is cancelled, nothing else breaks
+    outer = asyncio.gather(*(Item.get_by_id(i) for i in range(40, 45)))
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    # a task awaiting a read that is cancelled cancels the read, as awaiting a task does
+    read = Item.get_by_id(40)
+    assert asyncio.ensure_future(read) is read
+    waiter = asyncio.ensure_future(asyncio.shield(read))
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (await read).id == 40  # shielded: the read itself went on
+    assert await Item.delete_many(*range(40, 45)) == 5
+
+
+@pytest.mark.parametrize("options", [{"auto_batch": False}, {"near_cache": co.NearCache()}])
+async def test_without_a_window_to_join_a_gathered_read_runs_as_a_task(
+    options: dict[str, Any],
+) -> None:
+    backend = co.SimpleBackend(**options)
+
+    class Solo(co.Model):
+        id = co.IntegerField(primary_key=True)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "json"})
+
+    await Solo.insert_many(Solo(id=1), Solo(id=2))
+    with Batches() as batches:
+        got = await asyncio.gather(Solo.get_by_id(1), Solo.get_or_none(id=3), Solo.get_by_id(2))
+    assert [g and g.id for g in got] == [1, None, 2]
+    assert len(batches.events) >= 1
+    with pytest.raises(Solo.DoesNotExist):
+        await asyncio.gather(Solo.get_by_id(5))

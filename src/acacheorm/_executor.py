@@ -319,6 +319,13 @@ class _Coalescer:
         self._spawn(window)
         return await own
 
+    def close_window(self, window: list[_Entry]) -> None:
+        """Close ``window`` (opened by `read_batched`, no task leading it) and run its
+        merged batch in a task of its own, as `submit` does with company."""
+        if self.window is window:
+            self.window = None
+        self._spawn(window)
+
     def _spawn(self, pending: list[_Entry]) -> None:
         task = self.loop.create_task(self._run(pending))
         self.tasks.add(task)
@@ -504,6 +511,35 @@ def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] 
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
     window.append(_new(RowRead, (_new(Get, (key,)), schema, fut)))
+    return fut
+
+
+def read_batched(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] | None:
+    """As `read_joined`, and when no window is open, one opened for this read: it closes
+    at the next loop iteration (a callback, not a task waiting for it), when the merged
+    batch runs in its own task, as the window of `_Coalescer.submit` does with company.
+    None where a read would not join a window (a near cache, ``auto_batch=False``): then
+    the caller runs the read its usual way.
+
+    This lets a read be answered by a future with no task of its own (`Query`'s future
+    face, for ``asyncio.gather`` and friends): a thousand gathered reads cost a thousand
+    futures and one task, not a thousand tasks."""
+    if backend.near_cache is not None or not backend.auto_batch:
+        return None
+    loop = get_running_loop()
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None or coalescer.loop is not loop:
+        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    fut: asyncio.Future[Any] = coalescer.new_future()
+    entry = _new(RowRead, (_new(Get, (key,)), schema, fut))
+    window = coalescer.window
+    if window is not None:
+        window.append(entry)
+    else:
+        window = coalescer.window = [entry]
+        # Open through the next loop iteration, as a task's window is (its sleep(0)): the
+        # tasks started along with this read (a gather of reads and coroutines) join it.
+        loop.call_soon(loop.call_soon, coalescer.close_window, window)
     return fut
 
 

@@ -124,6 +124,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def __await__(self) -> Generator[Any, None, R]:
         if self._unsent:  # only a write is ever armed: a read sets nothing
             self._unsent = False
+        if self._inner is not None and not self._claimed:  # a run of the future face
+            return self._face_wait().__await__()
         return self.execute().__await__()
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
@@ -189,6 +191,178 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         for other in (coros or {}).values():
             other.close()
 
+    # -- the future face, for asyncio.gather / ensure_future / wait_for / shield ----------
+    #
+    # asyncio takes an object for a future (``asyncio.isfuture``: ``ensure_future`` and
+    # ``gather`` take it as it is, with no task around it) when its class has
+    # ``_asyncio_future_blocking`` and the object's value of it is not None. A query says
+    # so only where it can run without a task (`_face_ok`: a read of one row by its key)
+    # and only inside a running loop; everywhere else it stays a coroutine to asyncio.
+    # Asked (by ensure_future, gather, wait_for, ...), such a query starts a run at once,
+    # as a task would start: its row read joins the batching window
+    # (`_executor.read_batched`), so a thousand gathered reads cost a thousand futures and
+    # one task instead of a thousand tasks. The run's outcome is the query's future state
+    # until it is claimed (``result()``, ``exception()``, an ``await``); after that, asking
+    # again starts a new run, as a query runs each time it is driven.
+
+    _inner: asyncio.Future[Any] | None = None
+    _face_loop: Any = None
+    _face_callbacks: list[tuple[Callable[[Any], object], Any]] | None = None
+    #: The outcome of the last run: (result, exception, cancelled); None while it runs.
+    _outcome: tuple[Any, BaseException | None, bool] | None = None
+    _claimed = False
+    _cancel_message: Any = None
+
+    @property
+    def _asyncio_future_blocking(self) -> bool | None:
+        if _get_running_loop() is None or not self._face_ok():
+            return None
+        if self._inner is None or self._claimed:
+            self._face_run()
+        return False
+
+    def _face_ok(self) -> bool:
+        return False
+
+    def _face_start(self) -> asyncio.Future[Any]:
+        """The future of a new run: a task running the query (a subclass may do better)."""
+        return asyncio.get_running_loop().create_task(self.execute())
+
+    def _face_result(self, value: Any) -> Any:
+        """The query's result from its run's future's result (may raise)."""
+        return value
+
+    def _face_run(self) -> None:
+        """Start a new run."""
+        loop = asyncio.get_running_loop()
+        self._face_loop = loop
+        self._outcome = self._cancel_message = None
+        self._claimed = False
+        self._face_callbacks = []
+        try:
+            inner = self._face_start()
+        except Exception as exc:  # refused before any I/O: the run's outcome
+            inner = loop.create_future()
+            inner.set_exception(exc)
+        self._inner = inner
+        inner.add_done_callback(self._face_done)
+
+    def _face_done(self, inner: asyncio.Future[Any]) -> None:
+        outcome: tuple[Any, BaseException | None, bool]
+        if inner.cancelled():
+            outcome = (None, None, True)
+        else:
+            exc = inner.exception()
+            if exc is None:
+                try:
+                    outcome = (self._face_result(inner.result()), None, False)
+                except Exception as failure:
+                    outcome = (None, failure, False)
+            else:
+                outcome = (None, exc, False)
+        self._outcome = outcome
+        callbacks, self._face_callbacks = self._face_callbacks or [], []
+        for fn, context in callbacks:
+            self._call(fn, context)
+
+    def _call(self, fn: Callable[[Any], object], context: Any) -> None:
+        try:
+            if context is None:
+                fn(self)
+            else:
+                context.run(fn, self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # as the loop reports a failing callback
+            self.get_loop().call_exception_handler(
+                {"message": f"Exception in callback {fn!r}", "exception": exc}
+            )
+
+    async def _face_wait(self) -> Any:
+        """Await the run under way (or take its unclaimed outcome)."""
+        while self._outcome is None:
+            waiter = self.get_loop().create_future()
+
+            def wake(_: Any, waiter: asyncio.Future[Any] = waiter) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            self.add_done_callback(wake)
+            try:
+                await waiter
+            except asyncio.CancelledError:  # as awaiting a task cancels it
+                self.remove_done_callback(wake)
+                self.cancel()
+                raise
+        return self.result()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """Future protocol: the loop of the current run (or the running loop)."""
+        loop = self._face_loop
+        return loop if loop is not None else asyncio.get_running_loop()
+
+    def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
+        """Future protocol: call ``fn(query)`` when the run ends (starting one when none
+        is under way or unclaimed)."""
+        if self._inner is None or self._claimed:
+            self._face_run()
+        if self._outcome is not None:  # done: soon, as a done future does
+            self.get_loop().call_soon(self._call, fn, context)
+            return
+        callbacks = self._face_callbacks
+        assert callbacks is not None
+        callbacks.append((fn, context))
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        """Future protocol: forget ``fn``; how many times it was registered."""
+        callbacks = self._face_callbacks or []
+        kept = [c for c in callbacks if c[0] != fn]
+        self._face_callbacks = kept
+        return len(callbacks) - len(kept)
+
+    def done(self) -> bool:
+        """Future protocol: whether the last run has ended."""
+        return self._outcome is not None
+
+    def cancelled(self) -> bool:
+        """Future protocol: whether the last run was cancelled."""
+        outcome = self._outcome
+        return outcome is not None and outcome[2]
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Future protocol: cancel the run under way (False when none is)."""
+        inner = self._inner
+        if inner is None or self._outcome is not None:
+            return False
+        self._cancel_message = msg
+        return inner.cancel(msg)
+
+    def _make_cancelled_error(self) -> asyncio.CancelledError:
+        msg = self._cancel_message
+        return asyncio.CancelledError("" if msg is None else msg)
+
+    def result(self) -> Any:
+        """Future protocol: the last run's result (raises its exception)."""
+        outcome = self._outcome
+        if outcome is None:
+            raise asyncio.InvalidStateError("Result is not ready.")
+        self._claimed = True
+        if outcome[2]:
+            raise self._make_cancelled_error()
+        if outcome[1] is not None:
+            raise outcome[1]
+        return outcome[0]
+
+    def exception(self) -> BaseException | None:
+        """Future protocol: the last run's exception, or None."""
+        outcome = self._outcome
+        if outcome is None:
+            raise asyncio.InvalidStateError("Exception is not set.")
+        self._claimed = True
+        if outcome[2]:
+            raise self._make_cancelled_error()
+        return outcome[1]
+
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
         self._unsent = False
@@ -208,7 +382,18 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
-        for name in ("_coro", "_task", "_coros"):
+        for name in (
+            "_coro",
+            "_task",
+            "_coros",
+            "_inner",
+            "_face_loop",
+            "_face_callbacks",
+            "_outcome",
+            "_claimed",
+            "_cancel_message",
+            "_face_key",
+        ):
             new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
         return new
@@ -318,6 +503,30 @@ class SelectQuery(Query[R]):
         results = await _executor.execute_batch(schema.backend, _gets(keys))
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
+
+    #: The key a future-face run reads (None: that run is a task running `execute`).
+    _face_key: str | None = None
+
+    def _face_ok(self) -> bool:
+        return len(self.pks) == 1 and self.mode != "many" and not self._tree
+
+    def _face_start(self) -> asyncio.Future[Any]:
+        schema = self.model._schema
+        key = schema.key(self.pks[0])
+        fut = _executor.read_batched(schema.backend, key, schema)
+        if fut is None:  # no window to join (a near cache, auto_batch=False)
+            self._face_key = None
+            return super()._face_start()
+        self._face_key = key
+        return fut
+
+    def _face_result(self, value: Any) -> Any:
+        key = self._face_key
+        if key is None:
+            return value
+        if value is None and self.mode == "get":
+            raise _does_not_exist(self.model._schema, self.pks[0], key)
+        return value
 
     def _result(self, schema: Schema, keys: list[str], rows: list[Any]) -> Any:
         if self.mode == "many":
