@@ -361,14 +361,19 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
     spec_schema = spec.schema
     tag = spec.tag
     crc32 = zlib.crc32
+    # the tags of the buckets, built once per bucket count: tag_key(key, tag, b) is key + tags[b]
+    tags: dict[int, list[str]] = {}
 
     def tagged(key: str) -> str:
-        # spec.tagged(), buckets() and bucket_of() inlined: this runs once per row read
+        # spec.tagged(), buckets(), bucket_of() and tag_key() inlined: this runs once per
+        # row read
         n = spec_schema.backend.capabilities.index_buckets
         if n <= 1:
             return key
-        b = 0 if spec.has_unique else crc32(key.encode()) % n
-        return tag_key(key, tag, b)
+        suffixes = tags.get(n)
+        if suffixes is None:
+            suffixes = tags[n] = [tag_key("", tag, b) for b in range(n)]
+        return key + suffixes[0 if spec.has_unique else crc32(key.encode()) % n]
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010

@@ -410,7 +410,12 @@ async def _node_round_trip(
                         raise reply  # ASKING refused: the command after it did not run
                 unread -= 1  # +OK for ASKING
             reply = gets()
-            if type(reply) not in plain:
+            kind = type(reply)
+            # A list (a script's reply) is taken as it comes too, unless it carries a
+            # connection error as its first item, which `_settle` raises.
+            if kind not in plain and (
+                kind is not list or (reply and isinstance(reply[0], BaseException))
+            ):
                 reply = await _settle(conn, reply, gets)
                 if isinstance(reply, Exception):  # an error reply (a ResponseError)
                     errors.append(k)

@@ -275,6 +275,7 @@ class Planner:
         self._incr_ttl = client.register_script(_INCR_TTL_LUA)
         self._index_write = client.register_script(_index_lua.WRITE_LUA)
         self._index_read = client.register_script(_index_lua.READ_LUA)
+        self._last_read: tuple[tuple[Any, ...], list[Any], Callable[[Any], Any]] | None = None
 
     def plan(
         self,
@@ -335,8 +336,16 @@ class Planner:
         return self._index_writes(commands, run, inline)
 
     def _index_read_wire(self, cmd: IndexRead, i: int, inline: bool | AbstractSet[int]) -> _Wire:
-        argv = _index_lua.read_args(cmd)
-        conv = _index_lua.read_result(cmd, len(self._prefix))
+        # A filter reads every bucket with the same arguments: those of the previous read
+        # are taken again when only the key differs (the reply converter ignores the key).
+        rest = cmd[1:]
+        last = self._last_read
+        if last is not None and last[0] == rest:
+            argv, conv = last[1], last[2]
+        else:
+            argv = _index_lua.read_args(cmd)
+            conv = _index_lua.read_result(cmd, len(self._prefix))
+            self._last_read = (rest, argv, conv)
         key = _encode_key(cmd.key)
         return self._script_wire(self._index_read, [key], argv, (i,), _ONE, inline, conv)
 
