@@ -511,7 +511,7 @@ def scaling_cases(servers: Servers, backend_name: str, serializer: str, scale: f
         plan.append(("query_many", count, "", many(count)))
     for tasks in SCALING_TASKS:
         count = max(10, int(tasks * scale))
-        plan.append(("concurrent get_by_id", 1, f"{count} tasks", concurrent(count)))
+        plan.append(("concurrent get_by_id", 1, f"gather of {count}", concurrent(count)))
     for index, (name, rows, note, (orm, raw)) in enumerate(plan):
         c = Case(name, backend_name, rows, note)
         c.setup_fn = open_
