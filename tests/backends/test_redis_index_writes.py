@@ -332,3 +332,48 @@ async def test_rows_of_several_indexed_models_in_one_call(redis_kind: Backend) -
     await agree(Gadget, "group", [1, 2])
     await agree(Handle, "level", [1, 2])
     assert [x.id for x in await Handle.filter(name="a")] == [1]
+
+
+async def test_entry_lists_are_stored_in_the_form_every_version_reads(
+    redis_kind: Backend,
+) -> None:
+    """A row's entry list in ``B:t`` is the msgpack sequence (expiry, count, entries, count
+    of unique values, unique values), counts as strings, whether the client sent the
+    entries as one string or not: rows written by an earlier version and by this one are
+    read alike."""
+    import msgpack
+
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    raw: Any = redis_kind.client  # type: ignore[attr-defined]
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    await Gadget.insert_many(Gadget(id=1, group=1, rating=None, tag="t\x00"))
+    await Handle.create(id=1, name="n" * 40, level=3, ttl=100)
+
+    async def stored(model: Any, pk: int) -> list[Any]:
+        schema = model._schema
+        key = schema.key((pk,))
+        bucket = prefix + spec_of(schema).index_of(key)  # type: ignore[union-attr]
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(await raw.hget(f"{bucket}:t", prefix + key))
+        return list(unpacker)
+
+    assert await stored(Gadget, 1) == [
+        -1,
+        "4",
+        *("num", "group", "1.0"),
+        *("eq", "rating", "n"),
+        *("eq", "tag", "st\x00"),
+        *("lex", "tag", "t\x01\x01"),
+        "0",
+    ]
+    got = await stored(Handle, 1)
+    assert got[0] > 0  # the expiry, ms since the epoch
+    assert got[1:] == [
+        "3",
+        *("eq", "name", "s" + "n" * 40),
+        *("lex", "name", "n" * 40),
+        *("num", "level", "3.0"),
+        "1",
+        "name\x00s" + "n" * 40,
+    ]
