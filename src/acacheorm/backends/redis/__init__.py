@@ -59,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._commands import Batch, Capabilities, Command, Get
@@ -85,6 +85,7 @@ from ._wire import (
     _translate,
     _unavailable_types,
     _Wire,
+    args_of,
     assemble,
     key_slot,
 )
@@ -416,7 +417,7 @@ class RedisBackend(Backend):
         ``slots`` (Cluster, not a transaction) gives the hash slot of each wire: the wires go
         straight to the nodes owning them, one request per node, concurrently.
         """
-        replies = await self._round_trip([w.args for w in wires], transaction, slots)
+        replies = await self._round_trip(args_of(wires), transaction, slots)
         from redis.exceptions import NoScriptError
 
         # The server lost its script cache: those calls did nothing, send them with the body.
@@ -434,7 +435,7 @@ class RedisBackend(Backend):
         return replies
 
     async def _round_trip(
-        self, commands: list[list[Any]], transaction: bool, slots: list[int] | None = None
+        self, commands: Sequence[list[Any]], transaction: bool, slots: list[int] | None = None
     ) -> list[Any]:
         if len(commands) == 1 and commands[0][0] in _IDEMPOTENT:
             if slots is not None and _cluster.private_api():
@@ -484,7 +485,7 @@ class RedisBackend(Backend):
             return exc
 
     async def _standalone_round_trip(
-        self, commands: list[list[Any]], transaction: bool
+        self, commands: Sequence[list[Any]], transaction: bool
     ) -> list[Any]:
         """``commands`` in one write on one pooled connection (in ``MULTI``/``EXEC`` when
         ``transaction``); their replies in order. See `_cluster._exchange`."""
