@@ -331,7 +331,8 @@ for _, k in ipairs(order) do
   if not e0 and type(e1) == 'number' and not touched[k] and not purged[k] then
     -- the common case, a row without entries before: its entries added, its list stored
     local b = bk[k]
-    local exp = exp_of(k)
+    local exp = -1
+    if ttl[k] ~= 'N' then exp = exp_of(k) end
     local l = row_entries(e1)
     local score = exp
     if exp < 0 then score = 'inf' end
