@@ -377,3 +377,25 @@ async def test_entry_lists_are_stored_in_the_form_every_version_reads(
         "1",
         "name\x00s" + "n" * 40,
     ]
+
+
+def test_the_buckets_of_a_batch_are_those_of_each_key() -> None:
+    """insert_many looks a bucket up once per bucket tag: the same bucket as `index_of`
+    gives key by key, braces and tag-like text in the keys included."""
+    from acacheorm._writes import _buckets_of
+
+    backend = co.RedisBackend("redis://127.0.0.1:1", cluster=True)  # never connected
+
+    class Item(co.Model):
+        id = co.StringField(primary_key=True)
+        group = co.IntegerField(index=True)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    spec = spec_of(Item._schema)
+    assert spec is not None and spec.tagged()
+    rng = random.Random(7)
+    pks = ["", "{", "}", "{item.3}", "x{item.3}", "{item.}", "a{b}c", "{item.12}{"]
+    pks += ["".join(rng.choice("{}.item3x") for _ in range(rng.randrange(12))) for _ in range(500)]
+    keys = [Item._schema.key_of(Item(id=pk, group=1)) for pk in pks]
+    keys += ["item:plain", "item:old{other.3}"]  # keys without this model's tag
+    assert _buckets_of(spec, keys) == [spec.index_of(k) for k in keys]
