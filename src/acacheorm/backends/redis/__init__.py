@@ -7,7 +7,9 @@ How a `Batch` goes on the wire (one round trip per batch; per node, concurrently
   TTL, otherwise one call of a small Lua script (``EVALSHA``) that ``SET … PX``\\ s every key;
 - a batch that comes down to one Redis command is sent as that command, with no pipeline;
 - anything else is pipelined: every command in one write on one pooled connection, the
-  replies read in order (in ``MULTI``/``EXEC`` when ``batch.atomic``);
+  replies read in order (in ``MULTI``/``EXEC`` when ``batch.atomic``); the script calls of a
+  large batch of index writes are built as they are sent and written in parts of about
+  64 KiB, so the server runs the first while the client builds the next;
 - on Cluster an atomic batch must keep every key in one hash slot (use a ``{hash tag}``),
   otherwise `AtomicityError` is raised before anything is sent; it runs in ``MULTI``/``EXEC``
   on the slot's node. A non-atomic batch of several commands is planned per hash slot, then

@@ -156,11 +156,15 @@ local function decode(blob)
 end
 do
   local per = {}
-  for _, k in ipairs(order) do
-    local b = bk[k]
-    local l = per[b]
-    if not l then l = {}; per[b] = l end
-    l[#l + 1] = k
+  if nb == 1 then  -- every key is the bucket's (the rows' and the sweep's)
+    per[B[1]] = order
+  else
+    for _, k in ipairs(order) do
+      local b = bk[k]
+      local l = per[b]
+      if not l then l = {}; per[b] = l end
+      l[#l + 1] = k
+    end
   end
   for b, l in pairs(per) do
     for s = 1, #l, 4000 do
@@ -333,12 +337,12 @@ for _, k in ipairs(order) do
     local b = bk[k]
     local exp = -1
     if ttl[k] ~= 'N' then exp = exp_of(k) end
-    local l = row_entries(e1)
+    local l = {mpunpack(rblob[e1])}  -- needed here only
     local score = exp
     if exp < 0 then score = 'inf' end
     local nk = numkeys[b]
     if not nk then nk = {}; numkeys[b] = nk end
-    for i = 2, 1 + 3 * rnt[e1], 3 do
+    for i = 2, 1 + 3 * tonumber(l[1]), 3 do
       local kind, fld, v = l[i], l[i + 1], l[i + 2]
       local key, s, m
       if kind == 'num' then
