@@ -399,3 +399,17 @@ def test_the_buckets_of_a_batch_are_those_of_each_key() -> None:
     keys = [Item._schema.key_of(Item(id=pk, group=1)) for pk in pks]
     keys += ["item:plain", "item:old{other.3}"]  # keys without this model's tag
     assert _buckets_of(spec, keys) == [spec.index_of(k) for k in keys]
+
+
+async def test_long_values_are_indexed_but_not_kept_by_the_client(redis_kind: Backend) -> None:
+    """The client keeps the wire form of short index entries only: a long indexed string
+    is written (and found) without staying in memory after its write."""
+    from acacheorm.backends.redis import _index_lua
+
+    Gadget = define(redis_kind)
+    long_tag = "x" * 5000
+    await Gadget.insert_many(Gadget(id=1, group=1, tag=long_tag), Gadget(id=2, group=1, tag="y"))
+    assert [g.id for g in await Gadget.filter(tag=long_tag)] == [1]
+    assert [g.id for g in await Gadget.filter(tag__startswith="xxx")] == [1]
+    assert all(len(v) <= _index_lua._ENTRY_KEPT for v in _index_lua._ENTRIES.values())
+    assert not any(long_tag in str(term) for term in _index_lua._ENTRIES)

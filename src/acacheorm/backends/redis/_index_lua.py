@@ -790,9 +790,11 @@ def _str(raw: bytes) -> bytes:
 
 #: msgpack str of the counts 0..255 (``"0"``, ``"1"``, ...).
 _COUNTS = [_str(str(n).encode()) for n in range(256)]
-#: The msgpack text of an entry (`_entry`), by entry: built once per value seen.
+#: The msgpack text of an entry (`_entry`), by entry: built once per value seen (at most
+#: _ENTRIES_MAX entries of up to _ENTRY_KEPT bytes; the cache starts over when full).
 _ENTRIES: dict[Any, bytes] = {}
 _ENTRIES_MAX = 1 << 16
+_ENTRY_KEPT = 96
 
 
 def _entry(term: Any) -> bytes:
@@ -860,7 +862,9 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
                     continue
             got = cache.get(term)
             if got is None:
-                got = cache[term] = _entry(term)
+                got = _entry(term)
+                if len(got) <= _ENTRY_KEPT:
+                    cache[term] = got
             parts.append(got)
         parts[0] = _count(len(parts) - 1)
         unique = cmd.unique
