@@ -199,12 +199,14 @@ class IndexSpec:
             kind = type(value)
             if kind is int or kind is str:
                 # the common cases: the entries of a value are built once and kept (at most
-                # _MEMO values per field, strings of up to 64 characters), the same as the
-                # general path below builds them
+                # _MEMO values per field, the latest ones: a full memo starts over; strings
+                # of up to 64 characters), the same as the general path below builds them
                 got = memo.get(value)
                 if got is None:
                     got = _simple_terms(name, ordered, value)
-                    if len(memo) < _MEMO and (kind is int or len(value) <= 64):
+                    if kind is int or len(value) <= 64:
+                        if len(memo) >= _MEMO:
+                            memo.clear()
                         memo[value] = got
                 terms += got[0]
                 text = got[1]
