@@ -541,7 +541,16 @@ def assemble(n: int, wires: list[_Wire], replies: list[Any], timeout: float | No
             for t in wire.targets:
                 results[t] = True
         elif mode == _EACH_CONV:
-            for t, value in zip(wire.targets, reply, strict=True):
+            targets = wire.targets
+            if (
+                wire.conv is _index_lua.write_result
+                and len(reply) == len(targets)
+                and reply.count(1) == len(reply)
+            ):  # index writes that all wrote (1 each): True in every slot
+                for t in targets:
+                    results[t] = True
+                continue
+            for t, value in zip(targets, reply, strict=True):
                 results[t] = wire.conv(value)
     return results
 
