@@ -154,9 +154,10 @@ class IndexSpec:
         self.has_unique = any(f.unique for f in fields)
         self.base = index_base(schema.namespace, schema.name)
         self.tag = hash_tag(schema.name)
-        self._memo: dict[str, dict[tuple[type, Any], tuple[list[IndexTerm], str]]] = {
-            f.name: {} for f in fields
-        }
+        # per field: the entries of its int and str values, by value (an int and a str
+        # are never equal, and only values of exactly these types are kept)
+        self._memo: dict[str, dict[Any, tuple[list[IndexTerm], str]]] = {f.name: {} for f in fields}
+        self._walk = [(f.name, f.attname, f.ordered, f.unique, self._memo[f.name]) for f in fields]
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -191,21 +192,22 @@ class IndexSpec:
         """The index entries of a row and its unique values."""
         terms: list[IndexTerm] = []
         add = terms.append
-        unique: list[str] = []
+        unique: tuple[str, ...] = ()
         values = obj.__dict__
-        for name, attname, _, ordered, is_unique in self.fields.values():
+        for name, attname, ordered, is_unique, memo in self._walk:
             value: Any = values.get(attname)
             kind = type(value)
             if kind is int or kind is str:
                 # the common cases: the entries of a value are built once and kept (at most
-                # _MEMO values per field, strings of up to 64 characters), the same as the
-                # general path below builds them
-                memo = self._memo[name]
-                got = memo.get((kind, value))
+                # _MEMO values per field, the latest ones: a full memo starts over; strings
+                # of up to 64 characters), the same as the general path below builds them
+                got = memo.get(value)
                 if got is None:
                     got = _simple_terms(name, ordered, value)
-                    if len(memo) < _MEMO and (kind is int or len(value) <= 64):
-                        memo[(kind, value)] = got
+                    if kind is int or len(value) <= 64:
+                        if len(memo) >= _MEMO:
+                            memo.clear()
+                        memo[value] = got
                 terms += got[0]
                 text = got[1]
             else:
@@ -216,8 +218,8 @@ class IndexSpec:
                 elif value is not None and ordered == "lex":
                     add(_term((name, "lex", value)))
             if is_unique and value is not None:
-                unique.append(f"{name}\x00{text}")
-        return tuple(terms), tuple(unique)
+                unique += (f"{name}\x00{text}",)
+        return tuple(terms), unique
 
 
 #: Values per indexed field whose entries `IndexSpec.terms` keeps built.

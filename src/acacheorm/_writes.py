@@ -31,6 +31,7 @@ from ._executor import Plan
 from ._index import RESTRICT, SET_NULL, check_backend, dependents_of, on_delete_of, spec_of
 
 if TYPE_CHECKING:
+    from ._index import IndexSpec
     from ._schema import Schema
 
 _PLAIN: dict[str, Any] = {"set": Set, "add": Add, "replace": Replace}
@@ -88,17 +89,39 @@ def write_rows(
     # write_row's IndexedWrite, with what is the same for every row looked up once
     check_backend(schema)
     terms = spec.terms
+    # tuple.__new__: the IndexedWrite of every field, without the NamedTuple's own __new__
+    # (half the cost of building one; the fields are those of its constructor, in order)
+    new = tuple.__new__
     if spec.tagged():
-        index_of = spec.index_of
         keys = [key_of(i) for i in instances]
         return tuple(
-            IndexedWrite(k, index_of(k), mode, encode(i), ttl, None, *terms(i))
-            for k, i in zip(keys, instances, strict=True)
+            new(IndexedWrite, (k, b, mode, encode(i), ttl, None, *terms(i)))
+            for k, b, i in zip(keys, _buckets_of(spec, keys), instances, strict=True)
         )
     bucket = spec.bucket_name(0)
     return tuple(
-        IndexedWrite(key_of(i), bucket, mode, encode(i), ttl, None, *terms(i)) for i in instances
+        new(IndexedWrite, (key_of(i), bucket, mode, encode(i), ttl, None, *terms(i)))
+        for i in instances
     )
+
+
+def _buckets_of(spec: IndexSpec, keys: list[str]) -> list[str]:
+    """``spec.index_of(k)`` for each tagged row key, computed once per bucket tag: the
+    bucket of a key ending with a bucket's tag is that tag's."""
+    index_of = spec.index_of
+    known: dict[str, str] = {}
+    head = "{" + spec.tag + "."
+    out: list[str] = []
+    add = out.append
+    for k in keys:
+        tag = k[k.rfind("{") :]
+        b = known.get(tag)
+        if b is None:
+            b = index_of(k)
+            if tag.startswith(head) and tag.endswith("}"):
+                known[tag] = b
+        add(b)
+    return out
 
 
 def delete_rows(schema: Schema, keys: Sequence[str]) -> tuple[Command, ...]:

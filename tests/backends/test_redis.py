@@ -1488,3 +1488,72 @@ async def test_without_internals_a_single_connection_client_uses_a_pipeline(
             await backend.clear()
     finally:
         await client.aclose()
+
+
+def _indexed_model(backend: RedisBackend) -> type[co.Model]:
+    class Part(co.Model):
+        id = co.IntegerField(primary_key=True)
+        group = co.IntegerField(index=True)
+        tag = co.StringField(index=True)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    return Part
+
+
+async def test_a_large_batch_of_index_writes_goes_out_in_parts_in_one_round_trip(
+    either: RedisBackend, wire: Wire
+) -> None:
+    """The script calls of a large batch of index writes are written as they are built
+    (the server runs the first while the client builds the next), every one before the
+    first reply is read, each exactly once."""
+    Part = _indexed_model(either)
+    rows = [Part(id=i, group=i % 7, tag=f"t{i % 5}") for i in range(3000)]
+    await Part.create(id=-1, group=-1, tag="")  # the script is loaded (no NOSCRIPT round)
+    await either.client.config_resetstat()  # type: ignore[union-attr]
+    with wire.record():
+        await Part.insert_many(*rows)
+    sends = [i for i, (what, _) in enumerate(wire.events) if what == "send"]
+    reads = [i for i, (what, _) in enumerate(wire.events) if what == "read"]
+    if not either._cluster:
+        assert len(sends) == 3  # a script call of 1,000 rows per part
+        assert not reads or max(sends) < min(reads)
+        assert (await commandstats(either.client))["evalsha"] == 3
+    assert await Part.count() == 3001
+    assert sorted(p.id for p in await Part.filter(group=3)) == list(range(3, 3000, 7))
+    assert await Part.filter(tag="t4").count() == 600
+
+
+async def test_a_batch_that_fails_after_a_part_was_sent_has_an_unknown_outcome(
+    rb: RedisBackend, wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script call that cannot be built once an earlier part of its batch is on the wire:
+    the batch fails with BackendUnavailable saying the outcome is unknown, nothing is sent
+    again, and the connection is not reused (the next call works)."""
+    from acacheorm.backends.redis import _index_lua
+
+    Part = _indexed_model(rb)
+    real = _index_lua.write_argv
+    built = 0
+
+    def write_argv(cmds: Any, prefix: str) -> list[Any]:
+        nonlocal built
+        built += 1
+        if built == 2:  # the second script call of the batch
+            raise RuntimeError("planted")
+        return real(cmds, prefix)
+
+    await Part.create(id=-1, group=0, tag="")  # the script is loaded (no NOSCRIPT round)
+    monkeypatch.setattr(_index_lua, "write_argv", write_argv)
+    with wire.record(), pytest.raises(co.BackendUnavailable, match="outcome of the writes is"):
+        await Part.insert_many(*(Part(id=i, group=1, tag="a") for i in range(3000)))
+    assert len(wire.sends) == 1  # the first part only, never again
+    monkeypatch.setattr(_index_lua, "write_argv", real)
+    # the first part ran (the server had it before the connection closed), no more
+    from tests.backends.test_conformance import eventually
+
+    async def first_part_ran() -> bool:
+        return await Part.filter(group=1).count() == 1000
+
+    await eventually(first_part_ran)
+    assert await Part.count() == 1001
+    assert await rb.get("missing") is None

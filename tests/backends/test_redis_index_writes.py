@@ -332,3 +332,84 @@ async def test_rows_of_several_indexed_models_in_one_call(redis_kind: Backend) -
     await agree(Gadget, "group", [1, 2])
     await agree(Handle, "level", [1, 2])
     assert [x.id for x in await Handle.filter(name="a")] == [1]
+
+
+async def test_entry_lists_are_stored_in_the_form_every_version_reads(
+    redis_kind: Backend,
+) -> None:
+    """A row's entry list in ``B:t`` is the msgpack sequence (expiry, count, entries, count
+    of unique values, unique values), counts as strings, whether the client sent the
+    entries as one string or not: rows written by an earlier version and by this one are
+    read alike."""
+    import msgpack
+
+    Gadget = define(redis_kind)
+    Handle = define_unique(redis_kind)
+    raw: Any = redis_kind.client  # type: ignore[attr-defined]
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    await Gadget.insert_many(Gadget(id=1, group=1, rating=None, tag="t\x00"))
+    await Handle.create(id=1, name="n" * 40, level=3, ttl=100)
+
+    async def stored(model: Any, pk: int) -> list[Any]:
+        schema = model._schema
+        key = schema.key((pk,))
+        bucket = prefix + spec_of(schema).index_of(key)  # type: ignore[union-attr]
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(await raw.hget(f"{bucket}:t", prefix + key))
+        return list(unpacker)
+
+    assert await stored(Gadget, 1) == [
+        -1,
+        "4",
+        *("num", "group", "1.0"),
+        *("eq", "rating", "n"),
+        *("eq", "tag", "st\x00"),
+        *("lex", "tag", "t\x01\x01"),
+        "0",
+    ]
+    got = await stored(Handle, 1)
+    assert got[0] > 0  # the expiry, ms since the epoch
+    assert got[1:] == [
+        "3",
+        *("eq", "name", "s" + "n" * 40),
+        *("lex", "name", "n" * 40),
+        *("num", "level", "3.0"),
+        "1",
+        "name\x00s" + "n" * 40,
+    ]
+
+
+def test_the_buckets_of_a_batch_are_those_of_each_key() -> None:
+    """insert_many looks a bucket up once per bucket tag: the same bucket as `index_of`
+    gives key by key, braces and tag-like text in the keys included."""
+    from acacheorm._writes import _buckets_of
+
+    backend = co.RedisBackend("redis://127.0.0.1:1", cluster=True)  # never connected
+
+    class Item(co.Model):
+        id = co.StringField(primary_key=True)
+        group = co.IntegerField(index=True)
+        Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+    spec = spec_of(Item._schema)
+    assert spec is not None and spec.tagged()
+    rng = random.Random(7)
+    pks = ["", "{", "}", "{item.3}", "x{item.3}", "{item.}", "a{b}c", "{item.12}{"]
+    pks += ["".join(rng.choice("{}.item3x") for _ in range(rng.randrange(12))) for _ in range(500)]
+    keys = [Item._schema.key_of(Item(id=pk, group=1)) for pk in pks]
+    keys += ["item:plain", "item:old{other.3}"]  # keys without this model's tag
+    assert _buckets_of(spec, keys) == [spec.index_of(k) for k in keys]
+
+
+async def test_long_values_are_indexed_but_not_kept_by_the_client(redis_kind: Backend) -> None:
+    """The client keeps the wire form of short index entries only: a long indexed string
+    is written (and found) without staying in memory after its write."""
+    from acacheorm.backends.redis import _index_lua
+
+    Gadget = define(redis_kind)
+    long_tag = "x" * 5000
+    await Gadget.insert_many(Gadget(id=1, group=1, tag=long_tag), Gadget(id=2, group=1, tag="y"))
+    assert [g.id for g in await Gadget.filter(tag=long_tag)] == [1]
+    assert [g.id for g in await Gadget.filter(tag__startswith="xxx")] == [1]
+    assert all(len(v) <= _index_lua._ENTRY_KEPT for v in _index_lua._ENTRIES.values())
+    assert not any(long_tag in str(term) for term in _index_lua._ENTRIES)

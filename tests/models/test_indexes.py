@@ -430,3 +430,24 @@ async def test_string_ranges_with_nul_and_low_bytes_match_brute_force(indexed: B
     ordered = [r.s for r in await Low.all().order_by("s")]
     assert ordered == sorted(values)
     assert [r.s for r in await Low.all().order_by("-s").limit(4)] == sorted(values)[::-1][:4]
+
+
+def test_entries_of_new_values_are_kept_once_the_memo_is_full() -> None:
+    """The client keeps the index entries of the latest int and str values of a field: a
+    field whose memo filled up with earlier values keeps memoizing new ones, and the
+    entries are those of the general path either way."""
+    from acacheorm import _index
+
+    class Memo(co.Model):
+        id = co.IntegerField(primary_key=True)
+        level = co.IntegerField(index=True)
+        Meta = type("Meta", (), {"backend": co.SimpleBackend(), "serializer": "msgpack"})
+
+    spec = _index.spec_of(Memo._schema)
+    assert spec is not None
+    for v in range(_index._MEMO + 10):
+        spec.terms(Memo(id=1, level=v))
+    memo = spec._memo["level"]
+    assert len(memo) <= _index._MEMO and _index._MEMO + 9 in memo
+    terms, unique = spec.terms(Memo(id=1, level=5))
+    assert terms == (("level", "eq", "i5"), ("level", "num", 5.0)) and unique == ()

@@ -7,7 +7,9 @@ How a `Batch` goes on the wire (one round trip per batch; per node, concurrently
   TTL, otherwise one call of a small Lua script (``EVALSHA``) that ``SET … PX``\\ s every key;
 - a batch that comes down to one Redis command is sent as that command, with no pipeline;
 - anything else is pipelined: every command in one write on one pooled connection, the
-  replies read in order (in ``MULTI``/``EXEC`` when ``batch.atomic``);
+  replies read in order (in ``MULTI``/``EXEC`` when ``batch.atomic``); the script calls of a
+  large batch of index writes are built as they are sent and written in parts of about
+  64 KiB, so the server runs the first while the client builds the next;
 - on Cluster an atomic batch must keep every key in one hash slot (use a ``{hash tag}``),
   otherwise `AtomicityError` is raised before anything is sent; it runs in ``MULTI``/``EXEC``
   on the slot's node. A non-atomic batch of several commands is planned per hash slot, then
@@ -59,7 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._commands import Batch, Capabilities, Command, Get
@@ -85,6 +87,7 @@ from ._wire import (
     _translate,
     _unavailable_types,
     _Wire,
+    args_of,
     assemble,
     key_slot,
 )
@@ -416,7 +419,7 @@ class RedisBackend(Backend):
         ``slots`` (Cluster, not a transaction) gives the hash slot of each wire: the wires go
         straight to the nodes owning them, one request per node, concurrently.
         """
-        replies = await self._round_trip([w.args for w in wires], transaction, slots)
+        replies = await self._round_trip(args_of(wires), transaction, slots)
         from redis.exceptions import NoScriptError
 
         # The server lost its script cache: those calls did nothing, send them with the body.
@@ -434,7 +437,7 @@ class RedisBackend(Backend):
         return replies
 
     async def _round_trip(
-        self, commands: list[list[Any]], transaction: bool, slots: list[int] | None = None
+        self, commands: Sequence[list[Any]], transaction: bool, slots: list[int] | None = None
     ) -> list[Any]:
         if len(commands) == 1 and commands[0][0] in _IDEMPOTENT:
             if slots is not None and _cluster.private_api():
@@ -484,7 +487,7 @@ class RedisBackend(Backend):
             return exc
 
     async def _standalone_round_trip(
-        self, commands: list[list[Any]], transaction: bool
+        self, commands: Sequence[list[Any]], transaction: bool
     ) -> list[Any]:
         """``commands`` in one write on one pooled connection (in ``MULTI``/``EXEC`` when
         ``transaction``); their replies in order. See `_cluster._exchange`."""

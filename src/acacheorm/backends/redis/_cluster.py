@@ -23,12 +23,13 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
-from ._wire import _NO_REPLY, _translate, _unavailable_types
+from ..base import unknown_outcome
+from ._wire import _NO_REPLY, _ArgsOf, _translate, _unavailable_types
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -133,6 +134,49 @@ def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
     return [pack(tuple(args)) for args in commands]
 
 
+#: Bytes of packed commands written at once when a batch's arguments are built as they are
+#: sent (`_wire._LazyWire`): the server runs the first part while the client builds the next.
+_PART = 1 << 16
+
+
+async def _send_all(conn: Any, wanted: Iterable[Sequence[Any]], parts: bool) -> None:
+    """Write ``wanted`` (packed by hiredis) on ``conn``: in one write, or with ``parts``
+    (arguments built as they are read: `_wire._LazyWire`, the script calls of a large batch
+    of index writes) in parts of about `_PART` bytes, each written as soon as it is packed,
+    so that the server runs the first calls while the client builds the next ones.
+
+    Nothing is sent twice. Packing (or building) that fails once a part is written raises
+    `BackendUnavailable` saying that the outcome is unknown (the caller closes the
+    connection); a connection error is redis-py's to raise, as for one write.
+    """
+    pack = _packer()
+    if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+        await conn.send_packed_command(conn.pack_commands(list(wanted)))
+        return
+    part: list[bytes] = []
+    size = 0
+    sent = False
+    try:
+        for args in wanted:
+            data = pack(tuple(args))
+            part.append(data)
+            size += len(data)
+            if parts and size >= _PART:
+                # a health check (a PING and its reply) only before the first part
+                await conn.send_packed_command(part, check_health=not sent)
+                sent = True
+                part = []
+                size = 0
+    except Exception as exc:
+        if sent and _translate(exc, None) is None:
+            raise unknown_outcome(
+                BackendError(f"a batch could not be sent whole: {exc!r}")
+            ) from exc
+        raise
+    if part or not sent:
+        await conn.send_packed_command(part, check_health=not sent)
+
+
 async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
     """Send ``commands`` on ``conn`` in one write and read their replies, an error reply as
     its exception; in ``MULTI``/``EXEC`` when ``transaction`` (`Refused` when the server
@@ -146,11 +190,10 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
     from redis.exceptions import ExecAbortError, ResponseError
 
     wanted = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
-    packed = _pack(conn, wanted)
     unread = len(wanted)
     read = conn.read_response
     try:
-        await conn.send_packed_command(packed)
+        await _send_all(conn, wanted, not transaction and type(commands) is _ArgsOf)
         if not transaction:
             replies: list[Any] = []
             for _ in commands:
@@ -186,7 +229,7 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
 
 
 async def cluster_round_trip(
-    client: RedisCluster, commands: list[list[Any]], slots: list[int]
+    client: RedisCluster, commands: Sequence[list[Any]], slots: list[int]
 ) -> list[Any]:
     """Non-atomic commands on Cluster: one write per node, to every node concurrently.
 
@@ -366,7 +409,7 @@ async def _per_node(calls: list[Coroutine[Any, Any, None]]) -> list[Exception | 
 async def _node_round_trip(
     client: RedisCluster,
     node: ClusterNode,
-    commands: list[list[Any]],
+    commands: Sequence[list[Any]],
     positions: list[int],
     replies: list[Any],
     errors: list[int],
@@ -388,17 +431,19 @@ async def _node_round_trip(
     unread = 0
     try:
         await node.disconnect_if_needed(conn)  # marked after a topology change
+        wanted: Iterable[Sequence[Any]]
         if asking:
             wanted = [
                 args
                 for k in positions
                 for args in ((["ASKING"], commands[k]) if k in asking else (commands[k],))
             ]
+            unread = len(wanted)
         else:
-            wanted = [commands[k] for k in positions]
-        packed = _pack(conn, wanted)
-        unread = len(wanted)
-        await conn.send_packed_command(packed)
+            # read as sent: arguments built late are built then (`_send_all`)
+            wanted = (commands[k] for k in positions)
+            unread = len(positions)
+        await _send_all(conn, wanted, type(commands) is _ArgsOf)
         gets = _buffered(conn)
         plain = _PLAIN
         for k in positions:
@@ -528,7 +573,7 @@ async def multi_exec_on(client: RedisCluster, slot: int, commands: list[list[Any
 
 
 async def standalone_round_trip(
-    client: Redis, commands: list[list[Any]], transaction: bool
+    client: Redis, commands: Sequence[list[Any]], transaction: bool
 ) -> list[Any]:
     """``commands`` in one write on one pooled connection (in ``MULTI``/``EXEC`` when
     ``transaction``); their replies in order, an error reply as its exception."""
@@ -550,7 +595,7 @@ async def standalone_round_trip(
 
 
 async def _public_pipeline(
-    client: Redis | RedisCluster, commands: list[list[Any]], transaction: bool
+    client: Redis | RedisCluster, commands: Sequence[list[Any]], transaction: bool
 ) -> list[Any]:
     """The fallback without `private_api`: redis-py's own pipeline (cluster or not)."""
     from redis.exceptions import ExecAbortError

@@ -36,11 +36,14 @@ from typing import Any
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
 from ..._exceptions import IntegrityError
 
-# KEYS: the row keys (one slot). ARGV: the number of buckets, their names, then runs of rows
-# sharing bucket (1-based), mode and ttl ('K' keep, 'N' none, or PX): the number of rows of
-# the run, bucket, mode, ttl, then per row: value, token (cas only), the number of entries,
-# each as (kind, field, value), the number of unique values, the values. Reply per row: 1
-# written, 0 not (mode), or {'U', unique value, holder}.
+# KEYS: the row keys (one slot). ARGV: the number of buckets, their names, '1' if a row has
+# unique values (else '0'), then runs of rows sharing bucket (1-based), mode and ttl ('K'
+# keep, 'N' none, or PX): the number of rows of the run, bucket, mode, ttl, then per row:
+# value, token (cas only), and its entries as one msgpack string of strs: the number of
+# entries, each as (kind, field, value), the number of unique values, the values (what
+# ``B:t`` stores after the expiry: the script stores it as it came, and unpacks it only
+# when it needs the entries). Reply per row: 1 written, 0 not (mode), or {'U', unique
+# value, holder}.
 #
 # Three phases. Reads: the bucket's expired entries (the sweep), every row's stored entries
 # (one HMGET), existence, tokens, unique holders. Then the rows are applied in order to a
@@ -65,48 +68,59 @@ local function read(cmd, key, ...)
   end
   return r
 end
--- ARGV: nb, bucket names, then runs of rows sharing bucket, mode and ttl: the number of
--- rows, bucket index, mode, ttl, then per row: value, token (cas only), nterms, nterms x
--- (kind, field, value), nuniq, uniques.
+-- ARGV: nb, bucket names, any unique ('1'/'0'), then runs of rows sharing bucket, mode and
+-- ttl: the number of rows, bucket index, mode, ttl, then per row: value, token (cas only),
+-- entries (msgpack: nterms, nterms x (kind, field, value), nuniq, uniques).
 local nb = tonumber(ARGV[1])
 local B = {}
 for i = 1, nb do B[i] = ARGV[1 + i] end
 local n = #KEYS
-local rb, rmode, rttl, rval, rtok, rt0, rnt, ru0, rnu = {}, {}, {}, {}, {}, {}, {}, {}, {}
+local mpunpack = cmsgpack.unpack
+-- whether any row of the call has unique values
+local anyu = ARGV[nb + 2] == '1'
+-- per row: bucket, mode, ttl, value, token, entries (msgpack), entries (list), nterms
+local rb, rmode, rttl, rval, rtok, rblob, rl, rnt = {}, {}, {}, {}, {}, {}, {}, {}
 do
-  local a, r = nb + 2, 0
+  local a, r = nb + 3, 0
   while r < n do
     local cnt, b, mode, tt = tonumber(ARGV[a]), B[tonumber(ARGV[a + 1])], ARGV[a + 2], ARGV[a + 3]
     a = a + 4
+    local cas = mode == 'cas'
     for _ = 1, cnt do
       r = r + 1
       rb[r], rmode[r], rttl[r], rval[r] = b, mode, tt, ARGV[a]
-      a = a + 1
-      if mode == 'cas' then rtok[r] = ARGV[a]; a = a + 1 end
-      local nt = tonumber(ARGV[a])
-      rt0[r], rnt[r] = a + 1, nt
-      a = a + 1 + 3 * nt
-      local nu = tonumber(ARGV[a])
-      ru0[r], rnu[r] = a + 1, nu
-      a = a + 1 + nu
+      if cas then rtok[r] = ARGV[a + 1]; a = a + 1 end
+      rblob[r] = ARGV[a + 1]
+      a = a + 2
     end
   end
 end
--- Entries: a row number r (row r's new entries, in ARGV) or a stored list {expiry,
--- nterms, terms..., nuniq, uniques...}; span(e) gives the list, its terms and its uniques.
+-- Row r's entries as a list (unpacked once, when first needed).
+local function row_entries(r)
+  local l = rl[r]
+  if not l then
+    l = {mpunpack(rblob[r])}
+    rl[r], rnt[r] = l, tonumber(l[1])
+  end
+  return l
+end
+-- Entries: a row number r (row r's new entries) or a stored list {expiry, nterms, terms...,
+-- nuniq, uniques...}; span(e) gives the list, its terms and its uniques.
 local function span(e)
   if type(e) == 'number' then
-    return ARGV, rt0[e], rt0[e] + 3 * rnt[e] - 1, ru0[e], ru0[e] + rnu[e] - 1
+    local l = row_entries(e)
+    local nt = rnt[e]
+    return l, 2, 1 + 3 * nt, 3 + 3 * nt, #l
   end
   local nt = tonumber(e[2])
   return e, 3, 2 + 3 * nt, 4 + 3 * nt, #e
 end
 -- Every key of the call and its bucket, in first-seen order: the rows, then the rows of
 -- the sweep (expired rows whose entries are reclaimed).
-local bk, order = {}, {}
+local bk, order, norder = {}, {}, 0
 for r = 1, n do
   local k = KEYS[r]
-  if not bk[k] then bk[k] = rb[r]; order[#order + 1] = k end
+  if not bk[k] then bk[k] = rb[r]; norder = norder + 1; order[norder] = k end
 end
 local purge = {}
 do
@@ -122,7 +136,7 @@ do
     end
   end
 end
--- The entries each key holds now (false: none).
+-- The entries each key holds now (nil: none).
 local old = {}
 local function decode(blob)
   if not blob then return false end
@@ -142,17 +156,24 @@ local function decode(blob)
 end
 do
   local per = {}
-  for _, k in ipairs(order) do
-    local b = bk[k]
-    local l = per[b]
-    if not l then l = {}; per[b] = l end
-    l[#l + 1] = k
+  if nb == 1 then  -- every key is the bucket's (the rows' and the sweep's)
+    per[B[1]] = order
+  else
+    for _, k in ipairs(order) do
+      local b = bk[k]
+      local l = per[b]
+      if not l then l = {}; per[b] = l end
+      l[#l + 1] = k
+    end
   end
   for b, l in pairs(per) do
     for s = 1, #l, 4000 do
       local e = math.min(s + 3999, #l)
       local got = read('HMGET', b .. ':t', unpack(l, s, e))
-      for i = 1, #got do old[l[s + i - 1]] = decode(got[i]) end
+      for i = 1, #got do
+        local g = got[i]
+        if g then old[l[s + i - 1]] = decode(g) end
+      end
     end
   end
 end
@@ -223,27 +244,31 @@ for r = 1, n do
       if v == nil then v = read('GET', k) end
       if v ~= rtok[r] then res = 0 end
     end
-    local ulo, uhi = ru0[r], ru0[r] + rnu[r] - 1
+    local rl_, ulo, uhi = nil, 1, 0
+    if anyu then
+      rl_ = row_entries(r)
+      ulo, uhi = 3 + 3 * rnt[r], #rl_
+    end
     if res == 1 and ulo <= uhi then
       local b = rb[r]
       for j = ulo, uhi do
-        local h = holder(b .. ':u:' .. ARGV[j])
+        local h = holder(b .. ':u:' .. rl_[j])
         if h and h ~= k then
           local live = ex[h]
           if live == nil then live = exists(h) end
-          if live then res = {'U', ARGV[j], h}; break end
+          if live then res = {'U', rl_[j], h}; break end
         end
       end
     end
     if res == 1 then
       local tt = rttl[r]
       if tt == 'N' then ttl[k] = 'N' elseif tt ~= 'K' then ttl[k] = tonumber(tt) end
-      release(k)
+      if ents[k] ~= nil or old[k] then release(k) end
       ents[k] = r
       if ulo <= uhi then
         local b = rb[r]
         for j = ulo, uhi do
-          local uk = b .. ':u:' .. ARGV[j]
+          local uk = b .. ':u:' .. rl_[j]
           holder(uk)
           uh[uk] = k
           dirty(uk)
@@ -301,10 +326,49 @@ local function same(e0, e1)
   for i = 0, u1 - t1 do if l0[t0 + i] ~= l1[t1 + i] then return false end end
   return true
 end
+-- the msgpack of an expiry, by expiry
+local pexp = {}
+local numkeys = {}  -- bucket -> field -> B:n:<field>
 for _, k in ipairs(order) do
   local e1 = ents[k]
-  if e1 ~= nil or touched[k] then
-    local e0 = old[k]
+  local e0 = old[k]
+  if not e0 and type(e1) == 'number' and not touched[k] and not purged[k] then
+    -- the common case, a row without entries before: its entries added, its list stored
+    local b = bk[k]
+    local exp = -1
+    if ttl[k] ~= 'N' then exp = exp_of(k) end
+    local l = {mpunpack(rblob[e1])}  -- needed here only
+    local score = exp
+    if exp < 0 then score = 'inf' end
+    local nk = numkeys[b]
+    if not nk then nk = {}; numkeys[b] = nk end
+    for i = 2, 1 + 3 * tonumber(l[1]), 3 do
+      local kind, fld, v = l[i], l[i + 1], l[i + 2]
+      local key, s, m
+      if kind == 'num' then
+        key = nk[fld]
+        if not key then key = ordered_key(b, kind, fld); nk[fld] = key end
+        s, m = v, k
+      elseif kind == 'eq' then
+        key, s, m = b .. ':e:' .. fld .. ':' .. v, score, k
+        zk(key)
+      else
+        key, s, m = ordered_key(b, kind, fld), 0, v .. '\0' .. k
+      end
+      local z = zadd[key]
+      local zn = #z
+      z[zn + 1] = s
+      z[zn + 2] = m
+    end
+    local hs = hset[b]
+    if not hs then hs = {}; hset[b] = hs end
+    local p = pexp[exp]
+    if not p then p = cmsgpack.pack(exp); pexp[exp] = p end
+    local hn = #hs
+    hs[hn + 1] = k
+    hs[hn + 2] = p .. rblob[e1]
+    if exp >= 0 then push(xadd, b, exp, k) end
+  elseif e1 ~= nil or touched[k] then
     if e1 == nil then e1 = e0 end
     local b = bk[k]
     local exp = -1
@@ -364,7 +428,14 @@ for _, k in ipairs(order) do
           end
         end
         -- stored as expiry, nterms, terms..., nuniq, uniques...
-        push(hset, b, k, cmsgpack.pack(exp, unpack(l, lo - 1, uhi)))
+        local hs = hset[b]
+        if not hs then hs = {}; hset[b] = hs end
+        hs[#hs + 1] = k
+        if type(e1) == 'number' then
+          hs[#hs + 1] = cmsgpack.pack(exp) .. rblob[e1]
+        else
+          hs[#hs + 1] = cmsgpack.pack(exp, unpack(l, lo - 1, uhi))
+        end
       elseif e0 then
         push(hdel, b, k)
       end
@@ -410,14 +481,15 @@ local function chunks(cmd, key, l, step)
     if key then write(cmd, key, unpack(l, s, e)) else write(cmd, unpack(l, s, e)) end
   end
 end
-local mset, dels, ttls = {}, {}, {}
+local mset, dels, ttls, nmset = {}, {}, {}, 0
 for _, k in ipairs(order) do
   local op = rowop[k]
   if op == 'set' then
     local tt = ttl[k]
     if tt == 'N' then
-      mset[#mset + 1] = k
-      mset[#mset + 1] = cur[k]
+      mset[nmset + 1] = k
+      mset[nmset + 2] = cur[k]
+      nmset = nmset + 2
     elseif tt == nil then
       write('SET', k, cur[k], 'KEEPTTL')
     else
@@ -704,14 +776,57 @@ def _lex(v: str | None, open_: bool, low: bool) -> bytes:
     return b"(" + raw if open_ else b"[" + raw + b"\x00\xff"
 
 
+def _str(raw: bytes) -> bytes:
+    """``raw`` as a msgpack str, as the server's ``cmsgpack.pack`` writes a string."""
+    n = len(raw)
+    if n < 32:
+        return bytes((0xA0 | n,)) + raw
+    if n < 0x100:
+        return b"\xd9" + bytes((n,)) + raw
+    if n < 0x10000:
+        return b"\xda" + n.to_bytes(2, "big") + raw
+    return b"\xdb" + n.to_bytes(4, "big") + raw
+
+
+#: msgpack str of the counts 0..255 (``"0"``, ``"1"``, ...).
+_COUNTS = [_str(str(n).encode()) for n in range(256)]
+#: The msgpack text of an entry (`_entry`), by entry: built once per value seen (at most
+#: _ENTRIES_MAX entries of up to _ENTRY_KEPT bytes; the cache starts over when full).
+_ENTRIES: dict[Any, bytes] = {}
+_ENTRIES_MAX = 1 << 16
+_ENTRY_KEPT = 96
+
+
+def _entry(term: Any) -> bytes:
+    """An entry as ``kind``, ``field``, ``value`` msgpack strs (what the script stores)."""
+    field, kind, value = term
+    if kind == "eq":
+        raw = value.encode("utf-8", "surrogatepass")
+    elif kind == "num":
+        # + 0.0: -0.0 and 0.0 are one key of the cache, and one score
+        raw = repr(value + 0.0).encode()
+    else:
+        raw = lex_bytes(value)
+    return _str(kind.encode()) + _str(field.encode("utf-8", "surrogatepass")) + _str(raw)
+
+
+def _count(n: int) -> bytes:
+    return _COUNTS[n] if n < 256 else _str(str(n).encode())
+
+
 def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
     """ARGV of `WRITE_LUA` for these rows."""
     buckets: dict[str, int] = {}
     rows: list[Any] = []
     add = rows.extend
+    append = rows.append
     finite = math.isfinite
+    cache = _ENTRIES
+    if len(cache) > _ENTRIES_MAX:
+        cache.clear()
     run: Any = None  # (bucket, mode, ttl) of the current run of rows
     count_at = 0  # where the current run's count is
+    anyu = "0"
     for cmd in cmds:
         b = buckets.get(cmd.bucket)
         if b is None:
@@ -727,41 +842,41 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
             rows[count_at] += 1
         else:
             run, count_at = head, len(rows)
-            rows.append(1)
+            append(1)
             add(head)
         terms: Sequence[Any] = cmd.terms
-        flat: list[Any] = []
-        put = flat.extend
+        parts: list[bytes] = [b""]
         last = len(terms) - 1
-        for i, (field, kind, value) in enumerate(terms):
-            if kind == "eq":
-                if i < last:
-                    nxt = terms[i + 1]
-                    score = nxt[2]
-                    # what `num_route` says of the text, from the value's score: the "num"
-                    # entry answers equality
-                    if (
-                        nxt[1] == "num"
-                        and nxt[0] == field
-                        and finite(score)
-                        and (value[0] == "f" or -1e15 < score < 1e15)
-                    ):
-                        continue
-                put((kind, field, value.encode("utf-8", "surrogatepass")))
-            elif kind == "num":
-                put((kind, field, repr(value)))
-            else:
-                put((kind, field, lex_bytes(value)))
-        if mode == "cas":
-            add((cmd.value, cmd.token, len(flat) // 3))
-        else:
-            add((cmd.value, len(flat) // 3))
-        add(flat)
+        for i, term in enumerate(terms):
+            if term[1] == "eq" and i < last:
+                nxt = terms[i + 1]
+                score = nxt[2]
+                # what `num_route` says of the text, from the value's score: the "num"
+                # entry answers equality
+                if (
+                    nxt[1] == "num"
+                    and nxt[0] == term[0]
+                    and finite(score)
+                    and (term[2][0] == "f" or -1e15 < score < 1e15)
+                ):
+                    continue
+            got = cache.get(term)
+            if got is None:
+                got = _entry(term)
+                if len(got) <= _ENTRY_KEPT:
+                    cache[term] = got
+            parts.append(got)
+        parts[0] = _count(len(parts) - 1)
         unique = cmd.unique
-        rows.append(len(unique))
+        parts.append(_count(len(unique)))
         if unique:
-            add(u.encode("utf-8", "surrogatepass") for u in unique)
-    return [len(buckets), *((prefix + b).encode() for b in buckets), *rows]
+            anyu = "1"
+            parts += (_str(u.encode("utf-8", "surrogatepass")) for u in unique)
+        if mode == "cas":
+            add((cmd.value, cmd.token, b"".join(parts)))
+        else:
+            add((cmd.value, b"".join(parts)))
+    return [len(buckets), *((prefix + b).encode() for b in buckets), anyu, *rows]
 
 
 def num_route(text: Any) -> str | None:

@@ -148,6 +148,68 @@ class _Wire:
         return ["EVAL", self.script.script, *self.args[2:]]
 
 
+class _LazyWire(_Wire):
+    """A wire command whose arguments are built when first read: when it is sent, so that
+    the server runs the large script calls sent before it while the client builds it (see
+    `_cluster._send_all`; `args_of` reads them one by one)."""
+
+    __slots__ = ("_build", "_built")
+
+    def __init__(
+        self,
+        build: Callable[[], list[Any]],
+        targets: Sequence[int],
+        mode: int,
+        conv: Callable[[Any], Any],
+        script: AsyncScript | None,
+    ) -> None:
+        self._build: Callable[[], list[Any]] | None = build
+        self._built: list[Any] = []
+        self.targets = targets
+        self.mode = mode
+        self.conv = conv
+        self.script = script
+
+    @property
+    def args(self) -> list[Any]:
+        build = self._build
+        if build is not None:
+            self._built = build()
+            self._build = None
+        return self._built
+
+    @args.setter
+    def args(self, value: list[Any]) -> None:
+        self._built = value
+        self._build = None
+
+
+class _ArgsOf(Sequence[list[Any]]):
+    """The arguments of wire commands, each read when it is reached (`_LazyWire`)."""
+
+    __slots__ = ("_wires",)
+
+    def __init__(self, wires: list[_Wire]) -> None:
+        self._wires = wires
+
+    def __len__(self) -> int:
+        return len(self._wires)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [w.args for w in self._wires[i]]
+        return self._wires[i].args
+
+
+def args_of(wires: list[_Wire]) -> Sequence[list[Any]]:
+    """The arguments of ``wires``: a list, or when one is built late, a sequence that
+    reads each as it is reached."""
+    for wire in wires:
+        if type(wire) is _LazyWire:
+            return _ArgsOf(wires)
+    return [w.args for w in wires]
+
+
 def _px(ttl: float) -> int:
     # Milliseconds, rounded up (a TTL never gets shorter); round() first so that binary
     # noise such as 1.1 * 1000 == 1100.0000000000002 does not add a millisecond.
@@ -434,19 +496,23 @@ class Planner:
         inline: bool | AbstractSet[int],
         targets: Sequence[int] | None = None,
     ) -> _Wire:
-        """Rows of indexed models (one slot): one call of the index write script."""
+        """Rows of indexed models (one slot): one call of the index write script, its
+        arguments built when it is sent (`_LazyWire`)."""
         cmds: list[Any] = [commands[i] for i in run]
-        keys = [_encode_key(cmd.key) for cmd in cmds]
-        argv = _index_lua.write_argv(cmds, self._prefix)
-        return self._script_wire(
-            self._index_write,
-            keys,
-            argv,
-            run if targets is None else targets,
-            _EACH_CONV,
-            inline,
-            _index_lua.write_result,
-        )
+        if targets is None:
+            targets = run
+        script = self._index_write
+        prefix = self._prefix
+        as_eval = inline is True or bool(inline and not inline.isdisjoint(targets))
+
+        def build() -> list[Any]:
+            keys = [cmd.key.encode("utf-8", "surrogatepass") for cmd in cmds]
+            argv = _index_lua.write_argv(cmds, prefix)
+            if as_eval:
+                return ["EVAL", script.script, len(keys), *keys, *argv]
+            return ["EVALSHA", script.sha, len(keys), *keys, *argv]
+
+        return _LazyWire(build, targets, _EACH_CONV, _index_lua.write_result, script)
 
     @staticmethod
     def _script_wire(
@@ -484,7 +550,16 @@ def assemble(n: int, wires: list[_Wire], replies: list[Any], timeout: float | No
             for t in wire.targets:
                 results[t] = True
         elif mode == _EACH_CONV:
-            for t, value in zip(wire.targets, reply, strict=True):
+            targets = wire.targets
+            if (
+                wire.conv is _index_lua.write_result
+                and len(reply) == len(targets)
+                and reply.count(1) == len(reply)
+            ):  # index writes that all wrote (1 each): True in every slot
+                for t in targets:
+                    results[t] = True
+                continue
+            for t, value in zip(targets, reply, strict=True):
                 results[t] = wire.conv(value)
     return results
 
