@@ -560,6 +560,7 @@ async def test_round_trips_per_operation(rb: RedisBackend, wire: Wire) -> None:
 
 async def test_large_batches_are_chunked_in_one_round_trip(rb: RedisBackend, wire: Wire) -> None:
     await rb.set("warm", b"up")
+    await rb.set_many({"warm": b"up", "warm2": b"up"}, ttl=60)  # script loaded: no NOSCRIPT below
     pairs = {f"k{i}": str(i).encode() for i in range(2500)}
     await rb.client.config_resetstat()
     with wire.record():
