@@ -503,6 +503,29 @@ async def test_wrong_type_is_a_backend_error(rb: RedisBackend) -> None:
     assert info.value.__cause__ is not None
 
 
+async def test_connections_read_replies_in_pieces_below_the_allocators_mapping_size(
+    either: RedisBackend,
+) -> None:
+    # asyncio reads 256 KiB at a time: a bytes object that large is mapped and unmapped by
+    # the C allocator for every reply. The backend's connections read 64 KiB at most
+    # (redis-py's reader takes 64 KiB per read anyway); a large value still arrives whole.
+    backend = either
+    big = bytes(range(256)) * 4000  # 1,024,000 bytes
+    await backend.set("{t}big", big)
+    await backend.set("{t}small", b"s")
+    assert await backend.get("{t}small") == b"s"
+    assert await backend.get("{t}big") == big
+    assert await backend.get_many("{t}big", "{t}small", "{t}none") == [big, b"s", None]
+    client: Any = backend.client
+    if isinstance(client, RedisCluster):
+        conns = list(client.get_node_from_key(backend.full_key("{t}big"))._free)
+    else:
+        conns = list(client.connection_pool._available_connections)
+    transports = [c._writer.transport for c in conns if c._writer]
+    assert transports
+    assert {t.max_size for t in transports} == {64 * 1024}
+
+
 # -- round trips -------------------------------------------------------------------------------
 
 

@@ -450,9 +450,11 @@ class RedisBackend(Backend):
                 else:
                     if not isinstance(replies[0], unavailable):
                         return replies
-            elif slots is None and commands[0][0] == "MGET":
-                # A multi-get (query_many, select_related): packed by hiredis, as above;
-                # redis-py packs each key in Python, most of a 1,000-key MGET's CPU time.
+            elif slots is None:
+                # A lone read (a get, a multi-get of query_many or select_related): packed
+                # by hiredis, as above (redis-py packs each key in Python, most of a
+                # 1,000-key MGET's CPU time), on a connection that reads its replies without
+                # a 256 KiB buffer per read (see `_cluster._read_less`).
                 unavailable = _unavailable_types()
                 try:
                     replies = await _cluster.standalone_round_trip(

@@ -133,6 +133,27 @@ def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
     return [pack(tuple(args)) for args in commands]
 
 
+#: The most a connection's transport reads from its socket at once (see `_read_less`).
+READ_SIZE = 64 * 1024
+
+
+def _read_less(conn: Any) -> None:
+    """Make the socket transport of redis-py connection ``conn`` read at most `READ_SIZE`
+    bytes at a time (asyncio's selector transports read 256 KiB: a bytes object that large
+    is mapped and unmapped by the C allocator for each reply, which costs more than a small
+    reply's whole exchange). redis-py's reader takes 64 KiB per read anyway. Transports of
+    other kinds (TLS, other event loops) are left as they are."""
+    writer = conn._writer
+    if writer is None:
+        return
+    transport = writer.transport
+    if getattr(transport, "max_size", 0) > READ_SIZE and isinstance(
+        transport,
+        asyncio.selector_events._SelectorSocketTransport,  # type: ignore[attr-defined]
+    ):
+        transport.max_size = READ_SIZE
+
+
 async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
     """Send ``commands`` on ``conn`` in one write and read their replies, an error reply as
     its exception; in ``MULTI``/``EXEC`` when ``transaction`` (`Refused` when the server
@@ -151,6 +172,7 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
     read = conn.read_response
     try:
         await conn.send_packed_command(packed)
+        _read_less(conn)
         if not transaction:
             replies: list[Any] = []
             for _ in commands:
@@ -399,6 +421,7 @@ async def _node_round_trip(
         packed = _pack(conn, wanted)
         unread = len(wanted)
         await conn.send_packed_command(packed)
+        _read_less(conn)
         gets = _buffered(conn)
         plain = _PLAIN
         for k in positions:
