@@ -39,11 +39,14 @@ can tell, a script call on a key that another command of the same batch touches 
 ``EVAL`` from the start; so are script calls inside ``MULTI``, where a ``NOSCRIPT`` would not
 abort the transaction (Redis runs the other commands).
 
-Every batch runs under ``asyncio.timeout(timeout)``; a cancelled or timed-out call makes
-redis-py drop that connection, so no later call can read a reply meant for another.
+Every batch runs under ``asyncio.timeout(timeout)`` (a lone model read on a standalone server,
+`RedisBackend._read_one`, under a timer of its own that cancels it the same way); a cancelled
+or timed-out call makes redis-py drop that connection, so no later call can read a reply
+meant for another.
 
-At most once: only a lone read goes through redis-py's ``execute_command``, whose retry may
-send it again after a connection error. Everything that may write is sent by this module
+At most once: only a lone read goes through redis-py's ``execute_command`` (when the
+backend's own exchange failed for want of a connection), whose retry may send it again
+after a connection error. Everything that may write is sent by this module
 (see `_cluster._exchange`), never twice: redis-py's pipelines and commands re-send after a
 connection error, and a write whose reply was lost may have run (an ``INCRBY`` would count
 twice). Such a failure raises `BackendUnavailable` saying that the outcome is unknown.
