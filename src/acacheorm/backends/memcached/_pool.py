@@ -4,10 +4,8 @@ asks for (`_protocol` parses the bytes; this module waits for them).
 A `Connection` is an asyncio protocol holding what the server sent and not yet read. A read
 parses everything already received in one go (a multi-key ``get`` reply of ten thousand
 values is one loop over the buffer, not a wait per line) and waits only when the bytes it
-needs have not arrived. The socket is read into a buffer the connection keeps (a buffered
-protocol), not into a new bytes object of asyncio's 256 KiB read size per reply: one that
-large is mapped and unmapped by the allocator each time, which costs more than a small
-reply's whole exchange. The deadline of an exchange is the connection's own timer, armed
+needs have not arrived. The socket is read 64 KiB at a time, not in asyncio's 256 KiB
+(see `read_less`). The deadline of an exchange is the connection's own timer, armed
 once and moved on lazily, rather than a timeout context per command.
 
 A connection goes back to the pool only after a clean exchange: a request that fails, times
@@ -22,20 +20,13 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator
 
-from ..base import PerLoop
+from ..base import PerLoop, read_less
 from ._protocol import _Reply, parse_reply, parse_values
 
 _NO_DEADLINE = math.inf
 
-#: Bytes a connection's read buffer holds at first: below the C allocator's threshold for
-#: mapping memory of its own, so it lives on the heap; one read that fills it (a large
-#: reply coming) makes it `_LARGE_READ` for the connection's life, as large as asyncio's own
-#: read size, so a large reply takes no more reads than with a plain protocol.
-_SMALL_READ = 64 * 1024
-_LARGE_READ = 256 * 1024
 
-
-class Connection(asyncio.BufferedProtocol):
+class Connection(asyncio.Protocol):
     """One connection to a memcached node: `write` requests, then read replies in order.
 
     ``deadline`` (event loop time) bounds every wait for bytes: past it the waiting read
@@ -56,26 +47,15 @@ class Connection(asyncio.BufferedProtocol):
         self.deadline = _NO_DEADLINE
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._inbox = memoryview(bytearray(_SMALL_READ))  # what the socket is read into
 
-    # -- asyncio.BufferedProtocol -----------------------------------------------------------
+    # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._inbox
-
-    def buffer_updated(self, nbytes: int) -> None:
-        inbox = self._inbox
-        data = bytes(inbox[:nbytes])
-        if nbytes == len(inbox) < _LARGE_READ:  # filled: a large reply is coming
-            self._inbox = memoryview(bytearray(_LARGE_READ))
-        self.data_received(data)
+        read_less(transport)
 
     def data_received(self, data: bytes) -> None:
-        """``data`` arrived (what `buffer_updated` reads, as a plain protocol's)."""
         self._chunks.append(data)
         self._chunked += len(data)
         waiter = self._waiter

@@ -28,6 +28,7 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
+from ..base import read_less
 from ._wire import _NO_REPLY, _translate, _unavailable_types
 
 if TYPE_CHECKING:
@@ -133,25 +134,12 @@ def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
     return [pack(tuple(args)) for args in commands]
 
 
-#: The most a connection's transport reads from its socket at once (see `_read_less`).
-READ_SIZE = 64 * 1024
-
-
 def _read_less(conn: Any) -> None:
-    """Make the socket transport of redis-py connection ``conn`` read at most `READ_SIZE`
-    bytes at a time (asyncio's selector transports read 256 KiB: a bytes object that large
-    is mapped and unmapped by the C allocator for each reply, which costs more than a small
-    reply's whole exchange). redis-py's reader takes 64 KiB per read anyway. Transports of
-    other kinds (TLS, other event loops) are left as they are."""
+    """`read_less` for the socket transport of redis-py connection ``conn`` (redis-py's
+    reader takes 64 KiB per read anyway)."""
     writer = conn._writer
-    if writer is None:
-        return
-    transport = writer.transport
-    if getattr(transport, "max_size", 0) > READ_SIZE and isinstance(
-        transport,
-        asyncio.selector_events._SelectorSocketTransport,  # type: ignore[attr-defined]
-    ):
-        transport.max_size = READ_SIZE
+    if writer is not None:
+        read_less(writer.transport)
 
 
 async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
