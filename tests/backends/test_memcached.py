@@ -870,6 +870,30 @@ async def test_a_connection_holding_bytes_nobody_asked_for_is_not_reused(
     assert await mc.get("k") == b"v"  # on a new connection
 
 
+async def test_connections_read_replies_in_pieces_below_the_allocators_mapping_size(
+    memcached_servers: list[Address],
+) -> None:
+    # asyncio reads 256 KiB at a time: a bytes object that large is mapped and unmapped by
+    # the C allocator for every reply. The backend's connections read 64 KiB at most; a
+    # large value (several reads) still arrives whole.
+    small, large = b"s" * 100, bytes(range(256)) * 3000  # 768,000 bytes
+    async with MemcachedBackend(
+        memcached_servers[:1], namespace=unique_namespace("mc"), pool_size=1
+    ) as mc:
+        await mc.set_many({"small": small, "large": large})
+        for _ in range(2):
+            assert await mc.get("small") == small
+            assert await mc.get("large") == large
+            assert await mc.get_many("small", "large", "none") == [small, large, None]
+        [node] = mc._nodes
+        conn = node.pool.take()
+        assert conn is not None
+        node.pool.release(conn, clean=True)
+        assert conn._transport is not None
+        assert conn._transport.max_size == 64 * 1024  # type: ignore[attr-defined]
+        await mc.clear()
+
+
 async def test_cancelled_mixed_batches_keep_connections_in_step(mc: MemcachedBackend) -> None:
     rng = random.Random(7)
     loop = asyncio.get_running_loop()

@@ -503,6 +503,29 @@ async def test_wrong_type_is_a_backend_error(rb: RedisBackend) -> None:
     assert info.value.__cause__ is not None
 
 
+async def test_connections_read_replies_in_pieces_below_the_allocators_mapping_size(
+    either: RedisBackend,
+) -> None:
+    # asyncio reads 256 KiB at a time: a bytes object that large is mapped and unmapped by
+    # the C allocator for every reply. The backend's connections read 64 KiB at most
+    # (redis-py's reader takes 64 KiB per read anyway); a large value still arrives whole.
+    backend = either
+    big = bytes(range(256)) * 4000  # 1,024,000 bytes
+    await backend.set("{t}big", big)
+    await backend.set("{t}small", b"s")
+    assert await backend.get("{t}small") == b"s"
+    assert await backend.get("{t}big") == big
+    assert await backend.get_many("{t}big", "{t}small", "{t}none") == [big, b"s", None]
+    client: Any = backend.client
+    if isinstance(client, RedisCluster):
+        conns = list(client.get_node_from_key(backend.full_key("{t}big"))._free)
+    else:
+        conns = list(client.connection_pool._available_connections)
+    transports = [c._writer.transport for c in conns if c._writer]
+    assert transports
+    assert {t.max_size for t in transports} == {64 * 1024}
+
+
 # -- round trips -------------------------------------------------------------------------------
 
 
@@ -1201,6 +1224,96 @@ async def test_frozen_server_times_out(own_server: servers.RedisServer) -> None:
                 return False
 
         await eventually(recovered)
+
+
+async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone read of a model row on a standalone server takes the backend's own one-read
+    path: no batch planned and assembled; its answers (row, miss, an error reply) are those
+    of the batch path, and a subclass that wraps `_execute` still sees every read."""
+    from acacheorm.cli._demo import define_models
+
+    batches: list[Any] = []
+    run = RedisBackend._run
+
+    async def counting(self: RedisBackend, commands: Any, *args: Any) -> list[Any]:
+        batches.append(commands)
+        return await run(self, commands, *args)
+
+    monkeypatch.setattr(RedisBackend, "_run", counting)
+    user, _, _ = define_models(rb, "msgpack")
+    await user.insert(id=1, name="a", height=1.5)
+    batches.clear()
+    assert (await user.get_by_id(1)).name == "a"
+    assert await user.get_or_none(id=2) is None
+    assert batches == []  # neither went through `_execute`
+    await rb.client.rpush(raw(rb, user._schema.key((3,))), b"x")  # a list where a row goes
+    with pytest.raises(co.BackendError) as lone:
+        await user.get_by_id(3)
+    [batch_error] = await rb.execute(Batch((Get(user._schema.key((3,))),)))
+    assert str(lone.value) == str(batch_error)  # named as the batch path names it
+    assert type(lone.value) is type(batch_error)
+
+    class Wrapped(RedisBackend):
+        async def _execute(self, batch: Batch) -> list[Any]:
+            return await super()._execute(batch)
+
+    assert Wrapped._runs_one is False
+    async with Wrapped(rb.client, namespace=rb.namespace) as wrapped:
+        other, _, _ = define_models(wrapped, "msgpack")
+        batches.clear()
+        assert (await other.get_by_id(1)).name == "a"
+        assert len(batches) == 1
+
+
+async def test_a_lone_model_read_on_a_frozen_server_times_out_alone(
+    own_server: servers.RedisServer,
+) -> None:
+    """The one-read path's deadline: past the backend's timeout the read fails with
+    `BackendUnavailable`; a caller's own shorter timeout (or cancellation) stays the
+    caller's; neither leaves the task marked cancelled, nor a connection whose late reply
+    the next read would take."""
+    from acacheorm.cli._demo import define_models
+
+    backend = RedisBackend(own_server.url, timeout=0.3, namespace="f")
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
+        await user.insert(id=1, name="a", height=1.5)
+        await user.insert(id=2, name="b", height=2.5)
+        task = asyncio.current_task()
+        assert task is not None
+        assert own_server.proc is not None
+        servers.freeze(own_server.proc)
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(co.BackendUnavailable, match=r"did not answer within 0\.3s"):
+                    await user.get_by_id(1)
+            assert task.cancelling() == 0
+            with pytest.raises(TimeoutError) as caller:  # the caller's, not the backend's
+                async with asyncio.timeout(0.05):
+                    await user.get_by_id(1)
+            assert not isinstance(caller.value, co.BackendError)
+            assert task.cancelling() == 0
+            reader = asyncio.create_task(user.get_by_id(2))
+            done, _ = await asyncio.wait({reader}, timeout=0.05)  # a lone read, sent
+            assert not done
+            reader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reader
+        finally:
+            own_server.proc.send_signal(signal.SIGCONT)
+
+        async def recovered() -> bool:
+            try:
+                return (await user.get_by_id(2)).name == "b"
+            except co.BackendUnavailable:
+                return False
+
+        await eventually(recovered)
+        for _ in range(5):  # no connection hands out a reply meant for another read
+            assert (await user.get_by_id(1)).name == "a"
+            assert (await user.get_by_id(2)).name == "b"
 
 
 # -- cancellation ------------------------------------------------------------------------------

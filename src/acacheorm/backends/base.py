@@ -101,6 +101,34 @@ class NothingRan(Exception):
     """
 
 
+#: The most a backend's socket transport reads at once (see `read_less`).
+READ_SIZE = 64 * 1024
+
+
+def read_less(transport: Any) -> None:
+    """Make an asyncio socket ``transport`` read at most `READ_SIZE` bytes at a time.
+
+    asyncio's selector transports read 256 KiB: a new bytes object that large, which the C
+    allocator (glibc, until its mapping threshold has grown in this process) maps and
+    unmaps for each read, three system calls and a page fault per reply, more than a small
+    reply's whole exchange costs. 64 KiB come from the heap. Transports of other kinds (TLS,
+    other event loops, which read into buffers of their own) are left as they are.
+    """
+    if (
+        _SOCKET_TRANSPORT is not None
+        and getattr(transport, "max_size", 0) > READ_SIZE
+        and isinstance(transport, _SOCKET_TRANSPORT)
+    ):
+        transport.max_size = READ_SIZE
+
+
+#: asyncio's plain socket transport class (a private name: None where it is gone, and then
+#: transports keep their own read size).
+_SOCKET_TRANSPORT: Any = getattr(
+    getattr(asyncio, "selector_events", None), "_SelectorSocketTransport", None
+)
+
+
 def has_writes(commands: Iterable[Command]) -> bool:
     """Whether any of ``commands`` changes the store (anything but Get, Gets and Has)."""
     return any(type(c) not in READ_COMMANDS for c in commands)

@@ -4,7 +4,8 @@ asks for (`_protocol` parses the bytes; this module waits for them).
 A `Connection` is an asyncio protocol holding what the server sent and not yet read. A read
 parses everything already received in one go (a multi-key ``get`` reply of ten thousand
 values is one loop over the buffer, not a wait per line) and waits only when the bytes it
-needs have not arrived. The deadline of an exchange is the connection's own timer, armed
+needs have not arrived. The socket is read 64 KiB at a time, not in asyncio's 256 KiB
+(see `read_less`). The deadline of an exchange is the connection's own timer, armed
 once and moved on lazily, rather than a timeout context per command.
 
 A connection goes back to the pool only after a clean exchange: a request that fails, times
@@ -19,7 +20,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator
 
-from ..base import PerLoop
+from ..base import PerLoop, read_less
 from ._protocol import _Reply, parse_reply, parse_values
 
 _NO_DEADLINE = math.inf
@@ -52,6 +53,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        read_less(transport)
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)

@@ -41,11 +41,14 @@ can tell, a script call on a key that another command of the same batch touches 
 ``EVAL`` from the start; so are script calls inside ``MULTI``, where a ``NOSCRIPT`` would not
 abort the transaction (Redis runs the other commands).
 
-Every batch runs under ``asyncio.timeout(timeout)``; a cancelled or timed-out call makes
-redis-py drop that connection, so no later call can read a reply meant for another.
+Every batch runs under ``asyncio.timeout(timeout)`` (a lone model read on a standalone server,
+`RedisBackend._read_one`, under a timer of its own that cancels it the same way); a cancelled
+or timed-out call makes redis-py drop that connection, so no later call can read a reply
+meant for another.
 
-At most once: only a lone read goes through redis-py's ``execute_command``, whose retry may
-send it again after a connection error. Everything that may write is sent by this module
+At most once: only a lone read goes through redis-py's ``execute_command`` (when the
+backend's own exchange failed for want of a connection), whose retry may send it again
+after a connection error. Everything that may write is sent by this module
 (see `_cluster._exchange`), never twice: redis-py's pipelines and commands re-send after a
 connection error, and a write whose reply was lost may have run (an ``INCRBY`` would count
 twice). Such a failure raises `BackendUnavailable` saying that the outcome is unknown.
@@ -72,7 +75,14 @@ from ..._exceptions import (
     CacheORMError,
     ConfigurationError,
 )
-from ..base import DEFAULT_TIMEOUT, Backend, PerLoop, has_writes, unknown_outcome
+from ..base import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    PerLoop,
+    has_writes,
+    name_slot_errors,
+    unknown_outcome,
+)
 from . import _cluster
 from ._wire import (
     _CHUNK,
@@ -210,6 +220,7 @@ class RedisBackend(Backend):
             self.__dict__["capabilities"] = self.capabilities._replace(
                 index_buckets=16, atomic_one_slot=True
             )
+            self.__dict__["_runs_one"] = False  # a lone command has its own path there
         if isinstance(client, RedisCluster):
             decodes = client.get_encoder().decode_responses
         else:
@@ -397,6 +408,71 @@ class RedisBackend(Backend):
             raise
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
+    #: A lone model read or update on a standalone server skips the batch layers (see
+    #: `_read_one`, `_run_lone`), unless a subclass wraps `execute` or `_execute`: then it
+    #: sees every command. On Cluster, `_execute` has its own lone path.
+    _runs_one = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._runs_one = (
+            cls._execute is RedisBackend._execute and cls.execute is RedisBackend.execute
+        )
+
+    async def _read_one(self, key: str) -> Any:
+        """A lone `Get` of ``key`` (without the namespace) on a standalone server: the
+        round trip `_execute` makes for it, under the same deadline (a timer that cancels
+        the read, as ``asyncio.timeout`` does, without its context objects), with the same
+        errors, without a batch to plan and assemble."""
+        self._use_loop()
+        prefix = self._prefix
+        args: list[Any] = ["GET", _encode_key(prefix + key)]
+        timeout = self.timeout
+        try:
+            if timeout is None:
+                replies = await self._lone_round_trip(args)
+            else:
+                loop = asyncio.get_running_loop()
+                task = asyncio.current_task(loop)
+                assert task is not None
+                cancelling = task.cancelling()
+                expired: list[bool] = []
+                timer = loop.call_at(loop.time() + timeout, _expire, task, expired)
+                try:
+                    replies = await self._lone_round_trip(args)
+                except asyncio.CancelledError as exc:
+                    if expired and task.uncancel() <= cancelling:
+                        raise TimeoutError from exc  # ours: the deadline passed
+                    raise
+                finally:
+                    timer.cancel()
+        except CacheORMError:
+            raise
+        except Exception as exc:  # as `_map_errors` maps them
+            err = _translate(exc, timeout)
+            if err is None:
+                raise
+            raise err from exc
+        reply = replies[0]
+        if reply is None or type(reply) is bytes:
+            return reply
+        results = assemble(1, [_Wire(args, (0,))], replies, timeout)  # an error reply
+        return name_slot_errors((Get(prefix + key),), results, len(prefix))[0]
+
+    async def _lone_round_trip(self, args: list[Any]) -> list[Any]:
+        """`_round_trip` of one read, after a free connection (see `_execute`)."""
+        if self._in_flight is None:
+            return await self._round_trip([args], False)
+        async with self._in_flight:
+            return await self._round_trip([args], False)
+
+    async def _run_lone(self, command: Command) -> Any:
+        """A lone ``command`` (key without the namespace): a `Get` as `_read_one`, any other
+        as `execute` runs a batch of it (without the executor's layers)."""
+        if type(command) is Get:
+            return await self._read_one(command.key)
+        return (await self.execute(Batch((command,))))[0]
+
     async def _run(
         self, commands: tuple[Command, ...], atomic: bool, scope: asyncio.Timeout
     ) -> list[Any]:
@@ -453,9 +529,11 @@ class RedisBackend(Backend):
                 else:
                     if not isinstance(replies[0], unavailable):
                         return replies
-            elif slots is None and commands[0][0] == "MGET":
-                # A multi-get (query_many, select_related): packed by hiredis, as above;
-                # redis-py packs each key in Python, most of a 1,000-key MGET's CPU time.
+            elif slots is None:
+                # A lone read (a get, a multi-get of query_many or select_related): packed
+                # by hiredis, as above (redis-py packs each key in Python, most of a
+                # 1,000-key MGET's CPU time), on a connection that reads its replies without
+                # a 256 KiB buffer per read (see `_cluster._read_less`).
                 unavailable = _unavailable_types()
                 try:
                     replies = await _cluster.standalone_round_trip(
@@ -806,6 +884,12 @@ class RedisBackend(Backend):
                     yield key
                 if not cursor:
                     break
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    """The deadline timer of `RedisBackend._read_one`: cancel the read, saying why."""
+    expired.append(True)
+    task.cancel()
 
 
 def _is_ssl(connection_class: Any) -> bool:

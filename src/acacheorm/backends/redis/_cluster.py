@@ -28,7 +28,7 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
-from ..base import unknown_outcome
+from ..base import read_less, unknown_outcome
 from ._wire import _NO_REPLY, _ArgsOf, _translate, _unavailable_types
 
 if TYPE_CHECKING:
@@ -125,15 +125,6 @@ def _packer() -> Callable[[tuple[Any, ...]], bytes] | None:
     return pack_command
 
 
-def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
-    """``commands`` in RESP, ready for ``send_packed_command``."""
-    pack = _packer()
-    if pack is None:  # pragma: no cover - hiredis comes with the redis extra
-        packed: list[bytes] = conn.pack_commands(commands)
-        return packed
-    return [pack(tuple(args)) for args in commands]
-
-
 #: Bytes of packed commands written at once when a batch's arguments are built as they are
 #: sent (`_wire._LazyWire`): the server runs the first part while the client builds the next.
 _PART = 1 << 16
@@ -177,6 +168,14 @@ async def _send_all(conn: Any, wanted: Iterable[Sequence[Any]], parts: bool) -> 
         await conn.send_packed_command(part, check_health=not sent)
 
 
+def _read_less(conn: Any) -> None:
+    """`read_less` for the socket transport of redis-py connection ``conn`` (redis-py's
+    reader takes 64 KiB per read anyway)."""
+    writer = conn._writer
+    if writer is not None:
+        read_less(writer.transport)
+
+
 async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: bool) -> list[Any]:
     """Send ``commands`` on ``conn`` in one write and read their replies, an error reply as
     its exception; in ``MULTI``/``EXEC`` when ``transaction`` (`Refused` when the server
@@ -194,6 +193,7 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
     read = conn.read_response
     try:
         await _send_all(conn, wanted, not transaction and type(commands) is _ArgsOf)
+        _read_less(conn)
         if not transaction:
             replies: list[Any] = []
             for _ in commands:
@@ -444,6 +444,7 @@ async def _node_round_trip(
             wanted = (commands[k] for k in positions)
             unread = len(positions)
         await _send_all(conn, wanted, type(commands) is _ArgsOf)
+        _read_less(conn)
         gets = _buffered(conn)
         plain = _PLAIN
         for k in positions:
