@@ -25,6 +25,7 @@ import time
 from asyncio import get_running_loop
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Sized
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from ._commands import Batch, Command, Get, Gets, Has, Incr, NotNative, Replace
@@ -251,21 +252,25 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
         _report(backend, batch, start, error, merged, results, near_hits)
 
 
-class RowRead(NamedTuple):
-    """A batching window's entry for a lone row read (`read_joined`): ``Get(key)`` for a
-    model's row, and the future its caller awaits, which answers the decoded row (None
-    when absent): the rows of the merged batch are decoded together, one `decode_many`
-    per model. One object per read (with its `Get`), for the garbage collector's sake."""
+class RowReads:
+    """A batching window's entry for lone row reads joined one after the other
+    (`read_joined`): the key of each row, its model's schema and the future its caller
+    awaits, which answers the decoded row (None when absent). Each read is one ``Get(key)``
+    of the merged batch, built when the batch runs; the rows are decoded together, one
+    `decode_many` per model. No object per read but its future, for the garbage
+    collector's sake."""
 
-    get: Get
-    schema: Any
-    future: asyncio.Future[Any]
+    __slots__ = ("futures", "keys", "schemas")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.schemas: list[Any] = []
+        self.futures: list[asyncio.Future[Any]] = []
 
 
 #: A batching window's entry: a caller's batch and the future its caller awaits (None for
-#: the first submitter, which runs the batch itself when alone), or a `RowRead`. Either
-#: way, the future is the entry's last item.
-_Entry = tuple[Batch, "asyncio.Future[Any] | None"] | RowRead
+#: the first submitter, which runs the batch itself when alone), or `RowReads`.
+_Entry = tuple[Batch, "asyncio.Future[Any] | None"] | RowReads
 
 
 class _Coalescer:
@@ -305,7 +310,9 @@ class _Coalescer:
             if self.window is window:
                 self.window = None
             followers: list[_Entry] = [
-                e for e in window[1:] if e[-1] is not None and not e[-1].cancelled()
+                e
+                for e in window[1:]
+                if isinstance(e, RowReads) or (e[1] is not None and not e[1].cancelled())
             ]
             if followers:
                 self._spawn(followers)
@@ -326,14 +333,16 @@ class _Coalescer:
 
     async def _run(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
+        callers = len(pending)
         for entry in pending:
-            if isinstance(entry, RowRead):
-                commands.append(entry[0])
+            if isinstance(entry, RowReads):
+                commands.extend(map(_new, repeat(Get), zip(entry.keys)))  # Get(key) each, in C
+                callers += len(entry.keys) - 1
             else:
                 commands.extend(entry[0].commands)
         try:
             try:
-                results = await _execute(self.backend, Batch(tuple(commands)), len(pending))
+                results = await _execute(self.backend, Batch(tuple(commands)), callers)
             except NothingRan:
                 # Refused whole before any of it ran (SimpleBackend's max_entries): each
                 # caller's batch on its own, so the refusal reaches only the one it concerns.
@@ -341,12 +350,13 @@ class _Coalescer:
                 return
         except BaseException as exc:
             for entry in pending:
-                fut = entry[-1]
-                if fut is not None and not fut.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        fut.cancel()
-                    else:
-                        fut.set_exception(exc)
+                futs = entry.futures if isinstance(entry, RowReads) else (entry[1],)
+                for fut in futs:
+                    if fut is not None and not fut.done():
+                        if isinstance(exc, asyncio.CancelledError):
+                            fut.cancel()
+                        else:
+                            fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -354,17 +364,31 @@ class _Coalescer:
         # Row reads, by model: [futures, keys, payloads], decoded together below.
         rows: dict[Any, tuple[list[Any], list[str], list[Any]]] | None = None
         for entry in pending:
-            if isinstance(entry, RowRead):
-                get, schema, fut = entry
+            if isinstance(entry, RowReads):
+                keys, schemas, futs = entry.keys, entry.schemas, entry.futures
+                end = start + len(keys)
                 if rows is None:
                     rows = {}
-                group = rows.get(schema)
-                if group is None:
-                    group = rows[schema] = ([], [], [])
-                group[0].append(fut)
-                group[1].append(get.key)
-                group[2].append(results[start])
-                start += 1
+                first = schemas[0]
+                if schemas.count(first) == len(schemas):  # one model (the common case)
+                    group = rows.get(first)
+                    if group is None:
+                        rows[first] = (futs, keys, results[start:end])
+                    else:
+                        group[0].extend(futs)
+                        group[1].extend(keys)
+                        group[2].extend(results[start:end])
+                else:
+                    for schema, key, fut, payload in zip(
+                        schemas, keys, futs, results[start:end], strict=True
+                    ):
+                        group = rows.get(schema)
+                        if group is None:
+                            group = rows[schema] = ([], [], [])
+                        group[0].append(fut)
+                        group[1].append(key)
+                        group[2].append(payload)
+                start = end
                 continue
             batch, fut = entry
             end = start + len(batch.commands)
@@ -377,17 +401,25 @@ class _Coalescer:
 
     async def _one_by_one(self, pending: list[_Entry]) -> None:
         for entry in pending:
-            fut = entry[-1]
-            batch = Batch((entry.get,)) if isinstance(entry, RowRead) else entry[0]
+            if isinstance(entry, RowReads):
+                reads = zip(entry.keys, entry.schemas, entry.futures, strict=True)
+                for key, schema, waiter in reads:
+                    try:
+                        results = await _execute(self.backend, Batch((Get(key),)))
+                    except Exception as exc:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                        continue
+                    _settle_rows(schema, [waiter], [key], results)
+                continue
+            batch, fut = entry
             try:
                 results = await _execute(self.backend, batch)
             except Exception as exc:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
                 continue
-            if isinstance(entry, RowRead):
-                _settle_rows(entry.schema, [fut], [entry.get.key], results)
-            elif fut is not None and not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(results)
 
 
@@ -503,7 +535,13 @@ def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] 
     ):
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
-    window.append(_new(RowRead, (_new(Get, (key,)), schema, fut)))
+    reads = window[-1]  # the window's first entry is its opener's batch
+    if reads.__class__ is not RowReads:
+        reads = RowReads()
+        window.append(reads)
+    reads.keys.append(key)
+    reads.schemas.append(schema)
+    reads.futures.append(fut)
     return fut
 
 

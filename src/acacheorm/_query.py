@@ -54,6 +54,7 @@ from .backends.base import Backend
 R = TypeVar("R")
 
 _new = tuple.__new__
+_Future = asyncio.Future
 
 
 def _gets(keys: list[str]) -> Batch:
@@ -85,6 +86,11 @@ def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
     return schema.model.DoesNotExist(f"{text} (key {key!r})", key=key, detail=text)
 
 
+def _raiser() -> Generator[None, None, None]:
+    """A generator to throw an exception into, to raise it as a coroutine's throw would."""
+    yield
+
+
 class Query(Coroutine[Any, Any, R], Generic[R]):
     """Base class of every query: awaitable, immutable, compilable.
 
@@ -103,9 +109,10 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     _unsent = False
     #: The execution driven through the coroutine protocol (send/throw) by one task, and
     #: that task; those of other tasks driving the same query at the same time, by task.
-    _coro: Coroutine[Any, Any, R] | None = None
+    #: An execution is a coroutine, or the future of a joined row read (`SelectQuery.send`).
+    _coro: Any = None
     _task: Any = None
-    _coros: dict[Any, Coroutine[Any, Any, R]] | None = None
+    _coros: dict[Any, Any] | None = None
 
     def _plan(self) -> Plan:
         raise NotImplementedError
@@ -128,7 +135,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
 
-    def _execution(self, key: Any) -> Coroutine[Any, Any, R]:
+    def _execution(self, key: Any) -> Any:
         """The execution task ``key`` drives (a new one for a task that starts)."""
         coro = self._coro
         if coro is not None and self._task is key:
@@ -172,6 +179,11 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """Coroutine protocol: raise an exception (a cancellation) inside the execution."""
         key = _task_of(_get_running_loop())
         coro = self._execution(key)
+        if coro.__class__ is _Future:  # a joined read (`SelectQuery.send`) gives up its row
+            self._finished(key)
+            coro.cancel()
+            coro = _raiser()
+            next(coro)
         try:
             if val is None and tb is None:
                 return coro.throw(typ)
@@ -184,10 +196,13 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """Coroutine protocol: stop the executions tasks were driving, if any."""
         coro, coros = self._coro, self._coros
         self._task = self._coro = self._coros = None
-        if coro is not None:
-            coro.close()
-        for other in (coros or {}).values():
-            other.close()
+        for execution in [coro, *(coros or {}).values()]:
+            if execution is None:
+                continue
+            if execution.__class__ is _Future:  # a joined read: its row is not wanted
+                execution.cancel()
+            else:
+                execution.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
@@ -261,8 +276,13 @@ class SelectQuery(Query[R]):
         self.model = model
         self.pks = pks
         self.mode = mode
-        self.related = related
-        self._tree = parse_related(model, related) if related else {}
+        if related:  # else the class's own empty ones (read only): no dict per query
+            self.related = related
+            self._tree = parse_related(model, related)
+
+    #: The foreign keys loaded with the rows, and their tree (`parse_related`).
+    related: tuple[str, ...] = ()
+    _tree: dict[str, Any] = {}  # never changed: select_related gives a new query a new tree
 
     def select_related(self, *paths: str) -> Self:
         """Load these foreign keys (``"author"``, ``"article__author"``) with the rows:
@@ -318,6 +338,62 @@ class SelectQuery(Query[R]):
         results = await _executor.execute_batch(schema.backend, _gets(keys))
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
+
+    # -- the coroutine protocol of a lone row read -----------------------------------------
+
+    def send(self, value: Any) -> Any:
+        """Coroutine protocol (see `Query.send`). A task starting a lone row read while a
+        batching window is open joins the window here and waits on the row's future itself,
+        without an execution coroutine; its next step (the future answered) is the row."""
+        key = _task_of(_get_running_loop())
+        coro = self._coro
+        if coro is None:
+            if (
+                self._coros is None
+                and value is None
+                and not self._tree
+                and len(self.pks) == 1
+                and self.mode != "many"
+            ):
+                schema = self.model._schema
+                fut = _executor.read_joined(schema.backend, schema.key(self.pks[0]), schema)
+                if fut is not None:
+                    if fut.__class__ is _Future:  # as `await fut` does: the task waits on it
+                        self._task, self._coro = key, fut
+                        fut._asyncio_future_blocking = True
+                        return fut
+                    self._task, self._coro = key, self._joined(fut)  # pragma: no cover
+            coro = self._execution(key)
+        elif self._task is not key:
+            coro = self._execution(key)
+        if coro.__class__ is _Future:  # the joined read was answered: the run ends here
+            if coro is self._coro:  # (_finished, inline)
+                self._task = self._coro = None
+            else:
+                self._finished(key)
+            row = coro.result()  # the decoded row, None, or the slot's error (raised)
+            if row is None and self.mode == "get":
+                row = self._row(row)
+            raise StopIteration(row)
+        try:
+            return coro.send(value)
+        except BaseException:  # the execution ended (StopIteration carries the result)
+            if coro is self._coro:  # the one task driving it (_finished, inline)
+                self._task = self._coro = None
+            else:
+                self._finished(key)
+            raise
+
+    async def _joined(self, fut: Any) -> Any:
+        """The joined read's future of a loop that makes other futures, awaited."""
+        return self._row(await fut)
+
+    def _row(self, row: Any) -> Any:
+        """What the lone row read answers for ``row`` (None for a missing row)."""
+        if row is None and self.mode == "get":
+            schema = self.model._schema
+            raise _does_not_exist(schema, self.pks[0], schema.key(self.pks[0]))
+        return row
 
     def _result(self, schema: Schema, keys: list[str], rows: list[Any]) -> Any:
         if self.mode == "many":
