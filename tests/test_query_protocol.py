@@ -216,3 +216,42 @@ async def test_a_query_driven_by_several_tasks_keeps_each_execution_apart() -> N
     assert (await asyncio.create_task(query)).name == "x"  # a new run once all have ended
     assert query._coro is None and not query._coros  # no execution is kept once it ended
     assert await Item.delete(id=21)
+
+
+async def test_a_query_is_no_future_and_gather_runs_it_in_a_task() -> None:
+    query = Item.get_or_none(id=40)
+    assert not asyncio.isfuture(query)
+    task = asyncio.ensure_future(query)
+    assert isinstance(task, asyncio.Task) and await task is None
+
+
+async def test_a_read_joining_an_open_window_by_hand_answers_raises_and_closes() -> None:
+    await Item.insert_many({"id": 41, "name": "a"}, {"id": 42, "name": "b"})
+    seen: list[Any] = []
+
+    async def by_hand() -> None:
+        # The opener below waits for its batching window: these reads join it.
+        answered, thrown, closed = Item.get(id=41), Item.get(id=42), Item.get(id=43)
+        missing = Item.get(id=43)
+        fut = answered.send(None)
+        assert asyncio.isfuture(fut) and fut._asyncio_future_blocking
+        other, third, absent = thrown.send(None), closed.send(None), missing.send(None)
+        with pytest.raises(LookupError, match="thrown in"):
+            thrown.throw(LookupError("thrown in"))
+        closed.close()
+        assert other.cancelled() and third.cancelled()
+        assert thrown._coro is None and closed._coro is None
+        await asyncio.wait([fut, absent])  # the window's round trip answers the others
+        with pytest.raises(StopIteration) as stop:
+            answered.send(None)
+        seen.append(stop.value.value)
+        with pytest.raises(Item.DoesNotExist, match="id=43"):
+            missing.send(None)
+        assert answered._coro is None and missing._coro is None
+
+    opener = asyncio.ensure_future(Item.get(id=42))
+    helper = asyncio.ensure_future(by_hand())
+    assert (await opener).name == "b"
+    await helper
+    assert [row.name for row in seen] == ["a"]
+    assert await Item.delete_many(41, 42) == 2

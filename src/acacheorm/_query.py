@@ -105,6 +105,10 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         task = asyncio.create_task(User.get(id=1))
     """
 
+    #: Not a future (asyncio's own test, `asyncio.isfuture`, finds the attribute on the
+    #: class, so `asyncio.gather`/`ensure_future` tell a query from a future without the
+    #: failed class attribute look-up, which costs an exception each).
+    _asyncio_future_blocking = None
     #: A write query not yet awaited, executed or compiled: warned about when collected.
     _unsent = False
     #: The execution driven through the coroutine protocol (send/throw) by one task, and
