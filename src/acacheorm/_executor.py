@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import gc
 import logging
 import random
 import time
@@ -426,7 +427,25 @@ class _Coalescer:
 def _settle_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[Any]) -> None:
     """Answer the futures of row reads of one model: their rows decoded in one
     `decode_many` (None stays None); where that fails (a slot's error, a payload that does
-    not decode), each row on its own, so an error reaches only its own caller."""
+    not decode), each row on its own, so an error reaches only its own caller.
+
+    Many rows are decoded and answered with the cyclic garbage collector paused, as
+    `decode_many` pauses it for its own work: the instances and the callbacks the answers
+    schedule (one per waiting task) make no reference cycles, and each would otherwise
+    count towards a young collection that walks every object the waiting tasks hold
+    (measured: fewer collections, less time per row). Nothing is awaited meanwhile."""
+    if len(futs) < 256 or not gc.isenabled():
+        _answer_rows(schema, futs, keys, payloads)
+        return
+    gc.disable()
+    try:
+        _answer_rows(schema, futs, keys, payloads)
+    finally:
+        gc.enable()
+
+
+def _answer_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[Any]) -> None:
+    """`_settle_rows`, the collector left as it is."""
     try:
         decoded = schema.decode_many(keys, payloads)
     except Exception:

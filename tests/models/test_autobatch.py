@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from types import SimpleNamespace
 
@@ -80,6 +81,7 @@ async def test_merged_row_reads_of_several_models_each_get_their_own_answer(
     assert results[300] is None
     assert type(results[301]) is Article and results[301].title == "t2"
     assert results[302] is None
+    assert gc.isenabled()  # paused while the rows were answered, on again after a failure
 
 
 async def test_cancelling_one_caller_leaves_the_others(models: SimpleNamespace) -> None:
