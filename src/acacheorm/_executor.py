@@ -23,7 +23,7 @@ import gc
 import logging
 import random
 import time
-from asyncio import get_running_loop
+from asyncio import _get_running_loop, get_running_loop
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Sized
 from itertools import repeat
@@ -255,18 +255,19 @@ async def _execute(backend: Backend, batch: Batch, merged: int = 1) -> list[Any]
 
 class RowReads:
     """A batching window's entry for lone row reads joined one after the other
-    (`read_joined`): the key of each row, its model's schema and the future its caller
-    awaits, which answers the decoded row (None when absent). Each read is one ``Get(key)``
-    of the merged batch, built when the batch runs; the rows are decoded together, one
-    `decode_many` per model. No object per read but its future, for the garbage
-    collector's sake."""
+    (`read_joined`): the key of each row, its model's schema, the future its caller
+    awaits, which answers the decoded row, and what a missing row answers (None, or the
+    read whose ``_missing()`` error it raises). Each read is one ``Get(key)`` of the merged
+    batch, built when the batch runs; the rows are decoded together, one `decode_many` per
+    model. No object per read but its future, for the garbage collector's sake."""
 
-    __slots__ = ("futures", "keys", "schemas")
+    __slots__ = ("futures", "keys", "missing", "schemas")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.schemas: list[Any] = []
         self.futures: list[asyncio.Future[Any]] = []
+        self.missing: list[Any] = []
 
 
 #: A batching window's entry: a caller's batch and the future its caller awaits (None for
@@ -362,8 +363,8 @@ class _Coalescer:
                 raise
             return
         start = 0
-        # Row reads, by model: [futures, keys, payloads], decoded together below.
-        rows: dict[Any, tuple[list[Any], list[str], list[Any]]] | None = None
+        # Row reads, by model: [futures, keys, payloads, missing], decoded together below.
+        rows: dict[Any, tuple[list[Any], list[str], list[Any], list[Any]]] | None = None
         for entry in pending:
             if isinstance(entry, RowReads):
                 keys, schemas, futs = entry.keys, entry.schemas, entry.futures
@@ -374,21 +375,22 @@ class _Coalescer:
                 if schemas.count(first) == len(schemas):  # one model (the common case)
                     group = rows.get(first)
                     if group is None:
-                        rows[first] = (futs, keys, results[start:end])
+                        rows[first] = (futs, keys, results[start:end], entry.missing)
                     else:
                         group[0].extend(futs)
                         group[1].extend(keys)
                         group[2].extend(results[start:end])
+                        group[3].extend(entry.missing)
                 else:
-                    for schema, key, fut, payload in zip(
-                        schemas, keys, futs, results[start:end], strict=True
-                    ):
+                    reads = zip(schemas, keys, futs, results[start:end], entry.missing, strict=True)
+                    for schema, key, fut, payload, missing in reads:
                         group = rows.get(schema)
                         if group is None:
-                            group = rows[schema] = ([], [], [])
+                            group = rows[schema] = ([], [], [], [])
                         group[0].append(fut)
                         group[1].append(key)
                         group[2].append(payload)
+                        group[3].append(missing)
                 start = end
                 continue
             batch, fut = entry
@@ -397,21 +399,21 @@ class _Coalescer:
                 fut.set_result(results[start:end])
             start = end
         if rows is not None:
-            for schema, (futs, keys, payloads) in rows.items():
-                _settle_rows(schema, futs, keys, payloads)
+            for schema, (futs, keys, payloads, missing) in rows.items():
+                _settle_rows(schema, futs, keys, payloads, missing)
 
     async def _one_by_one(self, pending: list[_Entry]) -> None:
         for entry in pending:
             if isinstance(entry, RowReads):
-                reads = zip(entry.keys, entry.schemas, entry.futures, strict=True)
-                for key, schema, waiter in reads:
+                reads = zip(entry.keys, entry.schemas, entry.futures, entry.missing, strict=True)
+                for key, schema, waiter, missing in reads:
                     try:
                         results = await _execute(self.backend, Batch((Get(key),)))
                     except Exception as exc:
                         if not waiter.done():
                             waiter.set_exception(exc)
                         continue
-                    _settle_rows(schema, [waiter], [key], results)
+                    _settle_rows(schema, [waiter], [key], results, [missing])
                 continue
             batch, fut = entry
             try:
@@ -424,10 +426,13 @@ class _Coalescer:
                 fut.set_result(results)
 
 
-def _settle_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[Any]) -> None:
+def _settle_rows(
+    schema: Any, futs: list[Any], keys: list[str], payloads: list[Any], missing: list[Any]
+) -> None:
     """Answer the futures of row reads of one model: their rows decoded in one
-    `decode_many` (None stays None); where that fails (a slot's error, a payload that does
-    not decode), each row on its own, so an error reaches only its own caller.
+    `decode_many`; a missing row answers None, or the error of its read's ``_missing()``
+    where ``missing`` holds the read; where decoding fails (a slot's error, a payload that
+    does not decode), each row on its own, so an error reaches only its own caller.
 
     Many rows are decoded and answered with the cyclic garbage collector paused, as
     `decode_many` pauses it for its own work: the instances and the callbacks the answers
@@ -435,25 +440,30 @@ def _settle_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[A
     count towards a young collection that walks every object the waiting tasks hold
     (measured: fewer collections, less time per row). Nothing is awaited meanwhile."""
     if len(futs) < 256 or not gc.isenabled():
-        _answer_rows(schema, futs, keys, payloads)
+        _answer_rows(schema, futs, keys, payloads, missing)
         return
     gc.disable()
     try:
-        _answer_rows(schema, futs, keys, payloads)
+        _answer_rows(schema, futs, keys, payloads, missing)
     finally:
         gc.enable()
 
 
-def _answer_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[Any]) -> None:
+def _answer_rows(
+    schema: Any, futs: list[Any], keys: list[str], payloads: list[Any], missing: list[Any]
+) -> None:
     """`_settle_rows`, the collector left as it is."""
     try:
         decoded = schema.decode_many(keys, payloads)
     except Exception:
-        for fut, key, payload in zip(futs, keys, payloads, strict=True):
+        for fut, key, payload, read in zip(futs, keys, payloads, missing, strict=True):
             if fut is None or fut.done():
                 continue
             if payload is None:
-                fut.set_result(None)
+                if read is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(read._missing())
             elif isinstance(payload, BaseException):
                 fut.set_exception(payload)
             else:
@@ -464,9 +474,12 @@ def _answer_rows(schema: Any, futs: list[Any], keys: list[str], payloads: list[A
                 else:
                     fut.set_result(row)
         return
-    for fut, row in zip(futs, decoded, strict=True):
+    for fut, row, read in zip(futs, decoded, missing, strict=True):
         if fut is not None and not fut.done():
-            fut.set_result(row)
+            if row is None and read is not None:
+                fut.set_exception(read._missing())
+            else:
+                fut.set_result(row)
 
 
 def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
@@ -535,13 +548,16 @@ def _may_emulate(commands: tuple[Command, ...]) -> bool:
     return False
 
 
-def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] | None:
+def read_joined(
+    backend: Backend, key: str, schema: Any, missing: Any = None
+) -> asyncio.Future[Any] | None:
     """The future of a lone read of ``schema``'s row at ``key`` joined to the batching
-    window open on ``backend`` in the running loop (a `RowRead`: ``Get(key)`` in the merged
-    batch, as `execute_batch` would send it, without a coroutine); None when no window is
-    open or the read would not join one (then run ``Batch((Get(key),))`` with
-    `execute_batch`). Awaiting the future answers the decoded row or None, or raises the
-    slot's error; cancelling it leaves the merged round trip to the others."""
+    window open on ``backend`` in the running loop (in `RowReads`: ``Get(key)`` in the
+    merged batch, as `execute_batch` would send it, without a coroutine); None when no
+    window is open or the read would not join one (then run ``Batch((Get(key),))`` with
+    `execute_batch`). Awaiting the future answers the decoded row, or raises the slot's
+    error; a missing row answers None, or raises ``missing._missing()`` when ``missing``
+    (the read) is given. Cancelling it leaves the merged round trip to the others."""
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None:
         return None
@@ -550,7 +566,7 @@ def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] 
         window is None
         or backend.near_cache is not None
         or not backend.auto_batch
-        or coalescer.loop is not get_running_loop()
+        or coalescer.loop is not _get_running_loop()
     ):
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
@@ -561,6 +577,7 @@ def read_joined(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] 
     reads.keys.append(key)
     reads.schemas.append(schema)
     reads.futures.append(fut)
+    reads.missing.append(missing)
     return fut
 
 

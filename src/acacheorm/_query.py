@@ -54,7 +54,6 @@ from .backends.base import Backend
 R = TypeVar("R")
 
 _new = tuple.__new__
-_Future = asyncio.Future
 
 
 def _gets(keys: list[str]) -> Batch:
@@ -86,11 +85,6 @@ def _does_not_exist(schema: Schema, pk: tuple[Any, ...], key: str) -> Exception:
     return schema.model.DoesNotExist(f"{text} (key {key!r})", key=key, detail=text)
 
 
-def _raiser() -> Generator[None, None, None]:
-    """A generator to throw an exception into, to raise it as a coroutine's throw would."""
-    yield
-
-
 class Query(Coroutine[Any, Any, R], Generic[R]):
     """Base class of every query: awaitable, immutable, compilable.
 
@@ -105,18 +99,13 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         task = asyncio.create_task(User.get(id=1))
     """
 
-    #: Not a future (asyncio's own test, `asyncio.isfuture`, finds the attribute on the
-    #: class, so `asyncio.gather`/`ensure_future` tell a query from a future without the
-    #: failed class attribute look-up, which costs an exception each).
-    _asyncio_future_blocking = None
     #: A write query not yet awaited, executed or compiled: warned about when collected.
     _unsent = False
     #: The execution driven through the coroutine protocol (send/throw) by one task, and
     #: that task; those of other tasks driving the same query at the same time, by task.
-    #: An execution is a coroutine, or the future of a joined row read (`SelectQuery.send`).
-    _coro: Any = None
+    _coro: Coroutine[Any, Any, R] | None = None
     _task: Any = None
-    _coros: dict[Any, Any] | None = None
+    _coros: dict[Any, Coroutine[Any, Any, R]] | None = None
 
     def _plan(self) -> Plan:
         raise NotImplementedError
@@ -135,11 +124,21 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def __await__(self) -> Generator[Any, None, R]:
         if self._unsent:  # only a write is ever armed: a read sets nothing
             self._unsent = False
+        joined = self._joined()
+        if joined is not None:
+            return joined  # type: ignore[no-any-return]
         return self.execute().__await__()
+
+    def _joined(self) -> Any:
+        """A run of this query as the waiting on a future of the batching window open on
+        its backend (the future's own iterator: no coroutine, no Python frame when it is
+        answered), or None when the query does not join a window that way (then it runs
+        through `execute`). Only a read of one row by its key does (`SelectQuery`)."""
+        return None
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
 
-    def _execution(self, key: Any) -> Any:
+    def _execution(self, key: Any) -> Coroutine[Any, Any, R]:
         """The execution task ``key`` drives (a new one for a task that starts)."""
         coro = self._coro
         if coro is not None and self._task is key:
@@ -148,7 +147,9 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         coro = None if coros is None else coros.get(key)
         if coro is None:
             self._unsent = False
-            coro = self.execute()
+            coro = self._joined()  # the future's iterator (send/throw/close), or
+            if coro is None:
+                coro = self.execute()  # the execution coroutine
             if self._coro is None:
                 self._task, self._coro = key, coro
             else:  # several tasks at once drive this query
@@ -183,11 +184,6 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """Coroutine protocol: raise an exception (a cancellation) inside the execution."""
         key = _task_of(_get_running_loop())
         coro = self._execution(key)
-        if coro.__class__ is _Future:  # a joined read (`SelectQuery.send`) gives up its row
-            self._finished(key)
-            coro.cancel()
-            coro = _raiser()
-            next(coro)
         try:
             if val is None and tb is None:
                 return coro.throw(typ)
@@ -200,13 +196,10 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """Coroutine protocol: stop the executions tasks were driving, if any."""
         coro, coros = self._coro, self._coros
         self._task = self._coro = self._coros = None
-        for execution in [coro, *(coros or {}).values()]:
-            if execution is None:
-                continue
-            if execution.__class__ is _Future:  # a joined read: its row is not wanted
-                execution.cancel()
-            else:
-                execution.close()
+        if coro is not None:
+            coro.close()
+        for other in (coros or {}).values():
+            other.close()
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
@@ -314,12 +307,13 @@ class SelectQuery(Query[R]):
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
             backend = schema.backend
-            joined = _executor.read_joined(backend, key, schema)  # a batching window is open
+            # a batching window is open: the row, decoded with the others of the merged
+            # batch, or the slot's error (DoesNotExist for a missing row, read by `get`)
+            joined = _executor.read_joined(
+                backend, key, schema, self if self.mode == "get" else None
+            )
             if joined is not None:
-                # the row, decoded with the others of the merged batch (or the slot's error)
                 row: Any = await joined
-                if row is None and self.mode == "get":
-                    raise _does_not_exist(schema, pks[0], key)
                 return row  # type: ignore[no-any-return]
             payload = _executor.read_now(backend, key)  # in-process, nothing pending
             if payload is _executor.LATER:
@@ -343,61 +337,19 @@ class SelectQuery(Query[R]):
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
 
-    # -- the coroutine protocol of a lone row read -----------------------------------------
+    def _joined(self) -> Any:
+        if self._tree or len(self.pks) != 1 or self.mode == "many":
+            return None
+        schema = self.model._schema
+        fut = _executor.read_joined(
+            schema.backend, schema.key(self.pks[0]), schema, self if self.mode == "get" else None
+        )
+        return None if fut is None else fut.__await__()
 
-    def send(self, value: Any) -> Any:
-        """Coroutine protocol (see `Query.send`). A task starting a lone row read while a
-        batching window is open joins the window here and waits on the row's future itself,
-        without an execution coroutine; its next step (the future answered) is the row."""
-        key = _task_of(_get_running_loop())
-        coro = self._coro
-        if coro is None:
-            if (
-                self._coros is None
-                and value is None
-                and not self._tree
-                and len(self.pks) == 1
-                and self.mode != "many"
-            ):
-                schema = self.model._schema
-                fut = _executor.read_joined(schema.backend, schema.key(self.pks[0]), schema)
-                if fut is not None:
-                    if fut.__class__ is _Future:  # as `await fut` does: the task waits on it
-                        self._task, self._coro = key, fut
-                        fut._asyncio_future_blocking = True
-                        return fut
-                    self._task, self._coro = key, self._joined(fut)  # pragma: no cover
-            coro = self._execution(key)
-        elif self._task is not key:
-            coro = self._execution(key)
-        if coro.__class__ is _Future:  # the joined read was answered: the run ends here
-            if coro is self._coro:  # (_finished, inline)
-                self._task = self._coro = None
-            else:
-                self._finished(key)
-            row = coro.result()  # the decoded row, None, or the slot's error (raised)
-            if row is None and self.mode == "get":
-                row = self._row(row)
-            raise StopIteration(row)
-        try:
-            return coro.send(value)
-        except BaseException:  # the execution ended (StopIteration carries the result)
-            if coro is self._coro:  # the one task driving it (_finished, inline)
-                self._task = self._coro = None
-            else:
-                self._finished(key)
-            raise
-
-    async def _joined(self, fut: Any) -> Any:
-        """The joined read's future of a loop that makes other futures, awaited."""
-        return self._row(await fut)
-
-    def _row(self, row: Any) -> Any:
-        """What the lone row read answers for ``row`` (None for a missing row)."""
-        if row is None and self.mode == "get":
-            schema = self.model._schema
-            raise _does_not_exist(schema, self.pks[0], schema.key(self.pks[0]))
-        return row
+    def _missing(self) -> Exception:
+        """The error of a read by key (``mode="get"``) that found no row."""
+        schema = self.model._schema
+        return _does_not_exist(schema, self.pks[0], schema.key(self.pks[0]))
 
     def _result(self, schema: Schema, keys: list[str], rows: list[Any]) -> Any:
         if self.mode == "many":
