@@ -570,15 +570,23 @@ def read_joined(
     ):
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
-    reads = window[-1]  # the window's first entry is its opener's batch
-    if reads.__class__ is not RowReads:
+    join_row(window, key, schema, fut, missing)
+    return fut
+
+
+def join_row(
+    window: list[_Entry], key: str, schema: Any, fut: asyncio.Future[Any], missing: Any
+) -> None:
+    """Add a row read to ``window``: to its last entry when that is `RowReads`, else to
+    new `RowReads` at its end (reads keep their place among the window's batches)."""
+    reads = window[-1] if window else None
+    if not isinstance(reads, RowReads):
         reads = RowReads()
         window.append(reads)
     reads.keys.append(key)
     reads.schemas.append(schema)
     reads.futures.append(fut)
     reads.missing.append(missing)
-    return fut
 
 
 #: What `read_now` answers when the read must go through `execute_batch`.
