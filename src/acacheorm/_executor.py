@@ -314,7 +314,11 @@ class _Coalescer:
             followers: list[_Entry] = [
                 e
                 for e in window[1:]
-                if isinstance(e, RowReads) or (e[1] is not None and not e[1].cancelled())
+                if (
+                    not all(f.cancelled() for f in e.futures)
+                    if isinstance(e, RowReads)
+                    else e[1] is not None and not e[1].cancelled()
+                )
             ]
             if followers:
                 self._spawn(followers)
