@@ -368,3 +368,57 @@ async def test_without_a_window_to_join_a_gathered_read_runs_as_a_task(
     assert len(batches.events) >= 1
     with pytest.raises(Solo.DoesNotExist):
         await asyncio.gather(Solo.get_by_id(5))
+
+
+async def test_a_read_joining_an_open_window_by_hand_answers_raises_and_closes() -> None:
+    await Item.insert_many({"id": 41, "name": "a"}, {"id": 42, "name": "b"})
+    seen: list[Any] = []
+
+    async def by_hand() -> None:
+        # The opener below waits for its batching window: these reads join it, each
+        # driven as a task drives a coroutine (send, throw, close).
+        answered, thrown, closed = Item.get(id=41), Item.get(id=42), Item.get(id=43)
+        missing = Item.get(id=43)
+        fut = answered.send(None)
+        assert asyncio.isfuture(fut) and fut._asyncio_future_blocking
+        absent = missing.send(None)
+        thrown.send(None)
+        closed.send(None)
+        with pytest.raises(LookupError, match="thrown in"):
+            thrown.throw(LookupError("thrown in"))
+        closed.close()
+        assert thrown._coro is None and closed._coro is None
+        await asyncio.wait([fut, absent])  # the window's round trip answers them
+        with pytest.raises(StopIteration) as stop:
+            answered.send(None)
+        seen.append(stop.value.value)
+        with pytest.raises(Item.DoesNotExist, match="id=43"):
+            missing.send(None)
+        assert answered._coro is None and missing._coro is None
+
+    opener = asyncio.ensure_future(Item.get(id=42))
+    helper = asyncio.ensure_future(by_hand())
+    assert (await opener).name == "b"
+    await helper
+    assert [row.name for row in seen] == ["a"]
+    assert await Item.delete_many(41, 42) == 2
+
+
+async def test_reads_awaited_in_tasks_share_a_window_each_with_its_own_answer() -> None:
+    await Item.insert_many(*({"id": i, "name": f"n{i}"} for i in range(50, 80)))
+    await store.set("item:60", b"corrupt")
+
+    async def handler(i: int) -> Any:
+        return await (Item.get(id=i) if i % 2 else Item.get_or_none(id=i))
+
+    results = await asyncio.gather(*(handler(i) for i in range(50, 90)), return_exceptions=True)
+    for i, got in zip(range(50, 90), results, strict=True):
+        if i == 60:
+            assert isinstance(got, co.SerializationError)
+        elif i < 80:
+            assert got.name == f"n{i}"
+        elif i % 2:
+            assert isinstance(got, Item.DoesNotExist) and f"id={i}" in str(got)
+        else:
+            assert got is None
+    assert await Item.delete_many(*range(50, 80)) == 30

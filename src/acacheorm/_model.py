@@ -322,7 +322,7 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             collection = await Collection.get_by_id((1, 2))
         """
-        return SelectQuery(cls, [cls._schema.normalize_pk(pk)], mode="get")
+        return SelectQuery(cls, [cls._schema.normalize_pk(pk)], "get")  # no keyword: no dict
 
     @classmethod
     def get_or_none(

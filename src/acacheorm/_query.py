@@ -126,7 +126,17 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             self._unsent = False
         if self._inner is not None and not self._claimed:  # a run of the future face
             return self._face_wait().__await__()
+        joined = self._joined()
+        if joined is not None:
+            return joined  # type: ignore[no-any-return]
         return self.execute().__await__()
+
+    def _joined(self) -> Any:
+        """A run of this query as the waiting on a future of the batching window open on
+        its backend (the future's own iterator: no coroutine, no Python frame when it is
+        answered), or None when the query does not join a window that way (then it runs
+        through `execute`). Only a read of one row by its key does (`SelectQuery`)."""
+        return None
 
     # -- the coroutine protocol, for asyncio.run / create_task ------------------------------
 
@@ -139,7 +149,9 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         coro = None if coros is None else coros.get(key)
         if coro is None:
             self._unsent = False
-            coro = self.execute()
+            coro = self._joined()  # the future's iterator (send/throw/close), or
+            if coro is None:
+                coro = self.execute()  # the execution coroutine
             if self._coro is None:
                 self._task, self._coro = key, coro
             else:  # several tasks at once drive this query
@@ -446,8 +458,13 @@ class SelectQuery(Query[R]):
         self.model = model
         self.pks = pks
         self.mode = mode
-        self.related = related
-        self._tree = parse_related(model, related) if related else {}
+        if related:  # else the class's own empty ones (read only): no dict per query
+            self.related = related
+            self._tree = parse_related(model, related)
+
+    #: The foreign keys loaded with the rows, and their tree (`parse_related`).
+    related: tuple[str, ...] = ()
+    _tree: dict[str, Any] = {}  # never changed: select_related gives a new query a new tree
 
     def select_related(self, *paths: str) -> Self:
         """Load these foreign keys (``"author"``, ``"article__author"``) with the rows:
@@ -475,12 +492,13 @@ class SelectQuery(Query[R]):
         if len(pks) == 1 and self.mode != "many":  # one row by its key: the hottest read
             key = schema.key(pks[0])
             backend = schema.backend
-            joined = _executor.read_joined(backend, key, schema)  # a batching window is open
+            # a batching window is open: the row, decoded with the others of the merged
+            # batch, or the slot's error (DoesNotExist for a missing row, read by `get`)
+            joined = _executor.read_joined(
+                backend, key, schema, self if self.mode == "get" else None
+            )
             if joined is not None:
-                # the row, decoded with the others of the merged batch (or the slot's error)
                 row: Any = await joined
-                if row is None and self.mode == "get":
-                    raise _does_not_exist(schema, pks[0], key)
                 return row  # type: ignore[no-any-return]
             payload = _executor.read_now(backend, key)  # in-process, nothing pending
             if payload is _executor.LATER:
@@ -527,6 +545,20 @@ class SelectQuery(Query[R]):
         if value is None and self.mode == "get":
             raise _does_not_exist(self.model._schema, self.pks[0], key)
         return value
+
+    def _joined(self) -> Any:
+        if self._tree or len(self.pks) != 1 or self.mode == "many":
+            return None
+        schema = self.model._schema
+        fut = _executor.read_joined(
+            schema.backend, schema.key(self.pks[0]), schema, self if self.mode == "get" else None
+        )
+        return None if fut is None else fut.__await__()
+
+    def _missing(self) -> Exception:
+        """The error of a read by key (``mode="get"``) that found no row."""
+        schema = self.model._schema
+        return _does_not_exist(schema, self.pks[0], schema.key(self.pks[0]))
 
     def _result(self, schema: Schema, keys: list[str], rows: list[Any]) -> Any:
         if self.mode == "many":

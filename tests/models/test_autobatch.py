@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from types import SimpleNamespace
 
@@ -80,6 +81,7 @@ async def test_merged_row_reads_of_several_models_each_get_their_own_answer(
     assert results[300] is None
     assert type(results[301]) is Article and results[301].title == "t2"
     assert results[302] is None
+    assert gc.isenabled()  # paused while the rows were answered, on again after a failure
 
 
 async def test_cancelling_one_caller_leaves_the_others(models: SimpleNamespace) -> None:
@@ -93,6 +95,25 @@ async def test_cancelling_one_caller_leaves_the_others(models: SimpleNamespace) 
     assert isinstance(results[3], asyncio.CancelledError)
     assert isinstance(results[40], asyncio.CancelledError)
     assert all(r.id == i for i, r in enumerate(results) if i not in (3, 40))
+
+
+async def test_cancelling_the_window_opener_leaves_the_reads_that_joined_it(
+    models: SimpleNamespace, round_trips: RoundTrips
+) -> None:
+    User = models.User
+    await fill(models, 20)
+    round_trips.reset()
+    tasks = [asyncio.ensure_future(User.get_by_id(i)) for i in range(20)]
+    tasks.append(asyncio.ensure_future(User.get_by_id(404)))
+    await asyncio.sleep(0)  # the first opened the window, the others joined it
+    tasks[0].cancel()  # while it waits for the window to close
+    tasks[5].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[5], asyncio.CancelledError)
+    assert isinstance(results[20], User.DoesNotExist)
+    assert all(r.id == i for i, r in enumerate(results[:20]) if i not in (0, 5))
+    assert round_trips.count == 1  # the others' reads, without the opener's
 
 
 async def test_lone_await_is_one_round_trip(
