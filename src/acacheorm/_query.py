@@ -353,27 +353,27 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         msg = self._cancel_message
         return asyncio.CancelledError("" if msg is None else msg)
 
-    def result(self) -> Any:
-        """Future protocol: the last run's result (raises its exception)."""
+    def _claim(self, not_ready: str) -> tuple[Any, BaseException | None, bool]:
+        """The last run's outcome, now taken (asyncio's errors for one not ready or
+        cancelled)."""
         outcome = self._outcome
         if outcome is None:
-            raise asyncio.InvalidStateError("Result is not ready.")
+            raise asyncio.InvalidStateError(not_ready)
         self._claimed = True
         if outcome[2]:
             raise self._make_cancelled_error()
-        if outcome[1] is not None:
-            raise outcome[1]
-        return outcome[0]
+        return outcome
+
+    def result(self) -> Any:
+        """Future protocol: the last run's result (raises its exception)."""
+        value, exc, _ = self._claim("Result is not ready.")
+        if exc is not None:
+            raise exc
+        return value
 
     def exception(self) -> BaseException | None:
         """Future protocol: the last run's exception, or None."""
-        outcome = self._outcome
-        if outcome is None:
-            raise asyncio.InvalidStateError("Exception is not set.")
-        self._claimed = True
-        if outcome[2]:
-            raise self._make_cancelled_error()
-        return outcome[1]
+        return self._claim("Exception is not set.")[1]
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
