@@ -422,3 +422,21 @@ async def test_reads_awaited_in_tasks_share_a_window_each_with_its_own_answer() 
         else:
             assert got is None
     assert await Item.delete_many(*range(50, 80)) == 30
+
+
+async def test_a_cancelled_read_leaves_its_place_in_the_window() -> None:
+    """A run of a read answered by the batching window that is cancelled no longer stands in
+    the window: a later run of the same query gets its own read's answer, never the one
+    sent for the cancelled run."""
+    await Item.create(id=60, name="v1")
+    query = Item.get(id=60)
+    assert asyncio.ensure_future(query) is query
+    window = store.__dict__["_coalescer"].window
+    assert query in window[-1].futures
+    assert query.cancel()
+    assert query not in window[-1].futures  # its place answers nobody now
+    with pytest.raises(asyncio.CancelledError):
+        query.result()
+    await Item.update(id=60, name="v2")
+    assert (await asyncio.gather(query))[0].name == "v2"
+    assert await Item.delete(id=60)

@@ -600,7 +600,7 @@ def join_row(
     reads.missing.append(missing)
 
 
-def read_batched(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any] | None:
+def read_batched(backend: Backend, key: str, schema: Any, waiter: Any = None) -> Any:
     """As `read_joined`, and when no window is open, one opened for this read: it closes
     at the next loop iteration (a callback, not a task waiting for it), when the merged
     batch runs in its own task, as the window of `_Coalescer.submit` does with company.
@@ -609,14 +609,16 @@ def read_batched(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any]
 
     This lets a read be answered by a future with no task of its own (`Query`'s future
     face, for ``asyncio.gather`` and friends): a thousand gathered reads cost a thousand
-    futures and one task, not a thousand tasks."""
+    futures and one task, not a thousand tasks. With ``waiter`` (an object with a future's
+    ``done``, ``cancelled``, ``cancel``, ``set_result`` and ``set_exception``: the query
+    itself), the read is answered on it, and it is what this returns."""
     if backend.near_cache is not None or not backend.auto_batch:
         return None
     loop = get_running_loop()
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
-    fut: asyncio.Future[Any] = coalescer.new_future()
+    fut: Any = coalescer.new_future() if waiter is None else waiter
     window = coalescer.window
     if window is None:
         window = coalescer.window = []
@@ -624,7 +626,36 @@ def read_batched(backend: Backend, key: str, schema: Any) -> asyncio.Future[Any]
         # tasks started along with this read (a gather of reads and coroutines) join it.
         loop.call_soon(loop.call_soon, coalescer.close_window, window)
     join_row(window, key, schema, fut, None)
+    if waiter is not None:  # where it waits, so that a cancelled run can leave its place
+        futures = window[-1].futures  # type: ignore[union-attr]
+        waiter._face_slot = (futures, len(futures) - 1)
     return fut
+
+
+class _Gone:
+    """What stands in a window's place of a read whose run was cancelled (`Query.cancel`):
+    done, so the window answers nobody there."""
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+    cancelled = done
+
+    @staticmethod
+    def cancel(msg: Any = None) -> bool:
+        return False
+
+    @staticmethod
+    def set_result(value: Any) -> None:
+        pass
+
+    @staticmethod
+    def set_exception(exc: BaseException) -> None:
+        pass
+
+
+GONE = _Gone()
 
 
 #: What `read_now` answers when the read must go through `execute_batch`.

@@ -217,13 +217,15 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     # until it is claimed (``result()``, ``exception()``, an ``await``); after that, asking
     # again starts a new run, as a query runs each time it is driven.
 
-    _inner: asyncio.Future[Any] | None = None
+    _inner: Any = None  # the run's future, the query itself (answered by the window), or None
     _face_loop: Any = None
     _face_callbacks: list[tuple[Callable[[Any], object], Any]] | None = None
     #: The outcome of the last run: (result, exception, cancelled); None while it runs.
     _outcome: tuple[Any, BaseException | None, bool] | None = None
     _claimed = False
     _cancel_message: Any = None
+    #: Where a run answered by the batching window waits: (the window's futures, index).
+    _face_slot: tuple[list[Any], int] = ([], 0)
 
     @property
     def _asyncio_future_blocking(self) -> bool | None:
@@ -236,7 +238,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def _face_ok(self) -> bool:
         return False
 
-    def _face_start(self) -> asyncio.Future[Any]:
+    def _face_start(self) -> Any:
         """The future of a new run: a task running the query (a subclass may do better)."""
         return asyncio.get_running_loop().create_task(self.execute())
 
@@ -257,21 +259,38 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             inner = loop.create_future()
             inner.set_exception(exc)
         self._inner = inner
-        inner.add_done_callback(self._face_done)
+        if inner is not self:  # else the batching window answers the query itself
+            inner.add_done_callback(self._face_done)
 
     def _face_done(self, inner: asyncio.Future[Any]) -> None:
-        outcome: tuple[Any, BaseException | None, bool]
         if inner.cancelled():
-            outcome = (None, None, True)
+            self._face_end((None, None, True))
+            return
+        exc = inner.exception()
+        if exc is None:
+            self.set_result(inner.result())
         else:
-            exc = inner.exception()
-            if exc is None:
-                try:
-                    outcome = (self._face_result(inner.result()), None, False)
-                except Exception as failure:
-                    outcome = (None, failure, False)
-            else:
-                outcome = (None, exc, False)
+            self.set_exception(exc)
+
+    def set_result(self, value: Any) -> None:
+        """End the run under way with the answer of its read (the batching window answers
+        a run's read on the query itself, as on a future: no future, no callback through
+        the loop in between)."""
+        try:
+            outcome: tuple[Any, BaseException | None, bool] = (
+                self._face_result(value),
+                None,
+                False,
+            )
+        except Exception as failure:
+            outcome = (None, failure, False)
+        self._face_end(outcome)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """End the run under way with the error of its read (see `set_result`)."""
+        self._face_end((None, exc, False))
+
+    def _face_end(self, outcome: tuple[Any, BaseException | None, bool]) -> None:
         self._outcome = outcome
         callbacks, self._face_callbacks = self._face_callbacks or [], []
         for fn, context in callbacks:
@@ -347,7 +366,19 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if inner is None or self._outcome is not None:
             return False
         self._cancel_message = msg
-        return inner.cancel(msg)
+        if inner is self:  # answered by the window
+            # its place in the window no longer answers this query (a later run of it
+            # must get its own read's answer, not this one's)
+            futures, i = self._face_slot
+            if futures[i] is self:
+                futures[i] = _executor.GONE
+            self._outcome = (None, None, True)
+            callbacks, self._face_callbacks = self._face_callbacks or [], []
+            loop = self.get_loop()
+            for fn, context in callbacks:  # soon, as a cancelled future calls them
+                loop.call_soon(self._call, fn, context)
+            return True
+        return bool(inner.cancel(msg))
 
     def _make_cancelled_error(self) -> asyncio.CancelledError:
         msg = self._cancel_message
@@ -404,6 +435,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             "_outcome",
             "_claimed",
             "_cancel_message",
+            "_face_slot",
             "_face_key",
         ):
             new.__dict__.pop(name, None)
@@ -528,15 +560,15 @@ class SelectQuery(Query[R]):
     def _face_ok(self) -> bool:
         return len(self.pks) == 1 and self.mode != "many" and not self._tree
 
-    def _face_start(self) -> asyncio.Future[Any]:
+    def _face_start(self) -> Any:
         schema = self.model._schema
         key = schema.key(self.pks[0])
-        fut = _executor.read_batched(schema.backend, key, schema)
-        if fut is None:  # no window to join (a near cache, auto_batch=False)
+        if _executor.read_batched(schema.backend, key, schema, self) is None:
+            # no window to join (a near cache, auto_batch=False)
             self._face_key = None
             return super()._face_start()
         self._face_key = key
-        return fut
+        return self  # answered on itself (set_result)
 
     def _face_result(self, value: Any) -> Any:
         key = self._face_key
