@@ -608,8 +608,8 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any = None) ->
     the caller runs the read its usual way.
 
     This lets a read be answered by a future with no task of its own (`Query`'s future
-    face, for ``asyncio.gather`` and friends): a thousand gathered reads cost a thousand
-    futures and one task, not a thousand tasks. With ``waiter`` (an object with a future's
+    face, for ``asyncio.gather`` and friends): a thousand gathered reads cost one task, not
+    a thousand. With ``waiter`` (an object with a future's
     ``done``, ``cancelled``, ``cancel``, ``set_result`` and ``set_exception``: the query
     itself), the read is answered on it, and it is what this returns."""
     if backend.near_cache is not None or not backend.auto_batch:
