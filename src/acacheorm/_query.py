@@ -213,9 +213,9 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     # Asked (by ensure_future, gather, wait_for, ...), such a query starts a run at once,
     # as a task would start: its row read joins the batching window
     # (`_executor.read_batched`), which answers it on the query itself, so a thousand
-    # gathered reads cost one task instead of a thousand. The run's outcome is the query's future state
-    # until it is claimed (``result()``, ``exception()``, an ``await``); after that, asking
-    # again starts a new run, as a query runs each time it is driven.
+    # gathered reads cost one task instead of a thousand. The run's outcome is the query's
+    # future state until it is claimed (``result()``, ``exception()``, an ``await``); after
+    # that, asking again starts a new run, as a query runs each time it is driven.
 
     _inner: Any = None  # the run's future, the query itself (answered by the window), or None
     _face_loop: Any = None
