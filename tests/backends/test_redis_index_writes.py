@@ -379,6 +379,55 @@ async def test_entry_lists_are_stored_in_the_form_every_version_reads(
     ]
 
 
+async def test_entry_lists_of_an_earlier_version_are_read_by_writes_and_the_sweep(
+    redis_kind: Backend,
+) -> None:
+    """Entry lists an earlier version stored as JSON (``[[field, kind, value], ...],
+    [unique values]``) are read by both scripts: a write replaces the entries they list,
+    and the read sweep reclaims those of an expired row."""
+    import json
+    import time
+
+    import msgpack
+
+    Gadget = define(redis_kind)
+    raw: Any = redis_kind.client  # type: ignore[attr-defined]
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    spec = spec_of(Gadget._schema)
+    assert spec is not None
+
+    async def as_json(pk: int) -> tuple[str, str]:
+        """Rewrite row ``pk``'s entry list in the JSON form; its bucket and row key."""
+        key = Gadget._schema.key((pk,))
+        bucket, row = prefix + spec.index_of(key), prefix + key
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(await raw.hget(f"{bucket}:t", row))
+        stored = list(unpacker)
+        n = int(stored[1])
+        terms = [stored[2 + 3 * i : 5 + 3 * i] for i in range(n)]
+        old = [[f, k, float(v) if k == "num" else v] for k, f, v in terms]
+        await raw.hset(f"{bucket}:t", row, json.dumps([old, stored[3 + 3 * n :]]))
+        return bucket, row
+
+    await Gadget.insert_many(Gadget(id=1, group=1, rating=5, tag="a"))
+    bucket, row = await as_json(1)
+    await Gadget.update(id=1, tag="b", rating=6)  # the write script reads the JSON list
+    assert await raw.zcard(f"{bucket}:e:tag:sa") == 0
+    assert not [m for m in await raw.zrange(f"{bucket}:l:tag", 0, -1) if m.startswith(b"a\x00")]
+    await agree(Gadget, "tag", ["a", "b"])
+    await agree(Gadget, "rating", [5, 6])
+
+    await Gadget.create(id=2, group=2, rating=7, tag="c", ttl=0.2)
+    bucket, row = await as_json(2)
+    deadline = time.monotonic() + 10
+    while await raw.hexists(f"{bucket}:t", row):  # reads reclaim it once it has expired
+        assert time.monotonic() < deadline, "the sweep never reclaimed the JSON entry list"
+        assert await Gadget.filter(group=2).count() in (0, 1)
+    assert await raw.zcard(f"{bucket}:e:tag:sc") == 0
+    assert await raw.zscore(f"{bucket}:n:rating", row) is None
+    assert await Gadget.filter(group=2).count() == 0
+
+
 def test_the_buckets_of_a_batch_are_those_of_each_key() -> None:
     """insert_many looks a bucket up once per bucket tag: the same bucket as `index_of`
     gives key by key, braces and tag-like text in the keys included."""

@@ -36,6 +36,28 @@ from typing import Any
 from ..._commands import KEEP_TTL, NOT_READ, IndexedWrite, IndexRead
 from ..._exceptions import IntegrityError
 
+# Both scripts read the stored entry lists (``B:t``) with this function (a script cannot
+# call another's).
+_ENTRY_LIST_LUA = """\
+-- A row's stored entry list as {expiry, nterms, terms..., nuniq, uniques...}: msgpack, or a
+-- JSON list written by an earlier version.
+local function entry_list(blob)
+  if string.sub(blob, 1, 1) == '[' then
+    local e = cjson.decode(blob)
+    local l = {-1, #e[1]}
+    for _, term in ipairs(e[1]) do
+      l[#l + 1] = term[2]
+      l[#l + 1] = term[1]
+      l[#l + 1] = tostring(term[3])
+    end
+    l[#l + 1] = #e[2]
+    for _, u in ipairs(e[2]) do l[#l + 1] = u end
+    return l
+  end
+  return {cmsgpack.unpack(blob)}
+end
+"""
+
 # KEYS: the row keys (one slot). ARGV: the number of buckets, their names, '1' if a row has
 # unique values (else '0'), then runs of rows sharing bucket (1-based), mode and ttl ('K'
 # keep, 'N' none, or PX): the number of rows of the run, bucket, mode, ttl, then per row:
@@ -53,7 +75,9 @@ from ..._exceptions import IntegrityError
 # Every key the writes touch is type-checked before the first write, which is a row SET:
 # Redis refuses a script's first write under maxmemory and never a later one, so a call is
 # refused whole or runs whole.
-WRITE_LUA = """\
+WRITE_LUA = (
+    _ENTRY_LIST_LUA
+    + """\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local unpack, tonumber, type = unpack, tonumber, type
@@ -138,22 +162,6 @@ do
 end
 -- The entries each key holds now (nil: none).
 local old = {}
-local function decode(blob)
-  if not blob then return false end
-  if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version (JSON)
-    local e = cjson.decode(blob)
-    local l = {-1, #e[1]}
-    for _, term in ipairs(e[1]) do
-      l[#l + 1] = term[2]
-      l[#l + 1] = term[1]
-      l[#l + 1] = tostring(term[3])
-    end
-    l[#l + 1] = #e[2]
-    for _, u in ipairs(e[2]) do l[#l + 1] = u end
-    return l
-  end
-  return {cmsgpack.unpack(blob)}
-end
 do
   local per = {}
   if nb == 1 then  -- every key is the bucket's (the rows' and the sweep's)
@@ -172,7 +180,7 @@ do
       local got = read('HMGET', b .. ':t', unpack(l, s, e))
       for i = 1, #got do
         local g = got[i]
-        if g then old[l[s + i - 1]] = decode(g) end
+        if g then old[l[s + i - 1]] = entry_list(g) end
       end
     end
   end
@@ -531,12 +539,15 @@ for _, uk in ipairs(ulist) do
 end
 return out
 """
+)
 
 # KEYS[1] the bucket. ARGV: 1 op, 2 field, 3 count_only ('1'/'0'), 4 rows (how many of the
 # first rows listed come with their value), then for 'eq' the values; for 'range'/'prefix':
 # 5 kind, 6 lo, 7 hi (Redis range syntax), 8 desc, 9 offset, 10 count (-1: all).
 # Replies: a count, or [keys, values (empty for 'eq'), the rows of the first `rows` keys].
-READ_LUA = """\
+READ_LUA = (
+    _ENTRY_LIST_LUA
+    + """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
 local t = redis.call('TIME')
@@ -568,21 +579,7 @@ do
       else
         local blob = redis.pcall('HGET', b .. ':t', k)
         local e = {}
-        if type(blob) == 'string' then
-          if string.sub(blob, 1, 1) == '[' then  -- written by an earlier version (JSON)
-            local j = cjson.decode(blob)
-            e = {-1, #j[1]}
-            for _, term in ipairs(j[1]) do
-              e[#e + 1] = term[2]
-              e[#e + 1] = term[1]
-              e[#e + 1] = tostring(term[3])
-            end
-            e[#e + 1] = #j[2]
-            for _, u in ipairs(j[2]) do e[#e + 1] = u end
-          else
-            e = {cmsgpack.unpack(blob)}
-          end
-        end
+        if type(blob) == 'string' then e = entry_list(blob) end
         local ok = type(blob) ~= 'table'
         local rem, uks = {}, {}
         if ok and #e > 0 then
@@ -734,6 +731,7 @@ end
 if count_only then return total end
 return reply()
 """
+)
 
 
 #: In an `IndexRead` result with ``rows``: the row was not included (beyond ``rows``).
