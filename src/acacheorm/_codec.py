@@ -207,9 +207,7 @@ def to_primitives(schema: Schema, instance: Model) -> dict[str, Any]:
             try:
                 data[name] = convert(v, binary)
             except Exception as exc:
-                raise SerializationError(
-                    f"field {name!r} cannot be converted for storage: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise _unstorable(name, exc) from exc
     return data
 
 
@@ -223,10 +221,15 @@ def to_values(schema: Schema, instance: Model) -> list[Any]:
             try:
                 values[i] = convert(v, binary)
             except Exception as exc:
-                raise SerializationError(
-                    f"field {name!r} cannot be converted for storage: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise _unstorable(name, exc) from exc
     return values
+
+
+def _unstorable(name: str, exc: Exception) -> SerializationError:
+    """The error of a field value that its field cannot convert for storage."""
+    return SerializationError(
+        f"field {name!r} cannot be converted for storage: {type(exc).__name__}: {exc}"
+    )
 
 
 def encode(schema: Schema, instance: Model) -> bytes:
