@@ -600,36 +600,36 @@ def join_row(
     reads.missing.append(missing)
 
 
-def read_batched(backend: Backend, key: str, schema: Any, waiter: Any = None) -> Any:
-    """As `read_joined`, and when no window is open, one opened for this read: it closes
-    at the next loop iteration (a callback, not a task waiting for it), when the merged
-    batch runs in its own task, as the window of `_Coalescer.submit` does with company.
-    None where a read would not join a window (a near cache, ``auto_batch=False``): then
-    the caller runs the read its usual way.
+def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: Any) -> bool:
+    """Join a read of ``schema``'s row at ``key`` to the batching window open on
+    ``backend`` in the running loop, or to one opened for it: that one closes at the next
+    loop iteration (a callback, not a task waiting for it), when the merged batch runs in
+    its own task, as the window of `_Coalescer.submit` does with company. The read is
+    answered on ``waiter`` (an object with a future's ``done``, ``cancelled``, ``cancel``,
+    ``set_result`` and ``set_exception``: the query itself), a missing row as in
+    `read_joined` (``missing``). False where a read would not join a window (a near cache,
+    ``auto_batch=False``): then the caller runs the read its usual way.
 
-    This lets a read be answered by a future with no task of its own (`Query`'s future
+    This lets a read be answered with no task and no future of its own (`Query`'s future
     face, for ``asyncio.gather`` and friends): a thousand gathered reads cost one task, not
-    a thousand. With ``waiter`` (an object with a future's
-    ``done``, ``cancelled``, ``cancel``, ``set_result`` and ``set_exception``: the query
-    itself), the read is answered on it, and it is what this returns."""
+    a thousand."""
     if backend.near_cache is not None or not backend.auto_batch:
-        return None
+        return False
     loop = get_running_loop()
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
-    fut: Any = coalescer.new_future() if waiter is None else waiter
     window = coalescer.window
     if window is None:
         window = coalescer.window = []
         # Open through the next loop iteration, as a task's window is (its sleep(0)): the
         # tasks started along with this read (a gather of reads and coroutines) join it.
         loop.call_soon(loop.call_soon, coalescer.close_window, window)
-    join_row(window, key, schema, fut, None)
-    if waiter is not None:  # where it waits, so that a cancelled run can leave its place
-        futures = window[-1].futures  # type: ignore[union-attr]
-        waiter._face_slot = (futures, len(futures) - 1)
-    return fut
+    join_row(window, key, schema, waiter, missing)
+    # where it waits, so that a cancelled run can leave its place
+    futures = window[-1].futures  # type: ignore[union-attr]
+    waiter._face_slot = (futures, len(futures) - 1)
+    return True
 
 
 class _Gone:

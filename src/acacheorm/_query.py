@@ -242,10 +242,6 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """The future of a new run: a task running the query (a subclass may do better)."""
         return asyncio.get_running_loop().create_task(self.execute())
 
-    def _face_result(self, value: Any) -> Any:
-        """The query's result from its run's future's result (may raise)."""
-        return value
-
     def _face_run(self) -> None:
         """Start a new run."""
         loop = asyncio.get_running_loop()
@@ -273,18 +269,10 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             self.set_exception(exc)
 
     def set_result(self, value: Any) -> None:
-        """End the run under way with the answer of its read (the batching window answers
-        a run's read on the query itself, as on a future: no future, no callback through
-        the loop in between)."""
-        try:
-            outcome: tuple[Any, BaseException | None, bool] = (
-                self._face_result(value),
-                None,
-                False,
-            )
-        except Exception as failure:
-            outcome = (None, failure, False)
-        self._face_end(outcome)
+        """End the run under way with its result (the batching window answers a run's read
+        on the query itself, as on a future: no future, no callback through the loop in
+        between)."""
+        self._face_end((value, None, False))
 
     def set_exception(self, exc: BaseException) -> None:
         """End the run under way with the error of its read (see `set_result`)."""
@@ -436,7 +424,6 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             "_claimed",
             "_cancel_message",
             "_face_slot",
-            "_face_key",
         ):
             new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
@@ -554,32 +541,20 @@ class SelectQuery(Query[R]):
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
 
-    #: The key a future-face run reads (None: that run is a task running `execute`).
-    _face_key: str | None = None
-
     def _face_ok(self) -> bool:
+        """A read of one row by its key (without select_related)."""
         return len(self.pks) == 1 and self.mode != "many" and not self._tree
 
     def _face_start(self) -> Any:
         schema = self.model._schema
         key = schema.key(self.pks[0])
-        if _executor.read_batched(schema.backend, key, schema, self) is None:
-            # no window to join (a near cache, auto_batch=False)
-            self._face_key = None
-            return super()._face_start()
-        self._face_key = key
-        return self  # answered on itself (set_result)
-
-    def _face_result(self, value: Any) -> Any:
-        key = self._face_key
-        if key is None:
-            return value
-        if value is None and self.mode == "get":
-            raise _does_not_exist(self.model._schema, self.pks[0], key)
-        return value
+        missing = self if self.mode == "get" else None  # DoesNotExist (`_missing`), or None
+        if _executor.read_batched(schema.backend, key, schema, self, missing):
+            return self  # answered on itself (set_result / set_exception)
+        return super()._face_start()  # no window to join (a near cache, auto_batch=False)
 
     def _joined(self) -> Any:
-        if self._tree or len(self.pks) != 1 or self.mode == "many":
+        if not self._face_ok():
             return None
         schema = self.model._schema
         fut = _executor.read_joined(
