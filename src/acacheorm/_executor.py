@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import gc
 import logging
 import random
 import time
@@ -29,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Itera
 from itertools import repeat
 from typing import Any, NamedTuple
 
+from ._codec import collector_paused
 from ._commands import Batch, Command, Get, Gets, Has, Incr, NotNative, Replace
 from ._exceptions import AtomicityError
 from ._signals import Signal
@@ -450,14 +450,7 @@ def _settle_rows(
     schedule (one per waiting task) make no reference cycles, and each would otherwise
     count towards a young collection that walks every object the waiting tasks hold
     (measured: fewer collections, less time per row). Nothing is awaited meanwhile."""
-    if len(futs) < 256 or not gc.isenabled():
-        _answer_rows(schema, futs, keys, payloads, missing)
-        return
-    gc.disable()
-    try:
-        _answer_rows(schema, futs, keys, payloads, missing)
-    finally:
-        gc.enable()
+    collector_paused(len(futs), _answer_rows, schema, futs, keys, payloads, missing)
 
 
 def _answer_rows(
