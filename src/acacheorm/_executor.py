@@ -503,6 +503,15 @@ def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
     return ready is not None and not ready
 
 
+def _coalescer_of(backend: Backend, loop: asyncio.AbstractEventLoop) -> _Coalescer:
+    """The backend's coalescer in ``loop``: one per backend and event loop, kept on the
+    backend itself so it lives and dies with it."""
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None or coalescer.loop is not loop:
+        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    return coalescer
+
+
 async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     """Run one batch on one backend, merged with concurrent ones where allowed. A batch
     with no command is no round trip: nothing is sent and no hook hears of it.
@@ -521,8 +530,7 @@ async def execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if backend.near_cache is not None or batch.atomic or not backend.auto_batch:
         return await _execute_batch(backend, batch)
     loop = get_running_loop()
-    # One coalescer per backend and event loop, kept on the backend itself so it lives and
-    # dies with it.
+    # `_coalescer_of`, inlined (the hot path)
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
@@ -609,9 +617,7 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: 
     if backend.near_cache is not None or not backend.auto_batch:
         return False
     loop = get_running_loop()
-    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
-    if coalescer is None or coalescer.loop is not loop:
-        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    coalescer = _coalescer_of(backend, loop)
     window = coalescer.window
     if window is None:
         window = coalescer.window = []
@@ -694,6 +700,7 @@ def _alone(backend: Backend) -> bool:
         return False
     if backend.auto_batch:
         loop = get_running_loop()
+        # `_coalescer_of`, inlined (the hot path of a lone read)
         coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
         if coalescer is None or coalescer.loop is not loop:
             coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
@@ -759,9 +766,7 @@ async def _execute_batch(backend: Backend, batch: Batch) -> list[Any]:
     if not backend.auto_batch or batch.atomic:
         return await _execute(backend, batch)
     loop = get_running_loop()
-    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
-    if coalescer is None or coalescer.loop is not loop:
-        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
+    coalescer = _coalescer_of(backend, loop)
     if coalescer.window is None and _nothing_else_ready(loop):
         return await _execute(backend, batch)  # a lone await: no window to wait for
     return await coalescer.submit(batch)
