@@ -362,8 +362,15 @@ class Backend(abc.ABC):
 
     #: Whether a lone command has a path of its own, `_read_one` for a `Get` and `_run_lone`
     #: for a read or a plain write (the executor awaits them instead of a batch of one
-    #: command when nothing else is pending).
+    #: command when nothing else is pending). A subclass that wraps `execute` or `_execute`
+    #: sees every command: it does not take the path of the class it extends.
     _runs_one: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "_runs_one" not in own and ("execute" in own or "_execute" in own):
+            cls._runs_one = False
 
     async def _read_one(self, key: str) -> bytes | None:
         """The value of ``key`` (without the namespace), for a backend whose `_runs_one` is

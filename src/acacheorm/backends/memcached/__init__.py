@@ -698,12 +698,6 @@ class MemcachedBackend(Backend):
     #: unless a subclass wraps `execute` or `_execute`: then it sees every command.
     _runs_one = True
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._runs_one = (
-            cls._execute is MemcachedBackend._execute and cls.execute is MemcachedBackend.execute
-        )
-
     async def _read_one(self, key: str) -> bytes | None:
         """A lone `Get` of ``key`` (without the namespace): `_execute`'s own path for it,
         without a batch."""

@@ -413,12 +413,6 @@ class RedisBackend(Backend):
     #: sees every command. On Cluster, `_execute` has its own lone path.
     _runs_one = True
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._runs_one = (
-            cls._execute is RedisBackend._execute and cls.execute is RedisBackend.execute
-        )
-
     async def _read_one(self, key: str) -> Any:
         """A lone `Get` of ``key`` (without the namespace) on a standalone server: the
         round trip `_execute` makes for it, under the same deadline (a timer that cancels
