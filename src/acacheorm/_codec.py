@@ -39,21 +39,19 @@ anything is off, the careful way that says what (`build_lenient`).
 from __future__ import annotations
 
 import datetime
-import gc
 import hashlib
 import operator
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._exceptions import SerializationError, ValidationError
 from ._fields import Field
 from ._fields_scalar import EnumField
 from ._fields_struct import ListField
 from ._fields_time import DateField, DateTimeField, DateTimeTZField
+from ._types import collector_paused
 from .serializers import Serializer, registry
-
-_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from ._base import Model
@@ -356,19 +354,6 @@ def decode_many(schema: Schema, keys: list[str], payloads: list[Any]) -> list[Mo
     walks every live object (it halved the decode time of 10,000 rows, measured).
     """
     return collector_paused(len(payloads), _decode_many, schema, keys, payloads)
-
-
-def collector_paused(count: int, fn: Callable[..., _T], *args: Any) -> _T:
-    """``fn(*args)``, with the cyclic garbage collector paused (and restored after) when
-    it runs and ``count``, the rows ``fn`` makes objects for, is large (256 or more):
-    for work that awaits nothing and makes many small objects but no reference cycles."""
-    if count < 256 or not gc.isenabled():
-        return fn(*args)
-    gc.disable()
-    try:
-        return fn(*args)
-    finally:
-        gc.enable()
 
 
 def _decode_many(schema: Schema, keys: list[str], payloads: list[Any]) -> list[Model | None]:

@@ -28,10 +28,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Itera
 from itertools import repeat
 from typing import Any, NamedTuple
 
-from ._codec import collector_paused
 from ._commands import Batch, Command, Get, Gets, Has, Incr, NotNative, Replace
 from ._exceptions import AtomicityError
 from ._signals import Signal
+from ._types import collector_paused
 from .backends.base import Backend, NothingRan, name_slot_errors
 
 _new = tuple.__new__

@@ -31,7 +31,7 @@ from ._query import (
     UpdateQuery,
 )
 from ._schema import Schema
-from ._types import NOTHING
+from ._types import NOTHING, collector_paused
 
 if TYPE_CHECKING:
     from ._lookups import Condition
@@ -380,7 +380,8 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             users = await User.query_many(1, 2, 3)
         """
-        return SelectQuery(cls, cls._schema.normalize_pks(pks), mode="many")
+        # (pauses the collector for a large one: each key is a tuple, see collector_paused)
+        return SelectQuery(cls, collector_paused(len(pks), cls._schema.normalize_pks, pks), "many")
 
     @classmethod
     def get_or_create(

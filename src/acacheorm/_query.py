@@ -39,7 +39,7 @@ from ._plans import check_result as _check
 from ._relations import parse_related
 from ._schema import Schema, resolve_ttl
 from ._signals import post_delete, post_save, pre_delete, pre_save
-from ._types import NOTHING
+from ._types import NOTHING, collector_paused
 from ._writes import (
     checked,
     delete_rows,
@@ -537,7 +537,9 @@ class SelectQuery(Query[R]):
             row = schema.decode(key, payload)
             return row  # type: ignore[no-any-return]
         keys = schema.keys(pks)
-        results = await _executor.execute_batch(schema.backend, _gets(keys))
+        results = await _executor.execute_batch(
+            schema.backend, collector_paused(len(keys), _gets, keys)
+        )
         result: R = self._result(schema, keys, schema.decode_many(keys, results))
         return result
 

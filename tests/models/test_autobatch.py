@@ -323,3 +323,34 @@ async def test_merged_raw_calls_on_one_key_keep_their_order(
         backend.add("raw:once", b"a"), backend.add("raw:once", b"b"), backend.get("raw:once")
     )
     assert (first, second, value) == (True, False, b"a")
+
+
+async def test_a_large_query_many_pauses_the_collector_while_it_makes_its_commands() -> None:
+    """Building a multi-get's keys and commands (a tuple each) and decoding its rows run
+    with the cyclic collector paused: a handful of young collections per 3,000-row read
+    instead of one per 700 tuples, whose promotions made a full collection every few
+    reads; a caller's own ``gc.disable()`` is left as it was."""
+    backend = co.SimpleBackend(namespace="gcpause")
+    m = SimpleNamespace(User=define_models(backend, "msgpack")[0])
+    await fill(m, 3000)
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        rows = await m.User.query_many(*range(3000))
+    finally:
+        gc.callbacks.remove(count)
+    assert [u.id for u in rows] == list(range(3000))
+    assert len(collections) <= 5, collections
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        await m.User.query_many(*range(3000))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -35,6 +35,7 @@ from .._commands import (
 )
 from .._exceptions import BackendUnavailable
 from .._keys import namespace_prefix
+from .._types import collector_paused
 
 if TYPE_CHECKING:
     from .near import NearCache, _Tracker
@@ -424,7 +425,7 @@ class Backend(abc.ABC):
             return []
         prefix = self._prefix
         if prefix:
-            batch = self._prefixed(batch, prefix)
+            batch = collector_paused(len(batch.commands), self._prefixed, batch, prefix)
         near = self.near_cache
         if near is not None:
             results = (await near.run(self, batch, self._execute))[0]
