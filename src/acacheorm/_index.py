@@ -9,10 +9,11 @@ the keys an `IndexRead` selects, one command per bucket, and re-check every row 
 
 Buckets: on Redis Cluster a row and its index entries must share a hash slot, so the rows of
 an indexed model are spread over ``Capabilities.index_buckets`` buckets (16), ``b =
-crc32(key) % 16``, and the row key ends with the bucket's hash tag ``{<model>.<b>}``
-(``{user.3}``). A model with a unique field keeps one bucket (a unique value must be checked
-in the same slot as every row that could hold it). Elsewhere there is one bucket and keys
-are unchanged.
+crc32(key) % 16``, and the row key ends with the bucket's hash tag ``{<model>.<k>}``
+(``{user.41}``: the tags are chosen so that the buckets' slots spread evenly over the slot
+space, see `bucket_tags`). A model with a unique field keeps one bucket (a unique value must
+be checked in the same slot as every row that could hold it). Elsewhere there is one bucket
+and keys are unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ._fields_scalar import (
     StringField,
     UUIDField,
 )
-from ._keys import bucket_name, bucket_of_tagged, hash_tag, index_base, tag_key, untag_key
+from ._keys import bucket_name, bucket_tags, hash_tag, index_base, tag_key, tag_of, untag_key
 from ._relations import ForeignKeyField
 from ._schema import lookup_model
 
@@ -168,7 +169,7 @@ class IndexSpec:
 
     def bucket_name(self, b: int) -> str:
         """The name every key of bucket ``b`` derives from (its hash tag included)."""
-        return bucket_name(self.base, self.tag, b)
+        return bucket_name(self.base, bucket_tags(self.tag, self.buckets())[b])
 
     def tagged(self) -> bool:
         """Whether row keys carry their bucket's hash tag (Redis Cluster)."""
@@ -181,7 +182,7 @@ class IndexSpec:
         plain = untag(self, key)
         if plain == key:  # stored before the model had indexes: its own slot, not a bucket's
             return self.bucket_name(self.bucket_of(key, self.buckets()))
-        return self.bucket_name(bucket_of_tagged(key, plain))
+        return bucket_name(self.base, tag_of(key, plain))
 
     def field_for(self, name: str) -> IndexedField | None:
         """The indexed field a lookup name (field name or raw foreign key attname) means."""
@@ -372,10 +373,12 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
         n = spec_schema.backend.capabilities.index_buckets
         if n <= 1:
             return key
+        if spec.has_unique:  # one bucket
+            n = 1
         suffixes = tags.get(n)
         if suffixes is None:
-            suffixes = tags[n] = [tag_key("", tag, b) for b in range(n)]
-        return key + suffixes[0 if spec.has_unique else crc32(key.encode()) % n]
+            suffixes = tags[n] = [tag_key("", text) for text in bucket_tags(tag, n)]
+        return key + suffixes[crc32(key.encode()) % n if n > 1 else 0]
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010

@@ -7,6 +7,7 @@ two different primary keys (or namespaces, or model names) can never produce the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -111,14 +112,41 @@ def index_base(namespace: str, name: str) -> str:
     return f"{namespace}{KEY_SEPARATOR}{name}" if namespace else name
 
 
-def bucket_name(base: str, tag: str, bucket: int) -> str:
-    """The name every key of index bucket ``bucket`` derives from (its hash tag included)."""
-    return f"~ix{KEY_SEPARATOR}{base}{KEY_SEPARATOR}{{{tag}.{bucket}}}"
+#: Hash slots of Redis Cluster.
+_SLOTS = 16384
 
 
-def tag_key(key: str, tag: str, bucket: int) -> str:
+@functools.cache
+def bucket_tags(tag: str, buckets: int) -> tuple[str, ...]:
+    """The hash-tag texts of a model's index buckets, by bucket number: ``<tag>.0`` when
+    there is one; with several, bucket ``b`` is ``<tag>.<k>`` for the first ``k`` whose hash
+    slot lies in the ``b``-th of ``buckets`` equal ranges of the slots, so that the buckets
+    spread over a Cluster's nodes as evenly as its slots do (a Cluster splits its slots
+    into contiguous ranges, one per node: 16 buckets on 3 nodes are 5, 5 and 6, where tags
+    taken at random put 8 on one node). Deterministic: the same for every client."""
+    if buckets <= 1:
+        return (f"{tag}.0",)
+    from redis.crc import key_slot  # only a Redis Cluster has several buckets
+
+    found: dict[int, str] = {}
+    k = 0
+    while len(found) < buckets:
+        text = f"{tag}.{k}"
+        b = key_slot(text.encode("utf-8", "surrogatepass")) * buckets // _SLOTS
+        found.setdefault(b, text)
+        k += 1
+    return tuple(found[b] for b in range(buckets))
+
+
+def bucket_name(base: str, tag_text: str) -> str:
+    """The name every key of the index bucket of hash-tag text ``tag_text`` derives from
+    (its hash tag included; see `bucket_tags`)."""
+    return f"~ix{KEY_SEPARATOR}{base}{KEY_SEPARATOR}{{{tag_text}}}"
+
+
+def tag_key(key: str, tag_text: str) -> str:
     """A row key with its bucket's hash tag at the end (Redis Cluster, several buckets)."""
-    return f"{key}{{{tag}.{bucket}}}"
+    return f"{key}{{{tag_text}}}"
 
 
 def untag_key(key: str, tag: str) -> str:
@@ -130,6 +158,6 @@ def untag_key(key: str, tag: str) -> str:
     return key
 
 
-def bucket_of_tagged(key: str, plain: str) -> int:
-    """The bucket number in the tag of ``key``, whose untagged form is ``plain``."""
-    return int(key[len(plain) + 1 : -1].rsplit(".", 1)[1])
+def tag_of(key: str, plain: str) -> str:
+    """The hash-tag text of ``key``, whose untagged form is ``plain``."""
+    return key[len(plain) + 1 : -1]

@@ -14,6 +14,7 @@ import acacheorm as co
 from acacheorm._index import spec_of
 from acacheorm.backends.base import Backend
 from tests import servers
+from tests.conftest import unique_namespace
 
 
 def define(backend: Backend) -> type[co.Model]:
@@ -462,3 +463,50 @@ async def test_long_values_are_indexed_but_not_kept_by_the_client(redis_kind: Ba
     assert [g.id for g in await Gadget.filter(tag__startswith="xxx")] == [1]
     assert all(len(v) <= _index_lua._ENTRY_KEPT for v in _index_lua._ENTRIES.values())
     assert not any(long_tag in str(term) for term in _index_lua._ENTRIES)
+
+
+def test_bucket_tags_take_one_slot_range_each() -> None:
+    """Bucket ``b`` of ``n`` has its hash slot in the ``b``-th of ``n`` equal slot ranges
+    (so the buckets spread over a Cluster's nodes as evenly as its slots); one bucket
+    keeps the ``.0`` tag; the tags are the same on every call."""
+    from redis.crc import key_slot
+
+    from acacheorm._keys import bucket_tags
+
+    assert bucket_tags("item", 1) == ("item.0",)
+    for tag in ("item", "player", "a:b", "ünï"):
+        for n in (2, 3, 16, 64):
+            tags = bucket_tags(tag, n)
+            assert len(set(tags)) == n and all(t.startswith(tag + ".") for t in tags)
+            slots = [key_slot(t.encode()) for t in tags]
+            assert [s * n // 16384 for s in slots] == list(range(n)), (tag, n)
+            bucket_tags.cache_clear()
+            assert bucket_tags(tag, n) == tags
+
+
+async def test_an_indexed_model_spreads_its_buckets_evenly_over_the_cluster(
+    redis_cluster_url: str,
+) -> None:
+    """On the 3-master test Cluster, the 16 buckets of an indexed model are 5, 5 and 6 per
+    master (tags taken at random put up to 8 on one), and every row key lands in its
+    bucket's slot."""
+    backend = co.RedisBackend(redis_cluster_url, cluster=True, namespace=unique_namespace())
+    try:
+        Gadget = define(backend)
+        spec = spec_of(Gadget._schema)
+        assert spec is not None and spec.buckets() == 16
+        client = backend.client
+        await client.initialize()
+        slots = [client.keyslot(spec.bucket_name(b)) for b in range(16)]
+        owners = [client.nodes_manager.get_node_from_slot(s).name for s in slots]
+        assert sorted(owners.count(o) for o in set(owners)) == [5, 5, 6]
+        await Gadget.insert_many(*(Gadget(id=i, group=i % 7) for i in range(200)))
+        assert sorted(g.id for g in await Gadget.filter(group=3)) == list(range(3, 200, 7))
+        assert await Gadget.count() == 200
+        bucket_slots = set(slots)
+        rows = [k async for k in backend.scan() if not k.startswith("~ix")]
+        assert len(rows) == 200
+        assert {client.keyslot(backend._prefix + k) for k in rows} <= bucket_slots
+    finally:
+        await backend.clear()
+        await backend.close()
