@@ -192,8 +192,9 @@ class RedisCluster:
 class Memcached:
     """One memcached process on a free loopback port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, threads: int | None = None) -> None:
         self.port = port or free_port()
+        self.threads = threads  # memcached's worker threads (None: its default, 4)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -214,6 +215,8 @@ class Memcached:
             "-u",
             "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
         ]
+        if self.threads is not None:
+            args += ["-t", str(self.threads)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: b"VERSION" in _ask(self.port, b"version\r\n"), f"memcached :{self.port}")
 
