@@ -159,6 +159,9 @@ class IndexSpec:
         # are never equal, and only values of exactly these types are kept)
         self._memo: dict[str, dict[Any, tuple[list[IndexTerm], str]]] = {f.name: {} for f in fields}
         self._walk = [(f.name, f.attname, f.ordered, f.unique, self._memo[f.name]) for f in fields]
+        #: The key of a row where keys carry no bucket tag (``schema.key_of`` without the
+        #: check whether they do: set with the tagged ``key_of``).
+        self.untagged_key_of = schema.key_of
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -382,6 +385,7 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
+    spec.untagged_key_of = plain_key_of
     # The fast decode compares a row's key with the key it was read from: the tagged one.
     schema._fast_build = compile_build(schema, by_key_of=True, retag=tagged)
 

@@ -99,6 +99,7 @@ def write_rows(
             for k, b, i in zip(keys, _buckets_of(spec, keys), instances, strict=True)
         )
     bucket = spec.bucket_name(0)
+    key_of = spec.untagged_key_of
     return tuple(
         new(IndexedWrite, (key_of(i), bucket, mode, encode(i), ttl, None, *terms(i)))
         for i in instances
