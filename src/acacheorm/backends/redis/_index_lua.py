@@ -882,22 +882,26 @@ def _str(raw: bytes) -> bytes:
 _COUNTS = [_str(str(n).encode()) for n in range(256)]
 #: An entry (`_entry`), by entry: built once per value seen (at most _ENTRIES_MAX entries
 #: whose msgpack text has up to _ENTRY_KEPT bytes; the cache starts over when full).
-_ENTRIES: dict[Any, tuple[bytes, bytes, bytes, bytes | None]] = {}
+_ENTRIES: dict[Any, tuple[bytes, bytes, bytes, bytes | None, bool]] = {}
 _ENTRIES_MAX = 1 << 16
 _ENTRY_KEPT = 96
 
 
-def _entry(term: Any) -> tuple[bytes, bytes, bytes, bytes | None]:
-    """An entry as ``kind``, ``field``, ``value`` msgpack strs (what the script stores),
-    and for the fresh layout (`_fresh_argv`): the suffix of its index key after the
-    bucket name, its score, and for a "lex" entry the head of its member (``value NUL``,
-    the row key follows; None for the others, whose member is the row key)."""
+def _entry(term: Any) -> tuple[bytes, bytes, bytes, bytes | None, bool]:
+    """An entry as ``kind``, ``field``, ``value`` msgpack strs (what the script stores);
+    for the fresh layout (`_fresh_argv`): the suffix of its index key after the bucket
+    name, its score, and for a "lex" entry the head of its member (``value NUL``, the row
+    key follows; None for the others, whose member is the row key); and whether it is an
+    "eq" entry that the field's "num" entry answers when one follows it (`num_route`: the
+    "eq" entry is then left out)."""
     field, kind, value = term
     name = field.encode("utf-8", "surrogatepass")
     head = None
+    routed = False
     if kind == "eq":
         raw = value.encode("utf-8", "surrogatepass")
         suffix, score = b":e:" + name + b":" + raw, b"inf"
+        routed = num_route(value) is not None
     elif kind == "num":
         # + 0.0: -0.0 and 0.0 are one key of the cache, and one score
         raw = repr(value + 0.0).encode()
@@ -905,23 +909,11 @@ def _entry(term: Any) -> tuple[bytes, bytes, bytes, bytes | None]:
     else:
         raw = lex_bytes(value)
         suffix, score, head = b":l:" + name, b"0", raw + b"\x00"
-    return _str(kind.encode()) + _str(name) + _str(raw), suffix, score, head
+    return _str(kind.encode()) + _str(name) + _str(raw), suffix, score, head, routed
 
 
 def _count(n: int) -> bytes:
     return _COUNTS[n] if n < 256 else _str(str(n).encode())
-
-
-def _skipped(term: Any, nxt: Any) -> bool:
-    """Whether an "eq" entry ``term`` is left out because the "num" entry after it,
-    ``nxt``, answers equality: what `num_route` says of the text, from the value's score."""
-    score = nxt[2]
-    return (
-        nxt[1] == "num"
-        and nxt[0] == term[0]
-        and math.isfinite(score)
-        and (term[2][0] == "f" or -1e15 < score < 1e15)
-    )
 
 
 def fresh(cmds: Sequence[IndexedWrite]) -> bool:
@@ -969,13 +961,15 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
         parts: list[bytes] = [b""]
         last = len(terms) - 1
         for i, term in enumerate(terms):
-            if term[1] == "eq" and i < last and _skipped(term, terms[i + 1]):
-                continue
             got = cache.get(term)
             if got is None:
                 got = _entry(term)
                 if len(got[0]) <= _ENTRY_KEPT:
                     cache[term] = got
+            if got[4] and i < last:
+                nxt = terms[i + 1]
+                if nxt[1] == "num" and nxt[0] == term[0]:
+                    continue  # the "num" entry answers equality
             parts.append(got[0])
         parts[0] = _count(len(parts) - 1)
         unique = cmd.unique
@@ -997,7 +991,8 @@ def _fresh_argv(cmds: Sequence[IndexedWrite], bucket: bytes) -> list[Any]:
     entries."""
     values: list[bytes] = []
     lists: list[bytes] = []
-    runs: dict[bytes, list[Any]] = {}
+    # per index key: its scores and members (a row's key, or for "lex" entries value NUL key)
+    runs: dict[bytes, tuple[list[bytes], list[Any]]] = {}
     cache = _ENTRIES
     none = _COUNTS[0]
     for cmd in cmds:
@@ -1005,36 +1000,39 @@ def _fresh_argv(cmds: Sequence[IndexedWrite], bucket: bytes) -> list[Any]:
         parts: list[bytes] = [b"\xff", b""]  # the expiry, -1: none; the number of entries
         last = len(terms) - 1
         for i, term in enumerate(terms):
-            if term[1] == "eq" and i < last and _skipped(term, terms[i + 1]):
-                continue
             got = cache.get(term)
             if got is None:
                 got = _entry(term)
                 if len(got[0]) <= _ENTRY_KEPT:
                     cache[term] = got
-            entry, suffix, score, head = got
-            parts.append(entry)
-            run = runs.get(suffix)
+            if got[4] and i < last:
+                nxt = terms[i + 1]
+                if nxt[1] == "num" and nxt[0] == term[0]:
+                    continue  # the "num" entry answers equality
+            parts.append(got[0])
+            run = runs.get(got[1])
             if run is None:
-                run = runs[suffix] = []
-            if head is None:
-                run += (score, cmd.key)
-            else:
-                run += (score, head + cmd.key.encode("utf-8", "surrogatepass"))
+                run = runs[got[1]] = ([], [])
+            run[0].append(got[2])
+            head = got[3]
+            run[1].append(
+                cmd.key if head is None else head + cmd.key.encode("utf-8", "surrogatepass")
+            )
         parts[1] = _count(len(parts) - 2)
         parts.append(none)
         values.append(cmd.value)
         lists.append(b"".join(parts))
     argv: list[Any] = ["F", bucket, *values, *lists]
-    every = 2 * len(cmds)
-    for suffix, run in runs.items():
-        if len(run) == every and suffix[1] != 0x6C:  # not ":l:"
+    n = len(cmds)
+    for suffix, (scores, members) in runs.items():
+        if len(scores) == n and suffix[1] != 0x6C:  # not ":l:"
             # an entry of every row, in row order, whose member is the row key
             argv += (suffix, "R")
-            argv += run[::2]
+            argv += scores
         else:
-            argv += (suffix, len(run))
-            argv += (m.encode("utf-8", "surrogatepass") if type(m) is str else m for m in run)
+            argv += (suffix, 2 * len(scores))
+            for score, m in zip(scores, members, strict=True):
+                argv += (score, m.encode("utf-8", "surrogatepass") if type(m) is str else m)
     return argv
 
 
