@@ -994,7 +994,8 @@ def _fresh_argv(cmds: Sequence[IndexedWrite], bucket: bytes) -> list[Any]:
     # per index key: its scores and members (a row's key, or for "lex" entries value NUL key)
     runs: dict[bytes, tuple[list[bytes], list[Any]]] = {}
     cache = _ENTRIES
-    none = _COUNTS[0]
+    counts = _COUNTS
+    none = counts[0]
     for cmd in cmds:
         terms: Sequence[Any] = cmd.terms
         parts: list[bytes] = [b"\xff", b""]  # the expiry, -1: none; the number of entries
@@ -1018,7 +1019,8 @@ def _fresh_argv(cmds: Sequence[IndexedWrite], bucket: bytes) -> list[Any]:
             run[1].append(
                 cmd.key if head is None else head + cmd.key.encode("utf-8", "surrogatepass")
             )
-        parts[1] = _count(len(parts) - 2)
+        kept = len(parts) - 2
+        parts[1] = counts[kept] if kept < 256 else _count(kept)
         parts.append(none)
         values.append(cmd.value)
         lists.append(b"".join(parts))
