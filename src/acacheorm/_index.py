@@ -157,8 +157,13 @@ class IndexSpec:
         self.tag = hash_tag(schema.name)
         # per field: the entries of its int and str values, by value (an int and a str
         # are never equal, and only values of exactly these types are kept)
-        self._memo: dict[str, dict[Any, tuple[list[IndexTerm], str]]] = {f.name: {} for f in fields}
+        self._memo: dict[str, dict[Any, tuple[tuple[IndexTerm, ...], str]]] = {
+            f.name: {} for f in fields
+        }
         self._walk = [(f.name, f.attname, f.ordered, f.unique, self._memo[f.name]) for f in fields]
+        #: The key of a row where keys carry no bucket tag (``schema.key_of`` without the
+        #: check whether they do: set with the tagged ``key_of``).
+        self.untagged_key_of = schema.key_of
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -191,8 +196,7 @@ class IndexSpec:
 
     def terms(self, obj: Model) -> tuple[tuple[IndexTerm, ...], tuple[str, ...]]:
         """The index entries of a row and its unique values."""
-        terms: list[IndexTerm] = []
-        add = terms.append
+        terms: tuple[IndexTerm, ...] = ()
         unique: tuple[str, ...] = ()
         values = obj.__dict__
         for name, attname, ordered, is_unique, memo in self._walk:
@@ -213,29 +217,29 @@ class IndexSpec:
                 text = got[1]
             else:
                 text = canonical(value)
-                add(_term((name, "eq", text)))
+                terms += (_term((name, "eq", text)),)
                 if value is not None and ordered == "num" and not is_nan(value):
-                    add(_term((name, "num", score(value))))
+                    terms += (_term((name, "num", score(value))),)
                 elif value is not None and ordered == "lex":
-                    add(_term((name, "lex", value)))
+                    terms += (_term((name, "lex", value)),)
             if is_unique and value is not None:
                 unique += (f"{name}\x00{text}",)
-        return tuple(terms), unique
+        return terms, unique
 
 
 #: Values per indexed field whose entries `IndexSpec.terms` keeps built.
 _MEMO = 4096
 
 
-def _simple_terms(name: str, ordered: str | None, value: Any) -> tuple[list[IndexTerm], str]:
+def _simple_terms(name: str, ordered: str | None, value: Any) -> tuple[tuple[IndexTerm, ...], str]:
     """The entries of an int or str value (and its canonical text)."""
     text = canonical(value)
-    terms = [_term((name, "eq", text))]
+    eq = _term((name, "eq", text))
     if ordered == "num" and type(value) is int:
-        terms.append(_term((name, "num", score(value))))
-    elif ordered == "lex" and type(value) is str:
-        terms.append(_term((name, "lex", value)))
-    return terms, text
+        return (eq, _term((name, "num", score(value)))), text
+    if ordered == "lex" and type(value) is str:
+        return (eq, _term((name, "lex", value))), text
+    return (eq,), text
 
 
 def _term(parts: tuple[str, str, Any]) -> IndexTerm:
@@ -382,6 +386,7 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
 
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
+    spec.untagged_key_of = plain_key_of
     # The fast decode compares a row's key with the key it was read from: the tagged one.
     schema._fast_build = compile_build(schema, by_key_of=True, retag=tagged)
 

@@ -29,6 +29,7 @@ from ._commands import (
 from ._exceptions import IntegrityError
 from ._executor import Plan
 from ._index import RESTRICT, SET_NULL, check_backend, dependents_of, on_delete_of, spec_of
+from ._types import collector_paused
 
 if TYPE_CHECKING:
     from ._index import IndexSpec
@@ -86,8 +87,18 @@ def write_rows(
         return tuple(Set(key_of(i), encode(i), ttl) for i in instances)  # type: ignore[arg-type]
     if spec is None:
         return tuple(write_row(schema, mode, key_of(i), i, ttl) for i in instances)
-    # write_row's IndexedWrite, with what is the same for every row looked up once
     check_backend(schema)
+    # no reference cycles among what this makes: the collector is paused for a large batch
+    return collector_paused(len(instances), _indexed_rows, spec, mode, instances, ttl)
+
+
+def _indexed_rows(
+    spec: IndexSpec, mode: str, instances: Sequence[Model], ttl: WriteTTL
+) -> tuple[Command, ...]:
+    """write_row's IndexedWrite for each instance, with what is the same for every row
+    looked up once."""
+    schema = spec.schema
+    key_of, encode = schema.key_of, schema.encode
     terms = spec.terms
     # tuple.__new__: the IndexedWrite of every field, without the NamedTuple's own __new__
     # (half the cost of building one; the fields are those of its constructor, in order)
@@ -95,13 +106,19 @@ def write_rows(
     if spec.tagged():
         keys = [key_of(i) for i in instances]
         return tuple(
-            new(IndexedWrite, (k, b, mode, encode(i), ttl, None, *terms(i)))
-            for k, b, i in zip(keys, _buckets_of(spec, keys), instances, strict=True)
+            [
+                new(IndexedWrite, (k, b, mode, encode(i), ttl, None, *terms(i)))
+                for k, b, i in zip(keys, _buckets_of(spec, keys), instances, strict=True)
+            ]
         )
     bucket = spec.bucket_name(0)
+    key_of = spec.untagged_key_of
+    # a list comprehension, then its tuple: faster than the tuple of a generator
     return tuple(
-        new(IndexedWrite, (key_of(i), bucket, mode, encode(i), ttl, None, *terms(i)))
-        for i in instances
+        [
+            new(IndexedWrite, (key_of(i), bucket, mode, encode(i), ttl, None, *terms(i)))
+            for i in instances
+        ]
     )
 
 

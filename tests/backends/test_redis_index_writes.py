@@ -4,8 +4,10 @@ duplicates or unique conflicts inside one call leave rows and index entries agre
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import time
 from typing import Any
 
 import pytest
@@ -461,7 +463,7 @@ async def test_long_values_are_indexed_but_not_kept_by_the_client(redis_kind: Ba
     await Gadget.insert_many(Gadget(id=1, group=1, tag=long_tag), Gadget(id=2, group=1, tag="y"))
     assert [g.id for g in await Gadget.filter(tag=long_tag)] == [1]
     assert [g.id for g in await Gadget.filter(tag__startswith="xxx")] == [1]
-    assert all(len(v) <= _index_lua._ENTRY_KEPT for v in _index_lua._ENTRIES.values())
+    assert all(len(v[0]) <= _index_lua._ENTRY_KEPT for v in _index_lua._ENTRIES.values())
     assert not any(long_tag in str(term) for term in _index_lua._ENTRIES)
 
 
@@ -510,3 +512,133 @@ async def test_an_indexed_model_spreads_its_buckets_evenly_over_the_cluster(
     finally:
         await backend.clear()
         await backend.close()
+
+
+def test_fresh_rows_take_the_fresh_layout_and_every_other_call_the_general_one() -> None:
+    """The write script gets fresh rows (one bucket, mode "set", no TTL, no unique values,
+    no key twice) in its fresh layout, grouped by index key; any other call in the
+    general layout."""
+    from acacheorm._commands import KEEP_TTL, IndexedWrite, IndexTerm
+    from acacheorm.backends.redis import _index_lua
+
+    def row(key: str, bucket: str = "b", **options: Any) -> IndexedWrite:
+        terms = (IndexTerm("g", "eq", "i1"), IndexTerm("g", "num", 1.0))
+        terms += (IndexTerm("t", "eq", "sx"), IndexTerm("t", "lex", "x"))
+        return IndexedWrite(
+            key, bucket, options.pop("mode", "set"), b"v" + key.encode(), terms=terms, **options
+        )
+
+    argv = _index_lua.write_argv([row("k1"), row("k2")], "ns:")
+    assert argv[:6] == ["F", b"ns:b", b"vk1", b"vk2", *argv[4:6]]
+    assert argv[4] == b"\xff\xa13\xa3num\xa1g\xa31.0\xa2eq\xa1t\xa2sx\xa3lex\xa1t\xa1x\xa10"
+    assert argv[6:] == [
+        *(b":n:g", "R", b"1.0", b"1.0"),  # a score per row, the members are the row keys
+        *(b":e:t:sx", "R", b"inf", b"inf"),
+        *(b":l:t", 4, b"0", b"x\x00k1", b"0", b"x\x00k2"),
+    ]
+    for other in (
+        [row("k1"), row("k2", ttl=5)],
+        [row("k1"), row("k2", ttl=KEEP_TTL)],
+        [row("k1"), row("k2", mode="add")],
+        [row("k1"), row("k2", unique=("t\x00sx",))],
+        [row("k1"), row("k2", bucket="c")],
+        [row("k1"), row("k1")],
+    ):
+        assert not _index_lua.fresh(other)
+        assert _index_lua.write_argv(other, "ns:")[0] != "F"
+
+
+async def keys_of(backend: Backend) -> dict[str, Any]:
+    """Every key of the backend's namespace and what it holds (the namespace taken out)."""
+    raw: Any = backend.client  # type: ignore[attr-defined]
+    prefix = backend._prefix.encode()  # type: ignore[attr-defined]
+    out: dict[str, Any] = {}
+    async for k in backend.scan():
+        key = backend._prefix + k  # type: ignore[attr-defined]
+        kind = await raw.type(key)
+        if kind == b"zset":
+            got: Any = [
+                (m.replace(prefix, b""), s)
+                for m, s in await raw.zrange(key, 0, -1, withscores=True)
+            ]
+        elif kind == b"hash":
+            got = sorted((f.replace(prefix, b""), v) for f, v in (await raw.hgetall(key)).items())
+        else:
+            got = (await raw.get(key), await raw.pttl(key) > 0)
+        out[k] = (kind, got)
+    return out
+
+
+async def test_fresh_rows_leave_the_keys_the_general_path_leaves(
+    redis_kind: Backend, backend_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of every indexable kind of value, written (then overwritten, in part) through
+    the fresh layout and through the general one, leave the same keys holding the same
+    bytes: rows, index entries, entry lists."""
+    from acacheorm.backends.redis import _index_lua
+
+    def model(backend: Backend) -> type[co.Model]:
+        class Mix(co.Model):
+            id = co.IntegerField(primary_key=True)
+            n = co.IntegerField(index=True, null=True)
+            f = co.FloatField(index=True, null=True)
+            s = co.StringField(index=True, default="")
+            b = co.BooleanField(index=True, default=False)
+            Meta = type("Meta", (), {"backend": backend, "serializer": "msgpack"})
+
+        return Mix
+
+    rng = random.Random(5)
+
+    def rows(m: type[co.Model], ids: range) -> list[Any]:
+        return [
+            m(
+                id=i,
+                n=rng.choice([None, 0, -5, 7, 2**60, 10**15, 10**16]),
+                f=rng.choice([None, 1.5, -0.0, float("nan"), float("inf"), 1e300, 3.0]),
+                s=rng.choice(["", "a", "a\x00b", "\x01z", "é" * 40]),
+                b=rng.random() < 0.5,
+            )
+            for i in ids
+        ]
+
+    general = backend_factory()
+    real = _index_lua.fresh
+    written: dict[str, Any] = {}
+    for backend, layout in ((redis_kind, True), (general, False)):
+        monkeypatch.setattr(_index_lua, "fresh", lambda cmds, on=layout: on and real(cmds))
+        Mix = model(backend)
+        rng.seed(5)
+        await Mix.insert_many(*rows(Mix, range(40)))
+        await Mix.insert_many(*rows(Mix, range(20, 60)))  # rows 20-39 have entries already
+        written[str(layout)] = await keys_of(backend)
+        await agree(Mix, "n", [None, 0, -5, 7, 2**60, 10**15, 10**16])
+        await agree(Mix, "s", ["", "a", "a\x00b", "\x01z", "é" * 40])
+    assert written["True"] == written["False"]
+    assert len([k for k in written["True"] if not k.startswith("~ix")]) == 60
+
+
+async def test_fresh_rows_reclaim_the_entries_of_expired_rows(redis_kind: Backend) -> None:
+    """A call of fresh rows in a bucket where an expired row still has entries reclaims
+    them as every write does (its rows then take the general way)."""
+    Gadget = define(redis_kind)
+    raw: Any = redis_kind.client  # type: ignore[attr-defined]
+    prefix = redis_kind._prefix  # type: ignore[attr-defined]
+    spec = spec_of(Gadget._schema)
+    assert spec is not None
+    key = Gadget._schema.key
+    await Gadget.create(id=1, group=1, rating=1, tag="gone", ttl=0.2)
+    bucket = spec.index_of(key((1,)))
+    same = [i for i in range(2, 400) if spec.index_of(key((i,))) == bucket][:3]
+    row = prefix + key((1,))
+    b = prefix + bucket
+    assert await raw.hexists(f"{b}:t", row)
+    deadline = time.monotonic() + 10
+    while await raw.exists(row):
+        assert time.monotonic() < deadline, "the row never expired"
+        await asyncio.sleep(0.05)
+    await Gadget.insert_many(*(Gadget(id=i, group=2, rating=i) for i in same))
+    assert not await raw.hexists(f"{b}:t", row)
+    assert await raw.zscore(f"{b}:n:rating", row) is None
+    assert await raw.zcard(f"{b}:e:tag:sgone") == 0
+    assert sorted(g.id for g in await Gadget.filter(group=2)) == same

@@ -451,3 +451,23 @@ def test_entries_of_new_values_are_kept_once_the_memo_is_full() -> None:
     assert len(memo) <= _index._MEMO and _index._MEMO + 9 in memo
     terms, unique = spec.terms(Memo(id=1, level=5))
     assert terms == (("level", "eq", "i5"), ("level", "num", 5.0)) and unique == ()
+
+
+async def test_a_large_insert_many_refused_by_a_row_writes_nothing_and_keeps_the_collector(
+    indexed: Backend,
+) -> None:
+    """The rows of a large insert_many are built with the collector paused: a row that
+    cannot be indexed refuses the whole call before anything is written, and the
+    collector is running again after it."""
+    import gc
+
+    _, Player = define(indexed)
+    rows = [Player(id=i, nick=f"p{i}", score=i) for i in range(300)]
+    rows.append(Player(id=300, nick="huge", score=10**400))  # no float score for it
+    assert gc.isenabled()
+    with pytest.raises((OverflowError, co.CacheORMError)):
+        await Player.insert_many(*rows)
+    assert gc.isenabled()
+    assert await Player.count() == 0
+    await Player.insert_many(*rows[:300])
+    assert await Player.filter(score__gte=150).count() == 150

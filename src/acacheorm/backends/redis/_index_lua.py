@@ -75,6 +75,12 @@ end
 # Every key the writes touch is type-checked before the first write, which is a row SET:
 # Redis refuses a script's first write under maxmemory and never a later one, so a call is
 # refused whole or runs whole.
+#
+# The common call, fresh rows (one bucket, mode 'set', no TTL, no unique values, no key
+# twice: `_fresh_argv`), comes in a layout of its own, the index entries already grouped by
+# index key: when no row has stored entries and the bucket has no expired row to reclaim,
+# it is one MSET, a ZADD per index key and one HSET after the same checks (about 40% fewer
+# server instructions than the three phases); otherwise its rows take the three phases.
 WRITE_LUA = (
     _ENTRY_LIST_LUA
     + """\
@@ -92,18 +98,124 @@ local function read(cmd, key, ...)
   end
   return r
 end
+-- The writes. The first one is a row SET where there is one: under maxmemory it is
+-- refused before anything changed (Redis checks memory at a script's first write only).
+local first = true
+local function write(...)
+  if first then  -- refused under maxmemory only if nothing was written before it
+    first = false
+    local r = redis.pcall(...)
+    if type(r) == 'table' and r.err then
+      local e = r.err
+      if string.sub(e, 1, 4) == 'OOM ' then e = 'OOM out of memory: ' .. string.sub(e, 5) end
+      fail(e .. ' (index write); nothing written')
+    end
+    return r
+  end
+  return redis.call(...)
+end
+-- A zset key in a write's way: the call fails naming it, before any write.
+local function zset_only(key)
+  local ty = redis.call('TYPE', key)['ok']
+  if ty ~= 'zset' and ty ~= 'none' then
+    fail('WRONGTYPE index key ' .. show(key) .. ' holds a ' .. ty
+      .. ', not a sorted set; nothing written')
+  end
+end
+local n = #KEYS
+local mpunpack = cmsgpack.unpack
+local nb, B, anyu
+-- per row: bucket, mode, ttl, value, token, entries (msgpack), entries (list), nterms
+local rb, rmode, rttl, rval, rtok, rblob, rl, rnt = {}, {}, {}, {}, {}, {}, {}, {}
+if ARGV[1] == 'F' then
+  -- The fresh layout, for rows of one bucket written with mode 'set', no TTL, no unique
+  -- values, no key twice. ARGV: 'F', bucket, each row's value, each row's stored entry
+  -- list (expiry -1, then its entries as above), then per index key: its suffix (after
+  -- the bucket), then 'R' and one score per row (the members are the row keys, in order),
+  -- or the number of ZADD arguments and the arguments (score, member). When no row has
+  -- stored entries and the bucket has no expired row to reclaim, the call is an MSET of
+  -- the rows, a ZADD per index key and an HSET of the entry lists, after the checks the
+  -- general path makes (and the same writes as it makes for such rows); else the rows go
+  -- the general way.
+  local b = ARGV[2]
+  local hs = 3 + n  -- where the entry lists start
+  local zs = hs + n  -- where the index keys start
+  local na = #ARGV
+  local fresh = #read('ZRANGEBYSCORE', b .. ':x', '-inf', now, 'LIMIT', 0, 1) == 0
+  for s = 1, fresh and n or 0, 4000 do
+    local got = read('HMGET', b .. ':t', unpack(KEYS, s, math.min(n, s + 3999)))
+    for i = 1, #got do
+      if got[i] then fresh = false; break end
+    end
+    if not fresh then break end
+  end
+  if fresh then
+    local a = zs
+    while a <= na do
+      zset_only(b .. ARGV[a])
+      local c = ARGV[a + 1]
+      if c == 'R' then a = a + 2 + n else a = a + 2 + tonumber(c) end
+    end
+    -- cmd [key] then, for each row, its key and ARGV[s + r] (at most 2000 rows per
+    -- command; l is reused, its first m places are the arguments)
+    local l = {}
+    local function pairs_of(cmd, key, s)
+      for i = 1, n, 2000 do
+        local j = math.min(i + 1999, n)
+        local m = 0
+        for r = i, j do
+          l[m + 1] = KEYS[r]
+          l[m + 2] = ARGV[s + r]
+          m = m + 2
+        end
+        if key then write(cmd, key, unpack(l, 1, m)) else write(cmd, unpack(l, 1, m)) end
+      end
+    end
+    pairs_of('MSET', nil, 2)
+    a = zs
+    while a <= na do
+      local c = ARGV[a + 1]
+      if c == 'R' then
+        -- ZADD wants score, member: the scores in the odd places
+        local key = b .. ARGV[a]
+        for i = 1, n, 2000 do
+          local j = math.min(i + 1999, n)
+          local m = 0
+          for r = i, j do
+            l[m + 1] = ARGV[a + 1 + r]
+            l[m + 2] = KEYS[r]
+            m = m + 2
+          end
+          write('ZADD', key, unpack(l, 1, m))
+        end
+        a = a + 2 + n
+      else
+        c = tonumber(c)
+        for i = a + 2, a + 1 + c, 4000 do
+          write('ZADD', b .. ARGV[a], unpack(ARGV, i, math.min(i + 3999, a + 1 + c)))
+        end
+        a = a + 2 + c
+      end
+    end
+    pairs_of('HSET', b .. ':t', hs - 1)
+    local out = {}
+    for r = 1, n do out[r] = 1 end
+    return out
+  end
+  nb, B, anyu = 1, {b}, false
+  for r = 1, n do
+    rb[r], rmode[r], rttl[r], rval[r] = b, 'set', 'N', ARGV[2 + r]
+    rblob[r] = string.sub(ARGV[hs - 1 + r], 2)
+  end
+else
 -- ARGV: nb, bucket names, any unique ('1'/'0'), then runs of rows sharing bucket, mode and
 -- ttl: the number of rows, bucket index, mode, ttl, then per row: value, token (cas only),
 -- entries (msgpack: nterms, nterms x (kind, field, value), nuniq, uniques).
-local nb = tonumber(ARGV[1])
-local B = {}
+nb = tonumber(ARGV[1])
+B = {}
 for i = 1, nb do B[i] = ARGV[1 + i] end
-local n = #KEYS
-local mpunpack = cmsgpack.unpack
 -- whether any row of the call has unique values
-local anyu = ARGV[nb + 2] == '1'
--- per row: bucket, mode, ttl, value, token, entries (msgpack), entries (list), nterms
-local rb, rmode, rttl, rval, rtok, rblob, rl, rnt = {}, {}, {}, {}, {}, {}, {}, {}
+anyu = ARGV[nb + 2] == '1'
 do
   local a, r = nb + 3, 0
   while r < n do
@@ -118,6 +230,7 @@ do
       a = a + 2
     end
   end
+end
 end
 -- Row r's entries as a list (unpacked once, when first needed).
 local function row_entries(r)
@@ -455,34 +568,13 @@ for _, k in ipairs(order) do
     end
   end
 end
-for _, key in ipairs(zkeys) do
-  local ty = redis.call('TYPE', key)['ok']
-  if ty ~= 'zset' and ty ~= 'none' then
-    fail('WRONGTYPE index key ' .. show(key) .. ' holds a ' .. ty
-      .. ', not a sorted set; nothing written')
-  end
-end
+for _, key in ipairs(zkeys) do zset_only(key) end
 local uset = {}
 for _, uk in ipairs(ulist) do
   local h = uh[uk]
   if h then uset[uk] = exp_of(h) end
 end
--- Writes. The first one is a SET of a row where there is one: under maxmemory it is
--- refused before anything changed (Redis checks memory at a script's first write only).
-local first = true
-local function write(...)
-  if first then  -- refused under maxmemory only if nothing was written before it
-    first = false
-    local r = redis.pcall(...)
-    if type(r) == 'table' and r.err then
-      local e = r.err
-      if string.sub(e, 1, 4) == 'OOM ' then e = 'OOM out of memory: ' .. string.sub(e, 5) end
-      fail(e .. ' (index write); nothing written')
-    end
-    return r
-  end
-  return redis.call(...)
-end
+-- Writes (`write`): the first one is a row SET where there is one.
 local function chunks(cmd, key, l, step)
   for s = 1, #l, step do
     local e = math.min(s + step - 1, #l)
@@ -788,40 +880,63 @@ def _str(raw: bytes) -> bytes:
 
 #: msgpack str of the counts 0..255 (``"0"``, ``"1"``, ...).
 _COUNTS = [_str(str(n).encode()) for n in range(256)]
-#: The msgpack text of an entry (`_entry`), by entry: built once per value seen (at most
-#: _ENTRIES_MAX entries of up to _ENTRY_KEPT bytes; the cache starts over when full).
-_ENTRIES: dict[Any, bytes] = {}
+#: An entry (`_entry`), by entry: built once per value seen (at most _ENTRIES_MAX entries
+#: whose msgpack text has up to _ENTRY_KEPT bytes; the cache starts over when full).
+_ENTRIES: dict[Any, tuple[bytes, bytes, bytes, bytes | None, bool]] = {}
 _ENTRIES_MAX = 1 << 16
 _ENTRY_KEPT = 96
 
 
-def _entry(term: Any) -> bytes:
-    """An entry as ``kind``, ``field``, ``value`` msgpack strs (what the script stores)."""
+def _entry(term: Any) -> tuple[bytes, bytes, bytes, bytes | None, bool]:
+    """An entry as ``kind``, ``field``, ``value`` msgpack strs (what the script stores);
+    for the fresh layout (`_fresh_argv`): the suffix of its index key after the bucket
+    name, its score, and for a "lex" entry the head of its member (``value NUL``, the row
+    key follows; None for the others, whose member is the row key); and whether it is an
+    "eq" entry that the field's "num" entry answers when one follows it (`num_route`: the
+    "eq" entry is then left out)."""
     field, kind, value = term
+    name = field.encode("utf-8", "surrogatepass")
+    head = None
+    routed = False
     if kind == "eq":
         raw = value.encode("utf-8", "surrogatepass")
+        suffix, score = b":e:" + name + b":" + raw, b"inf"
+        routed = num_route(value) is not None
     elif kind == "num":
         # + 0.0: -0.0 and 0.0 are one key of the cache, and one score
         raw = repr(value + 0.0).encode()
+        suffix, score = b":n:" + name, raw
     else:
         raw = lex_bytes(value)
-    return _str(kind.encode()) + _str(field.encode("utf-8", "surrogatepass")) + _str(raw)
+        suffix, score, head = b":l:" + name, b"0", raw + b"\x00"
+    return _str(kind.encode()) + _str(name) + _str(raw), suffix, score, head, routed
 
 
 def _count(n: int) -> bytes:
     return _COUNTS[n] if n < 256 else _str(str(n).encode())
 
 
+def fresh(cmds: Sequence[IndexedWrite]) -> bool:
+    """Whether these rows go to `WRITE_LUA` in its fresh layout: one bucket, mode "set", no
+    TTL, no unique values, no key twice."""
+    bucket = cmds[0].bucket
+    for cmd in cmds:
+        if cmd.mode != "set" or cmd.ttl is not None or cmd.unique or cmd.bucket != bucket:
+            return False
+    return len({cmd.key for cmd in cmds}) == len(cmds)
+
+
 def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
     """ARGV of `WRITE_LUA` for these rows."""
+    if len(_ENTRIES) > _ENTRIES_MAX:
+        _ENTRIES.clear()
+    if fresh(cmds):
+        return _fresh_argv(cmds, (prefix + cmds[0].bucket).encode())
     buckets: dict[str, int] = {}
     rows: list[Any] = []
     add = rows.extend
     append = rows.append
-    finite = math.isfinite
     cache = _ENTRIES
-    if len(cache) > _ENTRIES_MAX:
-        cache.clear()
     run: Any = None  # (bucket, mode, ttl) of the current run of rows
     count_at = 0  # where the current run's count is
     anyu = "0"
@@ -846,24 +961,16 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
         parts: list[bytes] = [b""]
         last = len(terms) - 1
         for i, term in enumerate(terms):
-            if term[1] == "eq" and i < last:
-                nxt = terms[i + 1]
-                score = nxt[2]
-                # what `num_route` says of the text, from the value's score: the "num"
-                # entry answers equality
-                if (
-                    nxt[1] == "num"
-                    and nxt[0] == term[0]
-                    and finite(score)
-                    and (term[2][0] == "f" or -1e15 < score < 1e15)
-                ):
-                    continue
             got = cache.get(term)
             if got is None:
                 got = _entry(term)
-                if len(got) <= _ENTRY_KEPT:
+                if len(got[0]) <= _ENTRY_KEPT:
                     cache[term] = got
-            parts.append(got)
+            if got[4] and i < last:
+                nxt = terms[i + 1]
+                if nxt[1] == "num" and nxt[0] == term[0]:
+                    continue  # the "num" entry answers equality
+            parts.append(got[0])
         parts[0] = _count(len(parts) - 1)
         unique = cmd.unique
         parts.append(_count(len(unique)))
@@ -875,6 +982,60 @@ def write_argv(cmds: Sequence[IndexedWrite], prefix: str) -> list[Any]:
         else:
             add((cmd.value, b"".join(parts)))
     return [len(buckets), *((prefix + b).encode() for b in buckets), anyu, *rows]
+
+
+def _fresh_argv(cmds: Sequence[IndexedWrite], bucket: bytes) -> list[Any]:
+    """ARGV of `WRITE_LUA` in its fresh layout (rows of one bucket, mode "set", no TTL, no
+    unique values, no key twice): the rows' values and entry lists, then the ZADD
+    arguments of each index key, as the script writes them for rows without stored
+    entries."""
+    values: list[bytes] = []
+    lists: list[bytes] = []
+    # per index key: its scores and members (a row's key, or for "lex" entries value NUL key)
+    runs: dict[bytes, tuple[list[bytes], list[Any]]] = {}
+    cache = _ENTRIES
+    counts = _COUNTS
+    none = counts[0]
+    for cmd in cmds:
+        terms: Sequence[Any] = cmd.terms
+        parts: list[bytes] = [b"\xff", b""]  # the expiry, -1: none; the number of entries
+        last = len(terms) - 1
+        for i, term in enumerate(terms):
+            got = cache.get(term)
+            if got is None:
+                got = _entry(term)
+                if len(got[0]) <= _ENTRY_KEPT:
+                    cache[term] = got
+            if got[4] and i < last:
+                nxt = terms[i + 1]
+                if nxt[1] == "num" and nxt[0] == term[0]:
+                    continue  # the "num" entry answers equality
+            parts.append(got[0])
+            run = runs.get(got[1])
+            if run is None:
+                run = runs[got[1]] = ([], [])
+            run[0].append(got[2])
+            head = got[3]
+            run[1].append(
+                cmd.key if head is None else head + cmd.key.encode("utf-8", "surrogatepass")
+            )
+        kept = len(parts) - 2
+        parts[1] = counts[kept] if kept < 256 else _count(kept)
+        parts.append(none)
+        values.append(cmd.value)
+        lists.append(b"".join(parts))
+    argv: list[Any] = ["F", bucket, *values, *lists]
+    n = len(cmds)
+    for suffix, (scores, members) in runs.items():
+        if len(scores) == n and suffix[1] != 0x6C:  # not ":l:"
+            # an entry of every row, in row order, whose member is the row key
+            argv += (suffix, "R")
+            argv += scores
+        else:
+            argv += (suffix, 2 * len(scores))
+            for score, m in zip(scores, members, strict=True):
+                argv += (score, m.encode("utf-8", "surrogatepass") if type(m) is str else m)
+    return argv
 
 
 def num_route(text: Any) -> str | None:

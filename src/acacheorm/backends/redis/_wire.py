@@ -243,6 +243,8 @@ def _repeated_keys(commands: Sequence[Command]) -> frozenset[int]:
     """Indices of the commands whose key another command of the batch touches too."""
     if len(commands) < 2 or _UNSCRIPTED.issuperset(map(type, commands)):
         return frozenset()  # what it is for: which script calls go as EVAL; here there is none
+    if len({cmd.key for cmd in commands}) == len(commands):
+        return frozenset()  # no key twice (an insert_many): one set, no index per key
     first: dict[str, int] = {}
     repeated: set[int] = set()
     for i, cmd in enumerate(commands):
