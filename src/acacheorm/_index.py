@@ -136,8 +136,12 @@ def canonical(value: Any) -> str:
 
 
 def score(value: Any) -> float:
-    """The sort score of a numeric value."""
-    return float(value)
+    """The sort score of a numeric value; an integer beyond a float's range scores as
+    +-infinity (not `exact_score`: reads keep such bounds inclusive and re-check rows)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def exact_score(value: Any) -> bool:

@@ -471,3 +471,34 @@ async def test_a_large_insert_many_refused_by_a_row_writes_nothing_and_keeps_the
     assert await Player.count() == 0
     await Player.insert_many(*rows[:300])
     assert await Player.filter(score__gte=150).count() == 150
+
+
+async def test_integers_beyond_a_doubles_range_are_indexed_and_found(indexed: Backend) -> None:
+    """An indexed integer too large for a float (JSON stores any int) orders as +-infinity
+    in the index, and every read re-checks it against the rows: writes, equality, ranges
+    on either side and ordering all agree with Python's own comparisons."""
+
+    class Big(co.Model):
+        id = co.IntegerField(primary_key=True)
+        n = co.IntegerField(index=True)
+        Meta = type("Meta", (), {"backend": indexed, "serializer": "json"})
+
+    values = [10**400, 10**401, -(10**400), -(10**401), 2**70, 5, -7, 10**308]
+    await Big.insert_many(*(Big(id=i, n=v) for i, v in enumerate(values)))
+    rows = {i: v for i, v in enumerate(values)}
+    probes = [10**400, 10**401, 10**402, -(10**400), -(10**402), 2**70, 5, 0, 10**308]
+    for p in probes:
+        for op, test in (
+            ("exact", lambda v, p=p: v == p),
+            ("gt", lambda v, p=p: v > p),
+            ("gte", lambda v, p=p: v >= p),
+            ("lt", lambda v, p=p: v < p),
+            ("lte", lambda v, p=p: v <= p),
+        ):
+            found = sorted(b.id for b in await Big.filter(**{f"n__{op}": p}))
+            assert found == sorted(i for i, v in rows.items() if test(v)), (op, p)
+            assert await Big.filter(**{f"n__{op}": p}).count() == len(found), (op, p)
+    top = await Big.order_by("-n").limit(3)
+    assert [b.n for b in top] == sorted(values, reverse=True)[:3]
+    low = await Big.filter(n__range=(-(10**402), 0)).order_by("n")
+    assert [b.n for b in low] == sorted(v for v in values if v <= 0)
