@@ -159,6 +159,7 @@ class IndexSpec:
         # are never equal, and only values of exactly these types are kept)
         self._memo: dict[str, dict[Any, tuple[list[IndexTerm], str]]] = {f.name: {} for f in fields}
         self._walk = [(f.name, f.attname, f.ordered, f.unique, self._memo[f.name]) for f in fields]
+        self._names: dict[int, tuple[str, ...]] = {}  # bucket names, by bucket count
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -169,7 +170,16 @@ class IndexSpec:
 
     def bucket_name(self, b: int) -> str:
         """The name every key of bucket ``b`` derives from (its hash tag included)."""
-        return bucket_name(self.base, bucket_tags(self.tag, self.buckets())[b])
+        return self.bucket_names()[b]
+
+    def bucket_names(self) -> tuple[str, ...]:
+        """`bucket_name` of every bucket, in bucket order (worked out once per count)."""
+        n = self.buckets()
+        names = self._names.get(n)
+        if names is None:
+            names = tuple(bucket_name(self.base, t) for t in bucket_tags(self.tag, n))
+            self._names[n] = names
+        return names
 
     def tagged(self) -> bool:
         """Whether row keys carry their bucket's hash tag (Redis Cluster)."""

@@ -99,7 +99,8 @@ def best_read(spec: IndexSpec, where: And) -> tuple[IndexRead, bool, str] | None
 def fan_out(spec: IndexSpec, read: IndexRead) -> list[IndexRead]:
     """One copy of ``read`` per bucket (one round trip per node on a cluster)."""
     rest = tuple(read)[1:]  # every field but the key (faster than _replace per bucket)
-    return [IndexRead(spec.bucket_name(b), *rest) for b in range(spec.buckets())]
+    new = tuple.__new__  # IndexRead without its constructor's call
+    return [new(IndexRead, (name, *rest)) for name in spec.bucket_names()]
 
 
 class IndexSource:

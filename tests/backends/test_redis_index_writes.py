@@ -510,3 +510,49 @@ async def test_an_indexed_model_spreads_its_buckets_evenly_over_the_cluster(
     finally:
         await backend.clear()
         await backend.close()
+
+
+async def test_cluster_index_reads_after_a_script_flush_and_beside_a_broken_bucket(
+    redis_cluster_url: str,
+) -> None:
+    """A filter's reads of its 16 buckets on Cluster: after the nodes lost their script
+    cache every read is sent again with the script's body; filters merged into one batch
+    (the same buckets read twice) get their own rows; a bucket whose index key holds
+    another type fails the reads of that field, and only those."""
+    import asyncio
+
+    backend = co.RedisBackend(redis_cluster_url, cluster=True, namespace=unique_namespace())
+    try:
+        Gadget = define(backend)
+        await Gadget.insert_many(
+            *(Gadget(id=i, group=i % 7, rating=i, tag=f"t{i % 3}") for i in range(200))
+        )
+        sevens = list(range(3, 200, 7))
+        client = backend.client
+
+        async def flush() -> None:  # every master forgets the scripts
+            assert await client.script_flush()  # redis-py sends it to every primary
+
+        await flush()
+        assert sorted(g.id for g in await Gadget.filter(group=3)) == sevens
+        await flush()
+        assert await Gadget.filter(group=3).count() == len(sevens)
+        await flush()
+        top = await Gadget.filter(rating__gte=50).order_by("-rating").limit(3)
+        assert [g.id for g in top] == [199, 198, 197]
+        both, again, n = await asyncio.gather(
+            Gadget.filter(group=3), Gadget.filter(group=3), Gadget.filter(group=4).count()
+        )
+        assert sorted(g.id for g in both) == sorted(g.id for g in again) == sevens
+        assert n == len(range(4, 200, 7))
+        spec = spec_of(Gadget._schema)
+        assert spec is not None
+        await client.set(f"{backend._prefix}{spec.bucket_name(5)}:n:group", b"not a zset")
+        with pytest.raises(co.BackendError, match="WRONGTYPE"):
+            await Gadget.filter(group=3)
+        with pytest.raises(co.BackendError, match="WRONGTYPE"):
+            await Gadget.filter(group=3).count()
+        assert await Gadget.filter(tag="t1").count() == len(range(1, 200, 3))
+    finally:
+        await backend.clear()
+        await backend.close()
