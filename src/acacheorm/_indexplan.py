@@ -112,7 +112,9 @@ class IndexSource:
         self.read = read
         self.text = text
         self.keys: list[str] | None = None
-        self.rows: dict[str, Any] = {}
+        # the rows read along with the index, in step with ``keys`` (`NOT_READ`: not read)
+        self.payloads: list[Any] = []
+        self.page: tuple[list[str], list[Any]] = ([], [])
 
     def listing(self) -> None:
         return None
@@ -123,24 +125,35 @@ class IndexSource:
             # (Redis, memory): a small selection costs one round trip.
             cmds = fan_out(self.spec, self.read._replace(rows=PAGE))
             results = (yield [(self.schema.backend, Batch(tuple(cmds)))])[0]
-            keys: dict[str, None] = {}
-            rows = self.rows
-            nr = NOT_READ
+            keys: list[str] = []
+            payloads: list[Any] = []
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-                keys.update(dict.fromkeys([item[0] for item in result]))
+                if not result:
+                    continue
                 # a backend adds the rows to every item of a read or to none (IndexRead)
-                if result and len(result[0]) == 3:
-                    rows.update({k: p for k, _, p in result if p is not nr})
-            self.keys = list(keys)
+                columns = list(zip(*result, strict=True))  # keys, values[, rows]
+                keys += columns[0]
+                payloads += columns[2] if len(columns) == 3 else [NOT_READ] * len(result)
+            if len(set(keys)) < len(keys):  # a row selected twice: its first place
+                first: dict[str, Any] = {}
+                for key, payload in zip(keys, payloads, strict=True):
+                    if first.get(key, NOT_READ) is NOT_READ:
+                        first[key] = payload
+                keys, payloads = list(first), list(first.values())
+            self.keys, self.payloads = keys, payloads
         page, self.keys = self.keys[:PAGE], self.keys[PAGE:]
+        self.page = (page, self.payloads[:PAGE])
+        del self.payloads[:PAGE]
         return page
 
     def prefetched(self, keys: list[str]) -> list[Any]:
-        """The rows read along with the index for these keys (`NOT_READ` for the others)."""
-        rows = self.rows
-        return [rows.pop(k, NOT_READ) for k in keys]
+        """The rows read along with the index for the page of keys just listed, ``keys``
+        (`NOT_READ` for the others)."""
+        page, payloads = self.page
+        assert keys is page, "prefetched() takes the page next_keys() gave last"
+        return payloads
 
     def describe(self) -> str:
         return (

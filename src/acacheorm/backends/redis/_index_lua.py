@@ -926,23 +926,27 @@ def read_args(cmd: IndexRead) -> list[Any]:
 
 def read_result(cmd: IndexRead, cut: int) -> Any:
     """The reply converter of an `IndexRead` (``cut``: the namespace length to strip)."""
+    if cmd.count_only:
+        return int
+    eq = cmd.op == "eq"
+    num = cmd.kind == "num" and cmd.op == "range"
+    with_rows = bool(cmd.rows)
+    decode = bytes.decode
 
     def convert(reply: Any) -> Any:
-        if cmd.count_only:
-            return int(reply)
         raw_keys, raw_values, rows = reply
         if cut:
             keys = [k.decode()[cut:] for k in raw_keys]
         else:
-            keys = [k.decode() for k in raw_keys]
+            keys = list(map(decode, raw_keys))
         values: Any
-        if cmd.op == "eq":
+        if eq:
             values = repeat(None, len(keys))
-        elif cmd.kind == "num" and cmd.op == "range":
+        elif num:
             values = [float(v) for v in raw_values]
         else:
             values = [lex_text(v) for v in raw_values]
-        if not cmd.rows:
+        if not with_rows:
             return list(zip(keys, values, strict=True))
         if len(rows) < len(keys):  # the keys beyond the first `rows`: their rows not read
             rows = [*rows, *[_NOT_READ] * (len(keys) - len(rows))]
