@@ -225,6 +225,9 @@ def ordered_plan(
     def before(a: Any, b: Any) -> bool:  # a comes strictly before b in the walk
         return bool(a > b) if desc else bool(a < b)
 
+    num = f.ordered == "num"
+    nr = NOT_READ
+
     while True:
         wanted = [
             (
@@ -241,12 +244,13 @@ def ordered_plan(
             for (b, cmd), result in zip(wanted, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
-                rows = []
-                for item in result:
-                    key, v = item[0], item[1]
-                    rows.append((key, float(v) if f.ordered == "num" else v))
-                    if len(item) == 3 and item[2] is not NOT_READ:
-                        payload_of[key] = item[2]
+                if num:
+                    rows = [(item[0], float(item[1])) for item in result]
+                else:
+                    rows = [(item[0], item[1]) for item in result]
+                # a backend adds the rows to every item of a read or to none (IndexRead)
+                if result and len(result[0]) == 3:
+                    payload_of.update([(item[0], item[2]) for item in result if item[2] is not nr])
                 fetched[b].extend(rows)
                 if len(rows) < (cmd.limit or 0):
                     exhausted[b] = True
@@ -254,15 +258,19 @@ def ordered_plan(
         bound: Any = None
         if open_ends:
             bound = max(open_ends) if desc else min(open_ends)
-        safe = sorted(
-            (
-                (v, key)
-                for b in range(n)
-                for key, v in fetched[b]
-                if key not in read_keys and (bound is None or before(v, bound))
-            ),
-            reverse=desc,
-        )
+        # (v, key) of the candidates not read yet that come before the bound (`before`,
+        # inlined: this looks at every candidate fetched)
+        if bound is None:
+            cands = [(v, key) for fb in fetched for key, v in fb if key not in read_keys]
+        elif desc:
+            cands = [
+                (v, key) for fb in fetched for key, v in fb if v > bound and key not in read_keys
+            ]
+        else:
+            cands = [
+                (v, key) for fb in fetched for key, v in fb if v < bound and key not in read_keys
+            ]
+        safe = sorted(cands, reverse=desc)
         if safe:
             if not others:  # every candidate matches: read just enough, plus the ties
                 missing = need - len(matched)
@@ -284,12 +292,15 @@ def ordered_plan(
             matched.sort(key=sort_key)
             del matched[need + PAGE :]
         if len(matched) >= need:
-            last = value_of(matched[need - 1]) if need else None
-            unread = any(
-                key not in read_keys and not before(last, v)
-                for b in range(n)
-                for key, v in fetched[b]
-            )
+            last: Any = value_of(matched[need - 1]) if need else None
+            unread = False  # a candidate not read yet that does not come after the last row
+            for fb in fetched:
+                for key, v in fb:
+                    if not (last > v if desc else last < v) and key not in read_keys:
+                        unread = True
+                        break
+                if unread:
+                    break
             if not unread and (bound is None or last is None or before(last, bound)):
                 break
         if bound is None and not any(
