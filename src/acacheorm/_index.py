@@ -390,8 +390,10 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
             suffixes = tags[n] = [tag_key("", text) for text in bucket_tags(tag, n)]
         return key + suffixes[crc32(key.encode()) % n if n > 1 else 0]
 
+    plain_keys = schema.keys
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
+    setattr(schema, "keys", lambda pks: list(map(tagged, plain_keys(pks))))  # noqa: B010
     # The fast decode compares a row's key with the key it was read from: the tagged one.
     schema._fast_build = compile_build(schema, by_key_of=True, retag=tagged)
 
