@@ -556,3 +556,53 @@ async def test_cluster_index_reads_after_a_script_flush_and_beside_a_broken_buck
     finally:
         await backend.clear()
         await backend.close()
+
+
+async def test_reads_skip_rows_past_their_ttl_in_buckets_with_and_without_expiring_rows(
+    redis_kind: Backend,
+) -> None:
+    """Equality, range, ordered and count reads see exactly the live rows: in buckets whose
+    rows never expire (the scripts skip the expiry lookups there) and in buckets holding
+    rows past their TTL that no sweep has reclaimed yet (many more than one read sweeps)."""
+    from tests.backends.test_conformance import eventually
+
+    Gadget = define(redis_kind)
+    await Gadget.insert_many(*(Gadget(id=i, group=i % 2, rating=i, tag="t") for i in range(60)))
+    expected_all = list(range(60))
+    assert sorted(g.id for g in await Gadget.filter(rating__gte=10)) == expected_all[10:]
+    assert [g.id for g in await Gadget.filter(rating__lt=40).order_by("-rating").limit(3)] == [
+        39,
+        38,
+        37,
+    ]
+    assert await Gadget.filter(group=1).count() == 30
+    assert await Gadget.filter(tag="t").count() == 60
+    await Gadget.insert_many(
+        *(Gadget(id=100 + i, group=i % 2, rating=100 + i, tag="t") for i in range(200)),
+        ttl=0.05,
+    )
+
+    async def expired() -> bool:  # asked of the rows alone: no index read sweeps meanwhile
+        return set(await Gadget.query_many(*range(100, 300))) == {None}
+
+    await eventually(expired)
+    assert await Gadget.filter(rating__gte=0).count() == 60
+    assert sorted(g.id for g in await Gadget.filter(rating__gte=10)) == expected_all[10:]
+    top = await Gadget.filter(rating__gte=0).order_by("-rating").limit(3)
+    assert [g.id for g in top] == [59, 58, 57]
+    assert sorted(g.id for g in await Gadget.filter(group=1)) == list(range(1, 60, 2))
+    assert await Gadget.filter(group=0).count() == 30
+    assert sorted(g.id for g in await Gadget.filter(tag="t")) == expected_all
+    assert await Gadget.filter(tag__startswith="t").count() == 60
+
+
+async def test_query_many_finds_the_rows_of_an_indexed_model(redis_kind: Backend) -> None:
+    """On Cluster a row key of an indexed model ends with its bucket's hash tag: reading
+    many rows by key computes those keys, as reading one does."""
+    Gadget = define(redis_kind)
+    await Gadget.insert_many(*(Gadget(id=i, group=i % 2) for i in range(20)))
+    got = await Gadget.query_many(*range(25))
+    assert [g.id if g is not None else None for g in got] == [*range(20), *[None] * 5]
+    assert [g.id for g in await Gadget.query_many(3)] == [3]
+    both = await co.query_many((Gadget, 4), (Gadget, 30))
+    assert [g.id if g is not None else None for g in both] == [4, None]
