@@ -550,9 +550,17 @@ READ_LUA = (
     + """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local timed = nil  -- whether any row of the bucket has an expiry
+-- the server's time in ms, asked only when an expiry is compared with it (`clock`): a
+-- bucket none of whose rows expires needs none
+local now = nil
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
+local timed = nil  -- whether any row of the bucket has an expiry (false: none has)
 -- A step of the sweep, so that entries of expired rows go without further writes too:
 -- the entries of at most 4 expired rows of the bucket are removed (reads never depend on
 -- it). A row whose keys cannot all be changed (a key of another type) is left alone; its
@@ -564,7 +572,8 @@ do
   local stale = {}
   if type(xn) == 'number' then
     if xn > 0 then
-      stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+      timed = true
+      stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', clock(), 'LIMIT', 0, 4)
     else
       timed = false
     end
@@ -632,9 +641,9 @@ if op == 'eq' then
     if route == 'e' then
       local k = b .. ':e:' .. field .. ':' .. v
       if count_only then
-        total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
+        total = total + redis.call('ZCOUNT', k, '(' .. clock(), '+inf')
       else
-        local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
+        local got = redis.call('ZRANGEBYSCORE', k, '(' .. clock(), '+inf')
         if #ks == 0 then
           ks = got
         else
@@ -658,7 +667,7 @@ if op == 'eq' then
         for s = 1, #got, 4000 do
           local e = math.min(s + 3999, #got)
           local exps = {}
-          if timed then exps = redis.call('ZMSCORE', b .. ':x', unpack(got, s, e)) end
+          if timed then exps = redis.call('ZMSCORE', b .. ':x', unpack(got, s, e)); clock() end
           for j = s, e do
             local x = exps[j - s + 1]
             if (not x) or tonumber(x) > now then
@@ -705,8 +714,13 @@ while left ~= 0 do
     cand[#cand + 1] = k
     cval[#cval + 1] = v
   end
-  -- the expiries of the page's rows in one call (false: no expiry)
-  local exps = redis.call('ZMSCORE', xkey, unpack(cand))
+  -- the expiries of the page's rows in one call (false: no expiry); none to ask for when
+  -- no row of the bucket expires
+  local exps = {}
+  if timed ~= false then
+    exps = redis.call('ZMSCORE', xkey, unpack(cand))
+    clock()
+  end
   for i = 1, #cand do
     local exp = exps[i]
     if (not exp) or tonumber(exp) > now then
