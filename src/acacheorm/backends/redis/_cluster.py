@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
 from ..base import read_less, unknown_outcome
-from ._wire import _NO_REPLY, _ArgsOf, _translate, _unavailable_types
+from ._wire import _NO_REPLY, PackedCalls, _ArgsOf, _translate, _unavailable_types
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -441,9 +441,12 @@ async def _at_once(
     known = _hiredis_reader()
     if pack is None or known is None:  # pragma: no cover - hiredis comes with the redis extra
         return [None] * len(groups), None
-    packed: list[list[bytes] | None] = [
-        [pack(tuple(commands[k])) for k in ks] for _, ks in groups.values()
-    ]
+    packed: list[list[bytes] | None]
+    if type(commands) is PackedCalls:  # packed already (a filter's reads of its buckets)
+        pre = commands.packed
+        packed = [[pre[k] for k in ks] for _, ks in groups.values()]
+    else:
+        packed = [[pack(tuple(commands[k])) for k in ks] for _, ks in groups.values()]
     if any(sum(map(len, data)) > _PART for data in packed if data is not None):
         return packed, None
     now = asyncio.get_running_loop().time()

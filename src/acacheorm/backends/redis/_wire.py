@@ -201,6 +201,26 @@ class _ArgsOf(Sequence[list[Any]]):
         return self._wires[i].args
 
 
+class PackedCalls(list[list[Any]]):
+    """Commands (argument lists) that come packed too: ``packed[k]`` is ``self[k]`` as
+    hiredis' ``pack_command`` packs it (`Planner.fan_out`)."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, calls: list[list[Any]], packed: list[bytes]) -> None:
+        super().__init__(calls)
+        self.packed = packed
+
+
+@functools.cache
+def _pack_command() -> Callable[[tuple[Any, ...]], bytes] | None:
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    return pack_command
+
+
 def args_of(wires: list[_Wire]) -> Sequence[list[Any]]:
     """The arguments of ``wires``: a list, or when one is built late, a sequence that
     reads each as it is reached."""
@@ -338,8 +358,8 @@ class Planner:
         self._index_write = client.register_script(_index_lua.WRITE_LUA)
         self._index_read = client.register_script(_index_lua.READ_LUA)
         self._last_read: tuple[tuple[Any, ...], list[Any], Callable[[Any], Any]] | None = None
-        #: per index bucket key (as sent): its bytes and hash slot, for `fan_out`
-        self._buckets: dict[str, tuple[bytes, int]] = {}
+        #: per index bucket key (as sent): its bytes, hash slot and packed form, for `fan_out`
+        self._buckets: dict[str, tuple[bytes, int, bytes]] = {}
 
     def plan(
         self,
@@ -434,12 +454,26 @@ class Planner:
                 if len(buckets) >= 4096:  # bounded: a few bucket keys per indexed model
                     buckets.clear()
                 key = _encode_key(cmd[0])
-                got = buckets[cmd[0]] = (key, key_slot(key))
+                packed_key = b"$%d\r\n%b\r\n" % (len(key), key)
+                got = buckets[cmd[0]] = (key, key_slot(key), packed_key)
             calls.append(["EVALSHA", sha, 1, got[0], *argv])
             slots.append(got[1])
         if len({c[3] for c in calls}) < len(calls):
             return None  # a bucket read twice (filters merged in one batch): `plan` does it
-        return calls, slots, conv
+        pack = _pack_command()
+        if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+            return calls, slots, conv
+        # Each call packed as hiredis packs it, from parts packed once: the array header and
+        # the digest, the bucket's key, the arguments after it (without their own header).
+        tail = pack(tuple(argv))
+        tail = tail[tail.index(b"\r\n") + 2 :]
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%b\r\n$1\r\n1\r\n" % (
+            4 + len(argv),
+            len(sha),
+            sha.encode(),
+        )
+        packed = [head + buckets[cmd[0]][2] + tail for cmd in commands]
+        return PackedCalls(calls, packed), slots, conv
 
     def wires_of(self, calls: list[list[Any]], conv: Callable[[Any], Any]) -> list[_Wire]:
         """The wire commands of the script calls of `fan_out`, one result slot each."""
