@@ -50,6 +50,7 @@ _PRIVATE = (
     ("redis.asyncio.cluster.ClusterNode", "acquire_connection"),
     ("redis.asyncio.cluster.ClusterNode", "release"),
     ("redis.asyncio.cluster.ClusterNode", "disconnect_if_needed"),
+    ("redis.asyncio.connection.AbstractConnection", "should_reconnect"),
     ("redis.asyncio.cluster.NodesManager", "get_node_from_slot"),
     ("redis.asyncio.cluster.NodesManager", "move_slot"),
     ("redis.asyncio.cluster.NodesManager", "set_nodes"),
@@ -452,62 +453,73 @@ async def _at_once(
     now = asyncio.get_running_loop().time()
     nodes = [node for node, _ in groups.values()]
     conns: list[Any] = []
-    for node in nodes:
-        conn: Any = node.acquire_connection()
-        conns.append(conn)
-        parser = conn._parser
-        if (
-            not conn.is_connected
-            or conn.should_reconnect()
-            or conn.socket_timeout
-            or (conn.health_check_interval and now > conn.next_health_check)
-            or type(parser) is not known[0]
-            or parser._reader is None
-        ):
-            for node_, conn_ in zip(nodes, conns, strict=False):
-                node_.release(conn_)
-            return packed, None
+    ready = True
+    try:
+        for node in nodes:
+            conn: Any = node.acquire_connection()
+            conns.append(conn)
+            parser = conn._parser
+            if (
+                not conn.is_connected
+                or conn.should_reconnect()
+                or conn.socket_timeout
+                or (conn.health_check_interval and now > conn.next_health_check)
+                or type(parser) is not known[0]
+                or parser._reader is None
+            ):
+                ready = False
+                break
+    except Exception:  # no connection to take (MaxConnectionsError): the node's own error
+        ready = False
+    if not ready:
+        for node, conn in zip(nodes, conns, strict=False):
+            node.release(conn)
+        return packed, None
     n = len(nodes)
     outcomes: list[Exception | None] = [None] * n
-    pending = [False] * n  # whose replies are still to come
+    # per node: 0 not written yet, 1 replies still to come, 2 done (read, or failed)
+    state = [0] * n
+    current = 0  # the node whose write or reads are under way
     scope = SCOPE.get()
     deadline = None if scope is None else scope.when()
     if scope is not None:
-        scope.reschedule(None)  # the reads below keep the deadline instead
+        scope.reschedule(None)  # the deadline below keeps it instead
     try:
-        for i, conn in enumerate(conns):  # a write never waits here (see above)
-            pending[i] = True  # an interrupted write may have gone out: closed if not read
-            try:
-                await conn.send_packed_command(packed[i], check_health=False)
-            except Exception as exc:
-                pending[i] = False
-                await conn.disconnect(nowait=True)  # as redis-py does
-                outcomes[i] = _node_failed(client, exc)
-            else:
-                _read_less(conn)
-        i = 0
         within = asyncio.timeout_at(deadline)
         try:
             async with within:
-                for i, (_, ks) in enumerate(groups.values()):
-                    if pending[i]:
-                        pending[i] = False  # closed by _read_node if interrupted
-                        outcomes[i] = await _read_node(client, conns[i], ks, replies, errors)
+                for current, conn in enumerate(conns):  # a write never waits (see above)
+                    state[current] = 1  # an interrupted write may have gone out
+                    try:
+                        await conn.send_packed_command(packed[current], check_health=False)
+                    except Exception as exc:
+                        state[current] = 2
+                        await conn.disconnect(nowait=True)  # as redis-py does
+                        outcomes[current] = _node_failed(client, exc)
+                    else:
+                        _read_less(conn)
+                for current, (_, ks) in enumerate(groups.values()):
+                    if state[current] == 1:
+                        state[current] = 2  # _read_node closes it if interrupted
+                        outcomes[current] = await _read_node(
+                            client, conns[current], ks, replies, errors
+                        )
         except TimeoutError:
             if not within.expired():
                 raise
-            outcomes[i] = TimeoutError()
             for j, (_, ks) in enumerate(groups.values()):
-                if pending[j]:  # the replies already received, without waiting
-                    pending[j] = False
+                if j == current or state[j] == 0:  # cut off, or never written
+                    outcomes[j] = TimeoutError()
+                elif state[j] == 1:  # the replies already received, without waiting
+                    state[j] = 2
                     try:
                         async with asyncio.timeout(0):
                             outcomes[j] = await _read_node(client, conns[j], ks, replies, errors)
                     except TimeoutError:
                         outcomes[j] = TimeoutError()
     finally:
-        for conn, still in zip(conns, pending, strict=True):
-            if still:  # interrupted before its replies were read
+        for conn, where in zip(conns, state, strict=True):
+            if where == 1:  # interrupted before its replies were read
                 await conn.disconnect(nowait=True)
         for node, conn in zip(nodes, conns, strict=True):
             node.release(conn)
