@@ -238,7 +238,11 @@ async def cluster_round_trip(
     again and packs in Python): 1,000 GETs over 1,000 slots took 15-24 ms with it, 4 ms
     here, and ~2 ms of CPU (a whole ``execute``) since replies already received are taken
     from the reader without a read each. Each node gets all of its commands in one write
-    on one pooled connection, and its replies are read in order.
+    on one pooled connection, and its replies are read in order. A small batch (every
+    node's request at most `_PART` bytes, every node with a pooled connection ready) takes
+    no task per node: its requests are all written first, then each node's replies read in
+    turn (`_at_once`); any other takes a task per node (`_per_node`). Both keep the
+    failures below per node.
 
     A command answered MOVED or ASK did not run: those, and only those, are sent again,
     in batch order, to where the reply points (after MOVED the slot map learns the new
