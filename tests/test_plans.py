@@ -554,3 +554,52 @@ async def test_update_of_one_row_retries_lost_races_then_gives_up(
     assert await Counter.update(id=9, hits=1) is None
     with pytest.raises(Counter.DoesNotExist):
         await Counter.set_by_id(9, {"hits": 1})
+
+
+class Indexed(co.Model):
+    id = co.IntegerField(primary_key=True)
+    group = co.IntegerField(index=True)
+
+    class Meta:
+        backend = BACKEND
+        serializer = "json"
+
+
+def test_an_index_source_pages_its_keys_with_the_rows_read_along() -> None:
+    """The keys an index read lists, in bucket order, a key listed twice in its first place
+    (with the first row read for it), in pages of 500, each page with the rows the backend
+    read along (`NOT_READ` where it read none, as for items without a row)."""
+    from acacheorm._commands import NOT_READ
+    from acacheorm._index import spec_of
+    from acacheorm._indexplan import PAGE, IndexSource, read_for
+    from acacheorm._lookups import parse_lookup
+
+    spec = spec_of(Indexed._schema)
+    assert spec is not None
+    got = read_for(spec, parse_lookup(Indexed, "group__in", [1, 2]))
+    assert got is not None
+
+    def pages(result: list[Any]) -> list[tuple[list[str], list[Any]]]:
+        source = IndexSource(Indexed._schema, spec, got[0], got[2])
+
+        def plan() -> Any:
+            out = []
+            while keys := (yield from source.next_keys(None)):
+                out.append((keys, source.prefetched(keys)))
+            return out
+
+        return drive(plan(), [[result]]).value  # type: ignore[no-any-return]
+
+    listed = [("a", None, b"1"), ("b", None, NOT_READ), ("a", None, b"2"), ("c", None, None)]
+    assert pages(listed) == [(["a", "b", "c"], [b"1", NOT_READ, None])]
+    late = [("a", None, NOT_READ), ("b", None, b"2"), ("a", None, b"1")]
+    assert pages(late) == [(["a", "b"], [b"1", b"2"])]
+    assert pages([("a", None), ("b", None)]) == [(["a", "b"], [NOT_READ, NOT_READ])]
+    assert pages([]) == []
+    many = [(f"k{i}", None, b"%d" % i if i < 600 else NOT_READ) for i in range(1200)]
+    got_pages = pages(many)
+    assert [len(keys) for keys, _ in got_pages] == [PAGE, PAGE, 200]
+    for keys, payloads in got_pages:
+        for key, payload in zip(keys, payloads, strict=True):
+            i = int(key[1:])
+            assert payload == (b"%d" % i if i < 600 else NOT_READ)

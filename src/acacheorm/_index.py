@@ -168,6 +168,7 @@ class IndexSpec:
         #: The key of a row where keys carry no bucket tag (``schema.key_of`` without the
         #: check whether they do: set with the tagged ``key_of``).
         self.untagged_key_of = schema.key_of
+        self._names: dict[int, tuple[str, ...]] = {}  # bucket names, by bucket count
 
     def buckets(self) -> int:
         n = self.schema.backend.capabilities.index_buckets
@@ -178,7 +179,16 @@ class IndexSpec:
 
     def bucket_name(self, b: int) -> str:
         """The name every key of bucket ``b`` derives from (its hash tag included)."""
-        return bucket_name(self.base, bucket_tags(self.tag, self.buckets())[b])
+        return self.bucket_names()[b]
+
+    def bucket_names(self) -> tuple[str, ...]:
+        """`bucket_name` of every bucket, in bucket order (worked out once per count)."""
+        n = self.buckets()
+        names = self._names.get(n)
+        if names is None:
+            names = tuple(bucket_name(self.base, t) for t in bucket_tags(self.tag, n))
+            self._names[n] = names
+        return names
 
     def tagged(self) -> bool:
         """Whether row keys carry their bucket's hash tag (Redis Cluster)."""
@@ -388,9 +398,11 @@ def _install_bucketed_keys(schema: Schema, spec: IndexSpec) -> None:
             suffixes = tags[n] = [tag_key("", text) for text in bucket_tags(tag, n)]
         return key + suffixes[crc32(key.encode()) % n if n > 1 else 0]
 
+    plain_keys = schema.keys
     setattr(schema, "key", lambda pk: tagged(plain_key(pk)))  # noqa: B010
     setattr(schema, "key_of", lambda obj: tagged(plain_key_of(obj)))  # noqa: B010
     spec.untagged_key_of = plain_key_of
+    setattr(schema, "keys", lambda pks: list(map(tagged, plain_keys(pks))))  # noqa: B010
     # The fast decode compares a row's key with the key it was read from: the tagged one.
     schema._fast_build = compile_build(schema, by_key_of=True, retag=tagged)
 

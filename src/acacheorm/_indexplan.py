@@ -99,7 +99,8 @@ def best_read(spec: IndexSpec, where: And) -> tuple[IndexRead, bool, str] | None
 def fan_out(spec: IndexSpec, read: IndexRead) -> list[IndexRead]:
     """One copy of ``read`` per bucket (one round trip per node on a cluster)."""
     rest = tuple(read)[1:]  # every field but the key (faster than _replace per bucket)
-    return [IndexRead(spec.bucket_name(b), *rest) for b in range(spec.buckets())]
+    new = tuple.__new__  # IndexRead without its constructor's call
+    return [new(IndexRead, (name, *rest)) for name in spec.bucket_names()]
 
 
 class IndexSource:
@@ -111,7 +112,9 @@ class IndexSource:
         self.read = read
         self.text = text
         self.keys: list[str] | None = None
-        self.rows: dict[str, Any] = {}
+        # the rows read along with the index, in step with ``keys`` (`NOT_READ`: not read)
+        self.payloads: list[Any] = []
+        self.page: tuple[list[str], list[Any]] = ([], [])
 
     def listing(self) -> None:
         return None
@@ -122,24 +125,35 @@ class IndexSource:
             # (Redis, memory): a small selection costs one round trip.
             cmds = fan_out(self.spec, self.read._replace(rows=PAGE))
             results = (yield [(self.schema.backend, Batch(tuple(cmds)))])[0]
-            keys: dict[str, None] = {}
-            rows = self.rows
-            nr = NOT_READ
+            keys: list[str] = []
+            payloads: list[Any] = []
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-                keys.update(dict.fromkeys([item[0] for item in result]))
+                if not result:
+                    continue
                 # a backend adds the rows to every item of a read or to none (IndexRead)
-                if result and len(result[0]) == 3:
-                    rows.update({k: p for k, _, p in result if p is not nr})
-            self.keys = list(keys)
+                columns = list(zip(*result, strict=True))  # keys, values[, rows]
+                keys += columns[0]
+                payloads += columns[2] if len(columns) == 3 else [NOT_READ] * len(result)
+            if len(set(keys)) < len(keys):  # a row selected twice: its first place
+                first: dict[str, Any] = {}
+                for key, payload in zip(keys, payloads, strict=True):
+                    if first.get(key, NOT_READ) is NOT_READ:
+                        first[key] = payload
+                keys, payloads = list(first), list(first.values())
+            self.keys, self.payloads = keys, payloads
         page, self.keys = self.keys[:PAGE], self.keys[PAGE:]
+        self.page = (page, self.payloads[:PAGE])
+        del self.payloads[:PAGE]
         return page
 
     def prefetched(self, keys: list[str]) -> list[Any]:
-        """The rows read along with the index for these keys (`NOT_READ` for the others)."""
-        rows = self.rows
-        return [rows.pop(k, NOT_READ) for k in keys]
+        """The rows read along with the index for the page of keys just listed, ``keys``
+        (`NOT_READ` for the others)."""
+        page, payloads = self.page
+        assert keys is page, "prefetched() takes the page next_keys() gave last"
+        return payloads
 
     def describe(self) -> str:
         return (
@@ -211,6 +225,9 @@ def ordered_plan(
     def before(a: Any, b: Any) -> bool:  # a comes strictly before b in the walk
         return bool(a > b) if desc else bool(a < b)
 
+    num = f.ordered == "num"
+    nr = NOT_READ
+
     while True:
         wanted = [
             (
@@ -227,12 +244,13 @@ def ordered_plan(
             for (b, cmd), result in zip(wanted, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
-                rows = []
-                for item in result:
-                    key, v = item[0], item[1]
-                    rows.append((key, float(v) if f.ordered == "num" else v))
-                    if len(item) == 3 and item[2] is not NOT_READ:
-                        payload_of[key] = item[2]
+                if num:
+                    rows = [(item[0], float(item[1])) for item in result]
+                else:
+                    rows = [(item[0], item[1]) for item in result]
+                # a backend adds the rows to every item of a read or to none (IndexRead)
+                if result and len(result[0]) == 3:
+                    payload_of.update([(item[0], item[2]) for item in result if item[2] is not nr])
                 fetched[b].extend(rows)
                 if len(rows) < (cmd.limit or 0):
                     exhausted[b] = True
@@ -240,15 +258,19 @@ def ordered_plan(
         bound: Any = None
         if open_ends:
             bound = max(open_ends) if desc else min(open_ends)
-        safe = sorted(
-            (
-                (v, key)
-                for b in range(n)
-                for key, v in fetched[b]
-                if key not in read_keys and (bound is None or before(v, bound))
-            ),
-            reverse=desc,
-        )
+        # (v, key) of the candidates not read yet that come before the bound (`before`,
+        # inlined: this looks at every candidate fetched)
+        if bound is None:
+            cands = [(v, key) for fb in fetched for key, v in fb if key not in read_keys]
+        elif desc:
+            cands = [
+                (v, key) for fb in fetched for key, v in fb if v > bound and key not in read_keys
+            ]
+        else:
+            cands = [
+                (v, key) for fb in fetched for key, v in fb if v < bound and key not in read_keys
+            ]
+        safe = sorted(cands, reverse=desc)
         if safe:
             if not others:  # every candidate matches: read just enough, plus the ties
                 missing = need - len(matched)
@@ -270,12 +292,15 @@ def ordered_plan(
             matched.sort(key=sort_key)
             del matched[need + PAGE :]
         if len(matched) >= need:
-            last = value_of(matched[need - 1]) if need else None
-            unread = any(
-                key not in read_keys and not before(last, v)
-                for b in range(n)
-                for key, v in fetched[b]
-            )
+            last: Any = value_of(matched[need - 1]) if need else None
+            unread = False  # a candidate not read yet that does not come after the last row
+            for fb in fetched:
+                for key, v in fb:
+                    if not (last > v if desc else last < v) and key not in read_keys:
+                        unread = True
+                        break
+                if unread:
+                    break
             if not unread and (bound is None or last is None or before(last, bound)):
                 break
         if bound is None and not any(

@@ -1505,6 +1505,94 @@ async def test_cluster_batch_on_a_frozen_node_times_out_and_recovers(
         await backend.clear()
 
 
+async def test_cluster_small_batches_reach_every_node_without_a_task_per_node(
+    rc: RedisBackend, wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small batch over several masters (gathered reads, a filter's reads of its
+    buckets) writes every node's request at once, then reads each node's replies in
+    turn, in the caller's own task; a request too large to be written without waiting
+    takes a task per node."""
+    from acacheorm.backends.redis import _cluster
+
+    keys = await keys_on_every_master(rc, per_node=4)
+    values = {k: f"value of {k}".encode() for k in keys}
+    await rc.set_many(values)
+    assert await rc.get_many(*keys) == [values[k] for k in keys]  # pooled connections
+    per_node = _cluster._per_node
+    used = 0
+
+    async def counted(calls: Any) -> Any:
+        nonlocal used
+        used += 1
+        return await per_node(calls)
+
+    monkeypatch.setattr(_cluster, "_per_node", counted)
+    with wire.record():
+        assert await rc.get_many(*keys) == [values[k] for k in keys]
+    assert used == 0
+    assert [what for what, _ in wire.events[:3]] == ["send"] * 3 and len(set(wire.sends)) == 3
+
+    class Item(co.Model):
+        id = co.IntegerField(primary_key=True)
+        group = co.IntegerField(index=True)
+        Meta = type("Meta", (), {"backend": rc, "serializer": "msgpack"})
+
+    await Item.insert_many(*(Item(id=i, group=i % 5) for i in range(100)))
+    await Item.filter(group=1)  # the scripts are loaded (no NOSCRIPT round below)
+    used = 0
+    assert sorted(i.id for i in await Item.filter(group=2)) == list(range(2, 100, 5))
+    assert await Item.filter(group=3).count() == 20
+    assert used == 0
+    big = {k: b"x" * 70_000 for k in keys}  # each node's request is over 64 KiB
+    await rc.set_many(big)
+    assert used == 1
+    assert await rc.get_many(*keys) == [big[k] for k in keys]
+
+
+async def test_cluster_batch_keeps_the_replies_of_the_nodes_that_answered(
+    redis_cluster: servers.RedisCluster | str, redis_cluster_url: str
+) -> None:
+    """A frozen master fails only its own commands of a batch at the deadline, whether its
+    replies are read before or after the other masters'."""
+    if isinstance(redis_cluster, str):
+        pytest.skip("freezes a node: only on the suite's own cluster")
+    backend = RedisBackend(
+        redis_cluster_url, cluster=True, namespace=unique_namespace("f"), timeout=0.5
+    )
+    async with backend:
+        keys = await keys_on_every_master(backend, per_node=2)
+        values = {k: f"value of {k}".encode() for k in keys}
+        await backend.set_many(values)
+        client = backend.client
+        assert isinstance(client, RedisCluster)
+        owner = client.get_node_from_key(raw(backend, keys[0]))
+        assert owner is not None
+        frozen = next(n for n in redis_cluster.nodes if n.port == owner.port)
+        on_frozen = [client.get_node_from_key(raw(backend, k)) == owner for k in keys]
+        assert frozen.proc is not None
+        await backend.get_many(*keys)  # every node has a pooled connection
+        servers.freeze(frozen.proc)  # well within cluster-node-timeout (2 s)
+        try:
+            for order in (keys, keys[::-1]):  # the frozen node read first, then last
+                results = await backend.execute(Batch(tuple(Get(k) for k in order)))
+                for k, result in zip(order, results, strict=True):
+                    if on_frozen[keys.index(k)]:
+                        assert isinstance(result, co.BackendUnavailable)
+                    else:
+                        assert result == values[k]
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+
+        async def recovered() -> bool:
+            try:
+                return await backend.get_many(*keys) == [values[k] for k in keys]
+            except co.BackendUnavailable:
+                return False
+
+        await eventually(recovered)
+        await backend.clear()
+
+
 async def test_cluster_batches_beyond_max_connections_wait_for_a_connection(
     redis_cluster_url: str,
 ) -> None:

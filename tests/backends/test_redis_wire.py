@@ -88,3 +88,36 @@ def test_assemble_fills_slots_and_spreads_an_error(planner: Planner) -> None:
     assert isinstance(results[0], BackendError) and results[0] is results[1]
     assert "redis MGET: WRONGTYPE" in str(results[0])
     assert results[2:] == [MISSING, True]
+
+
+def test_a_filters_reads_of_its_buckets_are_planned_as_plan_plans_each(planner: Planner) -> None:
+    """`Planner.fan_out` gives each bucket read the script call `plan` gives it, packed as
+    hiredis packs it, with its hash slot; batches that are not one read per bucket (another
+    command, other arguments, a bucket twice) are left to `plan`."""
+    from hiredis import pack_command
+
+    from acacheorm._commands import IndexRead
+    from acacheorm.backends.redis._wire import PackedCalls, key_slot
+
+    reads = [
+        IndexRead("", "eq", "group", ("i7", "s\u00e9x"), "num", rows=500),
+        IndexRead("", "range", "rating", (), "num", 1.5, None, True, False, True, 3, 20, rows=20),
+        IndexRead("", "prefix", "name", ("ab\x00",), "lex"),
+        IndexRead("", "eq", "tag", ("sa",), "eq", count_only=True, limit=7),
+    ]
+    for read in reads:
+        cmds = tuple(read._replace(key=f"~ix:m:{{m.{b}}}\u00e9") for b in range(16))
+        got = planner.fan_out(cmds)
+        assert got is not None
+        calls, slots, conv = got
+        wires = planner.plan(cmds, range(len(cmds)), frozenset())
+        assert calls == [w.args for w in wires]
+        assert isinstance(calls, PackedCalls)
+        assert calls.packed == [pack_command(tuple(args)) for args in calls]
+        assert slots == [key_slot(args[3]) for args in calls]
+        assert conv is wires[0].conv
+        other = read._replace(key="x", field="other")
+        assert planner.fan_out((*cmds, other)) is None
+        assert planner.fan_out((*cmds, cmds[3])) is None
+        assert planner.fan_out((*cmds, Get("x"))) is None
+    assert planner.fan_out((Get("x"), reads[0])) is None

@@ -64,10 +64,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..._commands import Batch, Capabilities, Command, Get
+from ..._commands import Batch, Capabilities, Command, Get, IndexRead
 from ..._exceptions import (
     AtomicityError,
     BackendError,
@@ -490,6 +490,13 @@ class RedisBackend(Backend):
         straight to the nodes owning them, one request per node, concurrently.
         """
         replies = await self._round_trip(args_of(wires), transaction, slots)
+        return await self._no_script_again(wires, replies, slots)
+
+    async def _no_script_again(
+        self, wires: list[_Wire], replies: list[Any], slots: list[int] | None
+    ) -> list[Any]:
+        """``replies`` to ``wires`` (see `_send`), with the script calls answered
+        ``NOSCRIPT`` sent again with the script's body."""
         from redis.exceptions import NoScriptError
 
         # The server lost its script cache: those calls did nothing, send them with the body.
@@ -583,6 +590,10 @@ class RedisBackend(Backend):
             results = await self._cluster_lone(client, commands[0])
             if results is not None:
                 return results
+        if not atomic and type(commands[0]) is IndexRead:
+            fanned = self._planner.fan_out(commands)
+            if fanned is not None:
+                return await self._cluster_fan_out(client, commands, *fanned)
         if atomic:
             slots = {key_slot(_encode_key(c.key)) for c in commands}
             if len(slots) > 1:
@@ -630,6 +641,29 @@ class RedisBackend(Backend):
             wires, replies = await self._split_refused(
                 commands, by_slot, wires, wire_slots, replies
             )
+        return assemble(len(commands), wires, replies, self.timeout)
+
+    async def _cluster_fan_out(
+        self,
+        client: RedisCluster,
+        commands: tuple[Command, ...],
+        calls: list[list[Any]],
+        slots: list[int],
+        conv: Callable[[Any], Any],
+    ) -> list[Any]:
+        """A filter's reads of its buckets (`Planner.fan_out`): one script call per bucket,
+        grouped into one round trip per node, each reply converted by ``conv``. An error
+        reply sends the replies to the general assembly (``NOSCRIPT``: sent again)."""
+        replies = await _cluster.cluster_round_trip(client, calls, slots)
+        results: list[Any] = []
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                break
+            results.append(conv(reply))
+        else:
+            return results
+        wires = self._planner.wires_of(calls, conv)
+        replies = await self._no_script_again(wires, replies, slots)
         return assemble(len(commands), wires, replies, self.timeout)
 
     async def _cluster_gets(

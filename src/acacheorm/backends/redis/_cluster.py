@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._exceptions import BackendError
 from ..base import read_less, unknown_outcome
-from ._wire import _NO_REPLY, _ArgsOf, _translate, _unavailable_types
+from ._wire import _NO_REPLY, PackedCalls, _ArgsOf, _translate, _unavailable_types
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,6 +50,7 @@ _PRIVATE = (
     ("redis.asyncio.cluster.ClusterNode", "acquire_connection"),
     ("redis.asyncio.cluster.ClusterNode", "release"),
     ("redis.asyncio.cluster.ClusterNode", "disconnect_if_needed"),
+    ("redis.asyncio.connection.AbstractConnection", "should_reconnect"),
     ("redis.asyncio.cluster.NodesManager", "get_node_from_slot"),
     ("redis.asyncio.cluster.NodesManager", "move_slot"),
     ("redis.asyncio.cluster.NodesManager", "set_nodes"),
@@ -237,7 +238,11 @@ async def cluster_round_trip(
     again and packs in Python): 1,000 GETs over 1,000 slots took 15-24 ms with it, 4 ms
     here, and ~2 ms of CPU (a whole ``execute``) since replies already received are taken
     from the reader without a read each. Each node gets all of its commands in one write
-    on one pooled connection, and its replies are read in order.
+    on one pooled connection, and its replies are read in order. A small batch (every
+    node's request at most `_PART` bytes, every node with a pooled connection ready) takes
+    no task per node: its requests are all written first, then each node's replies read in
+    turn (`_at_once`); any other takes a task per node (`_per_node`). Both keep the
+    failures below per node.
 
     A command answered MOVED or ASK did not run: those, and only those, are sent again,
     in batch order, to where the reply points (after MOVED the slot map learns the new
@@ -274,14 +279,21 @@ async def cluster_round_trip(
     unavailable = _unavailable_types()
     failed = 0  # positions that hold a node's failure
     for round_ in range(_REDIRECTS):
-        calls = [
-            _node_round_trip(client, node, commands, ks, replies, errors, asking)
-            for node, ks in groups.values()
-        ]
-        if round_ == 0 and len(calls) == 1:
-            await calls[0]  # one node: its failure is the whole batch's
-        else:
-            outcomes = await _per_node(calls)
+        outcomes: list[Exception | None] | None = None
+        packed: list[list[bytes] | None] = [None] * len(groups)
+        if round_ == 0 and len(groups) > 1 and type(commands) is not _ArgsOf:
+            # the common case: several nodes, nothing to redirect, every request small
+            packed, outcomes = await _at_once(client, groups, commands, replies, errors)
+        if outcomes is None:
+            calls = [
+                _node_round_trip(client, node, commands, ks, replies, errors, asking, data)
+                for (node, ks), data in zip(groups.values(), packed, strict=True)
+            ]
+            if round_ == 0 and len(calls) == 1:
+                await calls[0]  # one node: its failure is the whole batch's
+            else:
+                outcomes = await _per_node(calls)
+        if outcomes is not None:
             for (_, ks), failure in zip(groups.values(), outcomes, strict=True):
                 if failure is None:
                     continue
@@ -406,6 +418,165 @@ async def _per_node(calls: list[Coroutine[Any, Any, None]]) -> list[Exception | 
     return outcomes
 
 
+async def _at_once(
+    client: RedisCluster,
+    groups: dict[str, tuple[ClusterNode, list[int]]],
+    commands: Sequence[list[Any]],
+    replies: list[Any],
+    errors: list[int],
+) -> tuple[list[list[bytes] | None], list[Exception | None] | None]:
+    """Each node's commands packed, and `_per_node`'s outcomes of sending them to every
+    node without a task per node: every request written at once, then each node's replies
+    read in turn (the replies of a later node wait in its connection's buffer meanwhile).
+    A task per node, their wait and the loop iterations they take cost more than the rest
+    of the round trip of a small batch (a filter's reads of its 16 buckets).
+
+    The outcomes are None (nothing sent: `_node_round_trip` sends the packed requests)
+    unless every node has a pooled connection that is connected, has no reconnect, health
+    check or socket timeout due and reads with hiredis, and a request of at most `_PART`
+    bytes (its write never waits: a stalled node cannot hold up the others' writes).
+
+    As with `_per_node`, a node's connection error fails only that node's commands, and
+    the batch's deadline bounds the reads: at the deadline the node being read fails with
+    `TimeoutError`, and each later node keeps the replies it had sent by then (taken
+    without waiting) or fails alike. A connection that still has replies to come when the
+    reads stop (cancellation, a bug) is closed, never back in the pool so.
+    """
+    pack = _packer()
+    known = _hiredis_reader()
+    if pack is None or known is None:  # pragma: no cover - hiredis comes with the redis extra
+        return [None] * len(groups), None
+    packed: list[list[bytes] | None]
+    if type(commands) is PackedCalls:  # packed already (a filter's reads of its buckets)
+        pre = commands.packed
+        packed = [[pre[k] for k in ks] for _, ks in groups.values()]
+    else:
+        packed = [[pack(tuple(commands[k])) for k in ks] for _, ks in groups.values()]
+    if any(sum(map(len, data)) > _PART for data in packed if data is not None):
+        return packed, None
+    now = asyncio.get_running_loop().time()
+    nodes = [node for node, _ in groups.values()]
+    conns: list[Any] = []
+    ready = True
+    try:
+        for node in nodes:
+            conn: Any = node.acquire_connection()
+            conns.append(conn)
+            parser = conn._parser
+            if (
+                not conn.is_connected
+                or conn.should_reconnect()
+                or conn.socket_timeout
+                or (conn.health_check_interval and now > conn.next_health_check)
+                or type(parser) is not known[0]
+                or parser._reader is None
+            ):
+                ready = False
+                break
+    except Exception:  # no connection to take (MaxConnectionsError): the node's own error
+        ready = False
+    if not ready:
+        for node, conn in zip(nodes, conns, strict=False):
+            node.release(conn)
+        return packed, None
+    n = len(nodes)
+    outcomes: list[Exception | None] = [None] * n
+    # per node: 0 not written yet, 1 replies still to come, 2 done (read, or failed)
+    state = [0] * n
+    current = 0  # the node whose write or reads are under way
+    scope = SCOPE.get()
+    deadline = None if scope is None else scope.when()
+    if scope is not None:
+        scope.reschedule(None)  # the deadline below keeps it instead
+    try:
+        within = asyncio.timeout_at(deadline)
+        try:
+            async with within:
+                for current, conn in enumerate(conns):  # a write never waits (see above)
+                    state[current] = 1  # an interrupted write may have gone out
+                    try:
+                        await conn.send_packed_command(packed[current], check_health=False)
+                    except Exception as exc:
+                        state[current] = 2
+                        await conn.disconnect(nowait=True)  # as redis-py does
+                        outcomes[current] = _node_failed(client, exc)
+                    else:
+                        _read_less(conn)
+                for current, (_, ks) in enumerate(groups.values()):
+                    if state[current] == 1:
+                        state[current] = 2  # _read_node closes it if interrupted
+                        outcomes[current] = await _read_node(
+                            client, conns[current], ks, replies, errors
+                        )
+        except TimeoutError:
+            if not within.expired():
+                raise
+            for j, (_, ks) in enumerate(groups.values()):
+                if j == current or state[j] == 0:  # cut off, or never written
+                    outcomes[j] = TimeoutError()
+                elif state[j] == 1:  # the replies already received, without waiting
+                    state[j] = 2
+                    try:
+                        async with asyncio.timeout(0):
+                            outcomes[j] = await _read_node(client, conns[j], ks, replies, errors)
+                    except TimeoutError:
+                        outcomes[j] = TimeoutError()
+    finally:
+        for conn, where in zip(conns, state, strict=True):
+            if where == 1:  # interrupted before its replies were read
+                await conn.disconnect(nowait=True)
+        for node, conn in zip(nodes, conns, strict=True):
+            node.release(conn)
+        if scope is not None:  # after the reads: it must not fail the nodes that answered
+            scope.reschedule(deadline)
+    return packed, outcomes
+
+
+def _node_failed(client: RedisCluster, exc: Exception) -> Exception:
+    """``exc``, a node's failure, after learning the slot map again when it says the
+    node is unavailable (as `_node_round_trip` does); raised when it is not a driver or
+    network error (a bug)."""
+    if isinstance(exc, _unavailable_types()):
+        relearn_slots(client)
+    if _translate(exc, None) is None:
+        raise exc
+    return exc
+
+
+async def _read_node(
+    client: RedisCluster, conn: Any, positions: list[int], replies: list[Any], errors: list[int]
+) -> Exception | None:
+    """Read the replies of ``positions`` from ``conn`` (hiredis, see `_at_once`) into
+    ``replies`` as `_node_round_trip` does; the node's failure (a connection error), or
+    None. Whatever interrupts the reads closes the connection."""
+    gets = conn._parser._reader.gets
+    plain = _PLAIN
+    unread = len(positions)
+    try:
+        for k in positions:
+            reply = gets()
+            kind = type(reply)
+            if kind not in plain and (
+                kind is not list or (reply and isinstance(reply[0], BaseException))
+            ):
+                reply = await _settle(conn, reply, gets)
+                if isinstance(reply, Exception):  # an error reply (a ResponseError)
+                    errors.append(k)
+            replies[k] = reply
+            unread -= 1
+        if conn.health_check_interval:  # as read_response does after each reply
+            conn.next_health_check = asyncio.get_running_loop().time() + (
+                conn.health_check_interval
+            )
+    except BaseException as exc:
+        if unread:
+            await conn.disconnect(nowait=True)
+        if isinstance(exc, Exception):
+            return _node_failed(client, exc)
+        raise
+    return None
+
+
 async def _node_round_trip(
     client: RedisCluster,
     node: ClusterNode,
@@ -414,10 +585,12 @@ async def _node_round_trip(
     replies: list[Any],
     errors: list[int],
     asking: AbstractSet[int],
+    packed: list[bytes] | None = None,
 ) -> None:
     """Send ``commands[k] for k in positions`` to ``node`` in one write (``ASKING`` first
-    for those in ``asking``); read the replies into ``replies[k]`` in order (an error
-    reply as the exception, its ``k`` added to ``errors``).
+    for those in ``asking``; ``packed``: those commands already packed, none asking);
+    read the replies into ``replies[k]`` in order (an error reply as the exception, its
+    ``k`` added to ``errors``).
 
     Replies already received are taken from the connection's hiredis reader without a
     coroutine each (see `_buffered`); the connection is read from only when none is.
@@ -432,7 +605,10 @@ async def _node_round_trip(
     try:
         await node.disconnect_if_needed(conn)  # marked after a topology change
         wanted: Iterable[Sequence[Any]]
-        if asking:
+        if packed is not None:
+            unread = len(positions)
+            await conn.send_packed_command(packed)
+        elif asking:
             wanted = [
                 args
                 for k in positions
@@ -443,7 +619,8 @@ async def _node_round_trip(
             # read as sent: arguments built late are built then (`_send_all`)
             wanted = (commands[k] for k in positions)
             unread = len(positions)
-        await _send_all(conn, wanted, type(commands) is _ArgsOf)
+        if packed is None:
+            await _send_all(conn, wanted, type(commands) is _ArgsOf)
         _read_less(conn)
         gets = _buffered(conn)
         plain = _PLAIN

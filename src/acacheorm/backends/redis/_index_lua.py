@@ -642,9 +642,17 @@ READ_LUA = (
     + """\
 local b, op, field, count_only = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local cap = tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local timed = nil  -- whether any row of the bucket has an expiry
+-- the server's time in ms, asked only when an expiry is compared with it (`clock`): a
+-- bucket none of whose rows expires needs none
+local now = nil
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
+local timed = nil  -- whether any row of the bucket has an expiry (false: none has)
 -- A step of the sweep, so that entries of expired rows go without further writes too:
 -- the entries of at most 4 expired rows of the bucket are removed (reads never depend on
 -- it). A row whose keys cannot all be changed (a key of another type) is left alone; its
@@ -656,7 +664,8 @@ do
   local stale = {}
   if type(xn) == 'number' then
     if xn > 0 then
-      stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', now, 'LIMIT', 0, 4)
+      timed = true
+      stale = redis.pcall('ZRANGEBYSCORE', xkey, '-inf', clock(), 'LIMIT', 0, 4)
     else
       timed = false
     end
@@ -724,9 +733,9 @@ if op == 'eq' then
     if route == 'e' then
       local k = b .. ':e:' .. field .. ':' .. v
       if count_only then
-        total = total + redis.call('ZCOUNT', k, '(' .. now, '+inf')
+        total = total + redis.call('ZCOUNT', k, '(' .. clock(), '+inf')
       else
-        local got = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')
+        local got = redis.call('ZRANGEBYSCORE', k, '(' .. clock(), '+inf')
         if #ks == 0 then
           ks = got
         else
@@ -750,7 +759,7 @@ if op == 'eq' then
         for s = 1, #got, 4000 do
           local e = math.min(s + 3999, #got)
           local exps = {}
-          if timed then exps = redis.call('ZMSCORE', b .. ':x', unpack(got, s, e)) end
+          if timed then exps = redis.call('ZMSCORE', b .. ':x', unpack(got, s, e)); clock() end
           for j = s, e do
             local x = exps[j - s + 1]
             if (not x) or tonumber(x) > now then
@@ -797,8 +806,13 @@ while left ~= 0 do
     cand[#cand + 1] = k
     cval[#cval + 1] = v
   end
-  -- the expiries of the page's rows in one call (false: no expiry)
-  local exps = redis.call('ZMSCORE', xkey, unpack(cand))
+  -- the expiries of the page's rows in one call (false: no expiry); none to ask for when
+  -- no row of the bucket expires
+  local exps = {}
+  if timed ~= false then
+    exps = redis.call('ZMSCORE', xkey, unpack(cand))
+    clock()
+  end
   for i = 1, #cand do
     local exp = exps[i]
     if (not exp) or tonumber(exp) > now then
@@ -1087,23 +1101,27 @@ def read_args(cmd: IndexRead) -> list[Any]:
 
 def read_result(cmd: IndexRead, cut: int) -> Any:
     """The reply converter of an `IndexRead` (``cut``: the namespace length to strip)."""
+    if cmd.count_only:
+        return int
+    eq = cmd.op == "eq"
+    num = cmd.kind == "num" and cmd.op == "range"
+    with_rows = bool(cmd.rows)
+    decode = bytes.decode
 
     def convert(reply: Any) -> Any:
-        if cmd.count_only:
-            return int(reply)
         raw_keys, raw_values, rows = reply
         if cut:
             keys = [k.decode()[cut:] for k in raw_keys]
         else:
-            keys = [k.decode() for k in raw_keys]
+            keys = list(map(decode, raw_keys))
         values: Any
-        if cmd.op == "eq":
+        if eq:
             values = repeat(None, len(keys))
-        elif cmd.kind == "num" and cmd.op == "range":
+        elif num:
             values = [float(v) for v in raw_values]
         else:
             values = [lex_text(v) for v in raw_values]
-        if not cmd.rows:
+        if not with_rows:
             return list(zip(keys, values, strict=True))
         if len(rows) < len(keys):  # the keys beyond the first `rows`: their rows not read
             rows = [*rows, *[_NOT_READ] * (len(keys) - len(rows))]

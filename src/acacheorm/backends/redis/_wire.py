@@ -201,6 +201,26 @@ class _ArgsOf(Sequence[list[Any]]):
         return self._wires[i].args
 
 
+class PackedCalls(list[list[Any]]):
+    """Commands (argument lists) that come packed too: ``packed[k]`` is ``self[k]`` as
+    hiredis' ``pack_command`` packs it (`Planner.fan_out`)."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, calls: list[list[Any]], packed: list[bytes]) -> None:
+        super().__init__(calls)
+        self.packed = packed
+
+
+@functools.cache
+def _pack_command() -> Callable[[tuple[Any, ...]], bytes] | None:
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return None
+    return pack_command
+
+
 def args_of(wires: list[_Wire]) -> Sequence[list[Any]]:
     """The arguments of ``wires``: a list, or when one is built late, a sequence that
     reads each as it is reached."""
@@ -340,6 +360,8 @@ class Planner:
         self._index_write = client.register_script(_index_lua.WRITE_LUA)
         self._index_read = client.register_script(_index_lua.READ_LUA)
         self._last_read: tuple[tuple[Any, ...], list[Any], Callable[[Any], Any]] | None = None
+        #: per index bucket key (as sent): its bytes, hash slot and packed form, for `fan_out`
+        self._buckets: dict[str, tuple[bytes, int, bytes]] = {}
 
     def plan(
         self,
@@ -402,16 +424,75 @@ class Planner:
     def _index_read_wire(self, cmd: IndexRead, i: int, inline: bool | AbstractSet[int]) -> _Wire:
         # A filter reads every bucket with the same arguments: those of the previous read
         # are taken again when only the key differs (the reply converter ignores the key).
+        argv, conv = self._read_argv(cmd)
+        key = _encode_key(cmd.key)
+        return self._script_wire(self._index_read, [key], argv, (i,), _ONE, inline, conv)
+
+    def fan_out(
+        self, commands: Sequence[Command]
+    ) -> tuple[list[list[Any]], list[int], Callable[[Any], Any]] | None:
+        """The script calls, their hash slots and their reply converter for a filter's read
+        of each of its buckets on Cluster: `IndexRead`\\ s that differ only in their key,
+        each key once (what `_indexplan.fan_out` makes); None for any other batch.
+
+        What `plan` makes of each of them (`wires_of` makes the wire commands when a reply
+        needs them), without a wire command each: the script calls take the same
+        arguments after the key, and a bucket's key bytes and slot are worked out once.
+        """
+        first = commands[0]
+        if type(first) is not IndexRead:
+            return None
+        rest = first[1:]
+        argv, conv = self._read_argv(first)
+        buckets = self._buckets
+        sha = self._index_read.sha
+        calls: list[list[Any]] = []
+        slots: list[int] = []
+        for cmd in commands:
+            if type(cmd) is not IndexRead or cmd[1:] != rest:
+                return None
+            got = buckets.get(cmd[0])
+            if got is None:
+                if len(buckets) >= 4096:  # bounded: a few bucket keys per indexed model
+                    buckets.clear()
+                key = _encode_key(cmd[0])
+                packed_key = b"$%d\r\n%b\r\n" % (len(key), key)
+                got = buckets[cmd[0]] = (key, key_slot(key), packed_key)
+            calls.append(["EVALSHA", sha, 1, got[0], *argv])
+            slots.append(got[1])
+        if len({c[3] for c in calls}) < len(calls):
+            return None  # a bucket read twice (filters merged in one batch): `plan` does it
+        pack = _pack_command()
+        if pack is None:  # pragma: no cover - hiredis comes with the redis extra
+            return calls, slots, conv
+        # Each call packed as hiredis packs it, from parts packed once: the array header and
+        # the digest, the bucket's key, the arguments after it (without their own header).
+        tail = pack(tuple(argv))
+        tail = tail[tail.index(b"\r\n") + 2 :]
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%b\r\n$1\r\n1\r\n" % (
+            4 + len(argv),
+            len(sha),
+            sha.encode(),
+        )
+        packed = [head + buckets[cmd[0]][2] + tail for cmd in commands]
+        return PackedCalls(calls, packed), slots, conv
+
+    def wires_of(self, calls: list[list[Any]], conv: Callable[[Any], Any]) -> list[_Wire]:
+        """The wire commands of the script calls of `fan_out`, one result slot each."""
+        script = self._index_read
+        return [_Wire(args, (k,), _ONE, conv, script) for k, args in enumerate(calls)]
+
+    def _read_argv(self, cmd: IndexRead) -> tuple[list[Any], Callable[[Any], Any]]:
+        """The script arguments after the key of index read ``cmd``, and its reply
+        converter (those of the previous read when only the key differs)."""
         rest = cmd[1:]
         last = self._last_read
         if last is not None and last[0] == rest:
-            argv, conv = last[1], last[2]
-        else:
-            argv = _index_lua.read_args(cmd)
-            conv = _index_lua.read_result(cmd, len(self._prefix))
-            self._last_read = (rest, argv, conv)
-        key = _encode_key(cmd.key)
-        return self._script_wire(self._index_read, [key], argv, (i,), _ONE, inline, conv)
+            return last[1], last[2]
+        argv = _index_lua.read_args(cmd)
+        conv = _index_lua.read_result(cmd, len(self._prefix))
+        self._last_read = (rest, argv, conv)
+        return argv, conv
 
     @staticmethod
     def _mget(commands: Sequence[Command], run: Sequence[int]) -> _Wire:
