@@ -617,16 +617,26 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: 
     if backend.near_cache is not None or not backend.auto_batch:
         return False
     loop = get_running_loop()
-    coalescer = _coalescer_of(backend, loop)
+    # `_coalescer_of` and `join_row`, inlined (once per gathered read)
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None or coalescer.loop is not loop:
+        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
     window = coalescer.window
     if window is None:
         window = coalescer.window = []
         # Open through the next loop iteration, as a task's window is (its sleep(0)): the
         # tasks started along with this read (a gather of reads and coroutines) join it.
         loop.call_soon(loop.call_soon, coalescer.close_window, window)
-    join_row(window, key, schema, waiter, missing)
+    reads = window[-1] if window else None
+    if reads.__class__ is not RowReads:
+        reads = RowReads()
+        window.append(reads)
+    reads.keys.append(key)
+    reads.schemas.append(schema)
+    futures = reads.futures
+    futures.append(waiter)
+    reads.missing.append(missing)
     # where it waits, so that a cancelled run can leave its place
-    futures = window[-1].futures  # type: ignore[union-attr]
     waiter._face_slot = (futures, len(futures) - 1)
     return True
 

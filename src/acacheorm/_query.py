@@ -260,29 +260,42 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     def _face_done(self, inner: asyncio.Future[Any]) -> None:
         if inner.cancelled():
-            self._face_end((None, None, True))
+            self._face_end(None, None, True)
             return
         exc = inner.exception()
         if exc is None:
-            self.set_result(inner.result())
+            self._face_end(inner.result())
         else:
-            self.set_exception(exc)
+            self._face_end(None, exc)
 
-    def set_result(self, value: Any) -> None:
-        """End the run under way with its result (the batching window answers a run's read
-        on the query itself, as on a future: no future, no callback through the loop in
-        between)."""
-        self._face_end((value, None, False))
+    def _face_end(
+        self, value: Any, exc: BaseException | None = None, cancelled: bool = False
+    ) -> None:
+        """End the run under way with its outcome, and call its callbacks (inline: the
+        batching window answers every gathered read here, one per read)."""
+        self._outcome = (value, exc, cancelled)
+        callbacks = self._face_callbacks
+        if callbacks:
+            self._face_callbacks = []
+            for fn, context in callbacks:
+                try:
+                    if context is None:
+                        fn(self)
+                    else:
+                        context.run(fn, self)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # as the loop reports a failing callback
+                    self._callback_failed(fn, exc)
+
+    #: End the run under way with its result (the batching window answers a run's read on
+    #: the query itself, as on a future: no future, no callback through the loop in
+    #: between): `_face_end` itself, without a call in between.
+    set_result = _face_end
 
     def set_exception(self, exc: BaseException) -> None:
         """End the run under way with the error of its read (see `set_result`)."""
-        self._face_end((None, exc, False))
-
-    def _face_end(self, outcome: tuple[Any, BaseException | None, bool]) -> None:
-        self._outcome = outcome
-        callbacks, self._face_callbacks = self._face_callbacks or [], []
-        for fn, context in callbacks:
-            self._call(fn, context)
+        self._face_end(None, exc)
 
     def _call(self, fn: Callable[[Any], object], context: Any) -> None:
         try:
@@ -293,9 +306,12 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # as the loop reports a failing callback
-            self.get_loop().call_exception_handler(
-                {"message": f"Exception in callback {fn!r}", "exception": exc}
-            )
+            self._callback_failed(fn, exc)
+
+    def _callback_failed(self, fn: Callable[[Any], object], exc: BaseException) -> None:
+        self.get_loop().call_exception_handler(
+            {"message": f"Exception in callback {fn!r}", "exception": exc}
+        )
 
     async def _face_wait(self) -> Any:
         """Await the run under way (or take its unclaimed outcome)."""
@@ -374,7 +390,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     def _claim(self, not_ready: str) -> tuple[Any, BaseException | None, bool]:
         """The last run's outcome, now taken (asyncio's errors for one not ready or
-        cancelled)."""
+        cancelled). `result` and `exception` take an outcome that is there and not
+        cancelled by themselves (gather asks each read for both)."""
         outcome = self._outcome
         if outcome is None:
             raise asyncio.InvalidStateError(not_ready)
@@ -385,14 +402,21 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     def result(self) -> Any:
         """Future protocol: the last run's result (raises its exception)."""
-        value, exc, _ = self._claim("Result is not ready.")
-        if exc is not None:
-            raise exc
-        return value
+        outcome = self._outcome
+        if outcome is None or outcome[2]:
+            outcome = self._claim("Result is not ready.")
+        self._claimed = True
+        if outcome[1] is not None:
+            raise outcome[1]
+        return outcome[0]
 
     def exception(self) -> BaseException | None:
         """Future protocol: the last run's exception, or None."""
-        return self._claim("Exception is not set.")[1]
+        outcome = self._outcome
+        if outcome is None or outcome[2]:
+            outcome = self._claim("Exception is not set.")
+        self._claimed = True
+        return outcome[1]
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
@@ -547,9 +571,22 @@ class SelectQuery(Query[R]):
         """A read of one row by its key (without select_related)."""
         return len(self.pks) == 1 and self.mode != "many" and not self._tree
 
+    @property
+    def _asyncio_future_blocking(self) -> bool | None:
+        # Query's, with `_face_ok` inline (asked once or more per gathered read)
+        if _get_running_loop() is None or len(self.pks) != 1 or self.mode == "many" or self._tree:
+            return None
+        if self._inner is None or self._claimed:
+            self._face_run()
+        return False
+
     def _face_start(self) -> Any:
         schema = self.model._schema
-        key = schema.key(self.pks[0])
+        pk = self.pks[0]
+        if schema._single_attname is not None:  # `schema.key`, inlined (as in its first case)
+            key = schema.prefix + schema._single_key_part(pk[0])
+        else:
+            key = schema.key(pk)
         missing = self if self.mode == "get" else None  # DoesNotExist (`_missing`), or None
         if _executor.read_batched(schema.backend, key, schema, self, missing):
             return self  # answered on itself (set_result / set_exception)
