@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import weakref
 from typing import Any
 
 import pytest
@@ -440,3 +441,28 @@ async def test_a_cancelled_read_leaves_its_place_in_the_window() -> None:
     await Item.update(id=60, name="v2")
     assert (await asyncio.gather(query))[0].name == "v2"
     assert await Item.delete(id=60)
+
+
+async def test_gathered_reads_and_their_rows_are_freed_without_the_collector() -> None:
+    """A read answered by the batching window makes no reference cycle (with itself, with
+    its place in the window): once the gather is over, the queries and the rows they
+    answered are freed as soon as nothing refers to them, not at some later collection
+    (which would also have to walk them all)."""
+    await Item.insert_many(*(Item(id=i, name=f"n{i}") for i in range(500, 520)))
+    queries = [Item.get_by_id(i) for i in range(500, 520)]
+    reads = [weakref.ref(q) for q in queries]
+    gc.collect()
+    gc.disable()
+    try:
+        rows = await asyncio.gather(*queries)
+        assert [r.name for r in rows] == [f"n{i}" for i in range(500, 520)]
+        del queries
+        # the loop lets go of the gather (the handle that woke this task) at its next turn
+        await asyncio.sleep(0)
+        assert [read() for read in reads] == [None] * 20
+        objects = len(gc.get_objects())
+        del rows
+        assert len(gc.get_objects()) <= objects - 20  # each row freed at once
+    finally:
+        gc.enable()
+    assert await Item.delete_many(*range(500, 520)) == 20

@@ -345,6 +345,17 @@ class _Coalescer:
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, pending: list[_Entry]) -> None:
+        try:
+            await self._run_merged(pending)
+        finally:
+            # A read answered on the query itself refers to its place in the window
+            # (`_face_slot`): emptied, a window and its reads make no reference cycle, so
+            # they and the rows they answered are freed as soon as their callers let go.
+            for entry in pending:
+                if isinstance(entry, RowReads):
+                    entry.futures.clear()
+
+    async def _run_merged(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
         callers = len(pending)
         for entry in pending:

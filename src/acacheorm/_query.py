@@ -53,6 +53,11 @@ from .backends.base import Backend
 
 R = TypeVar("R")
 
+#: The "future" of a query's run that the batching window answers on the query itself (a
+#: marker, not the query: a query referring to itself would be a reference cycle, left to
+#: the garbage collector with the row it holds).
+_BY_WINDOW: Any = object()
+
 _new = tuple.__new__
 
 
@@ -217,7 +222,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     # future state until it is claimed (``result()``, ``exception()``, an ``await``); after
     # that, asking again starts a new run, as a query runs each time it is driven.
 
-    _inner: Any = None  # the run's future, the query itself (answered by the window), or None
+    #: The run's future, `_BY_WINDOW` (the batching window answers the query itself), or None.
+    _inner: Any = None
     _face_loop: Any = None
     _face_callbacks: list[tuple[Callable[[Any], object], Any]] | None = None
     #: The outcome of the last run: (result, exception, cancelled); None while it runs.
@@ -246,8 +252,9 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """Start a new run."""
         loop = asyncio.get_running_loop()
         self._face_loop = loop
-        self._outcome = self._cancel_message = None
-        self._claimed = False
+        if self._inner is not None:  # the state of the run before (the first starts clean)
+            self._outcome = self._cancel_message = None
+            self._claimed = False
         self._face_callbacks = []
         try:
             inner = self._face_start()
@@ -255,7 +262,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             inner = loop.create_future()
             inner.set_exception(exc)
         self._inner = inner
-        if inner is not self:  # else the batching window answers the query itself
+        if inner is not _BY_WINDOW:  # else the batching window answers the query itself
             inner.add_done_callback(self._face_done)
 
     def _face_done(self, inner: asyncio.Future[Any]) -> None:
@@ -370,11 +377,11 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if inner is None or self._outcome is not None:
             return False
         self._cancel_message = msg
-        if inner is self:  # answered by the window
+        if inner is _BY_WINDOW:
             # its place in the window no longer answers this query (a later run of it
             # must get its own read's answer, not this one's)
             futures, i = self._face_slot
-            if futures[i] is self:
+            if i < len(futures) and futures[i] is self:
                 futures[i] = _executor.GONE
             self._outcome = (None, None, True)
             callbacks, self._face_callbacks = self._face_callbacks or [], []
@@ -589,7 +596,7 @@ class SelectQuery(Query[R]):
             key = schema.key(pk)
         missing = self if self.mode == "get" else None  # DoesNotExist (`_missing`), or None
         if _executor.read_batched(schema.backend, key, schema, self, missing):
-            return self  # answered on itself (set_result / set_exception)
+            return _BY_WINDOW  # answered on itself (set_result / set_exception)
         return super()._face_start()  # no window to join (a near cache, auto_batch=False)
 
     def _joined(self) -> Any:
