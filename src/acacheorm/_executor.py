@@ -349,7 +349,7 @@ class _Coalescer:
             await self._run_merged(pending)
         finally:
             # A read answered on the query itself refers to its place in the window
-            # (`_face_slot`): emptied, a window and its reads make no reference cycle, so
+            # (`_face_reads`): emptied, a window and its reads make no reference cycle, so
             # they and the rows they answered are freed as soon as their callers let go.
             for entry in pending:
                 if isinstance(entry, RowReads):
@@ -648,7 +648,8 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: 
     futures.append(waiter)
     reads.missing.append(missing)
     # where it waits, so that a cancelled run can leave its place
-    waiter._face_slot = (futures, len(futures) - 1)
+    waiter._face_reads = futures
+    waiter._face_index = len(futures) - 1
     return True
 
 

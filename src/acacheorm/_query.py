@@ -225,13 +225,19 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     #: The run's future, `_BY_WINDOW` (the batching window answers the query itself), or None.
     _inner: Any = None
     _face_loop: Any = None
+    #: The run's callbacks: the first (the one a gather adds) and its context on their own,
+    #: any others in a list, in order (no container made for the common single one).
+    _face_fn: Callable[[Any], object] | None = None
+    _face_context: Any = None
     _face_callbacks: list[tuple[Callable[[Any], object], Any]] | None = None
     #: The outcome of the last run: (result, exception, cancelled); None while it runs.
     _outcome: tuple[Any, BaseException | None, bool] | None = None
     _claimed = False
     _cancel_message: Any = None
-    #: Where a run answered by the batching window waits: (the window's futures, index).
-    _face_slot: tuple[list[Any], int] = ([], 0)
+    #: Where a run answered by the batching window waits: the window's futures, and the
+    #: index of the query there.
+    _face_reads: list[Any] = []  # never changed: each run sets its own
+    _face_index = 0
 
     @property
     def _asyncio_future_blocking(self) -> bool | None:
@@ -255,7 +261,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if self._inner is not None:  # the state of the run before (the first starts clean)
             self._outcome = self._cancel_message = None
             self._claimed = False
-        self._face_callbacks = []
+            self._face_fn = self._face_context = self._face_callbacks = None
         try:
             inner = self._face_start()
         except Exception as exc:  # refused before any I/O: the run's outcome
@@ -281,19 +287,23 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         """End the run under way with its outcome, and call its callbacks (inline: the
         batching window answers every gathered read here, one per read)."""
         self._outcome = (value, exc, cancelled)
+        fn = self._face_fn
+        if fn is None:
+            return
+        context = self._face_context
         callbacks = self._face_callbacks
-        if callbacks:
-            self._face_callbacks = []
-            for fn, context in callbacks:
-                try:
-                    if context is None:
-                        fn(self)
-                    else:
-                        context.run(fn, self)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:  # as the loop reports a failing callback
-                    self._callback_failed(fn, exc)
+        self._face_fn = self._face_context = self._face_callbacks = None
+        try:
+            if context is None:
+                fn(self)
+            else:
+                context.run(fn, self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as error:  # as the loop reports a failing callback
+            self._callback_failed(fn, error)
+        for fn, context in callbacks or ():
+            self._call(fn, context)
 
     #: End the run under way with its result (the batching window answers a run's read on
     #: the query itself, as on a future: no future, no callback through the loop in
@@ -351,15 +361,28 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if self._outcome is not None:  # done: soon, as a done future does
             self.get_loop().call_soon(self._call, fn, context)
             return
-        callbacks = self._face_callbacks
-        assert callbacks is not None
-        callbacks.append((fn, context))
+        if self._face_fn is None:
+            self._face_fn, self._face_context = fn, context
+        elif self._face_callbacks is None:
+            self._face_callbacks = [(fn, context)]
+        else:
+            self._face_callbacks.append((fn, context))
+
+    def _take_callbacks(self) -> list[tuple[Callable[[Any], object], Any]]:
+        """The run's callbacks, in order, now forgotten."""
+        fn = self._face_fn
+        callbacks = [] if fn is None else [(fn, self._face_context)]
+        callbacks += self._face_callbacks or ()
+        self._face_fn = self._face_context = self._face_callbacks = None
+        return callbacks
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
         """Future protocol: forget ``fn``; how many times it was registered."""
-        callbacks = self._face_callbacks or []
+        callbacks = self._take_callbacks()
         kept = [c for c in callbacks if c[0] != fn]
-        self._face_callbacks = kept
+        if kept:
+            self._face_fn, self._face_context = kept[0]
+            self._face_callbacks = kept[1:] or None
         return len(callbacks) - len(kept)
 
     def done(self) -> bool:
@@ -380,11 +403,11 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if inner is _BY_WINDOW:
             # its place in the window no longer answers this query (a later run of it
             # must get its own read's answer, not this one's)
-            futures, i = self._face_slot
+            futures, i = self._face_reads, self._face_index
             if i < len(futures) and futures[i] is self:
                 futures[i] = _executor.GONE
             self._outcome = (None, None, True)
-            callbacks, self._face_callbacks = self._face_callbacks or [], []
+            callbacks = self._take_callbacks()
             loop = self.get_loop()
             for fn, context in callbacks:  # soon, as a cancelled future calls them
                 loop.call_soon(self._call, fn, context)
@@ -450,11 +473,14 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             "_coros",
             "_inner",
             "_face_loop",
+            "_face_fn",
+            "_face_context",
             "_face_callbacks",
             "_outcome",
             "_claimed",
             "_cancel_message",
-            "_face_slot",
+            "_face_reads",
+            "_face_index",
         ):
             new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
