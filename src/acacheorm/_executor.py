@@ -259,15 +259,31 @@ class RowReads:
     awaits, which answers the decoded row, and what a missing row answers (None, or the
     read whose ``_missing()`` error it raises). Each read is one ``Get(key)`` of the merged
     batch, built when the batch runs; the rows are decoded together, one `decode_many` per
-    model. No object per read but its future, for the garbage collector's sake."""
+    model. No object per read but its future, for the garbage collector's sake: a read is
+    four items of one list (``items``, added with one call), taken apart once the window
+    has closed."""
 
-    __slots__ = ("futures", "keys", "missing", "schemas")
+    __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.schemas: list[Any] = []
-        self.futures: list[asyncio.Future[Any]] = []
-        self.missing: list[Any] = []
+        #: key, schema, future, missing, of each read in turn
+        self.items: list[Any] = []
+
+    @property
+    def keys(self) -> list[str]:
+        return self.items[0::4]
+
+    @property
+    def schemas(self) -> list[Any]:
+        return self.items[1::4]
+
+    @property
+    def futures(self) -> list[asyncio.Future[Any]]:
+        return self.items[2::4]
+
+    @property
+    def missing(self) -> list[Any]:
+        return self.items[3::4]
 
 
 #: A batching window's entry: a caller's batch and the future its caller awaits (None for
@@ -353,15 +369,16 @@ class _Coalescer:
             # they and the rows they answered are freed as soon as their callers let go.
             for entry in pending:
                 if isinstance(entry, RowReads):
-                    entry.futures.clear()
+                    entry.items.clear()
 
     async def _run_merged(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
         callers = len(pending)
         for entry in pending:
             if isinstance(entry, RowReads):
-                commands.extend(map(_new, repeat(Get), zip(entry.keys)))  # Get(key) each, in C
-                callers += len(entry.keys) - 1
+                keys = entry.keys
+                commands.extend(map(_new, repeat(Get), zip(keys)))  # Get(key) each, in C
+                callers += len(keys) - 1
             else:
                 commands.extend(entry[0].commands)
         try:
@@ -606,10 +623,7 @@ def join_row(
     if not isinstance(reads, RowReads):
         reads = RowReads()
         window.append(reads)
-    reads.keys.append(key)
-    reads.schemas.append(schema)
-    reads.futures.append(fut)
-    reads.missing.append(missing)
+    reads.items += (key, schema, fut, missing)
 
 
 def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: Any) -> bool:
@@ -642,14 +656,11 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: 
     if reads.__class__ is not RowReads:
         reads = RowReads()
         window.append(reads)
-    reads.keys.append(key)
-    reads.schemas.append(schema)
-    futures = reads.futures
-    futures.append(waiter)
-    reads.missing.append(missing)
+    items = reads.items
+    items += (key, schema, waiter, missing)
     # where it waits, so that a cancelled run can leave its place
-    waiter._face_reads = futures
-    waiter._face_index = len(futures) - 1
+    waiter._face_reads = items
+    waiter._face_index = len(items) - 2  # its own: the third of the last four items
     return True
 
 

@@ -234,8 +234,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     _outcome: tuple[Any, BaseException | None, bool] | None = None
     _claimed = False
     _cancel_message: Any = None
-    #: Where a run answered by the batching window waits: the window's futures, and the
-    #: index of the query there.
+    #: Where a run answered by the batching window waits: the items of the window's
+    #: `RowReads`, and the index of the query there.
     _face_reads: list[Any] = []  # never changed: each run sets its own
     _face_index = 0
 
@@ -613,17 +613,31 @@ class SelectQuery(Query[R]):
             self._face_run()
         return False
 
-    def _face_start(self) -> Any:
+    def _face_run(self) -> None:
+        """Start a new run: its read joins the batching window, which answers it on the
+        query itself; where there is no window to join (a near cache, ``auto_batch=False``)
+        or the key cannot be made, a task runs it (`Query._face_run`)."""
+        if self._inner is not None:  # the state of the run before (the first starts clean)
+            self._outcome = self._cancel_message = None
+            self._claimed = False
+            self._face_fn = self._face_context = self._face_callbacks = None
+            self._inner = None
         schema = self.model._schema
         pk = self.pks[0]
-        if schema._single_attname is not None:  # `schema.key`, inlined (as in its first case)
-            key = schema.prefix + schema._single_key_part(pk[0])
-        else:
-            key = schema.key(pk)
+        try:
+            if schema._single_attname is not None:  # `schema.key`, inline (its first case)
+                key = schema.prefix + schema._single_key_part(pk[0])
+            else:
+                key = schema.key(pk)
+        except Exception:
+            super()._face_run()  # the task raises it
+            return
         missing = self if self.mode == "get" else None  # DoesNotExist (`_missing`), or None
         if _executor.read_batched(schema.backend, key, schema, self, missing):
-            return _BY_WINDOW  # answered on itself (set_result / set_exception)
-        return super()._face_start()  # no window to join (a near cache, auto_batch=False)
+            self._face_loop = _get_running_loop()
+            self._inner = _BY_WINDOW  # answered on itself (set_result / set_exception)
+        else:
+            super()._face_run()
 
     def _joined(self) -> Any:
         if not self._face_ok():
