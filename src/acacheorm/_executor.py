@@ -610,20 +610,14 @@ def read_joined(
     ):
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
-    join_row(window, key, schema, fut, missing)
-    return fut
-
-
-def join_row(
-    window: list[_Entry], key: str, schema: Any, fut: asyncio.Future[Any], missing: Any
-) -> None:
-    """Add a row read to ``window``: to its last entry when that is `RowReads`, else to
-    new `RowReads` at its end (reads keep their place among the window's batches)."""
+    # a row read joins the window's last entry when that is RowReads (reads keep their
+    # place among the window's batches), else new RowReads at its end
     reads = window[-1] if window else None
-    if not isinstance(reads, RowReads):
+    if reads.__class__ is not RowReads:
         reads = RowReads()
         window.append(reads)
     reads.items += (key, schema, fut, missing)
+    return fut
 
 
 def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: Any) -> bool:
@@ -642,7 +636,7 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: 
     if backend.near_cache is not None or not backend.auto_batch:
         return False
     loop = get_running_loop()
-    # `_coalescer_of` and `join_row`, inlined (once per gathered read)
+    # `_coalescer_of` and the joining of `read_joined`, inline (once per gathered read)
     coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
     if coalescer is None or coalescer.loop is not loop:
         coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)

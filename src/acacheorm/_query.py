@@ -290,9 +290,13 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         fn = self._face_fn
         if fn is None:
             return
+        self._face_fn = None  # (it may refer to this query: a gather's callback does)
         context = self._face_context
+        if context is not None:
+            self._face_context = None
         callbacks = self._face_callbacks
-        self._face_fn = self._face_context = self._face_callbacks = None
+        if callbacks is not None:
+            self._face_callbacks = None
         try:
             if context is None:
                 fn(self)
@@ -640,11 +644,16 @@ class SelectQuery(Query[R]):
             super()._face_run()
 
     def _joined(self) -> Any:
-        if not self._face_ok():
+        if len(self.pks) != 1 or self.mode == "many" or self._tree:  # `_face_ok`, inline
             return None
         schema = self.model._schema
+        pk = self.pks[0]
+        if schema._single_attname is not None:  # `schema.key`, inline (its first case)
+            key = schema.prefix + schema._single_key_part(pk[0])
+        else:
+            key = schema.key(pk)
         fut = _executor.read_joined(
-            schema.backend, schema.key(self.pks[0]), schema, self if self.mode == "get" else None
+            schema.backend, key, schema, self if self.mode == "get" else None
         )
         return None if fut is None else fut.__await__()
 
