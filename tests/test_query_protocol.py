@@ -466,3 +466,22 @@ async def test_gathered_reads_and_their_rows_are_freed_without_the_collector() -
     finally:
         gc.enable()
     assert await Item.delete_many(*range(500, 520)) == 20
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's shared-key dicts")
+async def test_a_gathered_read_keeps_its_state_without_a_dict_of_its_own() -> None:
+    """The state of a read's runs is kept in the key table its class shares, even when
+    many queries were made before its first run (CPython adds a name to that table only
+    while a class has few instances; past that, an instance setting a new name copies its
+    attributes into a dict of its own, once per read)."""
+    await Item.create(id=70, name="kept")
+    made = [Item.get_by_id(i) for i in range(100)]  # queries that never run
+    query = Item.get_by_id(70)
+    assert (await asyncio.gather(query))[0].name == "kept"
+    with pytest.raises(asyncio.CancelledError):
+        ensured = asyncio.ensure_future(query)  # another run, cancelled
+        assert ensured.cancel()
+        await ensured
+    assert not any(type(r) is dict for r in gc.get_referents(query)), "a dict of its own"
+    assert len(made) == 100
+    assert await Item.delete(id=70)

@@ -674,6 +674,44 @@ class SelectQuery(Query[R]):
         return f"<SelectQuery {self.model.__name__} {self.mode} pks={self.pks!r}{rel}>"
 
 
+def _share_attribute_names(cls: type[Any], names: tuple[str, ...]) -> None:
+    """Have the instances of ``cls`` keep these attributes in the key table their class
+    shares (CPython's key-sharing instance dicts), by setting them all on a throwaway
+    instance first. CPython adds a name to that table only while the class has had few
+    instances; an instance that sets a name added too late makes a dict of its own (a copy
+    of its attributes, and one more object for the garbage collector): a gathered read
+    sets its outcome long after a thousand other queries were made."""
+    probe = object.__new__(cls)
+    for name in names:
+        setattr(probe, name, None)
+
+
+_share_attribute_names(
+    SelectQuery,
+    (
+        "model",
+        "pks",
+        "mode",
+        "related",
+        "_tree",
+        "_unsent",
+        "_coro",
+        "_task",
+        "_coros",
+        "_face_loop",
+        "_face_reads",
+        "_face_index",
+        "_inner",
+        "_face_fn",
+        "_face_context",
+        "_face_callbacks",
+        "_outcome",
+        "_claimed",
+        "_cancel_message",
+    ),
+)
+
+
 class LoadQuery(Query[R]):
     """``instance.load()`` / ``instance.refresh()``: reload every field in place."""
 
