@@ -251,7 +251,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         return False
 
     def _face_start(self) -> Any:
-        """The future of a new run: a task running the query (a subclass may do better)."""
+        """The future of a new run: a task running the query (`SelectQuery._face_run` joins
+        the batching window instead where it can)."""
         return asyncio.get_running_loop().create_task(self.execute())
 
     def _face_run(self) -> None:
