@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import weakref
 from typing import Any
 
 import pytest
@@ -440,3 +441,47 @@ async def test_a_cancelled_read_leaves_its_place_in_the_window() -> None:
     await Item.update(id=60, name="v2")
     assert (await asyncio.gather(query))[0].name == "v2"
     assert await Item.delete(id=60)
+
+
+async def test_gathered_reads_and_their_rows_are_freed_without_the_collector() -> None:
+    """A read answered by the batching window makes no reference cycle (with itself, with
+    its place in the window): once the gather is over, the queries and the rows they
+    answered are freed as soon as nothing refers to them, not at some later collection
+    (which would also have to walk them all)."""
+    await Item.insert_many(*(Item(id=i, name=f"n{i}") for i in range(500, 520)))
+    queries = [Item.get_by_id(i) for i in range(500, 520)]
+    reads = [weakref.ref(q) for q in queries]
+    gc.collect()
+    gc.disable()
+    try:
+        rows = await asyncio.gather(*queries)
+        assert [r.name for r in rows] == [f"n{i}" for i in range(500, 520)]
+        del queries
+        # the loop lets go of the gather (the handle that woke this task) at its next turn
+        await asyncio.sleep(0)
+        assert [read() for read in reads] == [None] * 20
+        objects = len(gc.get_objects())
+        del rows
+        assert len(gc.get_objects()) <= objects - 20  # each row freed at once
+    finally:
+        gc.enable()
+    assert await Item.delete_many(*range(500, 520)) == 20
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's shared-key dicts")
+async def test_a_gathered_read_keeps_its_state_without_a_dict_of_its_own() -> None:
+    """The state of a read's runs is kept in the key table its class shares, even when
+    many queries were made before its first run (CPython adds a name to that table only
+    while a class has few instances; past that, an instance setting a new name copies its
+    attributes into a dict of its own, once per read)."""
+    await Item.create(id=70, name="kept")
+    made = [Item.get_by_id(i) for i in range(100)]  # queries that never run
+    query = Item.get_by_id(70)
+    assert (await asyncio.gather(query))[0].name == "kept"
+    with pytest.raises(asyncio.CancelledError):
+        ensured = asyncio.ensure_future(query)  # another run, cancelled
+        assert ensured.cancel()
+        await ensured
+    assert not any(type(r) is dict for r in gc.get_referents(query)), "a dict of its own"
+    assert len(made) == 100
+    assert await Item.delete(id=70)

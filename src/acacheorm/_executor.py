@@ -259,15 +259,31 @@ class RowReads:
     awaits, which answers the decoded row, and what a missing row answers (None, or the
     read whose ``_missing()`` error it raises). Each read is one ``Get(key)`` of the merged
     batch, built when the batch runs; the rows are decoded together, one `decode_many` per
-    model. No object per read but its future, for the garbage collector's sake."""
+    model. No object per read but its future, for the garbage collector's sake: a read is
+    four items of one list (``items``, added with one call), taken apart once the window
+    has closed."""
 
-    __slots__ = ("futures", "keys", "missing", "schemas")
+    __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.schemas: list[Any] = []
-        self.futures: list[asyncio.Future[Any]] = []
-        self.missing: list[Any] = []
+        #: key, schema, future, missing, of each read in turn
+        self.items: list[Any] = []
+
+    @property
+    def keys(self) -> list[str]:
+        return self.items[0::4]
+
+    @property
+    def schemas(self) -> list[Any]:
+        return self.items[1::4]
+
+    @property
+    def futures(self) -> list[asyncio.Future[Any]]:
+        return self.items[2::4]
+
+    @property
+    def missing(self) -> list[Any]:
+        return self.items[3::4]
 
 
 #: A batching window's entry: a caller's batch and the future its caller awaits (None for
@@ -345,12 +361,24 @@ class _Coalescer:
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, pending: list[_Entry]) -> None:
+        try:
+            await self._run_merged(pending)
+        finally:
+            # A read answered on the query itself refers to its place in the window
+            # (`_face_reads`): emptied, a window and its reads make no reference cycle, so
+            # they and the rows they answered are freed as soon as their callers let go.
+            for entry in pending:
+                if isinstance(entry, RowReads):
+                    entry.items.clear()
+
+    async def _run_merged(self, pending: list[_Entry]) -> None:
         commands: list[Any] = []
         callers = len(pending)
         for entry in pending:
             if isinstance(entry, RowReads):
-                commands.extend(map(_new, repeat(Get), zip(entry.keys)))  # Get(key) each, in C
-                callers += len(entry.keys) - 1
+                keys = entry.keys
+                commands.extend(map(_new, repeat(Get), zip(keys)))  # Get(key) each, in C
+                callers += len(keys) - 1
             else:
                 commands.extend(entry[0].commands)
         try:
@@ -582,23 +610,14 @@ def read_joined(
     ):
         return None
     fut: asyncio.Future[Any] = coalescer.new_future()
-    join_row(window, key, schema, fut, missing)
-    return fut
-
-
-def join_row(
-    window: list[_Entry], key: str, schema: Any, fut: asyncio.Future[Any], missing: Any
-) -> None:
-    """Add a row read to ``window``: to its last entry when that is `RowReads`, else to
-    new `RowReads` at its end (reads keep their place among the window's batches)."""
+    # a row read joins the window's last entry when that is RowReads (reads keep their
+    # place among the window's batches), else new RowReads at its end
     reads = window[-1] if window else None
-    if not isinstance(reads, RowReads):
+    if reads.__class__ is not RowReads:
         reads = RowReads()
         window.append(reads)
-    reads.keys.append(key)
-    reads.schemas.append(schema)
-    reads.futures.append(fut)
-    reads.missing.append(missing)
+    reads.items += (key, schema, fut, missing)
+    return fut
 
 
 def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: Any) -> bool:
@@ -617,17 +636,25 @@ def read_batched(backend: Backend, key: str, schema: Any, waiter: Any, missing: 
     if backend.near_cache is not None or not backend.auto_batch:
         return False
     loop = get_running_loop()
-    coalescer = _coalescer_of(backend, loop)
+    # `_coalescer_of` and the joining of `read_joined`, inline (once per gathered read)
+    coalescer: _Coalescer | None = backend.__dict__.get("_coalescer")
+    if coalescer is None or coalescer.loop is not loop:
+        coalescer = backend.__dict__["_coalescer"] = _Coalescer(backend, loop)
     window = coalescer.window
     if window is None:
         window = coalescer.window = []
         # Open through the next loop iteration, as a task's window is (its sleep(0)): the
         # tasks started along with this read (a gather of reads and coroutines) join it.
         loop.call_soon(loop.call_soon, coalescer.close_window, window)
-    join_row(window, key, schema, waiter, missing)
+    reads = window[-1] if window else None
+    if reads.__class__ is not RowReads:
+        reads = RowReads()
+        window.append(reads)
+    items = reads.items
+    items += (key, schema, waiter, missing)
     # where it waits, so that a cancelled run can leave its place
-    futures = window[-1].futures  # type: ignore[union-attr]
-    waiter._face_slot = (futures, len(futures) - 1)
+    waiter._face_reads = items
+    waiter._face_index = len(items) - 2  # its own: the third of the last four items
     return True
 
 

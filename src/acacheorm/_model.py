@@ -322,7 +322,10 @@ class Model(ModelBase, metaclass=ModelMeta):
 
             collection = await Collection.get_by_id((1, 2))
         """
-        return SelectQuery(cls, [cls._schema.normalize_pk(pk)], "get")  # no keyword: no dict
+        schema = cls._schema
+        if type(pk) is int and schema._pk_fast_type is int and not schema.composite:
+            return SelectQuery(cls, [(pk,)], "get")  # `normalize_pk`'s first case, inline
+        return SelectQuery(cls, [schema.normalize_pk(pk)], "get")  # no keyword: no dict
 
     @classmethod
     def get_or_none(

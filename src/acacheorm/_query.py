@@ -53,6 +53,11 @@ from .backends.base import Backend
 
 R = TypeVar("R")
 
+#: The "future" of a query's run that the batching window answers on the query itself (a
+#: marker, not the query: a query referring to itself would be a reference cycle, left to
+#: the garbage collector with the row it holds).
+_BY_WINDOW: Any = object()
+
 _new = tuple.__new__
 
 
@@ -217,15 +222,22 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     # future state until it is claimed (``result()``, ``exception()``, an ``await``); after
     # that, asking again starts a new run, as a query runs each time it is driven.
 
-    _inner: Any = None  # the run's future, the query itself (answered by the window), or None
+    #: The run's future, `_BY_WINDOW` (the batching window answers the query itself), or None.
+    _inner: Any = None
     _face_loop: Any = None
+    #: The run's callbacks: the first (the one a gather adds) and its context on their own,
+    #: any others in a list, in order (no container made for the common single one).
+    _face_fn: Callable[[Any], object] | None = None
+    _face_context: Any = None
     _face_callbacks: list[tuple[Callable[[Any], object], Any]] | None = None
     #: The outcome of the last run: (result, exception, cancelled); None while it runs.
     _outcome: tuple[Any, BaseException | None, bool] | None = None
     _claimed = False
     _cancel_message: Any = None
-    #: Where a run answered by the batching window waits: (the window's futures, index).
-    _face_slot: tuple[list[Any], int] = ([], 0)
+    #: Where a run answered by the batching window waits: the items of the window's
+    #: `RowReads`, and the index of the query there.
+    _face_reads: list[Any] = []  # never changed: each run sets its own
+    _face_index = 0
 
     @property
     def _asyncio_future_blocking(self) -> bool | None:
@@ -239,50 +251,73 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         return False
 
     def _face_start(self) -> Any:
-        """The future of a new run: a task running the query (a subclass may do better)."""
+        """The future of a new run: a task running the query (`SelectQuery._face_run` joins
+        the batching window instead where it can)."""
         return asyncio.get_running_loop().create_task(self.execute())
 
     def _face_run(self) -> None:
         """Start a new run."""
         loop = asyncio.get_running_loop()
         self._face_loop = loop
-        self._outcome = self._cancel_message = None
-        self._claimed = False
-        self._face_callbacks = []
+        if self._inner is not None:  # the state of the run before (the first starts clean)
+            self._outcome = self._cancel_message = None
+            self._claimed = False
+            self._face_fn = self._face_context = self._face_callbacks = None
         try:
             inner = self._face_start()
         except Exception as exc:  # refused before any I/O: the run's outcome
             inner = loop.create_future()
             inner.set_exception(exc)
         self._inner = inner
-        if inner is not self:  # else the batching window answers the query itself
+        if inner is not _BY_WINDOW:  # else the batching window answers the query itself
             inner.add_done_callback(self._face_done)
 
     def _face_done(self, inner: asyncio.Future[Any]) -> None:
         if inner.cancelled():
-            self._face_end((None, None, True))
+            self._face_end(None, None, True)
             return
         exc = inner.exception()
         if exc is None:
-            self.set_result(inner.result())
+            self._face_end(inner.result())
         else:
-            self.set_exception(exc)
+            self._face_end(None, exc)
 
-    def set_result(self, value: Any) -> None:
-        """End the run under way with its result (the batching window answers a run's read
-        on the query itself, as on a future: no future, no callback through the loop in
-        between)."""
-        self._face_end((value, None, False))
+    def _face_end(
+        self, value: Any, exc: BaseException | None = None, cancelled: bool = False
+    ) -> None:
+        """End the run under way with its outcome, and call its callbacks (inline: the
+        batching window answers every gathered read here, one per read)."""
+        self._outcome = (value, exc, cancelled)
+        fn = self._face_fn
+        if fn is None:
+            return
+        self._face_fn = None  # (it may refer to this query: a gather's callback does)
+        context = self._face_context
+        if context is not None:
+            self._face_context = None
+        callbacks = self._face_callbacks
+        if callbacks is not None:
+            self._face_callbacks = None
+        try:
+            if context is None:
+                fn(self)
+            else:
+                context.run(fn, self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as error:  # as the loop reports a failing callback
+            self._callback_failed(fn, error)
+        for fn, context in callbacks or ():
+            self._call(fn, context)
+
+    #: End the run under way with its result (the batching window answers a run's read on
+    #: the query itself, as on a future: no future, no callback through the loop in
+    #: between): `_face_end` itself, without a call in between.
+    set_result = _face_end
 
     def set_exception(self, exc: BaseException) -> None:
         """End the run under way with the error of its read (see `set_result`)."""
-        self._face_end((None, exc, False))
-
-    def _face_end(self, outcome: tuple[Any, BaseException | None, bool]) -> None:
-        self._outcome = outcome
-        callbacks, self._face_callbacks = self._face_callbacks or [], []
-        for fn, context in callbacks:
-            self._call(fn, context)
+        self._face_end(None, exc)
 
     def _call(self, fn: Callable[[Any], object], context: Any) -> None:
         try:
@@ -293,9 +328,12 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # as the loop reports a failing callback
-            self.get_loop().call_exception_handler(
-                {"message": f"Exception in callback {fn!r}", "exception": exc}
-            )
+            self._callback_failed(fn, exc)
+
+    def _callback_failed(self, fn: Callable[[Any], object], exc: BaseException) -> None:
+        self.get_loop().call_exception_handler(
+            {"message": f"Exception in callback {fn!r}", "exception": exc}
+        )
 
     async def _face_wait(self) -> Any:
         """Await the run under way (or take its unclaimed outcome)."""
@@ -328,15 +366,28 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if self._outcome is not None:  # done: soon, as a done future does
             self.get_loop().call_soon(self._call, fn, context)
             return
-        callbacks = self._face_callbacks
-        assert callbacks is not None
-        callbacks.append((fn, context))
+        if self._face_fn is None:
+            self._face_fn, self._face_context = fn, context
+        elif self._face_callbacks is None:
+            self._face_callbacks = [(fn, context)]
+        else:
+            self._face_callbacks.append((fn, context))
+
+    def _take_callbacks(self) -> list[tuple[Callable[[Any], object], Any]]:
+        """The run's callbacks, in order, now forgotten."""
+        fn = self._face_fn
+        callbacks = [] if fn is None else [(fn, self._face_context)]
+        callbacks += self._face_callbacks or ()
+        self._face_fn = self._face_context = self._face_callbacks = None
+        return callbacks
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
         """Future protocol: forget ``fn``; how many times it was registered."""
-        callbacks = self._face_callbacks or []
+        callbacks = self._take_callbacks()
         kept = [c for c in callbacks if c[0] != fn]
-        self._face_callbacks = kept
+        if kept:
+            self._face_fn, self._face_context = kept[0]
+            self._face_callbacks = kept[1:] or None
         return len(callbacks) - len(kept)
 
     def done(self) -> bool:
@@ -354,14 +405,14 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         if inner is None or self._outcome is not None:
             return False
         self._cancel_message = msg
-        if inner is self:  # answered by the window
+        if inner is _BY_WINDOW:
             # its place in the window no longer answers this query (a later run of it
             # must get its own read's answer, not this one's)
-            futures, i = self._face_slot
-            if futures[i] is self:
+            futures, i = self._face_reads, self._face_index
+            if i < len(futures) and futures[i] is self:
                 futures[i] = _executor.GONE
             self._outcome = (None, None, True)
-            callbacks, self._face_callbacks = self._face_callbacks or [], []
+            callbacks = self._take_callbacks()
             loop = self.get_loop()
             for fn, context in callbacks:  # soon, as a cancelled future calls them
                 loop.call_soon(self._call, fn, context)
@@ -374,7 +425,8 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     def _claim(self, not_ready: str) -> tuple[Any, BaseException | None, bool]:
         """The last run's outcome, now taken (asyncio's errors for one not ready or
-        cancelled)."""
+        cancelled). `result` and `exception` take an outcome that is there and not
+        cancelled by themselves (gather asks each read for both)."""
         outcome = self._outcome
         if outcome is None:
             raise asyncio.InvalidStateError(not_ready)
@@ -385,14 +437,21 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
 
     def result(self) -> Any:
         """Future protocol: the last run's result (raises its exception)."""
-        value, exc, _ = self._claim("Result is not ready.")
-        if exc is not None:
-            raise exc
-        return value
+        outcome = self._outcome
+        if outcome is None or outcome[2]:
+            outcome = self._claim("Result is not ready.")
+        self._claimed = True
+        if outcome[1] is not None:
+            raise outcome[1]
+        return outcome[0]
 
     def exception(self) -> BaseException | None:
         """Future protocol: the last run's exception, or None."""
-        return self._claim("Exception is not set.")[1]
+        outcome = self._outcome
+        if outcome is None or outcome[2]:
+            outcome = self._claim("Exception is not set.")
+        self._claimed = True
+        return outcome[1]
 
     def compile(self) -> list[tuple[Backend, Batch]]:
         """The ``(backend, Batch)`` pairs of the first round trip; no I/O, no signals."""
@@ -419,11 +478,14 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
             "_coros",
             "_inner",
             "_face_loop",
+            "_face_fn",
+            "_face_context",
             "_face_callbacks",
             "_outcome",
             "_claimed",
             "_cancel_message",
-            "_face_slot",
+            "_face_reads",
+            "_face_index",
         ):
             new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
@@ -547,20 +609,52 @@ class SelectQuery(Query[R]):
         """A read of one row by its key (without select_related)."""
         return len(self.pks) == 1 and self.mode != "many" and not self._tree
 
-    def _face_start(self) -> Any:
+    @property
+    def _asyncio_future_blocking(self) -> bool | None:
+        # Query's, with `_face_ok` inline (asked once or more per gathered read)
+        if _get_running_loop() is None or len(self.pks) != 1 or self.mode == "many" or self._tree:
+            return None
+        if self._inner is None or self._claimed:
+            self._face_run()
+        return False
+
+    def _face_run(self) -> None:
+        """Start a new run: its read joins the batching window, which answers it on the
+        query itself; where there is no window to join (a near cache, ``auto_batch=False``)
+        or the key cannot be made, a task runs it (`Query._face_run`)."""
+        if self._inner is not None:  # the state of the run before (the first starts clean)
+            self._outcome = self._cancel_message = None
+            self._claimed = False
+            self._face_fn = self._face_context = self._face_callbacks = None
+            self._inner = None
         schema = self.model._schema
-        key = schema.key(self.pks[0])
+        pk = self.pks[0]
+        try:
+            if schema._single_attname is not None:  # `schema.key`, inline (its first case)
+                key = schema.prefix + schema._single_key_part(pk[0])
+            else:
+                key = schema.key(pk)
+        except Exception:
+            super()._face_run()  # the task raises it
+            return
         missing = self if self.mode == "get" else None  # DoesNotExist (`_missing`), or None
         if _executor.read_batched(schema.backend, key, schema, self, missing):
-            return self  # answered on itself (set_result / set_exception)
-        return super()._face_start()  # no window to join (a near cache, auto_batch=False)
+            self._face_loop = _get_running_loop()
+            self._inner = _BY_WINDOW  # answered on itself (set_result / set_exception)
+        else:
+            super()._face_run()
 
     def _joined(self) -> Any:
-        if not self._face_ok():
+        if len(self.pks) != 1 or self.mode == "many" or self._tree:  # `_face_ok`, inline
             return None
         schema = self.model._schema
+        pk = self.pks[0]
+        if schema._single_attname is not None:  # `schema.key`, inline (its first case)
+            key = schema.prefix + schema._single_key_part(pk[0])
+        else:
+            key = schema.key(pk)
         fut = _executor.read_joined(
-            schema.backend, schema.key(self.pks[0]), schema, self if self.mode == "get" else None
+            schema.backend, key, schema, self if self.mode == "get" else None
         )
         return None if fut is None else fut.__await__()
 
@@ -579,6 +673,44 @@ class SelectQuery(Query[R]):
     def __repr__(self) -> str:
         rel = f" select_related={self.related}" if self.related else ""
         return f"<SelectQuery {self.model.__name__} {self.mode} pks={self.pks!r}{rel}>"
+
+
+def _share_attribute_names(cls: type[Any], names: tuple[str, ...]) -> None:
+    """Have the instances of ``cls`` keep these attributes in the key table their class
+    shares (CPython's key-sharing instance dicts), by setting them all on a throwaway
+    instance first. CPython adds a name to that table only while the class has had few
+    instances; an instance that sets a name added too late makes a dict of its own (a copy
+    of its attributes, and one more object for the garbage collector): a gathered read
+    sets its outcome long after a thousand other queries were made."""
+    probe = object.__new__(cls)
+    for name in names:
+        setattr(probe, name, None)
+
+
+_share_attribute_names(
+    SelectQuery,
+    (
+        "model",
+        "pks",
+        "mode",
+        "related",
+        "_tree",
+        "_unsent",
+        "_coro",
+        "_task",
+        "_coros",
+        "_face_loop",
+        "_face_reads",
+        "_face_index",
+        "_inner",
+        "_face_fn",
+        "_face_context",
+        "_face_callbacks",
+        "_outcome",
+        "_claimed",
+        "_cancel_message",
+    ),
+)
 
 
 class LoadQuery(Query[R]):

@@ -772,6 +772,46 @@ async def test_dead_node_costs_only_its_keys_and_comes_back(
             assert await backend.get_many(dead_key, live_key) == [b"back", b"still"]
 
 
+async def test_a_batch_of_gets_goes_straight_to_the_multi_get_with_the_same_answers(
+    private_nodes: list[servers.Memcached],
+) -> None:
+    """A batch of several plain reads (the merged reads of a batching window) skips the
+    namespaced copy of the batch: the same values, misses and slot errors (naming the
+    command, without the namespace) as through ``_execute``, which a subclass wrapping it
+    still sees."""
+    seen: list[list[str]] = []
+
+    class Watched(MemcachedBackend):
+        async def _execute(self, batch: Batch) -> list[Any]:
+            seen.append([c.key for c in batch.commands])
+            return await super()._execute(batch)
+
+    victim, survivor = private_nodes
+    addresses = [n.address for n in private_nodes]
+    answers: list[list[Any]] = []
+    async with MemcachedBackend(addresses, namespace="ns", timeout=2) as backend:
+        dead = keys_by_node(backend, 100)[victim.address]
+        live, absent = (keys_by_node(backend, 100, p)[survivor.address] for p in ("l", "a"))
+        await backend.set(live, b"here")
+    await asyncio.to_thread(victim.stop)
+    for cls in (MemcachedBackend, Watched):
+        async with cls(addresses, namespace="ns", timeout=2) as backend:
+            if cls is MemcachedBackend:
+
+                async def copied(batch: Batch) -> list[Any]:
+                    raise AssertionError("the batch of gets was copied for _execute")
+
+                backend._execute = copied  # type: ignore[method-assign]
+            batch = Batch((Get(live), Get(absent), Get(dead), Get(live)))
+            answers.append(await backend.execute(batch))
+    assert seen == [[f"ns:{live}", f"ns:{absent}", f"ns:{dead}", f"ns:{live}"]]
+    for results in answers:
+        assert results[0] == results[3] == b"here" and results[1] is None
+        assert isinstance(results[2], co.BackendUnavailable)
+        assert str(results[2]).startswith(f"command #3 (Get {dead!r}) of the batch: ")
+    assert str(answers[0][2]) == str(answers[1][2])
+
+
 async def test_stalled_node_times_out_and_its_late_reply_is_never_read(
     private_nodes: list[servers.Memcached],
 ) -> None:

@@ -85,6 +85,8 @@ from ._protocol import (
 )
 from ._ring import DEFAULT_PORT, HASHINGS, KetamaRing
 
+_JUST_GET = {Get}
+
 if TYPE_CHECKING:
     from ..near import NearCache
 
@@ -372,6 +374,24 @@ class MemcachedBackend(Backend):
         return node.host, node.port
 
     # -- batches --------------------------------------------------------------------------
+
+    async def execute(self, batch: Batch) -> list[Any]:
+        """`Backend.execute`; a batch of several plain reads (`Get`, the merged reads of a
+        batching window), without a near cache, goes straight to `_get_many` (the same
+        answer, without the namespaced copy of the batch), unless a subclass wraps
+        `_execute` (`_runs_one`: then it sees every batch)."""
+        commands = batch.commands
+        if (
+            len(commands) > 1
+            and self._runs_one
+            and self.near_cache is None
+            and not batch.atomic
+            and {*map(type, commands)} == _JUST_GET
+        ):
+            prefix = self._prefix
+            keys = self._wire_keys([prefix + cmd[0] for cmd in commands])
+            return name_slot_errors(commands, await self._get_many(keys))
+        return await super().execute(batch)
 
     async def _execute(self, batch: Batch) -> list[Any]:
         commands = batch.commands
