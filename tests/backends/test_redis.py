@@ -1227,13 +1227,15 @@ async def test_frozen_server_times_out(own_server: servers.RedisServer) -> None:
 
 
 async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
-    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+    either: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lone read of a model row on a standalone server takes the backend's own one-read
-    path: no batch planned and assembled; its answers (row, miss, an error reply) are those
-    of the batch path, and a subclass that wraps `_execute` still sees every read."""
+    """A lone read of a model row takes the backend's own one-read path (on Cluster, to
+    the node owning its slot): no batch planned and assembled; its answers (row, miss, an
+    error reply) are those of the batch path, and a subclass that wraps `_execute` still
+    sees every read."""
     from acacheorm.cli._demo import define_models
 
+    rb = either
     batches: list[Any] = []
     run = RedisBackend._run
 
@@ -1267,6 +1269,47 @@ async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
         assert len(batches) == 1
 
 
+async def _lone_reads_on_a_frozen_server(
+    user: Any, proc: subprocess.Popen[bytes], first: int, second: int
+) -> None:
+    """Rows ``first`` and ``second`` of ``user`` (on one server, ``proc``, which this
+    freezes) read alone: see the tests below. The backend's timeout is 0.3 s."""
+    await user.insert(id=first, name="a", height=1.5)
+    await user.insert(id=second, name="b", height=2.5)
+    task = asyncio.current_task()
+    assert task is not None
+    servers.freeze(proc)
+    try:
+        async with asyncio.timeout(30):
+            with pytest.raises(co.BackendUnavailable, match=r"did not answer within 0\.3s"):
+                await user.get_by_id(first)
+        assert task.cancelling() == 0
+        with pytest.raises(TimeoutError) as caller:  # the caller's, not the backend's
+            async with asyncio.timeout(0.05):
+                await user.get_by_id(first)
+        assert not isinstance(caller.value, co.BackendError)
+        assert task.cancelling() == 0
+        reader = asyncio.create_task(user.get_by_id(second))
+        done, _ = await asyncio.wait({reader}, timeout=0.05)  # a lone read, sent
+        assert not done
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+    async def recovered() -> bool:
+        try:
+            return (await user.get_by_id(second)).name == "b"
+        except co.BackendUnavailable:
+            return False
+
+    await eventually(recovered)
+    for _ in range(5):  # no connection hands out a reply meant for another read
+        assert (await user.get_by_id(first)).name == "a"
+        assert (await user.get_by_id(second)).name == "b"
+
+
 async def test_a_lone_model_read_on_a_frozen_server_times_out_alone(
     own_server: servers.RedisServer,
 ) -> None:
@@ -1279,41 +1322,121 @@ async def test_a_lone_model_read_on_a_frozen_server_times_out_alone(
     backend = RedisBackend(own_server.url, timeout=0.3, namespace="f")
     async with backend:
         user, _, _ = define_models(backend, "msgpack")
-        await user.insert(id=1, name="a", height=1.5)
-        await user.insert(id=2, name="b", height=2.5)
-        task = asyncio.current_task()
-        assert task is not None
         assert own_server.proc is not None
-        servers.freeze(own_server.proc)
-        try:
-            async with asyncio.timeout(30):
-                with pytest.raises(co.BackendUnavailable, match=r"did not answer within 0\.3s"):
-                    await user.get_by_id(1)
-            assert task.cancelling() == 0
-            with pytest.raises(TimeoutError) as caller:  # the caller's, not the backend's
-                async with asyncio.timeout(0.05):
-                    await user.get_by_id(1)
-            assert not isinstance(caller.value, co.BackendError)
-            assert task.cancelling() == 0
-            reader = asyncio.create_task(user.get_by_id(2))
-            done, _ = await asyncio.wait({reader}, timeout=0.05)  # a lone read, sent
-            assert not done
-            reader.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await reader
-        finally:
-            own_server.proc.send_signal(signal.SIGCONT)
+        await _lone_reads_on_a_frozen_server(user, own_server.proc, 1, 2)
 
-        async def recovered() -> bool:
-            try:
-                return (await user.get_by_id(2)).name == "b"
-            except co.BackendUnavailable:
-                return False
 
-        await eventually(recovered)
-        for _ in range(5):  # no connection hands out a reply meant for another read
-            assert (await user.get_by_id(1)).name == "a"
-            assert (await user.get_by_id(2)).name == "b"
+async def test_a_lone_model_read_on_a_frozen_cluster_node_times_out_alone(
+    redis_cluster: servers.RedisCluster | str, redis_cluster_url: str
+) -> None:
+    """The same on Cluster, two rows on the node frozen (well within its
+    cluster-node-timeout of 2 s)."""
+    if isinstance(redis_cluster, str):
+        pytest.skip("freezes a node: only on the suite's own cluster")
+    from acacheorm.cli._demo import define_models
+
+    backend = RedisBackend(
+        redis_cluster_url, cluster=True, namespace=unique_namespace("f"), timeout=0.3
+    )
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
+        client = backend.client
+        assert isinstance(client, RedisCluster)
+        await client.initialize()
+
+        def node_of(pk: int) -> Any:
+            return client.get_node_from_key(raw(backend, user._schema.key((pk,))))
+
+        second = next(i for i in range(2, 1000) if node_of(i).name == node_of(1).name)
+        frozen = next(n for n in redis_cluster.nodes if n.port == node_of(1).port)
+        assert frozen.proc is not None
+        await _lone_reads_on_a_frozen_server(user, frozen.proc, 1, second)
+        await backend.clear()
+
+
+async def test_a_lone_model_read_on_cluster_follows_moved_and_ask(
+    rc: RedisBackend, redis_cluster: servers.RedisCluster | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone model read on Cluster goes to the node its client's slot map names; a
+    ``MOVED`` (the slot map learns the new owner) or an ``ASK`` reply (the read did not run)
+    takes it where its row is, without the batch path."""
+    if isinstance(redis_cluster, str):
+        pytest.skip("moves a hash slot: only on the suite's own cluster")
+    from acacheorm.cli._demo import define_models
+
+    batches: list[Any] = []
+    run = RedisBackend._run
+
+    async def counting(self: RedisBackend, commands: Any, *args: Any) -> list[Any]:
+        batches.append(commands)
+        return await run(self, commands, *args)
+
+    user, _, _ = define_models(rc, "msgpack")
+    await user.insert(id=1, name="a", height=1.5)
+    key = user._schema.key((1,))
+    payload = await rc.get(key)
+    assert payload is not None
+    await rc.delete(key)  # the slot is empty: it can be given to another node
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    mover = SlotMover(rc, key)
+    target = mover.admins[mover.target.name]
+    monkeypatch.setattr(RedisBackend, "_run", counting)
+    try:
+        await mover.give_to(mover.target)  # the client does not know yet
+        await target.set(raw(rc, key), payload)
+        assert (await user.get_by_id(1)).name == "a"  # MOVED, followed
+        assert client.get_node_from_key(raw(rc, key)).name == mover.target.name  # learnt
+        await target.delete(raw(rc, key))
+        await mover.give_to(mover.owner)  # and back: the client's map is stale again
+        assert await user.get_or_none(id=1) is None  # MOVED, followed: no row there
+        assert client.get_node_from_key(raw(rc, key)).name == mover.owner.name
+        await mover.start_migration()
+        await mover.on_target("SET", raw(rc, key), payload)
+        # The owner does not hold the row: it answers ASK, and the importing node has it.
+        assert (await user.get_by_id(1)).name == "a"
+        assert batches == []
+    finally:
+        with contextlib.suppress(Exception):
+            await mover.on_target("DEL", raw(rc, key))
+        with contextlib.suppress(Exception):
+            await mover.stop_migration()
+        await mover.give_to(mover.owner)
+        await mover.aclose()
+    assert await user.get_or_none(id=1) is None
+
+
+async def test_a_lone_model_read_on_cluster_falls_back_to_redis_py_for_a_failed_node(
+    rc: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the lone read's own exchange fails for want of a connection, redis-py's
+    command path (with its retries: a read may be sent again) reads, as for the batch
+    path's lone read."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from acacheorm.backends.redis import _cluster
+    from acacheorm.cli._demo import define_models
+
+    user, _, _ = define_models(rc, "msgpack")
+    await user.insert(id=1, name="a", height=1.5)
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    through_redis_py: list[tuple[Any, ...]] = []
+    command = client.execute_command
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        through_redis_py.append(args)
+        return await command(*args, **kwargs)
+
+    async def unreachable(*args: Any) -> None:
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(client, "execute_command", counted)
+    assert (await user.get_by_id(1)).name == "a"
+    assert through_redis_py == []
+    monkeypatch.setattr(_cluster, "lone_read", unreachable)
+    assert (await user.get_by_id(1)).name == "a"
+    assert through_redis_py == [("GET", raw(rc, user._schema.key((1,))))]
 
 
 # -- cancellation ------------------------------------------------------------------------------

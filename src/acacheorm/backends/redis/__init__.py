@@ -41,8 +41,8 @@ can tell, a script call on a key that another command of the same batch touches 
 ``EVAL`` from the start; so are script calls inside ``MULTI``, where a ``NOSCRIPT`` would not
 abort the transaction (Redis runs the other commands).
 
-Every batch runs under ``asyncio.timeout(timeout)`` (a lone model read on a standalone server,
-`RedisBackend._read_one`, under a timer of its own that cancels it the same way); a cancelled
+Every batch runs under ``asyncio.timeout(timeout)`` (a lone model read, `RedisBackend._read_one`,
+under a timer of its own that cancels it the same way); a cancelled
 or timed-out call makes redis-py drop that connection, so no later call can read a reply
 meant for another.
 
@@ -220,7 +220,6 @@ class RedisBackend(Backend):
             self.__dict__["capabilities"] = self.capabilities._replace(
                 index_buckets=16, atomic_one_slot=True
             )
-            self.__dict__["_runs_one"] = False  # a lone command has its own path there
         if isinstance(client, RedisCluster):
             decodes = client.get_encoder().decode_responses
         else:
@@ -408,16 +407,15 @@ class RedisBackend(Backend):
             raise
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
-    #: A lone model read or update on a standalone server skips the batch layers (see
-    #: `_read_one`, `_run_lone`), unless a subclass wraps `execute` or `_execute`: then it
-    #: sees every command. On Cluster, `_execute` has its own lone path.
+    #: A lone model read or update skips the batch layers (see `_read_one`, `_run_lone`),
+    #: unless a subclass wraps `execute` or `_execute`: then it sees every command.
     _runs_one = True
 
     async def _read_one(self, key: str) -> Any:
-        """A lone `Get` of ``key`` (without the namespace) on a standalone server: the
-        round trip `_execute` makes for it, under the same deadline (a timer that cancels
-        the read, as ``asyncio.timeout`` does, without its context objects), with the same
-        errors, without a batch to plan and assemble."""
+        """A lone `Get` of ``key`` (without the namespace): the round trip `_execute` makes
+        for it (on Cluster, to the node owning its slot: `_cluster_read`), under the same
+        deadline (a timer that cancels the read, as ``asyncio.timeout`` does, without its
+        context objects), with the same errors, without a batch to plan and assemble."""
         self._use_loop()
         prefix = self._prefix
         args: list[Any] = ["GET", _encode_key(prefix + key)]
@@ -454,7 +452,13 @@ class RedisBackend(Backend):
         return name_slot_errors((Get(prefix + key),), results, len(prefix))[0]
 
     async def _lone_round_trip(self, args: list[Any]) -> list[Any]:
-        """`_round_trip` of one read, after a free connection (see `_execute`)."""
+        """`_round_trip` of one read (on Cluster, `_cluster_read`), after a free connection
+        (see `_execute`)."""
+        if self._cluster:
+            if self._in_flight is None:
+                return [await self._cluster_read(args)]
+            async with self._in_flight:
+                return [await self._cluster_read(args)]
         if self._in_flight is None:
             return await self._round_trip([args], False)
         async with self._in_flight:
@@ -708,6 +712,34 @@ class RedisBackend(Backend):
                     if args[0] in _IDEMPOTENT:
                         reply = await self._read_through_redis_py(args)
         return assemble(1, wires, [reply], self.timeout)
+
+    async def _cluster_read(self, args: list[Any]) -> Any:
+        """The reply to a lone read on Cluster (`_read_one`): what the batch path answers
+        for it (`_execute_cluster`, `_cluster_lone`), sent by `_cluster.lone_read`. A node
+        that fails leaves the read to redis-py (with its retries: a read may be sent
+        again); after ``MOVED`` (the slot map learns the new owner) or ``ASK`` the read did
+        not run, and goes where the batch path sends it (`_cluster.cluster_round_trip`)."""
+        client: RedisCluster = self._client  # type: ignore[assignment]
+        slot = key_slot(args[1])
+        if not _cluster.private_api():
+            return (await _cluster.cluster_round_trip(client, [args], [slot]))[0]
+        unavailable = _unavailable_types()
+        try:
+            reply = await _cluster.lone_read(client, args, slot)
+        except unavailable:
+            return await self._read_through_redis_py(args)
+        if isinstance(reply, Exception):
+            from redis.exceptions import AskError, MovedError
+
+            if isinstance(reply, MovedError):
+                await _cluster.move_slot(client, reply)
+                return (await _cluster.cluster_round_trip(client, [args], [slot]))[0]
+            if isinstance(reply, AskError):
+                return (await _cluster.cluster_round_trip(client, [args], [slot]))[0]
+            if isinstance(reply, unavailable):  # CLUSTERDOWN: the slot map is stale
+                _cluster.relearn_slots(client)
+                return await self._read_through_redis_py(args)
+        return reply
 
     async def _split_refused(
         self,

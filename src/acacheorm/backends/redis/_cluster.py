@@ -337,6 +337,43 @@ async def lone_round_trip(client: RedisCluster, args: list[Any], slot: int) -> A
     return reply[0]
 
 
+async def lone_read(client: RedisCluster, args: list[Any], slot: int) -> Any:
+    """One read alone (a model's ``GET``), as `lone_round_trip` sends it, with less on the
+    way: the slot map learnt first only when the client must (re)learn it (what
+    ``RedisCluster.initialize`` checks), then the command packed by hiredis in one write on
+    a pooled connection of the node owning ``slot``, its one reply read by redis-py's
+    ``read_response`` (nothing is buffered before it is read). The reply, an error reply as
+    the exception (``MOVED``, ``ASK``: the caller follows them); a node's failure is raised.
+
+    ``send_packed_command`` and ``read_response`` close the connection on any exception
+    (cancellation, timeout, connection error), so none goes back to the pool with a reply
+    still to come."""
+    if client.__dict__.get("_initialize", True):
+        await client.initialize()
+    try:
+        node = client.nodes_manager.slots_cache[slot][0]  # as in cluster_round_trip
+    except (KeyError, IndexError, TypeError) as exc:
+        _not_covered(client, slot, exc)
+    from redis.exceptions import ResponseError
+
+    conn = node.acquire_connection()
+    try:
+        await node.disconnect_if_needed(conn)  # marked after a topology change
+        pack = _packer()
+        await conn.send_packed_command(
+            conn.pack_command(*args) if pack is None else pack(tuple(args))
+        )
+        _read_less(conn)
+        return await conn.read_response()
+    except ResponseError as exc:
+        return exc  # an error reply, read whole: the connection stays usable
+    except _unavailable_types():
+        relearn_slots(client)  # as `_node_round_trip` does after a connection error
+        raise
+    finally:
+        node.release(conn)
+
+
 def _not_covered(client: RedisCluster, slot: int, cause: Exception) -> NoReturn:
     """Raise that the client's slot map has no node for ``slot`` (a partial ``CLUSTER
     SLOTS`` reply, a shrinking cluster), after asking it to learn the map again."""
