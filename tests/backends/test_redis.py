@@ -1256,6 +1256,16 @@ async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
     [batch_error] = await rb.execute(Batch((Get(user._schema.key((3,))),)))
     assert str(lone.value) == str(batch_error)  # named as the batch path names it
     assert type(lone.value) is type(batch_error)
+    # The read of an update (a `Gets`) takes that path too; only its write is a batch.
+    batches.clear()
+    assert (await user.update(id=1, height=2.0)).height == 2.0
+    assert [type(c) for [c] in batches] == [Cas]
+    for pk in (1, 2, 3):  # a row, a miss, an error reply: the batch path's answers
+        key = user._schema.key((pk,))
+        got = await rb._run_lone(Gets(key))
+        [expected] = await rb.execute(Batch((Gets(key),)))
+        assert type(got) is type(expected) and str(got) == str(expected)
+        assert got == expected or isinstance(got, co.BackendError)
 
     class Wrapped(RedisBackend):
         async def _execute(self, batch: Batch) -> list[Any]:

@@ -67,7 +67,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..._commands import Batch, Capabilities, Command, Get
+from ..._commands import Batch, Capabilities, Command, Get, Gets
 from ..._exceptions import (
     AtomicityError,
     BackendError,
@@ -94,6 +94,7 @@ from ._wire import (
     _glob_escape,
     _never_sent,
     _repeated_keys,
+    _to_gets,
     _translate,
     _unavailable_types,
     _Wire,
@@ -411,11 +412,12 @@ class RedisBackend(Backend):
     #: unless a subclass wraps `execute` or `_execute`: then it sees every command.
     _runs_one = True
 
-    async def _read_one(self, key: str) -> Any:
-        """A lone `Get` of ``key`` (without the namespace): the round trip `_execute` makes
-        for it (on Cluster, to the node owning its slot: `_cluster_read`), under the same
-        deadline (a timer that cancels the read, as ``asyncio.timeout`` does, without its
-        context objects), with the same errors, without a batch to plan and assemble."""
+    async def _read_one(self, key: str, gets: bool = False) -> Any:
+        """A lone `Get` of ``key`` (without the namespace), a `Gets` with ``gets``: the
+        round trip `_execute` makes for it (on Cluster, to the node owning its slot:
+        `_cluster_read`), under the same deadline (a timer that cancels the read, as
+        ``asyncio.timeout`` does, without its context objects), with the same result and
+        errors, without a batch to plan and assemble."""
         self._use_loop()
         prefix = self._prefix
         args: list[Any] = ["GET", _encode_key(prefix + key)]
@@ -447,9 +449,10 @@ class RedisBackend(Backend):
             raise err from exc
         reply = replies[0]
         if reply is None or type(reply) is bytes:
-            return reply
+            return _to_gets(reply) if gets else reply
         results = assemble(1, [_Wire(args, (0,))], replies, timeout)  # an error reply
-        return name_slot_errors((Get(prefix + key),), results, len(prefix))[0]
+        command = Gets(prefix + key) if gets else Get(prefix + key)
+        return name_slot_errors((command,), results, len(prefix))[0]
 
     async def _lone_round_trip(self, args: list[Any]) -> list[Any]:
         """`_round_trip` of one read (on Cluster, `_cluster_read`), after a free connection
@@ -465,10 +468,12 @@ class RedisBackend(Backend):
             return await self._round_trip([args], False)
 
     async def _run_lone(self, command: Command) -> Any:
-        """A lone ``command`` (key without the namespace): a `Get` as `_read_one`, any other
-        as `execute` runs a batch of it (without the executor's layers)."""
-        if type(command) is Get:
-            return await self._read_one(command.key)
+        """A lone ``command`` (key without the namespace): a `Get` or a `Gets` (the read of
+        an update) as `_read_one`, any other as `execute` runs a batch of it (without the
+        executor's layers)."""
+        kind = type(command)
+        if kind is Get or kind is Gets:
+            return await self._read_one(command.key, kind is Gets)
         return (await self.execute(Batch((command,))))[0]
 
     async def _run(
