@@ -1256,16 +1256,19 @@ async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
     [batch_error] = await rb.execute(Batch((Get(user._schema.key((3,))),)))
     assert str(lone.value) == str(batch_error)  # named as the batch path names it
     assert type(lone.value) is type(batch_error)
-    # The read of an update (a `Gets`) takes that path too; only its write is a batch.
+    # The read of an update (a `Gets`) takes that path too, and on a standalone server its
+    # write (a `Cas`) a one-command path of its own (on Cluster, the batch path's lone one).
     batches.clear()
     assert (await user.update(id=1, height=2.0)).height == 2.0
-    assert [type(c) for [c] in batches] == [Cas]
+    assert [type(c) for [c] in batches] == ([Cas] if rb._cluster else [])
+    [(_, token)] = await rb.execute(Batch((Gets(user._schema.key((1,))),)))
     for pk in (1, 2, 3):  # a row, a miss, an error reply: the batch path's answers
         key = user._schema.key((pk,))
-        got = await rb._run_lone(Gets(key))
-        [expected] = await rb.execute(Batch((Gets(key),)))
-        assert type(got) is type(expected) and str(got) == str(expected)
-        assert got == expected or isinstance(got, co.BackendError)
+        for command in (Gets(key), Cas(key, token, token, None), Has(key)):
+            got = await rb._run_lone(command)
+            [expected] = await rb.execute(Batch((command,)))
+            assert type(got) is type(expected) and str(got) == str(expected)
+            assert got == expected or isinstance(got, co.BackendError)
 
     class Wrapped(RedisBackend):
         async def _execute(self, batch: Batch) -> list[Any]:
@@ -1334,6 +1337,62 @@ async def test_a_lone_model_read_on_a_frozen_server_times_out_alone(
         user, _, _ = define_models(backend, "msgpack")
         assert own_server.proc is not None
         await _lone_reads_on_a_frozen_server(user, own_server.proc, 1, 2)
+
+
+async def test_a_lone_update_whose_write_meets_a_frozen_server_has_an_unknown_outcome(
+    own_server: servers.RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone update's write (its own path, not a batch) under the backend's deadline:
+    sent to a server that froze after the read, it fails with `BackendUnavailable` saying
+    that its outcome is unknown, leaves the task unmarked, and is not sent again; the
+    server runs it once when it wakes, and no later read takes its late reply."""
+    from acacheorm.cli._demo import define_models
+
+    backend = RedisBackend(own_server.url, timeout=0.3, namespace="f")
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
+        await user.insert(id=1, name="a", height=1.5)
+        await user.insert(id=2, name="b", height=2.5)
+        await user.update(id=2, height=2.5)  # warm: the server has the write's script
+        assert own_server.proc is not None
+        proc = own_server.proc
+        read_one = RedisBackend._read_one
+        batches: list[Any] = []
+        run = RedisBackend._run
+
+        async def then_freeze(self: RedisBackend, *args: Any) -> Any:
+            row = await read_one(self, *args)
+            servers.freeze(proc)
+            return row
+
+        async def counting(self: RedisBackend, commands: Any, *args: Any) -> list[Any]:
+            batches.append(commands)
+            return await run(self, commands, *args)
+
+        monkeypatch.setattr(RedisBackend, "_read_one", then_freeze)
+        monkeypatch.setattr(RedisBackend, "_run", counting)
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(co.BackendUnavailable, match=r"outcome .* is unknown"):
+                    await user.update(id=1, height=2.0)
+            assert task.cancelling() == 0
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        monkeypatch.undo()
+        assert batches == []  # the write took the lone path
+
+        async def applied() -> bool:
+            try:
+                return (await user.get_by_id(1)).height == 2.0  # type: ignore[no-any-return]
+            except co.BackendUnavailable:
+                return False
+
+        await eventually(applied)
+        for _ in range(5):  # no connection hands out a reply meant for another call
+            assert (await user.get_by_id(2)).name == "b"
+            assert (await user.update(id=2, height=3.0)).height == 3.0
 
 
 async def test_a_lone_model_read_on_a_frozen_cluster_node_times_out_alone(

@@ -64,8 +64,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..._commands import Batch, Capabilities, Command, Get, Gets
 from ..._exceptions import (
@@ -110,6 +110,9 @@ if TYPE_CHECKING:
     from ..near import NearCache, _Tracker
 
 __all__ = ["RedisBackend"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _SCAN_COUNT = 500  # keys per SCAN step and UNLINK call in clear()
@@ -421,25 +424,37 @@ class RedisBackend(Backend):
         self._use_loop()
         prefix = self._prefix
         args: list[Any] = ["GET", _encode_key(prefix + key)]
+        replies = await self._bounded(self._lone_round_trip, args)
+        reply = replies[0]
+        if reply is None or type(reply) is bytes:
+            return _to_gets(reply) if gets else reply
+        results = assemble(1, [_Wire(args, (0,))], replies, self.timeout)  # an error reply
+        command = Gets(prefix + key) if gets else Get(prefix + key)
+        return name_slot_errors((command,), results, len(prefix))[0]
+
+    async def _bounded(self, run: Callable[[T], Awaitable[R]], arg: T) -> R:
+        """``run(arg)`` under the backend's deadline, as `_execute` bounds a batch: a timer
+        that cancels it, as ``asyncio.timeout`` does (its ``uncancel()`` rule: a caller's
+        own cancellation stays the caller's), without its context objects; errors mapped
+        as `_map_errors` maps them (the deadline: `BackendUnavailable`)."""
         timeout = self.timeout
         try:
             if timeout is None:
-                replies = await self._lone_round_trip(args)
-            else:
-                loop = asyncio.get_running_loop()
-                task = asyncio.current_task(loop)
-                assert task is not None
-                cancelling = task.cancelling()
-                expired: list[bool] = []
-                timer = loop.call_at(loop.time() + timeout, _expire, task, expired)
-                try:
-                    replies = await self._lone_round_trip(args)
-                except asyncio.CancelledError as exc:
-                    if expired and task.uncancel() <= cancelling:
-                        raise TimeoutError from exc  # ours: the deadline passed
-                    raise
-                finally:
-                    timer.cancel()
+                return await run(arg)
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+            assert task is not None
+            cancelling = task.cancelling()
+            expired: list[bool] = []
+            timer = loop.call_at(loop.time() + timeout, _expire, task, expired)
+            try:
+                return await run(arg)
+            except asyncio.CancelledError as exc:
+                if expired and task.uncancel() <= cancelling:
+                    raise TimeoutError from exc  # ours: the deadline passed
+                raise
+            finally:
+                timer.cancel()
         except CacheORMError:
             raise
         except Exception as exc:  # as `_map_errors` maps them
@@ -447,12 +462,6 @@ class RedisBackend(Backend):
             if err is None:
                 raise
             raise err from exc
-        reply = replies[0]
-        if reply is None or type(reply) is bytes:
-            return _to_gets(reply) if gets else reply
-        results = assemble(1, [_Wire(args, (0,))], replies, timeout)  # an error reply
-        command = Gets(prefix + key) if gets else Get(prefix + key)
-        return name_slot_errors((command,), results, len(prefix))[0]
 
     async def _lone_round_trip(self, args: list[Any]) -> list[Any]:
         """`_round_trip` of one read (on Cluster, `_cluster_read`), after a free connection
@@ -474,7 +483,36 @@ class RedisBackend(Backend):
         kind = type(command)
         if kind is Get or kind is Gets:
             return await self._read_one(command.key, kind is Gets)
-        return (await self.execute(Batch((command,))))[0]
+        if self._cluster:
+            return (await self.execute(Batch((command,))))[0]
+        return await self._write_one(command)
+
+    async def _write_one(self, command: Command) -> Any:
+        """A lone command (key without the namespace; a write, or a read other than a get)
+        on a standalone server: the round trip `_execute` makes for it (its wires planned
+        as `Planner.plan` plans one command, sent by `_send`), under the same deadline as
+        `_read_one`, with the same result and errors: a write whose reply is lost once it
+        went out fails saying that its outcome is unknown, and is not sent again."""
+        self._use_loop()
+        prefix = self._prefix
+        # the command with the namespace, as `Backend._prefixed` makes it
+        command = tuple.__new__(type(command), (prefix + command[0], *command[1:]))
+        wires = self._planner.single(command, 0, False)
+        try:
+            replies = await self._bounded(self._lone_send, wires)
+        except BackendUnavailable as exc:  # as `_execute` says it
+            if has_writes((command,)) and not _never_sent(exc):
+                raise unknown_outcome(exc) from exc
+            raise
+        results = assemble(1, wires, replies, self.timeout)
+        return name_slot_errors((command,), results, len(prefix))[0]
+
+    async def _lone_send(self, wires: list[_Wire]) -> list[Any]:
+        """`_send` of a lone command's wires, after a free connection (see `_execute`)."""
+        if self._in_flight is None:
+            return await self._send(wires, False)
+        async with self._in_flight:
+            return await self._send(wires, False)
 
     async def _run(
         self, commands: tuple[Command, ...], atomic: bool, scope: asyncio.Timeout
