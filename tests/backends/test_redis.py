@@ -346,6 +346,57 @@ async def test_calls_beyond_max_connections_wait_for_a_connection(redis_url: str
         await b.clear()
 
 
+async def test_round_trips_keep_one_connection_out_of_the_pool(redis_url: str) -> None:
+    """A standalone client built here lends the backend one connection for good: one
+    round trip at a time takes it without the pool's taking and giving back, and that
+    connection and the batches' never exceed ``max_connections`` (one batch fewer runs at
+    once). Closing gives it up; a client given to the backend lends none."""
+    from redis.asyncio.connection import ConnectionPool
+
+    from acacheorm.cli._demo import define_models
+
+    taken = 0
+    get_connection = ConnectionPool.get_connection
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal taken
+        taken += 1
+        return await get_connection(self, *args, **kwargs)
+
+    backend = RedisBackend(redis_url, namespace=unique_namespace(), max_connections=4)
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
+        await user.insert(id=1, name="a", height=1.5)
+        pool = backend.client.connection_pool  # type: ignore[union-attr]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ConnectionPool, "get_connection", counted)
+            for _ in range(5):
+                assert (await user.get_by_id(1)).name == "a"
+                assert (await user.update(id=1, height=2.0)).height == 2.0
+                assert await backend.get_many("a", "b") == [None, None]
+            assert taken == 0
+            # Concurrent batches while that connection is kept: never a fifth connection
+            # (redis-py's pool would refuse it: "Too many connections").
+            keys = [f"k{i}" for i in range(300)]
+            await backend.set_many({k: k.encode() for k in keys})
+            patch.setattr(backend, "auto_batch", False)  # a round trip each
+            got = await asyncio.gather(*(backend.get_many(k, "none") for k in keys))
+            assert got == [[k.encode(), None] for k in keys]
+            assert 0 < taken and len(pool._in_use_connections | {*pool._available_connections}) <= 4
+        await backend.clear()
+    assert backend._spare is not None and backend._spare.conn is None  # given up
+
+    client = aredis.Redis.from_url(redis_url)
+    try:
+        given = RedisBackend(client, namespace=unique_namespace())
+        async with given:
+            await given.set("k", b"v")
+            assert given._spare is None and not client.connection_pool._in_use_connections
+            await given.clear()
+    finally:
+        await client.aclose()
+
+
 def test_configuration_errors() -> None:
     with pytest.raises(co.ConfigurationError) as info:
         RedisBackend("http://user:s3cret@127.0.0.1:6379/0")
@@ -521,6 +572,8 @@ async def test_connections_read_replies_in_pieces_below_the_allocators_mapping_s
         conns = list(client.get_node_from_key(backend.full_key("{t}big"))._free)
     else:
         conns = list(client.connection_pool._available_connections)
+        if backend._spare is not None and backend._spare.conn is not None:
+            conns.append(backend._spare.conn)  # the connection kept out of the pool
     transports = [c._writer.transport for c in conns if c._writer]
     assert transports
     assert {t.max_size for t in transports} == {64 * 1024}

@@ -241,9 +241,18 @@ class RedisBackend(Backend):
             limit = client.connection_kwargs.get("max_connections")
         else:
             limit = client.connection_pool.max_connections
+        permits = limit if isinstance(limit, int) and 0 < limit < 2**31 - 1 else 0
+        bounded = permits > 0
+        # The pool of a standalone client built here lends one connection for good, taken
+        # by one round trip at a time (`_cluster.Spare`): one batch fewer runs at once, so
+        # that the batches' connections and that one never exceed the pool's bound.
+        self._spare: _cluster.Spare | None = None
+        if self._owns_client and not self._cluster and (not bounded or permits > 1):
+            self._spare = _cluster.Spare()
+            permits -= 1 if bounded else 0
         self._in_flight: asyncio.Semaphore | None = None
-        if isinstance(limit, int) and 0 < limit < 2**31 - 1:
-            self._in_flight = asyncio.Semaphore(limit)
+        if bounded:
+            self._in_flight = asyncio.Semaphore(permits)
         # A client built here gets a twin per event loop (connections belong to a loop).
         self._loops: PerLoop[tuple[Redis | RedisCluster, asyncio.Semaphore | None]] | None = None
         if self._owns_client:
@@ -254,7 +263,7 @@ class RedisBackend(Backend):
                 twin = self._client_from_url(url, cluster, timeout, options)
                 return twin, None if limit_ is None else asyncio.Semaphore(limit_)
 
-            limit_ = limit if self._in_flight is not None else None
+            limit_ = permits if self._in_flight is not None else None
             self._loops = PerLoop(make, lambda pair: pair[0].aclose(), (client, self._in_flight))
 
     def _use_loop(self) -> None:
@@ -351,6 +360,11 @@ class RedisBackend(Backend):
         return self._client
 
     async def _close(self) -> None:
+        spare = self._spare
+        if spare is not None:
+            if self._loops is None:  # a client given: its connection goes back to its pool
+                await spare.give_back()
+            spare.client = spare.conn = None  # else closing the client closes it
         if self._loops is not None:
             await self._loops.close()
 
@@ -581,6 +595,7 @@ class RedisBackend(Backend):
                         self._client,  # type: ignore[arg-type]
                         commands,
                         False,
+                        self._spare,
                     )
                 except unavailable:
                     pass
@@ -612,7 +627,9 @@ class RedisBackend(Backend):
         ``transaction``); their replies in order. See `_cluster._exchange`."""
         client: Redis = self._client  # type: ignore[assignment]
         try:
-            replies = await _cluster.standalone_round_trip(client, commands, transaction)
+            replies = await _cluster.standalone_round_trip(
+                client, commands, transaction, self._spare
+            )
         except _cluster.Refused as refused:
             raise BackendError(f"redis refused the atomic batch: {refused.reason}") from (
                 refused.reason
