@@ -384,7 +384,7 @@ async def test_round_trips_keep_one_connection_out_of_the_pool(redis_url: str) -
             assert got == [[k.encode(), None] for k in keys]
             assert 0 < taken and len(pool._in_use_connections | {*pool._available_connections}) <= 4
         await backend.clear()
-    assert backend._spare is not None and backend._spare.conn is None  # given up
+    assert backend._spare is not None and backend._spare.kept is None  # given up
 
     client = aredis.Redis.from_url(redis_url)
     try:
@@ -572,8 +572,8 @@ async def test_connections_read_replies_in_pieces_below_the_allocators_mapping_s
         conns = list(client.get_node_from_key(backend.full_key("{t}big"))._free)
     else:
         conns = list(client.connection_pool._available_connections)
-        if backend._spare is not None and backend._spare.conn is not None:
-            conns.append(backend._spare.conn)  # the connection kept out of the pool
+        if backend._spare is not None and backend._spare.kept is not None:
+            conns.append(backend._spare.kept[1])  # the connection kept out of the pool
     transports = [c._writer.transport for c in conns if c._writer]
     assert transports
     assert {t.max_size for t in transports} == {64 * 1024}

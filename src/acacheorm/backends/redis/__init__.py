@@ -362,9 +362,7 @@ class RedisBackend(Backend):
     async def _close(self) -> None:
         spare = self._spare
         if spare is not None:
-            if self._loops is None:  # a client given: its connection goes back to its pool
-                await spare.give_back()
-            spare.client = spare.conn = None  # else closing the client closes it
+            spare.kept = None  # closing the client (below) closes its connection
         if self._loops is not None:
             await self._loops.close()
 

@@ -630,18 +630,28 @@ class Spare:
     leaves room for it.
     """
 
-    __slots__ = ("client", "conn")
+    __slots__ = ("kept",)
 
     def __init__(self) -> None:
-        self.client: Any = None
-        self.conn: Any = None
+        #: (client, connection) kept, read and replaced as one object (loops in threads)
+        self.kept: tuple[Any, Any] | None = None
 
-    async def give_back(self) -> None:
-        """Return the connection kept, if any, to its pool."""
-        client, conn = self.client, self.conn
-        self.client = self.conn = None
-        if conn is not None:
-            await client.connection_pool.release(conn)
+    def take(self, client: Redis) -> Any:
+        """The connection kept for ``client``, now taken (None: there is none)."""
+        kept = self.kept
+        if kept is None or kept[0] is not client:
+            return None
+        self.kept = None
+        return kept[1]
+
+    def keep(self, client: Redis, conn: Any) -> bool:
+        """Keep ``conn`` of ``client`` unless one is kept already for it; whether it is.
+        One kept for another client (another loop's, closed with it) is let go."""
+        kept = self.kept
+        if kept is not None and kept[0] is client:
+            return False
+        self.kept = (client, conn)
+        return True
 
 
 async def standalone_round_trip(
@@ -661,10 +671,9 @@ async def standalone_round_trip(
             return await _exchange(client.connection, commands, transaction)
     pool = client.connection_pool
     if spare is not None:
-        conn = None
+        conn = spare.take(client)
         try:
-            if spare.conn is not None and spare.client is client:
-                conn, spare.conn = spare.conn, None
+            if conn is not None:
                 await pool.ensure_connection(conn)
             else:
                 conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -673,9 +682,7 @@ async def standalone_round_trip(
             if conn is not None:
                 await pool.release(conn)
             raise
-        if spare.conn is None:
-            spare.client, spare.conn = client, conn
-        else:
+        if not spare.keep(client, conn):
             await pool.release(conn)
         return replies
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
