@@ -149,7 +149,9 @@ class RedisBackend(Backend):
     built here retries a failed connection once, not redis-py's ten times with backoff: a
     cache that is down should fail fast, so that callers fall back. Concurrent calls beyond
     the client's ``max_connections`` (100 per node on Cluster) wait for a connection
-    instead of failing.
+    instead of failing. A standalone client built here lends the backend one connection
+    for good, taken by one round trip at a time without the pool's bookkeeping: one call
+    fewer than ``max_connections`` runs at once, so the connections never exceed it.
 
     A command is never sent twice: a write whose reply was lost (the connection broke after
     it went out) raises `BackendUnavailable` saying that its outcome is unknown; only a lone
