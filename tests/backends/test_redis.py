@@ -1788,7 +1788,9 @@ def without_internals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise AssertionError("a redis-py internal was used")
 
     monkeypatch.setattr(_cluster, "_exchange", used)
+    monkeypatch.setattr(_cluster, "_exchange_one", used)
     monkeypatch.setattr(_cluster, "_node_round_trip", used)
+    monkeypatch.setattr(_cluster, "lone_read", used)
     _cluster.private_api.cache_clear()
     yield
     _cluster.private_api.cache_clear()
@@ -1832,6 +1834,12 @@ async def test_without_internals_a_cluster_batch_uses_the_public_pipeline(
     assert isinstance(err, co.BackendError)  # an error reply still fills only its slot
     atomic = Batch((Set("{t}a", b"1", None), Incr("{t}n", 5, None), Get("{t}a")), atomic=True)
     assert await rc.execute(atomic) == [True, 5, b"1"]
+    from acacheorm.cli._demo import define_models
+
+    user, _, _ = define_models(rc, "msgpack")  # lone model reads and updates too
+    await user.insert(id=1, name="a", height=1.5)
+    assert (await user.update(id=1, height=2.0)).height == 2.0
+    assert (await user.get_by_id(1)).height == 2.0
 
 
 async def test_without_internals_a_single_connection_client_uses_a_pipeline(
