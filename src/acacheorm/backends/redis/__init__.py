@@ -497,29 +497,39 @@ class RedisBackend(Backend):
         kind = type(command)
         if kind is Get or kind is Gets:
             return await self._read_one(command.key, kind is Gets)
-        if self._cluster:
-            return (await self.execute(Batch((command,))))[0]
         return await self._write_one(command)
 
     async def _write_one(self, command: Command) -> Any:
-        """A lone command (key without the namespace; a write, or a read other than a get)
-        on a standalone server: the round trip `_execute` makes for it (its wires planned
-        as `Planner.plan` plans one command, sent by `_send`), under the same deadline as
-        `_read_one`, with the same result and errors: a write whose reply is lost once it
-        went out fails saying that its outcome is unknown, and is not sent again."""
+        """A lone command (key without the namespace; a write, or a read other than a get):
+        the round trip `_execute` makes for it (on a standalone server its wires planned as
+        `Planner.plan` plans one command, sent by `_send`; on Cluster `_execute_cluster`),
+        under the same deadline as `_read_one`, with the same result and errors: a write
+        whose reply is lost once it went out fails saying that its outcome is unknown, and
+        is not sent again."""
         self._use_loop()
         prefix = self._prefix
         # the command with the namespace, as `Backend._prefixed` makes it
         command = tuple.__new__(type(command), (prefix + command[0], *command[1:]))
-        wires = self._planner.single(command, 0, False)
         try:
-            replies = await self._bounded(self._lone_send, wires)
+            if self._cluster:
+                results = await self._bounded(self._lone_cluster, command)
+            else:
+                wires = self._planner.single(command, 0, False)
+                replies = await self._bounded(self._lone_send, wires)
+                results = assemble(1, wires, replies, self.timeout)
         except BackendUnavailable as exc:  # as `_execute` says it
             if has_writes((command,)) and not _never_sent(exc):
                 raise unknown_outcome(exc) from exc
             raise
-        results = assemble(1, wires, replies, self.timeout)
         return name_slot_errors((command,), results, len(prefix))[0]
+
+    async def _lone_cluster(self, command: Command) -> list[Any]:
+        """`_execute_cluster` of a lone command, after a free connection (see `_execute`);
+        a node's part is bounded by the caller's deadline (`_bounded`), not `SCOPE`."""
+        if self._in_flight is None:
+            return await self._execute_cluster((command,), False)
+        async with self._in_flight:
+            return await self._execute_cluster((command,), False)
 
     async def _lone_send(self, wires: list[_Wire]) -> list[Any]:
         """`_send` of a lone command's wires, after a free connection (see `_execute`)."""
