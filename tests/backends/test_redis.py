@@ -346,6 +346,57 @@ async def test_calls_beyond_max_connections_wait_for_a_connection(redis_url: str
         await b.clear()
 
 
+async def test_round_trips_keep_one_connection_out_of_the_pool(redis_url: str) -> None:
+    """A standalone client built here lends the backend one connection for good: one
+    round trip at a time takes it without the pool's taking and giving back, and that
+    connection and the batches' never exceed ``max_connections`` (one batch fewer runs at
+    once). Closing gives it up; a client given to the backend lends none."""
+    from redis.asyncio.connection import ConnectionPool
+
+    from acacheorm.cli._demo import define_models
+
+    taken = 0
+    get_connection = ConnectionPool.get_connection
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal taken
+        taken += 1
+        return await get_connection(self, *args, **kwargs)
+
+    backend = RedisBackend(redis_url, namespace=unique_namespace(), max_connections=4)
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
+        await user.insert(id=1, name="a", height=1.5)
+        pool = backend.client.connection_pool  # type: ignore[union-attr]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ConnectionPool, "get_connection", counted)
+            for _ in range(5):
+                assert (await user.get_by_id(1)).name == "a"
+                assert (await user.update(id=1, height=2.0)).height == 2.0
+                assert await backend.get_many("a", "b") == [None, None]
+            assert taken == 0
+            # Concurrent batches while that connection is kept: never a fifth connection
+            # (redis-py's pool would refuse it: "Too many connections").
+            keys = [f"k{i}" for i in range(300)]
+            await backend.set_many({k: k.encode() for k in keys})
+            patch.setattr(backend, "auto_batch", False)  # a round trip each
+            got = await asyncio.gather(*(backend.get_many(k, "none") for k in keys))
+            assert got == [[k.encode(), None] for k in keys]
+            assert 0 < taken and len(pool._in_use_connections | {*pool._available_connections}) <= 4
+        await backend.clear()
+    assert backend._spare is not None and backend._spare.kept is None  # given up
+
+    client = aredis.Redis.from_url(redis_url)
+    try:
+        given = RedisBackend(client, namespace=unique_namespace())
+        async with given:
+            await given.set("k", b"v")
+            assert given._spare is None and not client.connection_pool._in_use_connections
+            await given.clear()
+    finally:
+        await client.aclose()
+
+
 def test_configuration_errors() -> None:
     with pytest.raises(co.ConfigurationError) as info:
         RedisBackend("http://user:s3cret@127.0.0.1:6379/0")
@@ -521,6 +572,8 @@ async def test_connections_read_replies_in_pieces_below_the_allocators_mapping_s
         conns = list(client.get_node_from_key(backend.full_key("{t}big"))._free)
     else:
         conns = list(client.connection_pool._available_connections)
+        if backend._spare is not None and backend._spare.kept is not None:
+            conns.append(backend._spare.kept[1])  # the connection kept out of the pool
     transports = [c._writer.transport for c in conns if c._writer]
     assert transports
     assert {t.max_size for t in transports} == {64 * 1024}
@@ -1227,13 +1280,15 @@ async def test_frozen_server_times_out(own_server: servers.RedisServer) -> None:
 
 
 async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
-    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+    either: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lone read of a model row on a standalone server takes the backend's own one-read
-    path: no batch planned and assembled; its answers (row, miss, an error reply) are those
-    of the batch path, and a subclass that wraps `_execute` still sees every read."""
+    """A lone read of a model row takes the backend's own one-read path (on Cluster, to
+    the node owning its slot): no batch planned and assembled; its answers (row, miss, an
+    error reply) are those of the batch path, and a subclass that wraps `_execute` still
+    sees every read."""
     from acacheorm.cli._demo import define_models
 
+    rb = either
     batches: list[Any] = []
     run = RedisBackend._run
 
@@ -1254,6 +1309,19 @@ async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
     [batch_error] = await rb.execute(Batch((Get(user._schema.key((3,))),)))
     assert str(lone.value) == str(batch_error)  # named as the batch path names it
     assert type(lone.value) is type(batch_error)
+    # The read of an update (a `Gets`) takes that path too, and its write (a `Cas`) a
+    # one-command path of its own.
+    batches.clear()
+    assert (await user.update(id=1, height=2.0)).height == 2.0
+    assert batches == []
+    [(_, token)] = await rb.execute(Batch((Gets(user._schema.key((1,))),)))
+    for pk in (1, 2, 3):  # a row, a miss, an error reply: the batch path's answers
+        key = user._schema.key((pk,))
+        for command in (Gets(key), Cas(key, token, token, None), Has(key)):
+            got = await rb._run_lone(command)
+            [expected] = await rb.execute(Batch((command,)))
+            assert type(got) is type(expected) and str(got) == str(expected)
+            assert got == expected or isinstance(got, co.BackendError)
 
     class Wrapped(RedisBackend):
         async def _execute(self, batch: Batch) -> list[Any]:
@@ -1265,6 +1333,47 @@ async def test_a_lone_model_read_skips_the_batch_layers_with_the_same_answers(
         batches.clear()
         assert (await other.get_by_id(1)).name == "a"
         assert len(batches) == 1
+
+
+async def _lone_reads_on_a_frozen_server(
+    user: Any, proc: subprocess.Popen[bytes], first: int, second: int
+) -> None:
+    """Rows ``first`` and ``second`` of ``user`` (on one server, ``proc``, which this
+    freezes) read alone: see the tests below. The backend's timeout is 0.3 s."""
+    await user.insert(id=first, name="a", height=1.5)
+    await user.insert(id=second, name="b", height=2.5)
+    task = asyncio.current_task()
+    assert task is not None
+    servers.freeze(proc)
+    try:
+        async with asyncio.timeout(30):
+            with pytest.raises(co.BackendUnavailable, match=r"did not answer within 0\.3s"):
+                await user.get_by_id(first)
+        assert task.cancelling() == 0
+        with pytest.raises(TimeoutError) as caller:  # the caller's, not the backend's
+            async with asyncio.timeout(0.05):
+                await user.get_by_id(first)
+        assert not isinstance(caller.value, co.BackendError)
+        assert task.cancelling() == 0
+        reader = asyncio.create_task(user.get_by_id(second))
+        done, _ = await asyncio.wait({reader}, timeout=0.05)  # a lone read, sent
+        assert not done
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+    async def recovered() -> bool:
+        try:
+            return (await user.get_by_id(second)).name == "b"
+        except co.BackendUnavailable:
+            return False
+
+    await eventually(recovered)
+    for _ in range(5):  # no connection hands out a reply meant for another read
+        assert (await user.get_by_id(first)).name == "a"
+        assert (await user.get_by_id(second)).name == "b"
 
 
 async def test_a_lone_model_read_on_a_frozen_server_times_out_alone(
@@ -1279,41 +1388,177 @@ async def test_a_lone_model_read_on_a_frozen_server_times_out_alone(
     backend = RedisBackend(own_server.url, timeout=0.3, namespace="f")
     async with backend:
         user, _, _ = define_models(backend, "msgpack")
+        assert own_server.proc is not None
+        await _lone_reads_on_a_frozen_server(user, own_server.proc, 1, 2)
+
+
+async def test_a_lone_update_whose_write_meets_a_frozen_server_has_an_unknown_outcome(
+    own_server: servers.RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone update's write (its own path, not a batch) under the backend's deadline:
+    sent to a server that froze after the read, it fails with `BackendUnavailable` saying
+    that its outcome is unknown, leaves the task unmarked, and is not sent again; the
+    server runs it once when it wakes, and no later read takes its late reply."""
+    from acacheorm.cli._demo import define_models
+
+    backend = RedisBackend(own_server.url, timeout=0.3, namespace="f")
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
         await user.insert(id=1, name="a", height=1.5)
         await user.insert(id=2, name="b", height=2.5)
+        await user.update(id=2, height=2.5)  # warm: the server has the write's script
+        assert own_server.proc is not None
+        proc = own_server.proc
+        read_one = RedisBackend._read_one
+        batches: list[Any] = []
+        run = RedisBackend._run
+
+        async def then_freeze(self: RedisBackend, *args: Any) -> Any:
+            row = await read_one(self, *args)
+            servers.freeze(proc)
+            return row
+
+        async def counting(self: RedisBackend, commands: Any, *args: Any) -> list[Any]:
+            batches.append(commands)
+            return await run(self, commands, *args)
+
+        monkeypatch.setattr(RedisBackend, "_read_one", then_freeze)
+        monkeypatch.setattr(RedisBackend, "_run", counting)
         task = asyncio.current_task()
         assert task is not None
-        assert own_server.proc is not None
-        servers.freeze(own_server.proc)
         try:
             async with asyncio.timeout(30):
-                with pytest.raises(co.BackendUnavailable, match=r"did not answer within 0\.3s"):
-                    await user.get_by_id(1)
+                with pytest.raises(co.BackendUnavailable, match=r"outcome .* is unknown"):
+                    await user.update(id=1, height=2.0)
             assert task.cancelling() == 0
-            with pytest.raises(TimeoutError) as caller:  # the caller's, not the backend's
-                async with asyncio.timeout(0.05):
-                    await user.get_by_id(1)
-            assert not isinstance(caller.value, co.BackendError)
-            assert task.cancelling() == 0
-            reader = asyncio.create_task(user.get_by_id(2))
-            done, _ = await asyncio.wait({reader}, timeout=0.05)  # a lone read, sent
-            assert not done
-            reader.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await reader
         finally:
-            own_server.proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGCONT)
+        monkeypatch.undo()
+        assert batches == []  # the write took the lone path
 
-        async def recovered() -> bool:
+        async def applied() -> bool:
             try:
-                return (await user.get_by_id(2)).name == "b"
+                return (await user.get_by_id(1)).height == 2.0  # type: ignore[no-any-return]
             except co.BackendUnavailable:
                 return False
 
-        await eventually(recovered)
-        for _ in range(5):  # no connection hands out a reply meant for another read
-            assert (await user.get_by_id(1)).name == "a"
+        await eventually(applied)
+        for _ in range(5):  # no connection hands out a reply meant for another call
             assert (await user.get_by_id(2)).name == "b"
+            assert (await user.update(id=2, height=3.0)).height == 3.0
+
+
+async def test_a_lone_model_read_on_a_frozen_cluster_node_times_out_alone(
+    redis_cluster: servers.RedisCluster | str, redis_cluster_url: str
+) -> None:
+    """The same on Cluster, two rows on the node frozen (well within its
+    cluster-node-timeout of 2 s)."""
+    if isinstance(redis_cluster, str):
+        pytest.skip("freezes a node: only on the suite's own cluster")
+    from acacheorm.cli._demo import define_models
+
+    backend = RedisBackend(
+        redis_cluster_url, cluster=True, namespace=unique_namespace("f"), timeout=0.3
+    )
+    async with backend:
+        user, _, _ = define_models(backend, "msgpack")
+        client = backend.client
+        assert isinstance(client, RedisCluster)
+        await client.initialize()
+
+        def node_of(pk: int) -> Any:
+            return client.get_node_from_key(raw(backend, user._schema.key((pk,))))
+
+        second = next(i for i in range(2, 1000) if node_of(i).name == node_of(1).name)
+        frozen = next(n for n in redis_cluster.nodes if n.port == node_of(1).port)
+        assert frozen.proc is not None
+        await _lone_reads_on_a_frozen_server(user, frozen.proc, 1, second)
+        await backend.clear()
+
+
+async def test_a_lone_model_read_on_cluster_follows_moved_and_ask(
+    rc: RedisBackend, redis_cluster: servers.RedisCluster | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone model read on Cluster goes to the node its client's slot map names; a
+    ``MOVED`` (the slot map learns the new owner) or an ``ASK`` reply (the read did not run)
+    takes it where its row is, without the batch path."""
+    if isinstance(redis_cluster, str):
+        pytest.skip("moves a hash slot: only on the suite's own cluster")
+    from acacheorm.cli._demo import define_models
+
+    batches: list[Any] = []
+    run = RedisBackend._run
+
+    async def counting(self: RedisBackend, commands: Any, *args: Any) -> list[Any]:
+        batches.append(commands)
+        return await run(self, commands, *args)
+
+    user, _, _ = define_models(rc, "msgpack")
+    await user.insert(id=1, name="a", height=1.5)
+    key = user._schema.key((1,))
+    payload = await rc.get(key)
+    assert payload is not None
+    await rc.delete(key)  # the slot is empty: it can be given to another node
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    mover = SlotMover(rc, key)
+    target = mover.admins[mover.target.name]
+    monkeypatch.setattr(RedisBackend, "_run", counting)
+    try:
+        await mover.give_to(mover.target)  # the client does not know yet
+        await target.set(raw(rc, key), payload)
+        assert (await user.get_by_id(1)).name == "a"  # MOVED, followed
+        assert client.get_node_from_key(raw(rc, key)).name == mover.target.name  # learnt
+        await target.delete(raw(rc, key))
+        await mover.give_to(mover.owner)  # and back: the client's map is stale again
+        assert await user.get_or_none(id=1) is None  # MOVED, followed: no row there
+        assert client.get_node_from_key(raw(rc, key)).name == mover.owner.name
+        await mover.start_migration()
+        await mover.on_target("SET", raw(rc, key), payload)
+        # The owner does not hold the row: it answers ASK, and the importing node has it.
+        assert (await user.get_by_id(1)).name == "a"
+        assert batches == []
+    finally:
+        with contextlib.suppress(Exception):
+            await mover.on_target("DEL", raw(rc, key))
+        with contextlib.suppress(Exception):
+            await mover.stop_migration()
+        await mover.give_to(mover.owner)
+        await mover.aclose()
+    assert await user.get_or_none(id=1) is None
+
+
+async def test_a_lone_model_read_on_cluster_falls_back_to_redis_py_for_a_failed_node(
+    rc: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the lone read's own exchange fails for want of a connection, redis-py's
+    command path (with its retries: a read may be sent again) reads, as for the batch
+    path's lone read."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from acacheorm.backends.redis import _cluster
+    from acacheorm.cli._demo import define_models
+
+    user, _, _ = define_models(rc, "msgpack")
+    await user.insert(id=1, name="a", height=1.5)
+    client = rc.client
+    assert isinstance(client, RedisCluster)
+    through_redis_py: list[tuple[Any, ...]] = []
+    command = client.execute_command
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        through_redis_py.append(args)
+        return await command(*args, **kwargs)
+
+    async def unreachable(*args: Any) -> None:
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(client, "execute_command", counted)
+    assert (await user.get_by_id(1)).name == "a"
+    assert through_redis_py == []
+    monkeypatch.setattr(_cluster, "lone_read", unreachable)
+    assert (await user.get_by_id(1)).name == "a"
+    assert through_redis_py == [("GET", raw(rc, user._schema.key((1,))))]
 
 
 # -- cancellation ------------------------------------------------------------------------------
@@ -1631,7 +1876,9 @@ def without_internals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise AssertionError("a redis-py internal was used")
 
     monkeypatch.setattr(_cluster, "_exchange", used)
+    monkeypatch.setattr(_cluster, "_exchange_one", used)
     monkeypatch.setattr(_cluster, "_node_round_trip", used)
+    monkeypatch.setattr(_cluster, "lone_read", used)
     _cluster.private_api.cache_clear()
     yield
     _cluster.private_api.cache_clear()
@@ -1675,6 +1922,12 @@ async def test_without_internals_a_cluster_batch_uses_the_public_pipeline(
     assert isinstance(err, co.BackendError)  # an error reply still fills only its slot
     atomic = Batch((Set("{t}a", b"1", None), Incr("{t}n", 5, None), Get("{t}a")), atomic=True)
     assert await rc.execute(atomic) == [True, 5, b"1"]
+    from acacheorm.cli._demo import define_models
+
+    user, _, _ = define_models(rc, "msgpack")  # lone model reads and updates too
+    await user.insert(id=1, name="a", height=1.5)
+    assert (await user.update(id=1, height=2.0)).height == 2.0
+    assert (await user.get_by_id(1)).height == 2.0
 
 
 async def test_without_internals_a_single_connection_client_uses_a_pipeline(

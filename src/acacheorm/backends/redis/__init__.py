@@ -41,8 +41,8 @@ can tell, a script call on a key that another command of the same batch touches 
 ``EVAL`` from the start; so are script calls inside ``MULTI``, where a ``NOSCRIPT`` would not
 abort the transaction (Redis runs the other commands).
 
-Every batch runs under ``asyncio.timeout(timeout)`` (a lone model read on a standalone server,
-`RedisBackend._read_one`, under a timer of its own that cancels it the same way); a cancelled
+Every batch runs under ``asyncio.timeout(timeout)`` (a lone model read, `RedisBackend._read_one`,
+under a timer of its own that cancels it the same way); a cancelled
 or timed-out call makes redis-py drop that connection, so no later call can read a reply
 meant for another.
 
@@ -64,10 +64,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..._commands import Batch, Capabilities, Command, Get, IndexRead
+from ..._commands import Batch, Capabilities, Command, Get, Gets, IndexRead
 from ..._exceptions import (
     AtomicityError,
     BackendError,
@@ -94,6 +94,7 @@ from ._wire import (
     _glob_escape,
     _never_sent,
     _repeated_keys,
+    _to_gets,
     _translate,
     _unavailable_types,
     _Wire,
@@ -109,6 +110,9 @@ if TYPE_CHECKING:
     from ..near import NearCache, _Tracker
 
 __all__ = ["RedisBackend"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _SCAN_COUNT = 500  # keys per SCAN step and UNLINK call in clear()
@@ -145,7 +149,9 @@ class RedisBackend(Backend):
     built here retries a failed connection once, not redis-py's ten times with backoff: a
     cache that is down should fail fast, so that callers fall back. Concurrent calls beyond
     the client's ``max_connections`` (100 per node on Cluster) wait for a connection
-    instead of failing.
+    instead of failing. A standalone client built here lends the backend one connection
+    for good, taken by one round trip at a time without the pool's bookkeeping: one call
+    fewer than ``max_connections`` runs at once, so the connections never exceed it.
 
     A command is never sent twice: a write whose reply was lost (the connection broke after
     it went out) raises `BackendUnavailable` saying that its outcome is unknown; only a lone
@@ -220,7 +226,6 @@ class RedisBackend(Backend):
             self.__dict__["capabilities"] = self.capabilities._replace(
                 index_buckets=16, atomic_one_slot=True
             )
-            self.__dict__["_runs_one"] = False  # a lone command has its own path there
         if isinstance(client, RedisCluster):
             decodes = client.get_encoder().decode_responses
         else:
@@ -238,9 +243,18 @@ class RedisBackend(Backend):
             limit = client.connection_kwargs.get("max_connections")
         else:
             limit = client.connection_pool.max_connections
+        permits = limit if isinstance(limit, int) and 0 < limit < 2**31 - 1 else 0
+        bounded = permits > 0
+        # The pool of a standalone client built here lends one connection for good, taken
+        # by one round trip at a time (`_cluster.Spare`): one batch fewer runs at once, so
+        # that the batches' connections and that one never exceed the pool's bound.
+        self._spare: _cluster.Spare | None = None
+        if self._owns_client and not self._cluster and (not bounded or permits > 1):
+            self._spare = _cluster.Spare()
+            permits -= 1 if bounded else 0
         self._in_flight: asyncio.Semaphore | None = None
-        if isinstance(limit, int) and 0 < limit < 2**31 - 1:
-            self._in_flight = asyncio.Semaphore(limit)
+        if bounded:
+            self._in_flight = asyncio.Semaphore(permits)
         # A client built here gets a twin per event loop (connections belong to a loop).
         self._loops: PerLoop[tuple[Redis | RedisCluster, asyncio.Semaphore | None]] | None = None
         if self._owns_client:
@@ -251,7 +265,7 @@ class RedisBackend(Backend):
                 twin = self._client_from_url(url, cluster, timeout, options)
                 return twin, None if limit_ is None else asyncio.Semaphore(limit_)
 
-            limit_ = limit if self._in_flight is not None else None
+            limit_ = permits if self._in_flight is not None else None
             self._loops = PerLoop(make, lambda pair: pair[0].aclose(), (client, self._in_flight))
 
     def _use_loop(self) -> None:
@@ -348,6 +362,9 @@ class RedisBackend(Backend):
         return self._client
 
     async def _close(self) -> None:
+        spare = self._spare
+        if spare is not None:
+            spare.kept = None  # closing the client (below) closes its connection
         if self._loops is not None:
             await self._loops.close()
 
@@ -408,38 +425,50 @@ class RedisBackend(Backend):
             raise
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
-    #: A lone model read or update on a standalone server skips the batch layers (see
-    #: `_read_one`, `_run_lone`), unless a subclass wraps `execute` or `_execute`: then it
-    #: sees every command. On Cluster, `_execute` has its own lone path.
+    #: A lone model read or update skips the batch layers (see `_read_one`, `_run_lone`),
+    #: unless a subclass wraps `execute` or `_execute`: then it sees every command.
     _runs_one = True
 
-    async def _read_one(self, key: str) -> Any:
-        """A lone `Get` of ``key`` (without the namespace) on a standalone server: the
-        round trip `_execute` makes for it, under the same deadline (a timer that cancels
-        the read, as ``asyncio.timeout`` does, without its context objects), with the same
+    async def _read_one(self, key: str, gets: bool = False) -> Any:
+        """A lone `Get` of ``key`` (without the namespace), a `Gets` with ``gets``: the
+        round trip `_execute` makes for it (on Cluster, to the node owning its slot:
+        `_cluster_read`), under the same deadline (a timer that cancels the read, as
+        ``asyncio.timeout`` does, without its context objects), with the same result and
         errors, without a batch to plan and assemble."""
         self._use_loop()
         prefix = self._prefix
         args: list[Any] = ["GET", _encode_key(prefix + key)]
+        replies = await self._bounded(self._lone_round_trip, args)
+        reply = replies[0]
+        if reply is None or type(reply) is bytes:
+            return _to_gets(reply) if gets else reply
+        results = assemble(1, [_Wire(args, (0,))], replies, self.timeout)  # an error reply
+        command = Gets(prefix + key) if gets else Get(prefix + key)
+        return name_slot_errors((command,), results, len(prefix))[0]
+
+    async def _bounded(self, run: Callable[[T], Awaitable[R]], arg: T) -> R:
+        """``run(arg)`` under the backend's deadline, as `_execute` bounds a batch: a timer
+        that cancels it, as ``asyncio.timeout`` does (its ``uncancel()`` rule: a caller's
+        own cancellation stays the caller's), without its context objects; errors mapped
+        as `_map_errors` maps them (the deadline: `BackendUnavailable`)."""
         timeout = self.timeout
         try:
             if timeout is None:
-                replies = await self._lone_round_trip(args)
-            else:
-                loop = asyncio.get_running_loop()
-                task = asyncio.current_task(loop)
-                assert task is not None
-                cancelling = task.cancelling()
-                expired: list[bool] = []
-                timer = loop.call_at(loop.time() + timeout, _expire, task, expired)
-                try:
-                    replies = await self._lone_round_trip(args)
-                except asyncio.CancelledError as exc:
-                    if expired and task.uncancel() <= cancelling:
-                        raise TimeoutError from exc  # ours: the deadline passed
-                    raise
-                finally:
-                    timer.cancel()
+                return await run(arg)
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+            assert task is not None
+            cancelling = task.cancelling()
+            expired: list[bool] = []
+            timer = loop.call_at(loop.time() + timeout, _expire, task, expired)
+            try:
+                return await run(arg)
+            except asyncio.CancelledError as exc:
+                if expired and task.uncancel() <= cancelling:
+                    raise TimeoutError from exc  # ours: the deadline passed
+                raise
+            finally:
+                timer.cancel()
         except CacheORMError:
             raise
         except Exception as exc:  # as `_map_errors` maps them
@@ -447,25 +476,67 @@ class RedisBackend(Backend):
             if err is None:
                 raise
             raise err from exc
-        reply = replies[0]
-        if reply is None or type(reply) is bytes:
-            return reply
-        results = assemble(1, [_Wire(args, (0,))], replies, timeout)  # an error reply
-        return name_slot_errors((Get(prefix + key),), results, len(prefix))[0]
 
     async def _lone_round_trip(self, args: list[Any]) -> list[Any]:
-        """`_round_trip` of one read, after a free connection (see `_execute`)."""
+        """`_round_trip` of one read (on Cluster, `_cluster_read`), after a free connection
+        (see `_execute`)."""
+        if self._cluster:
+            if self._in_flight is None:
+                return [await self._cluster_read(args)]
+            async with self._in_flight:
+                return [await self._cluster_read(args)]
         if self._in_flight is None:
             return await self._round_trip([args], False)
         async with self._in_flight:
             return await self._round_trip([args], False)
 
     async def _run_lone(self, command: Command) -> Any:
-        """A lone ``command`` (key without the namespace): a `Get` as `_read_one`, any other
-        as `execute` runs a batch of it (without the executor's layers)."""
-        if type(command) is Get:
-            return await self._read_one(command.key)
-        return (await self.execute(Batch((command,))))[0]
+        """A lone ``command`` (key without the namespace): a `Get` or a `Gets` (the read of
+        an update) as `_read_one`, any other as `execute` runs a batch of it (without the
+        executor's layers)."""
+        kind = type(command)
+        if kind is Get or kind is Gets:
+            return await self._read_one(command.key, kind is Gets)
+        return await self._write_one(command)
+
+    async def _write_one(self, command: Command) -> Any:
+        """A lone command (key without the namespace; a write, or a read other than a get):
+        the round trip `_execute` makes for it (on a standalone server its wires planned as
+        `Planner.plan` plans one command, sent by `_send`; on Cluster `_execute_cluster`),
+        under the same deadline as `_read_one`, with the same result and errors: a write
+        whose reply is lost once it went out fails saying that its outcome is unknown, and
+        is not sent again."""
+        self._use_loop()
+        prefix = self._prefix
+        # the command with the namespace, as `Backend._prefixed` makes it
+        command = tuple.__new__(type(command), (prefix + command[0], *command[1:]))
+        try:
+            if self._cluster:
+                results = await self._bounded(self._lone_cluster, command)
+            else:
+                wires = self._planner.single(command, 0, False)
+                replies = await self._bounded(self._lone_send, wires)
+                results = assemble(1, wires, replies, self.timeout)
+        except BackendUnavailable as exc:  # as `_execute` says it
+            if has_writes((command,)) and not _never_sent(exc):
+                raise unknown_outcome(exc) from exc
+            raise
+        return name_slot_errors((command,), results, len(prefix))[0]
+
+    async def _lone_cluster(self, command: Command) -> list[Any]:
+        """`_execute_cluster` of a lone command, after a free connection (see `_execute`);
+        a node's part is bounded by the caller's deadline (`_bounded`), not `SCOPE`."""
+        if self._in_flight is None:
+            return await self._execute_cluster((command,), False)
+        async with self._in_flight:
+            return await self._execute_cluster((command,), False)
+
+    async def _lone_send(self, wires: list[_Wire]) -> list[Any]:
+        """`_send` of a lone command's wires, after a free connection (see `_execute`)."""
+        if self._in_flight is None:
+            return await self._send(wires, False)
+        async with self._in_flight:
+            return await self._send(wires, False)
 
     async def _run(
         self, commands: tuple[Command, ...], atomic: bool, scope: asyncio.Timeout
@@ -541,6 +612,7 @@ class RedisBackend(Backend):
                         self._client,  # type: ignore[arg-type]
                         commands,
                         False,
+                        self._spare,
                     )
                 except unavailable:
                     pass
@@ -572,7 +644,9 @@ class RedisBackend(Backend):
         ``transaction``); their replies in order. See `_cluster._exchange`."""
         client: Redis = self._client  # type: ignore[assignment]
         try:
-            replies = await _cluster.standalone_round_trip(client, commands, transaction)
+            replies = await _cluster.standalone_round_trip(
+                client, commands, transaction, self._spare
+            )
         except _cluster.Refused as refused:
             raise BackendError(f"redis refused the atomic batch: {refused.reason}") from (
                 refused.reason
@@ -742,6 +816,34 @@ class RedisBackend(Backend):
                     if args[0] in _IDEMPOTENT:
                         reply = await self._read_through_redis_py(args)
         return assemble(1, wires, [reply], self.timeout)
+
+    async def _cluster_read(self, args: list[Any]) -> Any:
+        """The reply to a lone read on Cluster (`_read_one`): what the batch path answers
+        for it (`_execute_cluster`, `_cluster_lone`), sent by `_cluster.lone_read`. A node
+        that fails leaves the read to redis-py (with its retries: a read may be sent
+        again); after ``MOVED`` (the slot map learns the new owner) or ``ASK`` the read did
+        not run, and goes where the batch path sends it (`_cluster.cluster_round_trip`)."""
+        client: RedisCluster = self._client  # type: ignore[assignment]
+        slot = key_slot(args[1])
+        if not _cluster.private_api():
+            return (await _cluster.cluster_round_trip(client, [args], [slot]))[0]
+        unavailable = _unavailable_types()
+        try:
+            reply = await _cluster.lone_read(client, args, slot)
+        except unavailable:
+            return await self._read_through_redis_py(args)
+        if isinstance(reply, Exception):
+            from redis.exceptions import AskError, MovedError
+
+            if isinstance(reply, MovedError):
+                await _cluster.move_slot(client, reply)
+                return (await _cluster.cluster_round_trip(client, [args], [slot]))[0]
+            if isinstance(reply, AskError):
+                return (await _cluster.cluster_round_trip(client, [args], [slot]))[0]
+            if isinstance(reply, unavailable):  # CLUSTERDOWN: the slot map is stale
+                _cluster.relearn_slots(client)
+                return await self._read_through_redis_py(args)
+        return reply
 
     async def _split_refused(
         self,

@@ -187,6 +187,8 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
     after a connection error, re-sending writes that may have run). Whatever interrupts the
     reads leaves the connection closed, never back in the pool with replies still to come.
     """
+    if not transaction and len(commands) == 1 and type(commands) is not _ArgsOf:
+        return [await _exchange_one(conn, commands[0])]  # a lone command: the same, leaner
     from redis.exceptions import ExecAbortError, ResponseError
 
     wanted = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
@@ -227,6 +229,25 @@ async def _exchange(conn: Any, commands: Sequence[Sequence[Any]], transaction: b
     if not isinstance(reply, list) or len(reply) != len(commands):
         raise BackendError(f"redis EXEC gave an unexpected reply: {reply!r}")
     return reply
+
+
+async def _exchange_one(conn: Any, args: Sequence[Any]) -> Any:
+    """`_exchange` of one command (not in a transaction, not built late), with less on the
+    way: packed by hiredis, sent, its one reply read by redis-py's ``read_response``
+    (nothing is buffered before it is read). The reply, an error reply as its exception.
+
+    ``send_packed_command`` and ``read_response`` close the connection on any exception
+    (cancellation, timeout, connection error), so none goes back to the pool with a reply
+    still to come."""
+    from redis.exceptions import ResponseError
+
+    pack = _packer()
+    await conn.send_packed_command(conn.pack_command(*args) if pack is None else pack(tuple(args)))
+    _read_less(conn)
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:
+        return exc  # an error reply, read whole: the connection stays usable
 
 
 async def cluster_round_trip(
@@ -347,6 +368,29 @@ async def lone_round_trip(client: RedisCluster, args: list[Any], slot: int) -> A
     reply: list[Any] = [_NO_REPLY]
     await _node_round_trip(client, node, [args], [0], reply, [], frozenset())
     return reply[0]
+
+
+async def lone_read(client: RedisCluster, args: list[Any], slot: int) -> Any:
+    """One read alone (a model's ``GET``), as `lone_round_trip` sends it, with less on the
+    way: the slot map learnt first only when the client must (re)learn it (what
+    ``RedisCluster.initialize`` checks), then `_exchange_one` on a pooled connection of the
+    node owning ``slot``. The reply, an error reply as the exception (``MOVED``, ``ASK``:
+    the caller follows them); a node's failure is raised."""
+    if client.__dict__.get("_initialize", True):
+        await client.initialize()
+    try:
+        node = client.nodes_manager.slots_cache[slot][0]  # as in cluster_round_trip
+    except (KeyError, IndexError, TypeError) as exc:
+        _not_covered(client, slot, exc)
+    conn = node.acquire_connection()
+    try:
+        await node.disconnect_if_needed(conn)  # marked after a topology change
+        return await _exchange_one(conn, args)
+    except _unavailable_types():
+        relearn_slots(client)  # as `_node_round_trip` does after a connection error
+        raise
+    finally:
+        node.release(conn)
 
 
 def _not_covered(client: RedisCluster, slot: int, cause: Exception) -> NoReturn:
@@ -750,11 +794,49 @@ async def multi_exec_on(client: RedisCluster, slot: int, commands: list[list[Any
 # -- clear ----------------------------------------------------------------------------
 
 
+class Spare:
+    """One connection of a standalone client's pool kept out of it between round trips
+    (a lone get, the read and the write of a lone update, any batch), so that each does
+    not pay for the pool's taking and giving back: with redis-py 8.1, its lock, metrics
+    and release event cost ~76k instructions per round trip, a lone get ~200k with none.
+
+    One round trip at a time takes it (others, meanwhile, connections from the pool); it
+    is checked as the pool checks a connection it hands out (``ensure_connection``), and
+    one that failed goes back to the pool (redis-py closed it). The pool counts it as in
+    use throughout: only for a client of the backend's own, whose bound on batches at once
+    leaves room for it.
+    """
+
+    __slots__ = ("kept",)
+
+    def __init__(self) -> None:
+        #: (client, connection) kept, read and replaced as one object (loops in threads)
+        self.kept: tuple[Any, Any] | None = None
+
+    def take(self, client: Redis) -> Any:
+        """The connection kept for ``client``, now taken (None: there is none)."""
+        kept = self.kept
+        if kept is None or kept[0] is not client:
+            return None
+        self.kept = None
+        return kept[1]
+
+    def keep(self, client: Redis, conn: Any) -> bool:
+        """Keep ``conn`` of ``client`` unless one is kept already for it; whether it is.
+        One kept for another client (another loop's, closed with it) is let go."""
+        kept = self.kept
+        if kept is not None and kept[0] is client:
+            return False
+        self.kept = (client, conn)
+        return True
+
+
 async def standalone_round_trip(
-    client: Redis, commands: Sequence[list[Any]], transaction: bool
+    client: Redis, commands: Sequence[list[Any]], transaction: bool, spare: Spare | None = None
 ) -> list[Any]:
     """``commands`` in one write on one pooled connection (in ``MULTI``/``EXEC`` when
-    ``transaction``); their replies in order, an error reply as its exception."""
+    ``transaction``); their replies in order, an error reply as its exception. On
+    ``spare``'s connection when one is given and that connection is free (see `Spare`)."""
     if not private_api():
         return await _public_pipeline(client, commands, transaction)
     if client.single_connection_client:
@@ -765,6 +847,21 @@ async def standalone_round_trip(
         async with lock:
             return await _exchange(client.connection, commands, transaction)
     pool = client.connection_pool
+    if spare is not None:
+        conn = spare.take(client)
+        try:
+            if conn is not None:
+                await pool.ensure_connection(conn)
+            else:
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            replies = await _exchange(conn, commands, transaction)
+        except BaseException:
+            if conn is not None:
+                await pool.release(conn)
+            raise
+        if not spare.keep(client, conn):
+            await pool.release(conn)
+        return replies
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         return await _exchange(conn, commands, transaction)
