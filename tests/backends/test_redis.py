@@ -2012,3 +2012,56 @@ async def test_a_batch_that_fails_after_a_part_was_sent_has_an_unknown_outcome(
     await eventually(first_part_ran)
     assert await Part.count() == 1001
     assert await rb.get("missing") is None
+
+
+async def test_a_batch_of_gets_goes_straight_to_its_mgets_with_the_same_answers(
+    own_server: servers.RedisServer, wire: Wire
+) -> None:
+    """On a standalone server a batch of several plain reads (a multi-get, the merged reads
+    of a batching window) skips the namespaced copy of the batch and its planning: the same
+    values, misses, wrong-type keys and failures as through ``_execute``, which a subclass
+    wrapping it still sees; more than 1,000 keys take several MGETs of one round trip."""
+    through_execute: list[str] = []
+
+    class Watched(RedisBackend):
+        async def _execute(self, batch: Batch) -> list[Any]:
+            through_execute.append("subclass")
+            return await super()._execute(batch)
+
+    keys = [f"k:{i}" for i in range(2500)] + ["k:missing", "k:7", "h", "k:\udc80"]
+    answers = []
+    for kind in (RedisBackend, Watched):
+        backend = kind(own_server.url, namespace="ns")
+        try:
+            await backend.clear()
+            await backend.set_many({f"k:{i}": str(i).encode() for i in range(2500)})
+            await backend.client.hset("ns:h", "f", "v")  # another type: MGET reads nil
+            inner = backend._execute
+
+            async def spy(batch: Batch, inner: Any = inner) -> list[Any]:
+                through_execute.append("object")
+                return await inner(batch)
+
+            backend._execute = spy  # type: ignore[method-assign]
+            through_execute.clear()
+            before = await commandstats(backend.client)
+            with wire.record():
+                answers.append(await backend.execute(Batch(tuple(Get(k) for k in keys))))
+            assert len(wire.sends) == 1
+            after = await commandstats(backend.client)
+            assert after["mget"] - before.get("mget", 0) == 3
+            # the plain class skips _execute; a subclass wrapping it sees the batch
+            assert through_execute == ([] if kind is RedisBackend else ["object", "subclass"])
+        finally:
+            await backend.close()
+    assert answers[0] == answers[1]
+    assert answers[0][:2500] == [str(i).encode() for i in range(2500)]
+    assert answers[0][2500:] == [None, b"7", None, None]
+    backend = RedisBackend(own_server.url, namespace="ns", timeout=2)
+    try:
+        await backend.get("k:1")
+        own_server.stop()
+        with pytest.raises(co.BackendUnavailable):
+            await backend.execute(Batch((Get("k:1"), Get("k:2"))))
+    finally:
+        await backend.close()

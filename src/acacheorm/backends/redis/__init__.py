@@ -103,6 +103,8 @@ from ._wire import (
     key_slot,
 )
 
+_JUST_GET = {Get}
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -406,18 +408,46 @@ class RedisBackend(Backend):
 
     # -- batches ------------------------------------------------------------------------
 
-    async def _execute(self, batch: Batch) -> list[Any]:
-        self._use_loop()
+    async def execute(self, batch: Batch) -> list[Any]:
+        """`Backend.execute`; on a standalone server a batch of several plain reads (`Get`:
+        a multi-get, the merged reads of a batching window), without a near cache, goes
+        straight to its ``MGET``s (`_run_gets`: the same answer, without the namespaced copy
+        of the batch and its planning), unless a subclass wraps `_execute` (`_runs_one`:
+        then it sees every batch)."""
         commands = batch.commands
-        atomic = batch.atomic and len(commands) > 1
+        if (
+            len(commands) > 1
+            and self._runs_one
+            and not self._cluster
+            and self.near_cache is None
+            and not batch.atomic
+            and {*map(type, commands)} == _JUST_GET
+        ):
+            return name_slot_errors(commands, await self._guarded(self._run_gets, commands, False))
+        return await super().execute(batch)
+
+    async def _execute(self, batch: Batch) -> list[Any]:
+        commands = batch.commands
+        return await self._guarded(self._run, commands, batch.atomic and len(commands) > 1)
+
+    async def _guarded(
+        self,
+        run: Callable[[tuple[Command, ...], bool, asyncio.Timeout], Awaitable[list[Any]]],
+        commands: tuple[Command, ...],
+        atomic: bool,
+    ) -> list[Any]:
+        """``run(commands, atomic, scope)`` (`_run`, `_run_gets`) on the loop's client, under
+        the backend's timeout (``scope``) and its bound of batches in flight, its errors
+        mapped; a lost reply to sent writes says their outcome is unknown."""
+        self._use_loop()
         try:
             with self._map_errors():
                 # The wait for a free connection counts towards the timeout too.
                 async with asyncio.timeout(self.timeout) as scope:
                     if self._in_flight is None:
-                        return await self._run(commands, atomic, scope)
+                        return await run(commands, atomic, scope)
                     async with self._in_flight:
-                        return await self._run(commands, atomic, scope)
+                        return await run(commands, atomic, scope)
         except BackendUnavailable as exc:
             # Sent writes whose replies never came may have run; they are not sent again.
             if has_writes(commands) and not _never_sent(exc):
@@ -551,6 +581,24 @@ class RedisBackend(Backend):
         wires = plan(commands, range(len(commands)), atomic or _repeated_keys(commands))
         replies = await self._send(wires, atomic and len(wires) > 1)
         return assemble(len(commands), wires, replies, self.timeout)
+
+    async def _run_gets(
+        self, commands: tuple[Command, ...], atomic: bool, scope: asyncio.Timeout
+    ) -> list[Any]:
+        """`_run` for plain reads of keys without the namespace (standalone): ``MGET``s of
+        `_CHUNK` keys at most, built from the keys at once."""
+        prefix = self._prefix
+        # _encode_key inlined, the namespace added as each key is encoded
+        keys = [(prefix + cmd[0]).encode("utf-8", "surrogatepass") for cmd in commands]
+        n = len(keys)
+        wires = [
+            _Wire(
+                ["MGET", *keys[start : start + _CHUNK]], range(start, min(n, start + _CHUNK)), _EACH
+            )
+            for start in range(0, n, _CHUNK)
+        ]
+        replies = await self._send(wires, False)
+        return assemble(n, wires, replies, self.timeout)
 
     async def _send(
         self, wires: list[_Wire], transaction: bool, slots: list[int] | None = None
