@@ -298,15 +298,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
         callbacks = self._face_callbacks
         if callbacks is not None:
             self._face_callbacks = None
-        try:
-            if context is None:
-                fn(self)
-            else:
-                context.run(fn, self)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as error:  # as the loop reports a failing callback
-            self._callback_failed(fn, error)
+        self._call(fn, context)
         for fn, context in callbacks or ():
             self._call(fn, context)
 
