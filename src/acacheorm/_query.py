@@ -60,6 +60,24 @@ _BY_WINDOW: Any = object()
 
 _new = tuple.__new__
 
+#: The attributes a run of a query sets (its coroutine or task, its future face's state and
+#: outcome): a copy of the query starts without them (`Query._copy`).
+_RUN_STATE = (
+    "_coro",
+    "_task",
+    "_coros",
+    "_inner",
+    "_face_loop",
+    "_face_fn",
+    "_face_context",
+    "_face_callbacks",
+    "_outcome",
+    "_claimed",
+    "_cancel_message",
+    "_face_reads",
+    "_face_index",
+)
+
 
 def _gets(keys: list[str]) -> Batch:
     """``Batch(tuple(map(Get, keys)))``, built without the NamedTuples' Python frames."""
@@ -464,21 +482,7 @@ class Query(Coroutine[Any, Any, R], Generic[R]):
     def _copy(self, **changes: Any) -> Self:
         new = copy.copy(self)
         new.__dict__.update(changes)
-        for name in (
-            "_coro",
-            "_task",
-            "_coros",
-            "_inner",
-            "_face_loop",
-            "_face_fn",
-            "_face_context",
-            "_face_callbacks",
-            "_outcome",
-            "_claimed",
-            "_cancel_message",
-            "_face_reads",
-            "_face_index",
-        ):
+        for name in _RUN_STATE:
             new.__dict__.pop(name, None)
         self._unsent = False  # the copy carries the duty to run
         return new
@@ -688,19 +692,7 @@ _share_attribute_names(
         "related",
         "_tree",
         "_unsent",
-        "_coro",
-        "_task",
-        "_coros",
-        "_face_loop",
-        "_face_reads",
-        "_face_index",
-        "_inner",
-        "_face_fn",
-        "_face_context",
-        "_face_callbacks",
-        "_outcome",
-        "_claimed",
-        "_cancel_message",
+        *_RUN_STATE,
     ),
 )
 
